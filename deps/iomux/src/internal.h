@@ -1,0 +1,201 @@
+/*
+ * internal.h -- what the core's files share: the loop and socket records, the
+ * timer heap, the backend interface and the counted syscall wrappers.
+ */
+#ifndef IOMUX_INTERNAL_H
+#define IOMUX_INTERNAL_H
+
+#include "iomux.h"
+
+#include <assert.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* The kernel's user-data word holds a token, never a pointer: the slot in the
+ * low half and the slot's generation in the high half. A late event for a
+ * socket that closed (and whose slot may hold a new socket) fails the
+ * generation check and is dropped. */
+#define TOKEN(slot, gen) (((uint64_t)(gen) << 32) | (uint32_t)(slot))
+#define TOKEN_SLOT(t) ((uint32_t)(t))
+#define TOKEN_GEN(t) ((uint32_t)((t) >> 32))
+#define TOKEN_FOREIGN UINT64_MAX /* the outer loop's fd in standalone mode */
+
+/* Readiness as the backends report it. */
+enum { RD_READ = 1, RD_WRITE = 2, RD_HUP = 4, RD_ERROR = 8 };
+
+typedef struct fired_event {
+  uint64_t token;
+  uint32_t mask;
+} fired_event;
+
+/* ---- sockets -------------------------------------------------------------- */
+
+enum sock_kind { SK_LISTENER = 1, SK_STREAM };
+
+enum sock_flag {
+  SF_PAUSED = 1u << 0,       /* the embedder stopped reading */
+  SF_READABLE = 1u << 1,     /* the kernel may hold bytes or connections */
+  SF_WRITABLE = 1u << 2,     /* no write has been refused since the last edge */
+  SF_RDHUP = 1u << 3,        /* the peer's FIN was seen: read on to EOF */
+  SF_EOF = 1u << 4,
+  SF_CONNECTING = 1u << 5,
+  SF_SHUT_PENDING = 1u << 6, /* shutdown(SHUT_WR) once the queue empties */
+  SF_SHUT_DONE = 1u << 7,
+  SF_CORKED = 1u << 8,
+  SF_NOTIFY_DRAIN = 1u << 9,
+  SF_READY_LISTED = 1u << 10,
+  SF_FLUSH_LISTED = 1u << 11,
+  SF_CLOSED = 1u << 12,
+  SF_ERROR = 1u << 13,       /* an error was reported; no more I/O */
+  SF_ACCEPT_PAUSED = 1u << 14,
+  SF_ACCEPT_REPORTED = 1u << 15 /* an accept error of this episode was sent */
+};
+
+/* Bytes the kernel refused, kept until the writable edge. */
+typedef struct outq {
+  uint8_t *buf;
+  uint32_t head, len, cap;
+} outq;
+
+typedef struct sock {
+  int fd;
+  uint32_t gen;
+  uint32_t flags;
+  uint8_t kind;
+  uint8_t peer_family;  /* IOMUX_AF_* */
+  uint16_t peer_port;   /* host order */
+  uint8_t peer_addr[16];
+  outq out;
+  int32_t timer;        /* idle-timeout (stream) or accept-retry (listener) */
+  uint32_t idle_ms;
+  int64_t last_active;  /* ns; the idle deadline is last_active + idle_ms */
+  char *path;           /* unix listener: unlinked on close */
+} sock;
+
+/* ---- timers --------------------------------------------------------------- */
+
+enum timer_kind { TK_USER = 1, TK_IDLE, TK_ACCEPT_RETRY };
+
+typedef struct tnode {
+  int64_t deadline; /* ns, CLOCK_MONOTONIC */
+  uint64_t seq;     /* orders equal deadlines by arming time */
+  int32_t heap;     /* index in the heap, -1 when not armed */
+  uint32_t gen;
+  int32_t owner;    /* socket slot for TK_IDLE and TK_ACCEPT_RETRY */
+  uint8_t kind;     /* 0 when free */
+} tnode;
+
+/* ---- growable vectors of tokens and ids ---------------------------------- */
+
+typedef struct vec64 {
+  uint64_t *v;
+  uint32_t len, cap;
+} vec64;
+
+typedef struct vec32 {
+  int32_t *v;
+  uint32_t len, cap;
+} vec32;
+
+/* ---- the loop ------------------------------------------------------------- */
+
+struct iomux_loop {
+  iomux_config cfg;
+  void *backend;
+  iomux_stats stats;
+
+  sock **socks;       /* by slot; NULL when free */
+  uint32_t nsocks;
+  vec32 free_socks;   /* slots ready for reuse */
+  vec32 closing;      /* slots closed during this iteration */
+
+  tnode *tnodes;
+  uint32_t ntnodes;
+  vec32 free_tnodes;
+  int32_t *heap;      /* tnode ids, a binary min-heap on (deadline, seq) */
+  uint32_t heap_len, heap_cap;
+  uint64_t timer_seq;
+
+  vec64 ready;        /* sockets with readiness left over (caps, pauses) */
+  vec64 flush;        /* sockets whose queue waits for the end of a batch */
+  uint32_t paused_listeners;
+
+  fired_event *fired;
+
+  int32_t *rec;       /* the embedder's record buffer */
+  size_t rec_len, rec_cap; /* in words */
+  size_t delivered;   /* records handed over in this iteration */
+  uint8_t *slab;
+  size_t slab_size, slab_pos;
+  iomux_flush_fn flush_fn;
+  void *flush_data;
+
+  int foreign_fd;
+  bool foreign_ready;
+  bool iterating;
+  bool delivering;
+};
+
+/* loop.c */
+int64_t iomux__now(void);
+void iomux__emit(iomux_loop *loop, int32_t type, int32_t id, int32_t a,
+                 int32_t b);
+void iomux__emit_words(iomux_loop *loop, const int32_t *words);
+void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes);
+int vec64_push(vec64 *v, uint64_t x);
+int vec32_push(vec32 *v, int32_t x);
+
+/* sock.c */
+sock *iomux__sock(iomux_loop *loop, int id, int kind);
+void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask);
+void iomux__service_ready(iomux_loop *loop, uint64_t token);
+void iomux__flush_listed(iomux_loop *loop, uint64_t token);
+void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now);
+void iomux__accept_retry(iomux_loop *loop, int32_t slot);
+void iomux__close_all(iomux_loop *loop);
+
+/* timer.c */
+int32_t iomux__tnode_alloc(iomux_loop *loop, uint8_t kind, int32_t owner);
+void iomux__tnode_free(iomux_loop *loop, int32_t id);
+void iomux__timer_arm(iomux_loop *loop, int32_t id, int64_t deadline);
+void iomux__timer_disarm(iomux_loop *loop, int32_t id);
+int64_t iomux__timer_nearest(const iomux_loop *loop); /* INT64_MAX if none */
+int32_t iomux__timer_pop_expired(iomux_loop *loop, int64_t now);
+void iomux__timers_free(iomux_loop *loop);
+
+/* The backend: one file per kernel interface, the same functions in each. */
+int iomux__backend_init(iomux_loop *loop);
+void iomux__backend_free(iomux_loop *loop);
+const char *iomux__backend_name(void);
+int iomux__backend_fd(const iomux_loop *loop);
+/* Registers fd once for read and write readiness, edge-triggered. */
+int iomux__backend_add(iomux_loop *loop, int fd, uint64_t token);
+/* Called before fd is closed. */
+void iomux__backend_del(iomux_loop *loop, int fd);
+/* Level-triggered read interest for the outer loop's fd; fd < 0 removes. */
+int iomux__backend_watch_foreign(iomux_loop *loop, int fd, int old_fd);
+/* Waits up to timeout_ms (-1: no limit); fills loop->fired; returns the
+ * count or -errno. EINTR is a zero-event return. */
+int iomux__backend_poll(iomux_loop *loop, int timeout_ms);
+
+/* sys.c: every socket syscall the core issues, counted, EINTR retried. */
+int sys_socket(iomux_loop *loop, int family);
+int sys_setsockopt_int(iomux_loop *loop, int fd, int level, int name, int v);
+int sys_bind(iomux_loop *loop, int fd, const struct sockaddr *a, socklen_t l);
+int sys_listen(iomux_loop *loop, int fd, int backlog);
+int sys_connect(iomux_loop *loop, int fd, const struct sockaddr *a,
+                socklen_t l);
+int sys_accept(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+               socklen_t *len);
+ssize_t sys_read(iomux_loop *loop, int fd, void *buf, size_t len);
+ssize_t sys_write(iomux_loop *loop, int fd, const void *buf, size_t len);
+ssize_t sys_writev(iomux_loop *loop, int fd, const struct iovec *iov, int n);
+int sys_shutdown_wr(iomux_loop *loop, int fd);
+int sys_close(iomux_loop *loop, int fd);
+int sys_socket_error(iomux_loop *loop, int fd);
+int sys_getsockname(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                    socklen_t *len);
+int sys_unlink(iomux_loop *loop, const char *path);
+
+#endif /* IOMUX_INTERNAL_H */

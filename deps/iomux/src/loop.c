@@ -1,0 +1,311 @@
+/*
+ * loop.c -- the loop: one iteration is one wait on the kernel queue followed
+ * by the I/O it allows, the timers it expires, and the delivery of what
+ * happened as batches of event records. iomux_loop_run_once() reads top to
+ * bottom as those phases.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_READ_CAP (64 * 1024)
+#define DEFAULT_ACCEPT_CAP 256
+#define DEFAULT_MAX_EVENTS 1024
+#define DEFAULT_ACCEPT_RETRY_MS 100
+/* Delivery passes per iteration: a 'drain' handler that writes again can
+ * cause another DRAIN record; past this many passes the rest waits for the
+ * next iteration instead of starving the wait. */
+#define MAX_DELIVERY_PASSES 8
+
+int64_t iomux__now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int vec64_push(vec64 *v, uint64_t x) {
+  if (v->len == v->cap) {
+    uint32_t n = v->cap ? v->cap * 2 : 64;
+    uint64_t *p = realloc(v->v, n * sizeof *p);
+    if (!p) return -ENOMEM;
+    v->v = p;
+    v->cap = n;
+  }
+  v->v[v->len++] = x;
+  return 0;
+}
+
+int vec32_push(vec32 *v, int32_t x) {
+  if (v->len == v->cap) {
+    uint32_t n = v->cap ? v->cap * 2 : 64;
+    int32_t *p = realloc(v->v, n * sizeof *p);
+    if (!p) return -ENOMEM;
+    v->v = p;
+    v->cap = n;
+  }
+  v->v[v->len++] = x;
+  return 0;
+}
+
+/* ---- records and their delivery ------------------------------------------ */
+
+void iomux__emit(iomux_loop *loop, int32_t type, int32_t id, int32_t a,
+                 int32_t b) {
+  /* Callers make room first (iomux__ensure_room), and records are only
+   * produced inside an iteration, so the buffer cannot be full here. */
+  assert(loop->iterating);
+  assert(loop->rec_len + IOMUX_RECORD_WORDS <= loop->rec_cap);
+  int32_t *r = loop->rec + loop->rec_len;
+  r[0] = type;
+  r[1] = id;
+  r[2] = a;
+  r[3] = b;
+  loop->rec_len += IOMUX_RECORD_WORDS;
+}
+
+void iomux__emit_words(iomux_loop *loop, const int32_t *words) {
+  assert(loop->iterating);
+  assert(loop->rec_len + IOMUX_RECORD_WORDS <= loop->rec_cap);
+  memcpy(loop->rec + loop->rec_len, words, IOMUX_RECORD_WORDS * sizeof *words);
+  loop->rec_len += IOMUX_RECORD_WORDS;
+}
+
+/* Writes queued while records were being delivered (or uncorked since):
+ * one write or writev per socket, however many writes were issued. */
+static void flush_queued_writes(iomux_loop *loop) {
+  vec64 batch = loop->flush;
+  loop->flush = (vec64){0};
+  for (uint32_t i = 0; i < batch.len; i++) {
+    iomux__ensure_room(loop, 2, 0);
+    iomux__flush_listed(loop, batch.v[i]);
+  }
+  /* Keep whichever array is larger for reuse. */
+  if (loop->flush.cap == 0) {
+    batch.len = 0;
+    loop->flush = batch;
+  } else {
+    free(batch.v);
+  }
+}
+
+/* Hands the records to the embedder, then flushes the writes it made. */
+static void deliver(iomux_loop *loop) {
+  if (loop->rec_len == 0) return;
+  assert(!loop->delivering);
+  size_t count = loop->rec_len / IOMUX_RECORD_WORDS;
+  size_t pos = loop->slab_size;
+  loop->delivering = true;
+  if (loop->flush_fn) pos = loop->flush_fn(loop->flush_data, loop->rec, count);
+  loop->delivering = false;
+  loop->rec_len = 0;
+  loop->slab_pos = pos < loop->slab_size ? pos : loop->slab_size;
+  loop->delivered += count;
+  flush_queued_writes(loop);
+}
+
+void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes) {
+  if (loop->delivering) return; /* flushes from inside a delivery append */
+  if (loop->rec_len + records * IOMUX_RECORD_WORDS > loop->rec_cap ||
+      loop->slab_size - loop->slab_pos < slab_bytes)
+    deliver(loop);
+}
+
+/* ---- the iteration -------------------------------------------------------- */
+
+static bool has_work(const iomux_loop *loop) {
+  return loop->ready.len > 0 || loop->flush.len > 0 || loop->rec_len > 0;
+}
+
+int64_t iomux_loop_next_timeout(iomux_loop *loop) {
+  if (has_work(loop)) return 0;
+  int64_t deadline = iomux__timer_nearest(loop);
+  if (deadline == INT64_MAX) return -1;
+  int64_t delta = deadline - iomux__now();
+  if (delta <= 0) return 0;
+  return (delta + 999999) / 1000000; /* round up: never wake early */
+}
+
+static void expire_timers(iomux_loop *loop) {
+  int64_t now = iomux__now();
+  int32_t id;
+  while ((id = iomux__timer_pop_expired(loop, now)) >= 0) {
+    tnode *t = &loop->tnodes[id];
+    iomux__ensure_room(loop, 1, 0);
+    switch (t->kind) {
+    case TK_USER:
+      iomux__emit(loop, IOMUX_EV_TIMER, id, (int32_t)t->gen, 0);
+      iomux__tnode_free(loop, id);
+      break;
+    case TK_IDLE:
+      iomux__idle_expired(loop, t->owner, now);
+      break;
+    case TK_ACCEPT_RETRY:
+      iomux__accept_retry(loop, t->owner);
+      break;
+    default:
+      assert(!"armed timer of no kind");
+    }
+  }
+}
+
+static void service_ready(iomux_loop *loop) {
+  /* Only what was listed before this phase: a socket that hits its cap again
+   * goes to the next iteration, after everyone else had a turn. */
+  vec64 batch = loop->ready;
+  loop->ready = (vec64){0};
+  for (uint32_t i = 0; i < batch.len; i++)
+    iomux__service_ready(loop, batch.v[i]);
+  if (loop->ready.cap == 0) {
+    batch.len = 0;
+    loop->ready = batch;
+  } else {
+    free(batch.v);
+  }
+}
+
+/* Slots closed during the iteration become reusable only at its end, so ids
+ * in one batch of records never name two different sockets. */
+static void recycle_closed(iomux_loop *loop) {
+  for (uint32_t i = 0; i < loop->closing.len; i++) {
+    /* free_socks was sized for every slot when the slot table grew. */
+    assert(loop->free_socks.len < loop->free_socks.cap);
+    loop->free_socks.v[loop->free_socks.len++] = loop->closing.v[i];
+  }
+  loop->closing.len = 0;
+}
+
+int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
+  assert(!loop->iterating && "run_once is not reentrant");
+  loop->iterating = true;
+  loop->stats.iterations++;
+  loop->foreign_ready = false;
+  loop->delivered = 0;
+
+  /* 1. Writes queued outside a delivery (uncork) go out before we sleep. */
+  if (loop->flush.len) flush_queued_writes(loop);
+
+  /* 2. Wait: no longer than the nearest deadline, not at all with work. */
+  int64_t next = iomux_loop_next_timeout(loop);
+  if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
+    timeout_ms = next > INT_MAX ? INT_MAX : (int)next;
+  int n = iomux__backend_poll(loop, timeout_ms);
+  if (n < 0) {
+    loop->iterating = false;
+    return n;
+  }
+  loop->stats.events += (uint64_t)n;
+
+  /* 3. I/O for every event: accept, read into the slab, flush queues. */
+  for (int i = 0; i < n; i++) {
+    if (loop->fired[i].token == TOKEN_FOREIGN)
+      loop->foreign_ready = true;
+    else
+      iomux__handle_event(loop, loop->fired[i].token, loop->fired[i].mask);
+  }
+
+  /* 4. Sockets left readable by a cap in an earlier iteration. */
+  if (loop->ready.len) service_ready(loop);
+
+  /* 5. Timers: user timers, idle timeouts, accept retries. */
+  expire_timers(loop);
+
+  /* 6. Deliver the batch; writes made in response go out coalesced. */
+  for (int pass = 0; loop->rec_len && pass < MAX_DELIVERY_PASSES; pass++)
+    deliver(loop);
+
+  /* 7. Free what closed. */
+  recycle_closed(loop);
+  loop->iterating = false;
+  return loop->delivered > INT_MAX ? INT_MAX : (int)loop->delivered;
+}
+
+/* ---- set-up and tear-down ------------------------------------------------- */
+
+iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err) {
+  iomux_loop *loop = calloc(1, sizeof *loop);
+  if (!loop) {
+    *err = -ENOMEM;
+    return NULL;
+  }
+  if (cfg) loop->cfg = *cfg;
+  if (!loop->cfg.read_cap) loop->cfg.read_cap = DEFAULT_READ_CAP;
+  if (!loop->cfg.accept_cap) loop->cfg.accept_cap = DEFAULT_ACCEPT_CAP;
+  if (!loop->cfg.max_events) loop->cfg.max_events = DEFAULT_MAX_EVENTS;
+  if (loop->cfg.accept_retry_ms <= 0)
+    loop->cfg.accept_retry_ms = DEFAULT_ACCEPT_RETRY_MS;
+  loop->foreign_fd = -1;
+  loop->fired = calloc(loop->cfg.max_events, sizeof *loop->fired);
+  int rc = loop->fired ? iomux__backend_init(loop) : -ENOMEM;
+  if (rc < 0) {
+    free(loop->fired);
+    free(loop);
+    *err = rc;
+    return NULL;
+  }
+  *err = 0;
+  return loop;
+}
+
+void iomux_loop_free(iomux_loop *loop) {
+  if (!loop) return;
+  assert(!loop->delivering);
+  loop->iterating = true; /* closes may list slots; recycle them below */
+  iomux__close_all(loop);
+  recycle_closed(loop);
+  loop->iterating = false;
+  for (uint32_t i = 0; i < loop->nsocks; i++) free(loop->socks[i]);
+  free(loop->socks);
+  free(loop->free_socks.v);
+  free(loop->closing.v);
+  free(loop->ready.v);
+  free(loop->flush.v);
+  iomux__timers_free(loop);
+  iomux__backend_free(loop);
+  free(loop->fired);
+  free(loop);
+}
+
+const char *iomux_loop_backend(const iomux_loop *loop) {
+  (void)loop;
+  return iomux__backend_name();
+}
+
+int iomux_loop_fd(const iomux_loop *loop) { return iomux__backend_fd(loop); }
+
+void iomux_loop_set_flush(iomux_loop *loop, iomux_flush_fn fn, void *data) {
+  loop->flush_fn = fn;
+  loop->flush_data = data;
+}
+
+void iomux_loop_set_records(iomux_loop *loop, int32_t *buf, size_t words) {
+  assert(!loop->iterating);
+  assert(words % IOMUX_RECORD_WORDS == 0 && words >= 64 * IOMUX_RECORD_WORDS);
+  loop->rec = buf;
+  loop->rec_cap = words;
+}
+
+void iomux_loop_set_slab(iomux_loop *loop, uint8_t *base, size_t size,
+                         size_t pos) {
+  loop->slab = base;
+  loop->slab_size = size;
+  loop->slab_pos = pos < size ? pos : size;
+}
+
+int iomux_loop_watch_foreign(iomux_loop *loop, int fd) {
+  int rc = iomux__backend_watch_foreign(loop, fd, loop->foreign_fd);
+  loop->foreign_fd = rc == 0 ? fd : -1;
+  return rc;
+}
+
+int iomux_loop_foreign_ready(const iomux_loop *loop) {
+  return loop->foreign_ready;
+}
+
+const iomux_stats *iomux_loop_stats(const iomux_loop *loop) {
+  return &loop->stats;
+}

@@ -1,0 +1,731 @@
+/*
+ * sock.c -- sockets: listeners that accept until EAGAIN, streams that read
+ * into the loop's slab and write straight to the kernel, queueing only what
+ * the kernel refuses.
+ *
+ * A socket is a slot in loop->socks. Its record stays allocated for the life
+ * of the loop and is reused; the generation count in it changes at every
+ * close, so a token or (id, gen) pair never names a later socket.
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+/* Inside a delivery, writes are queued and flushed together when it ends;
+ * a write this large goes out at once instead of being copied. */
+#define BIG_WRITE (64 * 1024)
+/* An emptied queue keeps its buffer up to this size, for the next response. */
+#define OUTQ_KEEP (16 * 1024)
+#define MAX_IOV 64
+
+static bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
+
+/* ---- slots ---------------------------------------------------------------- */
+
+sock *iomux__sock(iomux_loop *loop, int id, int kind) {
+  if (id < 0 || (uint32_t)id >= loop->nsocks) return NULL;
+  sock *s = loop->socks[id];
+  if (!s || (s->flags & SF_CLOSED)) return NULL;
+  return kind == 0 || s->kind == kind ? s : NULL;
+}
+
+static sock *sock_by_token(iomux_loop *loop, uint64_t token) {
+  uint32_t slot = TOKEN_SLOT(token);
+  if (slot >= loop->nsocks) return NULL;
+  sock *s = loop->socks[slot];
+  if (!s || s->gen != TOKEN_GEN(token) || (s->flags & SF_CLOSED)) return NULL;
+  return s;
+}
+
+static int grow_slots(iomux_loop *loop) {
+  if (loop->nsocks >= (uint32_t)INT32_MAX / 2) return -ENOMEM;
+  uint32_t n = loop->nsocks ? loop->nsocks * 2 : 64;
+  sock **p = realloc(loop->socks, n * sizeof *p);
+  if (!p) return -ENOMEM;
+  loop->socks = p;
+  /* Room to recycle every slot, so that closing never allocates. */
+  int32_t *f = realloc(loop->free_socks.v, n * sizeof *f);
+  if (!f) return -ENOMEM;
+  loop->free_socks.v = f;
+  loop->free_socks.cap = n;
+  for (uint32_t i = loop->nsocks; i < n; i++) p[i] = NULL;
+  for (uint32_t i = n; i-- > loop->nsocks;)
+    loop->free_socks.v[loop->free_socks.len++] = (int32_t)i;
+  loop->nsocks = n;
+  return 0;
+}
+
+static int32_t sock_new(iomux_loop *loop, uint8_t kind, int fd) {
+  if (loop->free_socks.len == 0) {
+    int rc = grow_slots(loop);
+    if (rc < 0) return rc;
+  }
+  int32_t slot = loop->free_socks.v[loop->free_socks.len - 1];
+  sock *s = loop->socks[slot];
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s) return -ENOMEM;
+    loop->socks[slot] = s;
+  }
+  loop->free_socks.len--;
+  uint32_t gen = s->gen;
+  memset(s, 0, sizeof *s);
+  s->gen = gen;
+  s->fd = fd;
+  s->kind = kind;
+  s->timer = -1;
+  return slot;
+}
+
+static void ready_push(iomux_loop *loop, sock *s, int32_t slot) {
+  if (s->flags & SF_READY_LISTED) return;
+  if (vec64_push(&loop->ready, TOKEN(slot, s->gen)) == 0)
+    s->flags |= SF_READY_LISTED;
+}
+
+static void flush_push(iomux_loop *loop, sock *s, int32_t slot) {
+  if (s->flags & SF_FLUSH_LISTED) return;
+  if (vec64_push(&loop->flush, TOKEN(slot, s->gen)) == 0)
+    s->flags |= SF_FLUSH_LISTED;
+}
+
+/* ---- addresses ------------------------------------------------------------ */
+
+static void peer_from(sock *s, const struct sockaddr *sa) {
+  memset(s->peer_addr, 0, sizeof s->peer_addr);
+  s->peer_port = 0;
+  if (sa->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+    s->peer_family = IOMUX_AF_INET;
+    s->peer_port = ntohs(in->sin_port);
+    memcpy(s->peer_addr, &in->sin_addr, 4);
+  } else if (sa->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    s->peer_family = IOMUX_AF_INET6;
+    s->peer_port = ntohs(in6->sin6_port);
+    memcpy(s->peer_addr, &in6->sin6_addr, 16);
+  } else {
+    s->peer_family = IOMUX_AF_UNIX;
+  }
+}
+
+int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
+                       socklen_t *len) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  memset(ss, 0, sizeof *ss);
+  if (s->peer_family == IOMUX_AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    in->sin_family = AF_INET;
+    in->sin_port = htons(s->peer_port);
+    memcpy(&in->sin_addr, s->peer_addr, 4);
+    *len = sizeof *in;
+  } else if (s->peer_family == IOMUX_AF_INET6) {
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(s->peer_port);
+    memcpy(&in6->sin6_addr, s->peer_addr, 16);
+    *len = sizeof *in6;
+  } else {
+    ss->ss_family = AF_UNIX;
+    *len = (socklen_t)offsetof(struct sockaddr_un, sun_path);
+  }
+  return 0;
+}
+
+int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
+                        socklen_t *len) {
+  sock *s = iomux__sock(loop, id, 0);
+  if (!s) return -EBADF;
+  *len = sizeof *ss;
+  return sys_getsockname(loop, s->fd, ss, len);
+}
+
+/* ---- the write queue ------------------------------------------------------ */
+
+static int outq_append(outq *q, const uint8_t *data, size_t len) {
+  if (len == 0) return 0;
+  if ((size_t)q->len + len > UINT32_MAX / 2) return -ENOBUFS;
+  if ((size_t)q->head + q->len + len > q->cap) {
+    if (q->head) {
+      memmove(q->buf, q->buf + q->head, q->len);
+      q->head = 0;
+    }
+    if ((size_t)q->len + len > q->cap) {
+      size_t cap = q->cap ? q->cap : 1024;
+      while (cap < (size_t)q->len + len) cap *= 2;
+      uint8_t *b = realloc(q->buf, cap);
+      if (!b) return -ENOMEM;
+      q->buf = b;
+      q->cap = (uint32_t)cap;
+    }
+  }
+  memcpy(q->buf + q->head + q->len, data, len);
+  q->len += (uint32_t)len;
+  return 0;
+}
+
+static void outq_consume(outq *q, size_t n) {
+  assert(n <= q->len);
+  q->head += (uint32_t)n;
+  q->len -= (uint32_t)n;
+  if (q->len) return;
+  q->head = 0;
+  if (q->cap > OUTQ_KEEP) {
+    free(q->buf);
+    q->buf = NULL;
+    q->cap = 0;
+  }
+}
+
+static void outq_free(outq *q) {
+  free(q->buf);
+  *q = (outq){0};
+}
+
+/* ---- timeouts ------------------------------------------------------------- */
+
+/* Activity moves the idle deadline with two stores and no syscall; the heap
+ * entry is checked lazily when it comes due (iomux__idle_expired). Only a
+ * socket whose timeout already fired is put back in the heap. */
+static void touch(iomux_loop *loop, sock *s) {
+  if (!s->idle_ms) return;
+  s->last_active = iomux__now();
+  if (loop->tnodes[s->timer].heap < 0)
+    iomux__timer_arm(loop, s->timer,
+                     s->last_active + (int64_t)s->idle_ms * 1000000);
+}
+
+void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now) {
+  sock *s = iomux__sock(loop, slot, SK_STREAM);
+  if (!s || !s->idle_ms) return;
+  int64_t deadline = s->last_active + (int64_t)s->idle_ms * 1000000;
+  if (deadline > now)
+    iomux__timer_arm(loop, s->timer, deadline);
+  else
+    iomux__emit(loop, IOMUX_EV_TIMEOUT, slot, 0, 0);
+}
+
+int iomux_set_timeout(iomux_loop *loop, int id, uint32_t ms) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (ms == 0) {
+    if (s->timer >= 0) iomux__tnode_free(loop, s->timer);
+    s->timer = -1;
+    s->idle_ms = 0;
+    return 0;
+  }
+  if (s->timer < 0) {
+    int32_t t = iomux__tnode_alloc(loop, TK_IDLE, id);
+    if (t < 0) return t;
+    s->timer = t;
+  }
+  s->idle_ms = ms;
+  s->last_active = iomux__now();
+  iomux__timer_arm(loop, s->timer, s->last_active + (int64_t)ms * 1000000);
+  return 0;
+}
+
+/* ---- errors --------------------------------------------------------------- */
+
+static void report_error(iomux_loop *loop, sock *s, int32_t slot, int err,
+                         int op) {
+  if (s->flags & SF_ERROR) return;
+  s->flags |= SF_ERROR;
+  s->flags &= ~SF_READABLE;
+  iomux__emit(loop, IOMUX_EV_ERROR, slot, err, op);
+}
+
+/* ---- writing -------------------------------------------------------------- */
+
+static void after_flush(iomux_loop *loop, sock *s, int32_t slot) {
+  if (s->flags & SF_NOTIFY_DRAIN) {
+    s->flags &= ~SF_NOTIFY_DRAIN;
+    iomux__emit(loop, IOMUX_EV_DRAIN, slot, 0, 0);
+  }
+  if (s->flags & SF_SHUT_PENDING) {
+    s->flags = (s->flags & ~SF_SHUT_PENDING) | SF_SHUT_DONE;
+    int rc = sys_shutdown_wr(loop, s->fd);
+    if (rc < 0 && rc != -ENOTCONN)
+      report_error(loop, s, slot, -rc, IOMUX_OP_SHUTDOWN);
+  }
+}
+
+/* Writes the queue until it is empty or the kernel refuses. Emits at most
+ * two records (callers make room). */
+static void flush_out(iomux_loop *loop, sock *s, int32_t slot) {
+  while (s->out.len) {
+    ssize_t n = sys_write(loop, s->fd, s->out.buf + s->out.head, s->out.len);
+    if (n < 0) {
+      if (would_block((int)-n)) {
+        s->flags &= ~SF_WRITABLE;
+        return;
+      }
+      outq_free(&s->out);
+      report_error(loop, s, slot, (int)-n, IOMUX_OP_WRITE);
+      return;
+    }
+    outq_consume(&s->out, (size_t)n);
+    if (s->out.len) { /* a short write: the send buffer is full */
+      s->flags &= ~SF_WRITABLE;
+      return;
+    }
+  }
+  after_flush(loop, s, slot);
+}
+
+void iomux__flush_listed(iomux_loop *loop, uint64_t token) {
+  sock *s = sock_by_token(loop, token);
+  if (!s) return;
+  s->flags &= ~SF_FLUSH_LISTED;
+  if (s->flags & (SF_CORKED | SF_CONNECTING | SF_ERROR)) return;
+  if (s->flags & SF_WRITABLE) flush_out(loop, s, (int32_t)TOKEN_SLOT(token));
+}
+
+ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
+                     int iovcnt, int notify) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (s->flags & (SF_SHUT_PENDING | SF_SHUT_DONE | SF_ERROR)) return -EPIPE;
+  if (iovcnt < 0) return -EINVAL;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
+  touch(loop, s);
+
+  bool can_send = s->out.len == 0 || loop->delivering;
+  can_send = can_send && (s->flags & SF_WRITABLE) &&
+             !(s->flags & (SF_CORKED | SF_CONNECTING)) && iovcnt < MAX_IOV;
+  /* During a delivery small writes wait to be coalesced; large ones (with
+   * whatever was queued before them) go out now rather than be copied. */
+  if (loop->delivering && s->out.len + total < BIG_WRITE) can_send = false;
+
+  size_t skip = 0; /* bytes of iov already written */
+  if (can_send && total > 0) {
+    struct iovec v[MAX_IOV + 1];
+    int cnt = 0;
+    size_t queued = s->out.len;
+    if (queued) {
+      v[cnt].iov_base = s->out.buf + s->out.head;
+      v[cnt++].iov_len = queued;
+    }
+    for (int i = 0; i < iovcnt; i++) v[cnt++] = iov[i];
+    ssize_t n = sys_writev(loop, s->fd, v, cnt);
+    if (n < 0 && !would_block((int)-n)) return n;
+    if (n < 0) n = 0;
+    size_t from_queue = (size_t)n < queued ? (size_t)n : queued;
+    outq_consume(&s->out, from_queue);
+    skip = (size_t)n - from_queue;
+    if (skip < total) s->flags &= ~SF_WRITABLE;
+  }
+  for (int i = 0; i < iovcnt; i++) {
+    size_t len = iov[i].iov_len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    int rc = outq_append(&s->out, (const uint8_t *)iov[i].iov_base + skip,
+                         len - skip);
+    if (rc < 0) return rc;
+    skip = 0;
+  }
+  if (s->out.len) {
+    if (notify) s->flags |= SF_NOTIFY_DRAIN;
+    if (loop->delivering && (s->flags & SF_WRITABLE)) flush_push(loop, s, id);
+  }
+  return (ssize_t)s->out.len;
+}
+
+ssize_t iomux_write(iomux_loop *loop, int id, const void *buf, size_t len,
+                    int notify) {
+  struct iovec v = {(void *)buf, len};
+  return iomux_writev(loop, id, &v, 1, notify);
+}
+
+ssize_t iomux_queued(iomux_loop *loop, int id) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  return s ? (ssize_t)s->out.len : -EBADF;
+}
+
+int iomux_shutdown(iomux_loop *loop, int id) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (s->flags & (SF_SHUT_PENDING | SF_SHUT_DONE)) return 0;
+  if (s->out.len || (s->flags & SF_CONNECTING)) {
+    s->flags |= SF_SHUT_PENDING;
+    return 0;
+  }
+  s->flags |= SF_SHUT_DONE;
+  int rc = sys_shutdown_wr(loop, s->fd);
+  return rc == -ENOTCONN ? 0 : rc;
+}
+
+int iomux_cork(iomux_loop *loop, int id, int on) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (on) {
+    s->flags |= SF_CORKED;
+  } else if (s->flags & SF_CORKED) {
+    s->flags &= ~SF_CORKED;
+    /* Flushed at the start of the next iteration, which comes at once. */
+    if (s->out.len) flush_push(loop, s, id);
+  }
+  return 0;
+}
+
+/* ---- reading -------------------------------------------------------------- */
+
+/* Reads once into the slab (twice when the peer's FIN was seen, to reach
+ * EOF). A read that fills the per-socket cap leaves the socket on the ready
+ * list, so one flooding peer gets one cap's worth per iteration. A short read
+ * means the receive queue is empty: any later byte raises a new edge. */
+static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
+  if ((s->flags & (SF_READABLE | SF_PAUSED | SF_EOF | SF_ERROR)) !=
+      SF_READABLE)
+    return;
+  size_t room = loop->slab_size - loop->slab_pos;
+  size_t cap = loop->cfg.read_cap < room ? loop->cfg.read_cap : room;
+  if (cap < 1024 || !loop->slab) { /* the embedder kept the slab: later */
+    ready_push(loop, s, slot);
+    return;
+  }
+  size_t total = 0;
+  for (int reads = 0;; reads++) {
+    ssize_t n = sys_read(loop, s->fd, loop->slab + loop->slab_pos, cap - total);
+    if (n > 0) {
+      iomux__emit(loop, IOMUX_EV_DATA, slot, (int32_t)loop->slab_pos,
+                  (int32_t)n);
+      loop->slab_pos += (size_t)n;
+      total += (size_t)n;
+      if (total == cap || reads == 1) {
+        ready_push(loop, s, slot);
+        break;
+      }
+      if (s->flags & SF_RDHUP) continue;
+      s->flags &= ~SF_READABLE;
+      break;
+    }
+    if (n == 0) {
+      s->flags = (s->flags | SF_EOF) & ~SF_READABLE;
+      iomux__emit(loop, IOMUX_EV_EOF, slot, 0, 0);
+      break;
+    }
+    if (would_block((int)-n)) {
+      s->flags &= ~SF_READABLE;
+      break;
+    }
+    report_error(loop, s, slot, (int)-n, IOMUX_OP_READ);
+    break;
+  }
+  if (total) touch(loop, s);
+}
+
+int iomux_set_reading(iomux_loop *loop, int id, int on) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (!on) {
+    s->flags |= SF_PAUSED;
+  } else if (s->flags & SF_PAUSED) {
+    s->flags &= ~SF_PAUSED;
+    if (s->flags & SF_READABLE) ready_push(loop, s, id);
+  }
+  return 0;
+}
+
+/* ---- listening and accepting --------------------------------------------- */
+
+int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
+                 socklen_t len, int backlog, unsigned flags) {
+  int family = addr->sa_family;
+  if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+    return -EAFNOSUPPORT;
+  int fd = sys_socket(loop, family);
+  if (fd < 0) return fd;
+  int rc = 0;
+  if (family != AF_UNIX) {
+    rc = sys_setsockopt_int(loop, fd, SOL_SOCKET, SO_REUSEADDR, 1);
+    if (!rc && (flags & IOMUX_LISTEN_REUSEPORT)) {
+#ifdef SO_REUSEPORT
+      rc = sys_setsockopt_int(loop, fd, SOL_SOCKET, SO_REUSEPORT, 1);
+#else
+      rc = -ENOTSUP;
+#endif
+    }
+    if (!rc && family == AF_INET6)
+      rc = sys_setsockopt_int(loop, fd, IPPROTO_IPV6, IPV6_V6ONLY,
+                              (flags & IOMUX_LISTEN_V6ONLY) ? 1 : 0);
+    /* Accepted sockets inherit TCP_NODELAY from the listener (Linux copies
+     * it with the socket in sk_clone_lock(), FreeBSD's syncache copies
+     * TF_NODELAY), which saves a setsockopt() per connection. */
+    if (!rc) rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  }
+  bool bound = false;
+  if (!rc) rc = sys_bind(loop, fd, addr, len);
+  bound = rc == 0;
+  if (!rc) rc = sys_listen(loop, fd, backlog > 0 ? backlog : 511);
+  int32_t slot = -1;
+  if (!rc) rc = slot = sock_new(loop, SK_LISTENER, fd);
+  if (rc >= 0) rc = iomux__backend_add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
+
+  const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+  bool named_unix = family == AF_UNIX &&
+                    len > offsetof(struct sockaddr_un, sun_path) &&
+                    un->sun_path[0] != '\0';
+  if (rc >= 0 && named_unix) {
+    loop->socks[slot]->path = strndup(un->sun_path, sizeof un->sun_path);
+    if (!loop->socks[slot]->path) rc = -ENOMEM;
+  }
+  if (rc < 0) {
+    if (slot >= 0) {
+      sock *s = loop->socks[slot];
+      free(s->path);
+      s->path = NULL;
+      s->flags = SF_CLOSED;
+      s->gen++;
+      loop->free_socks.v[loop->free_socks.len++] = slot;
+    }
+    if (bound && named_unix) sys_unlink(loop, un->sun_path);
+    sys_close(loop, fd);
+    return rc;
+  }
+  return slot;
+}
+
+static void pause_accepting(iomux_loop *loop, sock *l, int32_t slot, int err) {
+  /* Reported once per episode, not at every retry. */
+  if (!(l->flags & SF_ACCEPT_REPORTED))
+    iomux__emit(loop, IOMUX_EV_ACCEPT_ERROR, slot, err, 0);
+  l->flags |= SF_ACCEPT_REPORTED;
+  if (l->flags & SF_ACCEPT_PAUSED) return;
+  if (l->timer < 0) l->timer = iomux__tnode_alloc(loop, TK_ACCEPT_RETRY, slot);
+  if (l->timer < 0) return; /* no memory for the timer: retry on the next edge */
+  l->flags |= SF_ACCEPT_PAUSED;
+  loop->paused_listeners++;
+  iomux__timer_arm(loop, l->timer,
+                   iomux__now() + (int64_t)loop->cfg.accept_retry_ms * 1000000);
+}
+
+static void resume_accepting(iomux_loop *loop, sock *l, int32_t slot) {
+  if (!(l->flags & SF_ACCEPT_PAUSED)) return;
+  l->flags = (l->flags & ~SF_ACCEPT_PAUSED) | SF_READABLE;
+  loop->paused_listeners--;
+  iomux__timer_disarm(loop, l->timer);
+  ready_push(loop, l, slot);
+}
+
+void iomux__accept_retry(iomux_loop *loop, int32_t slot) {
+  sock *l = iomux__sock(loop, slot, SK_LISTENER);
+  if (l) resume_accepting(loop, l, slot);
+}
+
+/* An fd was released: listeners that ran out of fds may accept again. */
+static void wake_paused_listeners(iomux_loop *loop) {
+  for (uint32_t i = 0; loop->paused_listeners && i < loop->nsocks; i++) {
+    sock *l = iomux__sock(loop, (int)i, SK_LISTENER);
+    if (l) resume_accepting(loop, l, (int32_t)i);
+  }
+}
+
+/* Accepts until EAGAIN or the per-iteration cap. Running out of fds
+ * (EMFILE, ENFILE) or memory pauses this listener instead of spinning on an
+ * edge we cannot consume; it resumes when one of our sockets closes or after
+ * accept_retry_ms, whichever comes first. The pending connections wait in the
+ * kernel's backlog meanwhile. */
+static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
+  for (uint32_t i = 0; i < loop->cfg.accept_cap; i++) {
+    iomux__ensure_room(loop, 3, 0);
+    if (l->flags & (SF_CLOSED | SF_ACCEPT_PAUSED)) return;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = sys_accept(loop, l->fd, &ss, &len);
+    if (fd < 0) {
+      if (would_block(-fd)) {
+        l->flags &= ~SF_READABLE;
+        return;
+      }
+      if (fd == -ECONNABORTED || fd == -EPROTO) continue; /* peer gave up */
+      pause_accepting(loop, l, lslot, -fd);
+      return;
+    }
+    int32_t c = sock_new(loop, SK_STREAM, fd);
+    int rc = c;
+    if (c >= 0) rc = iomux__backend_add(loop, fd, TOKEN(c, loop->socks[c]->gen));
+    if (rc < 0) {
+      if (c >= 0) {
+        loop->socks[c]->flags = SF_CLOSED;
+        loop->socks[c]->gen++;
+        loop->free_socks.v[loop->free_socks.len++] = c;
+      }
+      sys_close(loop, fd);
+      pause_accepting(loop, l, lslot, -rc);
+      return;
+    }
+    sock *s = loop->socks[c];
+    s->flags = SF_WRITABLE;
+    peer_from(s, (const struct sockaddr *)&ss);
+#ifndef __linux__
+    (void)sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+#endif
+    iomux__emit(loop, IOMUX_EV_ACCEPT, c, lslot,
+                (int32_t)((uint32_t)s->peer_family << 16 | s->peer_port));
+    int32_t w[IOMUX_RECORD_WORDS];
+    memcpy(w, s->peer_addr, sizeof w);
+    iomux__emit_words(loop, w); /* the address fills a whole record */
+    l->flags &= ~SF_ACCEPT_REPORTED;
+  }
+  ready_push(loop, l, lslot); /* the cap was reached: more may wait */
+}
+
+/* ---- connecting ----------------------------------------------------------- */
+
+int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
+                  socklen_t len) {
+  int family = addr->sa_family;
+  if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+    return -EAFNOSUPPORT;
+  int fd = sys_socket(loop, family);
+  if (fd < 0) return fd;
+  int rc = 0;
+  if (family != AF_UNIX)
+    rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  if (!rc) {
+    rc = sys_connect(loop, fd, addr, len);
+    if (rc == -EINPROGRESS) rc = 0;
+  }
+  int32_t slot = -1;
+  if (!rc) rc = slot = sock_new(loop, SK_STREAM, fd);
+  if (rc >= 0) rc = iomux__backend_add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
+  if (rc < 0) {
+    if (slot >= 0) {
+      loop->socks[slot]->flags = SF_CLOSED;
+      loop->socks[slot]->gen++;
+      loop->free_socks.v[loop->free_socks.len++] = slot;
+    }
+    sys_close(loop, fd);
+    return rc;
+  }
+  sock *s = loop->socks[slot];
+  s->flags = SF_CONNECTING;
+  peer_from(s, addr);
+  return slot;
+}
+
+static void finish_connect(iomux_loop *loop, sock *s, int32_t slot) {
+  int err = sys_socket_error(loop, s->fd);
+  s->flags &= ~SF_CONNECTING;
+  iomux__emit(loop, IOMUX_EV_CONNECT, slot, err, 0);
+  if (err) {
+    s->flags |= SF_ERROR;
+    return;
+  }
+  s->flags |= SF_WRITABLE;
+  if (s->out.len && !(s->flags & SF_CORKED))
+    flush_out(loop, s, slot);
+  else if (!s->out.len)
+    after_flush(loop, s, slot);
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
+  sock *s = sock_by_token(loop, token);
+  if (!s) return; /* closed earlier in this batch, or long ago */
+  iomux__ensure_room(loop, 4, loop->cfg.read_cap);
+  if (s->flags & SF_CLOSED) return; /* closed by the delivery just made */
+  int32_t slot = (int32_t)TOKEN_SLOT(token);
+
+  if (s->kind == SK_LISTENER) {
+    s->flags |= SF_READABLE;
+    if (!(s->flags & SF_ACCEPT_PAUSED)) accept_some(loop, s, slot);
+    return;
+  }
+  if (s->flags & SF_CONNECTING) {
+    if (!(mask & (RD_WRITE | RD_ERROR | RD_HUP))) return;
+    finish_connect(loop, s, slot);
+    if (s->flags & SF_ERROR) return;
+  }
+  if (mask & RD_HUP) s->flags |= SF_RDHUP;
+  if (mask & (RD_READ | RD_HUP | RD_ERROR)) {
+    s->flags |= SF_READABLE;
+    read_some(loop, s, slot);
+  }
+  if (mask & (RD_WRITE | RD_ERROR | RD_HUP)) {
+    s->flags |= SF_WRITABLE;
+    if (s->out.len && !(s->flags & (SF_ERROR | SF_CORKED)))
+      flush_out(loop, s, slot);
+  }
+}
+
+void iomux__service_ready(iomux_loop *loop, uint64_t token) {
+  sock *s = sock_by_token(loop, token);
+  if (!s) return;
+  s->flags &= ~SF_READY_LISTED;
+  iomux__ensure_room(loop, 4, loop->cfg.read_cap);
+  if (s->flags & SF_CLOSED) return;
+  int32_t slot = (int32_t)TOKEN_SLOT(token);
+  if (s->kind == SK_LISTENER) {
+    if (!(s->flags & SF_ACCEPT_PAUSED)) accept_some(loop, s, slot);
+  } else {
+    read_some(loop, s, slot);
+  }
+}
+
+/* ---- options ---------------------------------------------------------------- */
+
+int iomux_set_nodelay(iomux_loop *loop, int id, int on) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (s->peer_family == IOMUX_AF_UNIX) return 0;
+  return sys_setsockopt_int(loop, s->fd, IPPROTO_TCP, TCP_NODELAY, on ? 1 : 0);
+}
+
+int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (s->peer_family == IOMUX_AF_UNIX) return 0;
+  int rc = sys_setsockopt_int(loop, s->fd, SOL_SOCKET, SO_KEEPALIVE, on ? 1 : 0);
+  if (rc || !on || !delay_s) return rc;
+#if defined(TCP_KEEPIDLE)
+  return sys_setsockopt_int(loop, s->fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)delay_s);
+#elif defined(TCP_KEEPALIVE)
+  return sys_setsockopt_int(loop, s->fd, IPPROTO_TCP, TCP_KEEPALIVE, (int)delay_s);
+#else
+  return 0;
+#endif
+}
+
+/* ---- closing ---------------------------------------------------------------- */
+
+int iomux_close(iomux_loop *loop, int id) {
+  sock *s = iomux__sock(loop, id, 0);
+  if (!s) return -EBADF;
+  if (s->flags & SF_ACCEPT_PAUSED) loop->paused_listeners--;
+  iomux__backend_del(loop, s->fd);
+  if (s->path) {
+    sys_unlink(loop, s->path);
+    free(s->path);
+    s->path = NULL;
+  }
+  int rc = sys_close(loop, s->fd);
+  outq_free(&s->out);
+  if (s->timer >= 0) iomux__tnode_free(loop, s->timer);
+  s->timer = -1;
+  s->fd = -1;
+  s->flags = SF_CLOSED;
+  s->gen++;
+  if (vec32_push(&loop->closing, id) < 0) {
+    /* Out of memory: the slot is lost, never reused unsafely. */
+  }
+  if (loop->paused_listeners) wake_paused_listeners(loop);
+  return rc;
+}
+
+void iomux__close_all(iomux_loop *loop) {
+  for (uint32_t i = 0; i < loop->nsocks; i++)
+    if (iomux__sock(loop, (int)i, 0)) iomux_close(loop, (int)i);
+}
