@@ -101,8 +101,7 @@ function parseArgs(argv) {
       }
       case '-h':
       case '--help':
-        process.stdout.write(fs.readFileSync(__filename, 'utf8').split('\n')
-          .filter((l) => l.startsWith('//')).slice(0, 34).map((l) => l.slice(3)).join('\n') + '\n');
+        process.stdout.write(helpText());
         process.exit(0);
         break;
       default:
@@ -119,6 +118,15 @@ function parseArgs(argv) {
   opts.straceDuration = Math.max(1, Math.round(opts.straceDuration));
   opts.warmup = Math.round(opts.warmup);
   return opts;
+}
+
+// The comment block at the top of this file.
+function helpText() {
+  const lines = fs.readFileSync(__filename, 'utf8').split('\n');
+  const start = lines.findIndex((l) => l.startsWith('//'));
+  const out = [];
+  for (let i = start; i < lines.length && lines[i].startsWith('//'); i++) out.push(lines[i].slice(3));
+  return out.join('\n') + '\n';
 }
 
 function usage(msg) {

@@ -91,13 +91,14 @@ const wantStats = iomux !== null && process.env.IOMUX_BENCH_STATS === '1';
 // One JSON line of iomux.loop.stats(), written synchronously so it is on
 // stdout even when the process exits right after.
 function printStats() {
-  let stats;
+  let line;
   try {
-    stats = iomux.loop.stats();
+    // 64-bit counters may come as BigInt, which JSON cannot carry.
+    line = JSON.stringify(iomux.loop.stats(), (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
   } catch (err) {
-    stats = { error: String(err && err.message) };
+    line = JSON.stringify({ error: String(err && err.message) });
   }
-  require('fs').writeSync(1, JSON.stringify(stats) + '\n');
+  require('fs').writeSync(1, line + '\n');
 }
 
 let exiting = false;
@@ -126,9 +127,11 @@ server.listen(port, '127.0.0.1', () => {
     // address() is optional for the benchmark: fall back to the requested port.
   }
   require('fs').writeSync(1, `listening ${actual}\n`);
-  if (impl === 'iomux-standalone') {
-    // Hand the thread to iomux's own blocking wait (it keeps Node's loop
-    // serviced through its backend fd).
-    iomux.loop.run();
-  }
 });
+
+if (impl === 'iomux-standalone') {
+  // Hand the thread to iomux's own blocking wait, from the top level of the
+  // script (not from inside a callback). Node's own loop is serviced through
+  // its backend fd, so signals and the listen callback above still arrive.
+  iomux.loop.run();
+}

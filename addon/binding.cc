@@ -1,0 +1,525 @@
+// binding.cc -- the node-addon-api binding for the iomux core.
+//
+// It converts arguments, owns the embedding in Node's libuv loop, and hands
+// each batch of event records to JavaScript in one call. It holds no socket
+// state of its own: ids, records and the slab are the core's.
+//
+// Embedding (the default): the core's epoll fd is ONE uv_poll_t on Node's
+// loop; a uv_timer_t is armed to the core's nearest deadline; a uv_prepare_t
+// runs an iteration when the core has work that needs no wait (sockets left
+// readable by a cap, uncorked queues). Each wake harvests with a zero-timeout
+// wait.
+//
+// Standalone (loop.run()): libuv's own backend fd joins the core's wait, and
+// the core's blocking wait happens in the prepare phase; control goes back to
+// libuv only when it has something to do (its fd is readable or a timer is
+// due), so network traffic costs one wait per batch.
+
+#define NAPI_VERSION 8
+#include <napi.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "iomux.h"
+}
+
+namespace {
+
+// What must outlive the JavaScript side until libuv has closed the handles.
+struct Native {
+  iomux_loop *loop = nullptr;
+  uv_loop_t *uv = nullptr;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  uv_prepare_t prepare;
+  int open_handles = 0;
+  napi_env env = nullptr;
+  napi_ref dispatch = nullptr;
+  napi_ref records = nullptr;
+  napi_ref slab = nullptr;
+  napi_async_context async_context = nullptr;
+  napi_async_cleanup_hook_handle cleanup = nullptr;
+  bool ref = false;
+  bool standalone = false;
+  bool closing = false;
+  bool in_iteration = false;
+};
+
+void ArmTimer(Native *n);
+
+size_t OnFlush(void *data, const int32_t *, size_t count) {
+  Native *n = static_cast<Native *>(data);
+  if (n->closing || !n->dispatch) return 0;
+  napi_env env = n->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  // Node's timers read libuv's cached clock: after a long wait of our own it
+  // must be current, or a setTimeout() made now would fire early.
+  if (n->standalone) uv_update_time(n->uv);
+  napi_value fn, recv, arg, result;
+  napi_get_reference_value(env, n->dispatch, &fn);
+  napi_get_global(env, &recv);  // MakeCallback needs an object receiver
+  napi_create_uint32(env, static_cast<uint32_t>(count), &arg);
+  // A callback scope: promise jobs and process.nextTick run after the batch.
+  napi_status st =
+      napi_make_callback(env, n->async_context, recv, fn, 1, &arg, &result);
+  size_t pos = 0;
+  if (st == napi_ok) {
+    uint32_t v;
+    if (napi_get_value_uint32(env, result, &v) == napi_ok) pos = v;
+  } else {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);  // to 'uncaughtException'
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  return pos;
+}
+
+void RunIteration(Native *n, int timeout_ms) {
+  if (n->closing || n->in_iteration) return;
+  n->in_iteration = true;
+  iomux_loop_run_once(n->loop, timeout_ms);
+  n->in_iteration = false;
+}
+
+void ArmTimer(Native *n) {
+  if (n->closing || n->standalone) return;
+  int64_t t = iomux_loop_next_timeout(n->loop);
+  if (t < 0)
+    uv_timer_stop(&n->timer);
+  else
+    uv_timer_start(&n->timer, [](uv_timer_t *h) {
+      Native *n = static_cast<Native *>(h->data);
+      RunIteration(n, 0);
+      ArmTimer(n);
+    }, static_cast<uint64_t>(t), 0);
+}
+
+void OnPoll(uv_poll_t *h, int status, int) {
+  Native *n = static_cast<Native *>(h->data);
+  if (status < 0) return;
+  RunIteration(n, 0);
+  ArmTimer(n);
+}
+
+// The standalone wait: block in the core, with libuv's fd in the same wait,
+// until libuv has work of its own.
+void StandaloneWait(Native *n) {
+  for (;;) {
+    int uv_timeout = uv_backend_timeout(n->uv);
+    if (uv_timeout == 0) {
+      RunIteration(n, 0);
+      break;
+    }
+    uint64_t start = uv_hrtime();
+    RunIteration(n, uv_timeout);
+    if (n->closing || iomux_loop_foreign_ready(n->loop)) break;
+    if (!n->ref && iomux_loop_next_timeout(n->loop) < 0) {
+      // Nothing of ours keeps the process alive: let libuv decide.
+      break;
+    }
+    if (uv_timeout > 0 &&
+        uv_hrtime() - start >= static_cast<uint64_t>(uv_timeout) * 1000000)
+      break;
+  }
+  uv_update_time(n->uv);
+}
+
+void OnPrepare(uv_prepare_t *h) {
+  Native *n = static_cast<Native *>(h->data);
+  if (n->standalone) {
+    StandaloneWait(n);
+    return;
+  }
+  if (iomux_loop_next_timeout(n->loop) == 0) RunIteration(n, 0);
+  ArmTimer(n);
+}
+
+void ApplyRef(Native *n) {
+  uv_handle_t *keep = n->standalone ? reinterpret_cast<uv_handle_t *>(&n->prepare)
+                                    : reinterpret_cast<uv_handle_t *>(&n->poll);
+  if (n->ref)
+    uv_ref(keep);
+  else
+    uv_unref(keep);
+}
+
+void OnHandleClosed(uv_handle_t *h) {
+  Native *n = static_cast<Native *>(h->data);
+  if (--n->open_handles > 0) return;
+  iomux_loop_free(n->loop);
+  napi_async_cleanup_hook_handle hook = n->cleanup;
+  delete n;
+  napi_remove_async_cleanup_hook(hook);
+}
+
+// Worker teardown (and process exit): close the handles, then free the core,
+// which closes every socket it still has.
+void OnEnvCleanup(napi_async_cleanup_hook_handle, void *data) {
+  Native *n = static_cast<Native *>(data);
+  n->closing = true;
+  napi_env env = n->env;
+  if (n->dispatch) napi_delete_reference(env, n->dispatch);
+  if (n->records) napi_delete_reference(env, n->records);
+  if (n->slab) napi_delete_reference(env, n->slab);
+  if (n->async_context) napi_async_destroy(env, n->async_context);
+  n->dispatch = n->records = n->slab = nullptr;
+  n->async_context = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t *>(&n->poll), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t *>(&n->timer), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t *>(&n->prepare), OnHandleClosed);
+}
+
+// ---- argument helpers ------------------------------------------------------
+
+bool SockaddrFrom(const std::string &host, int port, int family,
+                  sockaddr_storage *ss, socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  if (family == 6) {
+    auto *in6 = reinterpret_cast<sockaddr_in6 *>(ss);
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(static_cast<uint16_t>(port));
+    std::string addr = host;
+    size_t pct = addr.find('%');  // zone ids: fe80::1%eth0
+    if (pct != std::string::npos) {
+      in6->sin6_scope_id = if_nametoindex(addr.substr(pct + 1).c_str());
+      addr = addr.substr(0, pct);
+    }
+    *len = sizeof *in6;
+    return inet_pton(AF_INET6, addr.c_str(), &in6->sin6_addr) == 1;
+  }
+  auto *in = reinterpret_cast<sockaddr_in *>(ss);
+  in->sin_family = AF_INET;
+  in->sin_port = htons(static_cast<uint16_t>(port));
+  *len = sizeof *in;
+  return inet_pton(AF_INET, host.c_str(), &in->sin_addr) == 1;
+}
+
+bool SockaddrUnix(const std::string &path, sockaddr_storage *ss,
+                  socklen_t *len) {
+  memset(ss, 0, sizeof *ss);
+  auto *un = reinterpret_cast<sockaddr_un *>(ss);
+  if (path.empty() || path.size() >= sizeof un->sun_path) return false;
+  un->sun_family = AF_UNIX;
+  memcpy(un->sun_path, path.data(), path.size());
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1);
+  return true;
+}
+
+Napi::Value AddressTriple(Napi::Env env, const sockaddr_storage &ss) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  std::string text;
+  int port = 0, family = IOMUX_AF_UNIX;
+  if (ss.ss_family == AF_INET) {
+    auto *in = reinterpret_cast<const sockaddr_in *>(&ss);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+    port = ntohs(in->sin_port);
+    family = IOMUX_AF_INET;
+  } else if (ss.ss_family == AF_INET6) {
+    auto *in6 = reinterpret_cast<const sockaddr_in6 *>(&ss);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    port = ntohs(in6->sin6_port);
+    family = IOMUX_AF_INET6;
+  } else if (ss.ss_family == AF_UNIX) {
+    auto *un = reinterpret_cast<const sockaddr_un *>(&ss);
+    text.assign(un->sun_path, strnlen(un->sun_path, sizeof un->sun_path));
+  }
+  if (ss.ss_family != AF_UNIX) text = buf;
+  Napi::Array a = Napi::Array::New(env, 3);
+  a.Set(0u, Napi::String::New(env, text));
+  a.Set(1u, Napi::Number::New(env, port));
+  a.Set(2u, Napi::Number::New(env, family));
+  return a;
+}
+
+class Binding : public Napi::Addon<Binding> {
+ public:
+  Binding(Napi::Env env, Napi::Object exports) {
+    n_ = new Native();
+    n_->env = env;
+    int err = 0;
+    n_->loop = iomux_loop_new(nullptr, &err);
+    if (!n_->loop) {
+      delete n_;
+      n_ = nullptr;
+      Napi::Error e = Napi::Error::New(env, "iomux: cannot create the loop");
+      e.Set("errno", Napi::Number::New(env, err));
+      e.ThrowAsJavaScriptException();
+      return;
+    }
+    napi_get_uv_event_loop(env, &n_->uv);
+    n_->poll.data = n_->timer.data = n_->prepare.data = n_;
+    uv_poll_init(n_->uv, &n_->poll, iomux_loop_fd(n_->loop));
+    uv_timer_init(n_->uv, &n_->timer);
+    uv_prepare_init(n_->uv, &n_->prepare);
+    n_->open_handles = 3;
+    uv_unref(reinterpret_cast<uv_handle_t *>(&n_->timer));
+    uv_unref(reinterpret_cast<uv_handle_t *>(&n_->prepare));
+    uv_unref(reinterpret_cast<uv_handle_t *>(&n_->poll));
+    uv_poll_start(&n_->poll, UV_READABLE, OnPoll);
+    uv_prepare_start(&n_->prepare, OnPrepare);
+    iomux_loop_set_flush(n_->loop, OnFlush, n_);
+    napi_add_async_cleanup_hook(env, OnEnvCleanup, n_, &n_->cleanup);
+
+    DefineAddon(exports, {
+      InstanceMethod("init", &Binding::Setup),
+      InstanceMethod("setSlab", &Binding::SetSlab),
+      InstanceMethod("write", &Binding::Write),
+      InstanceMethod("writev", &Binding::Writev),
+      InstanceMethod("queued", &Binding::Queued),
+      InstanceMethod("shutdown", &Binding::Shutdown),
+      InstanceMethod("close", &Binding::Close),
+      InstanceMethod("setReading", &Binding::SetReading),
+      InstanceMethod("cork", &Binding::Cork),
+      InstanceMethod("setTimeout", &Binding::SetTimeout),
+      InstanceMethod("setNoDelay", &Binding::SetNoDelay),
+      InstanceMethod("setKeepAlive", &Binding::SetKeepAlive),
+      InstanceMethod("listen", &Binding::Listen),
+      InstanceMethod("listenUnix", &Binding::ListenUnix),
+      InstanceMethod("connect", &Binding::Connect),
+      InstanceMethod("connectUnix", &Binding::ConnectUnix),
+      InstanceMethod("localAddress", &Binding::LocalAddress),
+      InstanceMethod("ntop6", &Binding::Ntop6),
+      InstanceMethod("timerStart", &Binding::TimerStart),
+      InstanceMethod("timerRestart", &Binding::TimerRestart),
+      InstanceMethod("timerStop", &Binding::TimerStop),
+      InstanceMethod("setRef", &Binding::SetRef),
+      InstanceMethod("runStandalone", &Binding::RunStandalone),
+      InstanceMethod("stats", &Binding::Stats),
+      InstanceMethod("backend", &Binding::Backend),
+    });
+  }
+
+  // The core outlives this object until libuv closes the handles.
+  ~Binding() { n_ = nullptr; }
+
+ private:
+  Native *n_;
+
+  iomux_loop *L() const { return n_->loop; }
+
+  // init(records: Int32Array, slab: ArrayBuffer, dispatch: (count) => pos)
+  Napi::Value Setup(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    auto records = info[0].As<Napi::Int32Array>();
+    auto fn = info[2].As<Napi::Function>();
+    if (n_->dispatch) napi_delete_reference(env, n_->dispatch);
+    if (n_->records) napi_delete_reference(env, n_->records);
+    napi_create_reference(env, fn, 1, &n_->dispatch);
+    napi_create_reference(env, records, 1, &n_->records);
+    iomux_loop_set_records(L(), records.Data(), records.ElementLength());
+    SetSlabFrom(env, info[1], 0);
+    napi_value name, resource;
+    napi_create_string_utf8(env, "iomux", NAPI_AUTO_LENGTH, &name);
+    napi_create_object(env, &resource);
+    napi_async_init(env, resource, name, &n_->async_context);
+    return env.Undefined();
+  }
+
+  void SetSlabFrom(napi_env env, Napi::Value v, size_t pos) {
+    auto ab = v.As<Napi::ArrayBuffer>();
+    if (n_->slab) napi_delete_reference(env, n_->slab);
+    napi_create_reference(env, ab, 1, &n_->slab);
+    iomux_loop_set_slab(L(), static_cast<uint8_t *>(ab.Data()), ab.ByteLength(),
+                        pos);
+  }
+
+  Napi::Value SetSlab(const Napi::CallbackInfo &info) {
+    SetSlabFrom(info.Env(), info[0], info[1].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  static Napi::Value Num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+
+  // write(id, Uint8Array, notify) -> bytes queued, or -errno
+  Napi::Value Write(const Napi::CallbackInfo &info) {
+    int id = info[0].As<Napi::Number>().Int32Value();
+    auto buf = info[1].As<Napi::Uint8Array>();
+    bool notify = info[2].ToBoolean();
+    return Num(info.Env(), static_cast<double>(
+        iomux_write(L(), id, buf.Data(), buf.ByteLength(), notify)));
+  }
+
+  // writev(id, Uint8Array[], notify)
+  Napi::Value Writev(const Napi::CallbackInfo &info) {
+    int id = info[0].As<Napi::Number>().Int32Value();
+    auto arr = info[1].As<Napi::Array>();
+    bool notify = info[2].ToBoolean();
+    uint32_t cnt = arr.Length();
+    std::vector<iovec> iov(cnt);
+    for (uint32_t i = 0; i < cnt; i++) {
+      auto b = arr.Get(i).As<Napi::Uint8Array>();
+      iov[i].iov_base = b.Data();
+      iov[i].iov_len = b.ByteLength();
+    }
+    return Num(info.Env(), static_cast<double>(
+        iomux_writev(L(), id, iov.data(), static_cast<int>(cnt), notify)));
+  }
+
+  Napi::Value Queued(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), static_cast<double>(
+        iomux_queued(L(), info[0].As<Napi::Number>().Int32Value())));
+  }
+
+  Napi::Value Shutdown(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_shutdown(L(), info[0].As<Napi::Number>().Int32Value()));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_close(L(), info[0].As<Napi::Number>().Int32Value()));
+  }
+
+  Napi::Value SetReading(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_set_reading(L(), info[0].As<Napi::Number>().Int32Value(),
+                                             info[1].ToBoolean()));
+  }
+
+  Napi::Value Cork(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_cork(L(), info[0].As<Napi::Number>().Int32Value(),
+                                      info[1].ToBoolean()));
+  }
+
+  Napi::Value SetTimeout(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_set_timeout(L(), info[0].As<Napi::Number>().Int32Value(),
+                                             info[1].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value SetNoDelay(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_set_nodelay(L(), info[0].As<Napi::Number>().Int32Value(),
+                                             info[1].ToBoolean()));
+  }
+
+  Napi::Value SetKeepAlive(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_set_keepalive(L(), info[0].As<Napi::Number>().Int32Value(),
+                                               info[1].ToBoolean(),
+                                               info[2].As<Napi::Number>().Uint32Value()));
+  }
+
+  // listen(host, port, family 4|6, backlog, flags) -> id or -errno
+  Napi::Value Listen(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrFrom(info[0].As<Napi::String>(), info[1].As<Napi::Number>().Int32Value(),
+                      info[2].As<Napi::Number>().Int32Value(), &ss, &len))
+      return Num(info.Env(), -EINVAL);
+    return Num(info.Env(), iomux_listen(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                        info[3].As<Napi::Number>().Int32Value(),
+                                        info[4].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value ListenUnix(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrUnix(info[0].As<Napi::String>(), &ss, &len))
+      return Num(info.Env(), -ENAMETOOLONG);
+    return Num(info.Env(), iomux_listen(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                        info[1].As<Napi::Number>().Int32Value(), 0));
+  }
+
+  // connect(host, port, family) -> id or -errno
+  Napi::Value Connect(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrFrom(info[0].As<Napi::String>(), info[1].As<Napi::Number>().Int32Value(),
+                      info[2].As<Napi::Number>().Int32Value(), &ss, &len))
+      return Num(info.Env(), -EINVAL);
+    return Num(info.Env(), iomux_connect(L(), reinterpret_cast<sockaddr *>(&ss), len));
+  }
+
+  Napi::Value ConnectUnix(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrUnix(info[0].As<Napi::String>(), &ss, &len))
+      return Num(info.Env(), -ENAMETOOLONG);
+    return Num(info.Env(), iomux_connect(L(), reinterpret_cast<sockaddr *>(&ss), len));
+  }
+
+  // localAddress(id) -> [address, port, family] or -errno
+  Napi::Value LocalAddress(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    int rc = iomux_local_address(L(), info[0].As<Napi::Number>().Int32Value(), &ss, &len);
+    if (rc < 0) return Num(info.Env(), rc);
+    return AddressTriple(info.Env(), ss);
+  }
+
+  // ntop6(w0, w1, w2, w3): the text of an IPv6 address carried in a record.
+  Napi::Value Ntop6(const Napi::CallbackInfo &info) {
+    int32_t w[4];
+    for (int i = 0; i < 4; i++) w[i] = info[i].As<Napi::Number>().Int32Value();
+    char buf[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, w, buf, sizeof buf);
+    return Napi::String::New(info.Env(), buf);
+  }
+
+  // timerStart(ms, out: Int32Array) -> id (out[0] = generation) or -errno
+  Napi::Value TimerStart(const Napi::CallbackInfo &info) {
+    uint32_t gen = 0;
+    int id = iomux_timer_start(L(), static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()), &gen);
+    info[1].As<Napi::Int32Array>()[0] = static_cast<int32_t>(gen);
+    return Num(info.Env(), id);
+  }
+
+  Napi::Value TimerRestart(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_timer_restart(
+        L(), info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(),
+        static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue())));
+  }
+
+  Napi::Value TimerStop(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_timer_stop(L(), info[0].As<Napi::Number>().Int32Value(),
+                                            info[1].As<Napi::Number>().Uint32Value()));
+  }
+
+  // setRef(bool): whether iomux keeps the process alive.
+  Napi::Value SetRef(const Napi::CallbackInfo &info) {
+    n_->ref = info[0].ToBoolean();
+    ApplyRef(n_);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value RunStandalone(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (n_->standalone) return env.Undefined();
+    int rc = iomux_loop_watch_foreign(L(), uv_backend_fd(n_->uv));
+    if (rc < 0) return Num(env, rc);
+    uv_poll_stop(&n_->poll);
+    uv_timer_stop(&n_->timer);
+    uv_unref(reinterpret_cast<uv_handle_t *>(&n_->poll));
+    n_->standalone = true;
+    ApplyRef(n_);
+    return Num(env, 0);
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    const iomux_stats *s = iomux_loop_stats(L());
+    Napi::Object o = Napi::Object::New(env);
+#define IOMUX_STAT_SET(name) o.Set(#name, Napi::Number::New(env, static_cast<double>(s->name)));
+    IOMUX_STATS(IOMUX_STAT_SET)
+#undef IOMUX_STAT_SET
+    return o;
+  }
+
+  Napi::Value Backend(const Napi::CallbackInfo &info) {
+    return Napi::String::New(info.Env(), iomux_loop_backend(L()));
+  }
+};
+
+}  // namespace
+
+NODE_API_ADDON(Binding)

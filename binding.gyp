@@ -1,0 +1,32 @@
+{
+  "targets": [
+    {
+      "target_name": "iomux",
+      "sources": [
+        "addon/binding.cc",
+        "deps/iomux/src/loop.c",
+        "deps/iomux/src/timer.c",
+        "deps/iomux/src/sock.c",
+        "deps/iomux/src/sys.c",
+        "deps/iomux/src/backend_epoll.c"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "deps/iomux/include"
+      ],
+      "defines": [
+        "NAPI_DISABLE_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "cflags_c": ["-std=gnu11"],
+      "cflags_cc": ["-std=gnu++17"],
+      "xcode_settings": {
+        "GCC_C_LANGUAGE_STANDARD": "gnu11",
+        "CLANG_CXX_LANGUAGE_STANDARD": "gnu++17",
+        "WARNING_CFLAGS": ["-Wall", "-Wextra"],
+        "MACOSX_DEPLOYMENT_TARGET": "10.15"
+      }
+    }
+  ]
+}

@@ -1,0 +1,55 @@
+// binding.ts -- the native binding's function table, loaded once.
+import * as path from 'node:path';
+
+export interface Binding {
+  init(records: Int32Array, slab: ArrayBuffer, dispatch: (count: number) => number): void;
+  setSlab(slab: ArrayBuffer, pos: number): void;
+  write(id: number, data: Uint8Array, notify: boolean): number;
+  writev(id: number, chunks: Uint8Array[], notify: boolean): number;
+  queued(id: number): number;
+  shutdown(id: number): number;
+  close(id: number): number;
+  setReading(id: number, on: boolean): number;
+  cork(id: number, on: boolean): number;
+  setTimeout(id: number, ms: number): number;
+  setNoDelay(id: number, on: boolean): number;
+  setKeepAlive(id: number, on: boolean, delaySeconds: number): number;
+  listen(host: string, port: number, family: number, backlog: number, flags: number): number;
+  listenUnix(path: string, backlog: number): number;
+  connect(host: string, port: number, family: number): number;
+  connectUnix(path: string): number;
+  localAddress(id: number): [string, number, number] | number;
+  ntop6(w0: number, w1: number, w2: number, w3: number): string;
+  timerStart(ms: number, out: Int32Array): number;
+  timerRestart(id: number, gen: number, ms: number): number;
+  timerStop(id: number, gen: number): number;
+  setRef(on: boolean): void;
+  runStandalone(): number | undefined;
+  stats(): Record<string, number>;
+  backend(): string;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const load = require('node-gyp-build') as (dir: string) => unknown;
+
+export const binding = load(path.join(__dirname, '..')) as Binding;
+
+// Event record types and constants shared with deps/iomux/include/iomux.h.
+export const EV_ACCEPT = 1;
+export const EV_DATA = 2;
+export const EV_EOF = 3;
+export const EV_DRAIN = 4;
+export const EV_CONNECT = 5;
+export const EV_ERROR = 6;
+export const EV_TIMEOUT = 7;
+export const EV_TIMER = 8;
+export const EV_ACCEPT_ERROR = 9;
+
+export const AF_UNIX = 1;
+export const AF_INET = 4;
+export const AF_INET6 = 6;
+
+export const OP_NAMES = ['', 'read', 'write', 'connect', 'accept', 'shutdown'];
+
+export const LISTEN_REUSEPORT = 1;
+export const LISTEN_V6ONLY = 2;

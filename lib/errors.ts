@@ -1,0 +1,84 @@
+// errors.ts -- errors shaped like node's: system errors carry code, errno
+// (negative, as node reports it) and syscall; argument errors name the
+// argument. One factory per kind.
+import { getSystemErrorName } from 'node:util';
+
+export interface SystemError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  address?: string;
+  port?: number;
+}
+
+/** A failed syscall; `errno` is the positive errno value from the core. */
+export function errnoException(errno: number, syscall: string, address?: string, port?: number): SystemError {
+  let code: string;
+  try {
+    code = getSystemErrorName(-errno);
+  } catch {
+    code = `Unknown system error ${errno}`;
+  }
+  let where = '';
+  if (address) where = port !== undefined && port > 0 ? ` ${address}:${port}` : ` ${address}`;
+  const err = new Error(`${syscall} ${code}${where}`) as SystemError;
+  err.code = code;
+  err.errno = -errno;
+  err.syscall = syscall;
+  if (address) err.address = address;
+  if (port !== undefined && port > 0) err.port = port;
+  return err;
+}
+
+export interface CodedError extends Error {
+  code: string;
+}
+
+function coded<E extends Error>(err: E, code: string): E & CodedError {
+  (err as E & CodedError).code = code;
+  return err as E & CodedError;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (value === undefined) return 'undefined';
+  if (typeof value === 'string') return `type string ('${value.length > 28 ? value.slice(0, 25) + '...' : value}')`;
+  if (typeof value === 'object') return `an instance of ${(value as object).constructor?.name ?? 'Object'}`;
+  return `type ${typeof value} (${String(value)})`;
+}
+
+export function invalidArgType(name: string, expected: string, actual: unknown): TypeError & CodedError {
+  return coded(new TypeError(`The "${name}" argument must be ${expected}. Received ${describe(actual)}`), 'ERR_INVALID_ARG_TYPE');
+}
+
+export function invalidArgValue(name: string, value: unknown, reason = 'is invalid'): TypeError & CodedError {
+  return coded(new TypeError(`The argument '${name}' ${reason}. Received ${describe(value)}`), 'ERR_INVALID_ARG_VALUE');
+}
+
+export function outOfRange(name: string, range: string, value: unknown): RangeError & CodedError {
+  return coded(new RangeError(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(value)}`), 'ERR_OUT_OF_RANGE');
+}
+
+export function badPort(name: string, value: unknown): RangeError & CodedError {
+  return coded(new RangeError(`${name} should be >= 0 and < 65536. Received ${describe(value)}.`), 'ERR_SOCKET_BAD_PORT');
+}
+
+export function serverAlreadyListening(): Error & CodedError {
+  return coded(new Error('Listen method has been called more than once without closing.'), 'ERR_SERVER_ALREADY_LISTEN');
+}
+
+export function serverNotRunning(): Error & CodedError {
+  return coded(new Error('Server is not running.'), 'ERR_SERVER_NOT_RUNNING');
+}
+
+export function writeAfterEnd(): Error & CodedError {
+  return coded(new Error('write after end'), 'ERR_STREAM_WRITE_AFTER_END');
+}
+
+export function streamDestroyed(method: string): Error & CodedError {
+  return coded(new Error(`Cannot call ${method} after a stream was destroyed`), 'ERR_STREAM_DESTROYED');
+}
+
+export function socketClosed(): Error & CodedError {
+  return coded(new Error('Socket is closed'), 'ERR_SOCKET_CLOSED');
+}

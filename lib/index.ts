@@ -1,0 +1,10 @@
+// iomux: a network toolkit over a thin native I/O multiplexer.
+export { loop, Loop, Timer } from './loop';
+export type { LoopStats, TimerCallback } from './loop';
+export { Socket, connect, createConnection } from './socket';
+export type { SocketOptions, AddressInfo } from './socket';
+export { Server, createServer } from './server';
+export type { ServerOptions } from './server';
+export type { ConnectOptions, ListenOptions } from './address';
+export { errnoException } from './errors';
+export type { SystemError } from './errors';

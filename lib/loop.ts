@@ -1,0 +1,303 @@
+// loop.ts -- the JavaScript side of the loop: it receives each batch of event
+// records in one call, turns slab ranges into Buffers, and routes every record
+// to its socket, server or timer. It also keeps the count of handles that
+// keep the process alive, and the userspace timers.
+import {
+  binding, EV_ACCEPT, EV_ACCEPT_ERROR, EV_CONNECT, EV_DATA, EV_DRAIN, EV_EOF, EV_ERROR, EV_TIMEOUT, EV_TIMER,
+} from './binding';
+import { errnoException, invalidArgType } from './errors';
+
+/** What the loop calls on a connected socket. */
+export interface StreamHandle {
+  _onData(chunk: Buffer): void;
+  _onEof(): void;
+  _onDrain(): void;
+  _onConnect(errno: number): void;
+  _onError(errno: number, op: number): void;
+  _onTimeout(): void;
+}
+
+/** What the loop calls on a listening server. */
+export interface ListenerHandle {
+  _onAccept(id: number, familyPort: number, w0: number, w1: number, w2: number, w3: number): void;
+  _onAcceptError(errno: number): void;
+}
+
+const RECORD_WORDS = 16 * 1024; // 4096 records per batch before a mid-batch hand-over
+const SLAB_SIZE = 256 * 1024;
+const READ_CAP = 64 * 1024; // the core's per-socket read cap per iteration
+// Chunks at least this large are handed out as views of the slab; smaller
+// ones are copied, so that a small retained chunk never pins a whole slab.
+// A retained view pins at most SLAB_SIZE / VIEW_MIN times its own size.
+const VIEW_MIN = 16 * 1024;
+const TIMEOUT_MAX = 2 ** 31 - 1;
+
+function rethrow(err: unknown): never {
+  throw err;
+}
+
+export type TimerCallback = (...args: any[]) => void;
+
+/** A timer on the iomux loop: precise to the millisecond, never early. */
+export class Timer {
+  /** @internal */ _id = -1;
+  /** @internal */ _gen = 0;
+  /** @internal */ _refed = true;
+  /** @internal */ _cb: TimerCallback;
+  /** @internal */ _args: unknown[] | undefined;
+  /** @internal */ _ms: number;
+  /** @internal */ _repeat: boolean;
+  /** @internal */ _loop: Loop;
+
+  constructor(loop: Loop, cb: TimerCallback, ms: number, args: unknown[] | undefined, repeat: boolean) {
+    this._loop = loop;
+    this._cb = cb;
+    this._ms = ms;
+    this._args = args;
+    this._repeat = repeat;
+  }
+
+  /** Restarts the timer from now with its original delay (re-arms a fired one). */
+  refresh(): this {
+    if (this._id >= 0) binding.timerRestart(this._id, this._gen, this._ms);
+    else this._loop._armTimer(this);
+    return this;
+  }
+
+  ref(): this {
+    if (!this._refed) {
+      this._refed = true;
+      if (this._id >= 0) this._loop._ref();
+    }
+    return this;
+  }
+
+  unref(): this {
+    if (this._refed) {
+      this._refed = false;
+      if (this._id >= 0) this._loop._unref();
+    }
+    return this;
+  }
+
+  hasRef(): boolean {
+    return this._refed;
+  }
+
+  /** Cancels the timer (same as loop.clearTimeout(timer)). */
+  close(): this {
+    this._loop.clearTimeout(this);
+    return this;
+  }
+
+  /** @internal */
+  _fire(): void {
+    this._id = -1;
+    if (this._repeat) {
+      this._loop._armTimer(this, true);
+    } else if (this._refed) {
+      this._loop._unref();
+    }
+    const args = this._args;
+    if (args === undefined) this._cb();
+    else this._cb(...args);
+  }
+}
+
+export interface LoopStats {
+  iterations: number;
+  events: number;
+  wait: number;
+  ctl: number;
+  accept: number;
+  read: number;
+  write: number;
+  writev: number;
+  shutdown: number;
+  close: number;
+  getpeername: number;
+  getsockname: number;
+  socket: number;
+  connect: number;
+  bind: number;
+  listen: number;
+  setsockopt: number;
+  getsockopt: number;
+  unlink: number;
+}
+
+/** The thread's iomux loop. Every socket, server and timer of the thread lives on it. */
+export class Loop {
+  /** @internal */ readonly _streams: (StreamHandle | undefined)[] = [];
+  /** @internal */ readonly _listeners: (ListenerHandle | undefined)[] = [];
+  private readonly timers: (Timer | undefined)[] = [];
+  private readonly records = new Int32Array(RECORD_WORDS);
+  private readonly scratch = new Int32Array(1);
+  private slab = new ArrayBuffer(SLAB_SIZE);
+  private slabBuf = Buffer.from(this.slab);
+  private refs = 0;
+  private isStandalone = false;
+
+  constructor() {
+    binding.init(this.records, this.slab, (count) => this.dispatch(count));
+  }
+
+  /** The kernel interface in use: 'epoll', 'io_uring' or 'kqueue'. */
+  get backend(): string {
+    return binding.backend();
+  }
+
+  /** True once run() switched this thread to the standalone wait. */
+  get standalone(): boolean {
+    return this.isStandalone;
+  }
+
+  /** Iterations, kernel events delivered, and every syscall the core issued, by kind. */
+  stats(): LoopStats {
+    return binding.stats() as unknown as LoopStats;
+  }
+
+  /**
+   * Switches this thread to standalone mode: the core's blocking wait becomes
+   * the only poll, with libuv's own fd folded into it, so Node's timers,
+   * promises and fs keep working. There is no switching back.
+   */
+  run(): void {
+    if (this.isStandalone) return;
+    const rc = binding.runStandalone();
+    if (typeof rc === 'number' && rc < 0) throw errnoException(-rc, 'epoll_ctl');
+    this.isStandalone = true;
+  }
+
+  setTimeout<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer {
+    return this.newTimer(cb as TimerCallback, ms, args, false);
+  }
+
+  setInterval<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer {
+    return this.newTimer(cb as TimerCallback, ms, args, true);
+  }
+
+  clearTimeout(timer: Timer | undefined | null): void {
+    if (!(timer instanceof Timer)) return;
+    timer._repeat = false;
+    if (timer._id < 0) return;
+    binding.timerStop(timer._id, timer._gen);
+    if (this.timers[timer._id] === timer) this.timers[timer._id] = undefined;
+    timer._id = -1;
+    if (timer._refed) this._unref();
+  }
+
+  clearInterval(timer: Timer | undefined | null): void {
+    this.clearTimeout(timer);
+  }
+
+  private newTimer(cb: TimerCallback, ms: number | undefined, args: unknown[], repeat: boolean): Timer {
+    if (typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
+    let after = Number(ms);
+    if (!(after >= 1 && after <= TIMEOUT_MAX)) after = 1;
+    const timer = new Timer(this, cb, Math.trunc(after), args.length ? args : undefined, repeat);
+    this._armTimer(timer);
+    return timer;
+  }
+
+  /** @internal */
+  _armTimer(timer: Timer, rearm = false): void {
+    const id = binding.timerStart(timer._ms, this.scratch);
+    if (id < 0) throw errnoException(-id, 'timer');
+    timer._id = id;
+    timer._gen = this.scratch[0]!;
+    this.timers[id] = timer;
+    if (timer._refed && !rearm) this._ref();
+  }
+
+  /** @internal One more handle keeps the process alive. */
+  _ref(): void {
+    if (this.refs++ === 0) binding.setRef(true);
+  }
+
+  /** @internal */
+  _unref(): void {
+    if (--this.refs === 0) binding.setRef(false);
+  }
+
+  private newSlab(): void {
+    this.slab = new ArrayBuffer(SLAB_SIZE);
+    this.slabBuf = Buffer.from(this.slab);
+    binding.setSlab(this.slab, 0);
+  }
+
+  // One call per batch. Each record is handled on its own: an exception
+  // thrown by one handler goes to 'uncaughtException' after the batch and
+  // never loses the records behind it.
+  private dispatch(count: number): number {
+    const rec = this.records;
+    let keep = -1;
+    for (let i = 0; i < count; i++) {
+      const o = i << 2;
+      const id = rec[o + 1]!;
+      try {
+        switch (rec[o]) {
+          case EV_DATA: {
+            const s = this._streams[id];
+            if (s === undefined) break;
+            const off = rec[o + 2]!, len = rec[o + 3]!;
+            let chunk: Buffer;
+            if (len >= VIEW_MIN) {
+              chunk = Buffer.from(this.slab, off, len);
+              keep = off + len;
+            } else {
+              chunk = Buffer.allocUnsafe(len);
+              this.slabBuf.copy(chunk, 0, off, off + len);
+            }
+            s._onData(chunk);
+            break;
+          }
+          case EV_ACCEPT: {
+            const a = o + 4;
+            i++; // the peer's address fills the next record
+            const l = this._listeners[rec[o + 2]!];
+            if (l === undefined) binding.close(id);
+            else l._onAccept(id, rec[o + 3]!, rec[a]!, rec[a + 1]!, rec[a + 2]!, rec[a + 3]!);
+            break;
+          }
+          case EV_EOF:
+            this._streams[id]?._onEof();
+            break;
+          case EV_DRAIN:
+            this._streams[id]?._onDrain();
+            break;
+          case EV_CONNECT:
+            this._streams[id]?._onConnect(rec[o + 2]!);
+            break;
+          case EV_ERROR:
+            this._streams[id]?._onError(rec[o + 2]!, rec[o + 3]!);
+            break;
+          case EV_TIMEOUT:
+            this._streams[id]?._onTimeout();
+            break;
+          case EV_TIMER: {
+            const t = this.timers[id];
+            if (t !== undefined && t._gen === rec[o + 2]) {
+              this.timers[id] = undefined;
+              t._fire();
+            }
+            break;
+          }
+          case EV_ACCEPT_ERROR:
+            this._listeners[id]?._onAcceptError(rec[o + 2]!);
+            break;
+        }
+      } catch (err) {
+        if (process.env.IOMUX_DEBUG) console.error("dispatch error", err);
+        process.nextTick(rethrow, err);
+      }
+    }
+    if (keep < 0) return 0;
+    if (this.slab.byteLength - keep >= READ_CAP) return keep;
+    this.newSlab();
+    return 0;
+  }
+}
+
+/** This thread's loop. */
+export const loop = new Loop();

@@ -1,0 +1,674 @@
+// socket.ts -- a connected socket with node:net's face. It is a light
+// EventEmitter (no stream machinery per connection); toDuplex() gives a real
+// stream.Duplex when one is needed (pipeline, tls.connect({ socket })).
+import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
+import { endianness } from 'node:os';
+import { Duplex } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
+import { AF_INET, AF_INET6, AF_UNIX, binding, OP_NAMES } from './binding';
+import { lookupHost, normalizeConnectArgs, validateTimeout, type ConnectOptions } from './address';
+import {
+  errnoException, invalidArgType, streamDestroyed, writeAfterEnd,
+} from './errors';
+import { loop, type StreamHandle } from './loop';
+
+export interface SocketOptions {
+  /** Keep the writable side open after the peer's FIN (default false). */
+  allowHalfOpen?: boolean;
+  /** Bytes queued before write() returns false (default 16 KiB). */
+  writableHighWaterMark?: number;
+}
+
+export interface AddressInfo {
+  address: string;
+  family: string;
+  port: number;
+}
+
+/** Whoever wants to hear that an accepted socket closed. */
+export interface SocketOwner {
+  _onSocketClosed(): void;
+}
+
+const LITTLE_ENDIAN = endianness() === 'LE';
+const EMPTY = Buffer.alloc(0);
+const FAMILY_NAMES: Record<number, string> = { [AF_INET]: 'IPv4', [AF_INET6]: 'IPv6', [AF_UNIX]: 'unix' };
+
+function ipv4Text(w: number): string {
+  if (!LITTLE_ENDIAN) w = ((w & 0xff) << 24) | ((w & 0xff00) << 8) | ((w >>> 8) & 0xff00) | (w >>> 24);
+  return `${w & 0xff}.${(w >>> 8) & 0xff}.${(w >>> 16) & 0xff}.${w >>> 24}`;
+}
+
+function emitClose(s: Socket, err: Error | undefined): void {
+  // A peer's reset is reported to 'error' listeners only: bytes (or their
+  // absence) from a peer never crash the process. socket.errored keeps it.
+  if (err !== undefined && (s.listenerCount('error') > 0 || !s._peerError)) s.emit('error', err);
+  s.emit('close', err !== undefined);
+}
+
+function emitWriteError(s: Socket, err: Error, cb: ((err?: Error | null) => void) | undefined): void {
+  if (cb) cb(err);
+  s.emit('error', err);
+}
+
+function emitFinish(s: Socket): void {
+  s._finish();
+}
+
+export class Socket extends EventEmitter implements StreamHandle {
+  /** @internal native id, -1 when there is none (before connect, after close) */
+  _id = -1;
+  /** @internal */ _owner: SocketOwner | null = null;
+  /** @internal the error came from the peer (reset, refused write) */
+  _peerError = false;
+
+  readonly allowHalfOpen: boolean;
+  writableHighWaterMark: number;
+  connecting = false;
+  destroyed = false;
+  /** The error the socket was destroyed with, if any. */
+  errored: Error | null = null;
+  bytesRead = 0;
+  bytesWritten = 0;
+  /** True once end() was called. */
+  writableEnded = false;
+  /** True once every byte and the FIN went to the kernel. */
+  writableFinished = false;
+  /** True once 'end' was emitted. */
+  readableEnded = false;
+
+  private peerFamily = 0;
+  private peerPort = 0;
+  private peerWords: [number, number, number, number] | null = null;
+  private peerText: string | undefined = undefined;
+  private localInfo: AddressInfo | undefined = undefined;
+
+  private flowing: boolean | null = null;
+  private readStopped = false;
+  private pendingChunks: Buffer[] | null = null;
+  private eofSeen = false;
+  private decoder: StringDecoder | null = null;
+
+  private writeCbs: ((err?: Error | null) => void)[] | null = null;
+  private needDrain = false;
+  private finishOnDrain = false;
+  private queuedEstimate = 0;
+  private preConnect: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null = null;
+  private preConnectBytes = 0;
+  private corked = 0;
+  private timeoutMs = 0;
+  private noDelay = true;
+  private keepAlive: [boolean, number] | null = null;
+  private refed = true;
+  private counted = false;
+  private duplex: Duplex | null = null;
+
+  constructor(options?: SocketOptions) {
+    super();
+    if (options !== undefined && (options === null || typeof options !== 'object')) {
+      throw invalidArgType('options', 'of type object', options);
+    }
+    this.allowHalfOpen = options?.allowHalfOpen === true;
+    const hwm = options?.writableHighWaterMark ?? 16384;
+    if (!(Number.isInteger(hwm) && hwm >= 0)) throw invalidArgType('options.writableHighWaterMark', 'a non-negative integer', hwm);
+    this.writableHighWaterMark = hwm;
+  }
+
+  /** @internal An accepted connection. */
+  static _accepted(id: number, familyPort: number, w0: number, w1: number, w2: number, w3: number,
+    options: SocketOptions, owner: SocketOwner): Socket {
+    const s = new Socket(options);
+    s.peerFamily = familyPort >>> 16;
+    s.peerPort = familyPort & 0xffff;
+    s.peerWords = [w0, w1, w2, w3];
+    if (s.peerFamily === AF_UNIX) s.peerText = '';
+    s._owner = owner;
+    s.attach(id);
+    return s;
+  }
+
+  private attach(id: number): void {
+    this._id = id;
+    loop._streams[id] = this;
+    this.counted = true;
+    if (this.refed) loop._ref();
+  }
+
+  // ---- addresses ---------------------------------------------------------
+
+  /** The peer's address, kept from accept or connect time: never a syscall, still there after close. */
+  get remoteAddress(): string | undefined {
+    if (this.peerText === undefined && this.peerWords !== null) {
+      const w = this.peerWords;
+      if (this.peerFamily === AF_INET) this.peerText = ipv4Text(w[0]);
+      else if (this.peerFamily === AF_INET6) this.peerText = binding.ntop6(w[0], w[1], w[2], w[3]);
+    }
+    return this.peerText;
+  }
+
+  get remotePort(): number | undefined {
+    return this.peerFamily === AF_INET || this.peerFamily === AF_INET6 ? this.peerPort : undefined;
+  }
+
+  get remoteFamily(): string | undefined {
+    return FAMILY_NAMES[this.peerFamily];
+  }
+
+  /** The local address (one getsockname, then cached). */
+  address(): AddressInfo | Record<string, never> {
+    if (this.localInfo === undefined && this._id >= 0 && !this.connecting) {
+      const r = binding.localAddress(this._id);
+      if (typeof r !== 'number') {
+        this.localInfo = { address: r[0], family: FAMILY_NAMES[r[2]] ?? 'unix', port: r[1] };
+      }
+    }
+    return this.localInfo ?? {};
+  }
+
+  get localAddress(): string | undefined {
+    const a = this.address();
+    return 'address' in a ? a.address : undefined;
+  }
+
+  get localPort(): number | undefined {
+    const a = this.address();
+    return 'port' in a && a.family !== 'unix' ? a.port : undefined;
+  }
+
+  get localFamily(): string | undefined {
+    const a = this.address();
+    return 'family' in a ? a.family : undefined;
+  }
+
+  /** 'opening' while connecting, then 'open', 'readOnly', 'writeOnly' or 'closed'. */
+  get readyState(): string {
+    if (this.connecting) return 'opening';
+    if (this.destroyed || this._id < 0) return 'closed';
+    const readable = !this.eofSeen, writable = !this.writableEnded;
+    if (readable && writable) return 'open';
+    return readable ? 'readOnly' : writable ? 'writeOnly' : 'closed';
+  }
+
+  /** Bytes accepted by write() and not yet handed to the kernel. */
+  get writableLength(): number {
+    if (this._id >= 0) {
+      const q = binding.queued(this._id);
+      return q < 0 ? 0 : q;
+    }
+    return this.preConnectBytes;
+  }
+
+  get writableNeedDrain(): boolean {
+    return this.needDrain;
+  }
+
+  get pending(): boolean {
+    return this._id < 0 || this.connecting;
+  }
+
+  // ---- connecting -------------------------------------------------------------
+
+  connect(options: ConnectOptions, cb?: () => void): this;
+  connect(port: number | string, host?: string, cb?: () => void): this;
+  connect(port: number | string, cb?: () => void): this;
+  connect(path: string, cb?: () => void): this;
+  connect(...args: unknown[]): this {
+    const [opts, cb] = normalizeConnectArgs(args);
+    if (this._id >= 0 || this.connecting) throw new Error('Socket is already connected or connecting');
+    if (this.destroyed) throw streamDestroyed('connect');
+    if (cb) this.once('connect', cb);
+    if (opts.timeout !== undefined) this.setTimeout(opts.timeout);
+    if (opts.noDelay === false) this.noDelay = false;
+    if (opts.keepAlive) this.keepAlive = [true, opts.keepAliveInitialDelay ?? 0];
+    this.connecting = true;
+    if (opts.path !== undefined) {
+      this.peerFamily = AF_UNIX;
+      this.peerText = opts.path;
+      this.open(binding.connectUnix(opts.path), opts.path, undefined);
+      return this;
+    }
+    const host = opts.host ?? 'localhost';
+    const port = opts.port!;
+    this.peerPort = port;
+    const fam = isIP(host);
+    if (fam !== 0) {
+      this.startIp(host, fam, port);
+    } else {
+      lookupHost(host, opts.family ?? 0, (err, address, family) => {
+        if (this.destroyed) return;
+        if (err) this.destroy(err);
+        else this.startIp(address, family, port);
+      });
+    }
+    return this;
+  }
+
+  private startIp(host: string, family: number, port: number): void {
+    this.peerFamily = family === 6 ? AF_INET6 : AF_INET;
+    this.peerText = host;
+    this.open(binding.connect(host, port, family), host, port);
+  }
+
+  private open(id: number, address: string, port: number | undefined): void {
+    if (id < 0) {
+      this.connecting = false;
+      const err = errnoException(-id, 'connect', address, port);
+      process.nextTick(() => this.destroy(err));
+      return;
+    }
+    this.attach(id);
+    if (this.timeoutMs) binding.setTimeout(id, this.timeoutMs);
+    if (this.corked) binding.cork(id, true);
+    if (this.readStopped) binding.setReading(id, false);
+    const pre = this.preConnect;
+    if (pre !== null) {
+      this.preConnect = null;
+      this.preConnectBytes = 0;
+      for (const [chunk, cb] of pre) this.writeNative(chunk, cb);
+    }
+    if (this.writableEnded) this.shutdownNative();
+  }
+
+  /** @internal */
+  _onConnect(errno: number): void {
+    if (errno !== 0) {
+      this.destroy(errnoException(errno, 'connect', this.peerText, this.remotePort));
+      return;
+    }
+    this.connecting = false;
+    if (!this.noDelay && this.peerFamily !== AF_UNIX) binding.setNoDelay(this._id, false);
+    if (this.keepAlive) binding.setKeepAlive(this._id, true, Math.floor(this.keepAlive[1] / 1000));
+    this.emit('connect');
+    this.emit('ready');
+  }
+
+  // ---- reading -----------------------------------------------------------------
+
+  /** @internal */
+  _onData(chunk: Buffer): void {
+    this.bytesRead += chunk.length;
+    if (this.flowing === true) {
+      this.emitData(chunk);
+      return;
+    }
+    // Nobody consumes yet: keep the bytes and stop reading until someone does.
+    (this.pendingChunks ??= []).push(chunk);
+    this.stopReading();
+  }
+
+  private emitData(chunk: Buffer): void {
+    if (this.decoder === null) this.emit('data', chunk);
+    else {
+      const text = this.decoder.write(chunk);
+      if (text.length) this.emit('data', text);
+    }
+  }
+
+  /** @internal */
+  _onEof(): void {
+    this.eofSeen = true;
+    if (this.pendingChunks === null) this.emitEnd();
+  }
+
+  private emitEnd(): void {
+    if (this.readableEnded) return;
+    this.readableEnded = true;
+    if (this.decoder !== null) {
+      const rest = this.decoder.end();
+      if (rest.length) this.emit('data', rest);
+    }
+    this.emit('end');
+    if (this.destroyed) return;
+    if (!this.allowHalfOpen) this.end();
+    if (this.writableFinished) this.destroy();
+  }
+
+  private stopReading(): void {
+    if (this.readStopped) return;
+    this.readStopped = true;
+    if (this._id >= 0) binding.setReading(this._id, false);
+  }
+
+  pause(): this {
+    this.flowing = false;
+    this.stopReading();
+    return this;
+  }
+
+  resume(): this {
+    this.flowing = true;
+    const pending = this.pendingChunks;
+    if (pending !== null) {
+      this.pendingChunks = null;
+      for (let i = 0; i < pending.length; i++) {
+        this.emitData(pending[i]!);
+        if (this.flowing !== true || this.destroyed) {
+          // Paused (or destroyed) by a handler: keep the rest for later.
+          const rest = pending.slice(i + 1);
+          if (rest.length) this.pendingChunks = rest;
+          if (this.pendingChunks === null && this.eofSeen) this.emitEnd();
+          return this;
+        }
+      }
+      if (this.eofSeen) this.emitEnd();
+    }
+    if (this.readStopped && !this.destroyed) {
+      this.readStopped = false;
+      if (this._id >= 0) binding.setReading(this._id, true);
+    }
+    return this;
+  }
+
+  isPaused(): boolean {
+    return this.flowing === false;
+  }
+
+  setEncoding(encoding: BufferEncoding = 'utf8'): this {
+    this.decoder = new StringDecoder(encoding);
+    return this;
+  }
+
+  // Adding a 'data' listener starts the flow, as with node's streams.
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    super.on(event, listener);
+    if (event === 'data' && this.flowing !== false) this.resume();
+    return this;
+  }
+
+  override addListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    return this.on(event, listener);
+  }
+
+  override once(event: string | symbol, listener: (...args: any[]) => void): this {
+    super.once(event, listener);
+    if (event === 'data' && this.flowing !== false) this.resume();
+    return this;
+  }
+
+  // ---- writing -----------------------------------------------------------------
+
+  /**
+   * Writes data. Returns false once writableHighWaterMark bytes are queued;
+   * 'drain' follows when the queue empties. Nothing is ever dropped.
+   */
+  write(data: string | Uint8Array, cb?: (err?: Error | null) => void): boolean;
+  write(data: string | Uint8Array, encoding?: BufferEncoding, cb?: (err?: Error | null) => void): boolean;
+  write(data: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void),
+    cb?: (err?: Error | null) => void): boolean {
+    if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    let chunk: Uint8Array;
+    if (typeof data === 'string') chunk = Buffer.from(data, encoding ?? 'utf8');
+    else if (data instanceof Uint8Array) chunk = data;
+    else throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
+    if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
+    if (this.writableEnded) {
+      process.nextTick(emitWriteError, this, writeAfterEnd(), cb);
+      return false;
+    }
+    if (this.destroyed) {
+      if (cb) process.nextTick(cb, streamDestroyed('write'));
+      return false;
+    }
+    if (this._id < 0) { // a hostname lookup is under way
+      (this.preConnect ??= []).push([chunk, cb]);
+      this.preConnectBytes += chunk.length;
+      this.bytesWritten += chunk.length;
+      if (this.preConnectBytes >= this.writableHighWaterMark) this.needDrain = true;
+      return !this.needDrain;
+    }
+    this.bytesWritten += chunk.length;
+    return this.writeNative(chunk, cb);
+  }
+
+  private writeNative(chunk: Uint8Array, cb: ((err?: Error | null) => void) | undefined): boolean {
+    const notify = cb !== undefined || this.queuedEstimate + chunk.length >= this.writableHighWaterMark;
+    const q = binding.write(this._id, chunk, notify);
+    if (q < 0) {
+      const err = errnoException(-q, 'write');
+      if (cb) process.nextTick(cb, err);
+      this._peerError = true;
+      this.destroy(err);
+      return false;
+    }
+    this.queuedEstimate = q;
+    if (cb !== undefined) {
+      if (q === 0) process.nextTick(cb, null);
+      else (this.writeCbs ??= []).push(cb);
+    }
+    if (q >= this.writableHighWaterMark) {
+      this.needDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** @internal The native queue emptied. */
+  _onDrain(): void {
+    this.queuedEstimate = 0;
+    const cbs = this.writeCbs;
+    if (cbs !== null) {
+      this.writeCbs = null;
+      for (const cb of cbs) cb(null);
+    }
+    if (this.needDrain) {
+      this.needDrain = false;
+      this.emit('drain');
+    }
+    if (this.finishOnDrain) {
+      this.finishOnDrain = false;
+      this._finish();
+    }
+  }
+
+  /** Sends FIN once everything written so far is flushed. */
+  end(cb?: () => void): this;
+  end(data: string | Uint8Array, cb?: () => void): this;
+  end(data: string | Uint8Array, encoding?: BufferEncoding, cb?: () => void): this;
+  end(data?: string | Uint8Array | (() => void), encoding?: BufferEncoding | (() => void), cb?: () => void): this {
+    if (typeof data === 'function') {
+      cb = data;
+      data = undefined;
+    } else if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    if (data !== undefined && data !== null) this.write(data, encoding as BufferEncoding | undefined);
+    if (cb) this.once('finish', cb);
+    if (this.writableEnded) return this;
+    this.writableEnded = true;
+    if (!this.destroyed && this._id >= 0) this.shutdownNative();
+    return this;
+  }
+
+  private shutdownNative(): void {
+    const id = this._id;
+    if (binding.queued(id) > 0) {
+      binding.write(id, EMPTY, true); // ask for a DRAIN when the queue empties
+      this.finishOnDrain = true;
+    } else if (!this.connecting) {
+      process.nextTick(emitFinish, this);
+    } else {
+      this.finishOnDrain = true;
+      binding.write(id, EMPTY, true);
+    }
+    const rc = binding.shutdown(id);
+    if (rc < 0) this.destroy(errnoException(-rc, 'shutdown'));
+  }
+
+  /** @internal */
+  _finish(): void {
+    if (this.writableFinished || this.destroyed) return;
+    this.writableFinished = true;
+    this.emit('finish');
+    if (this.readableEnded && !this.destroyed) this.destroy();
+  }
+
+  cork(): void {
+    if (this.corked++ === 0 && this._id >= 0) binding.cork(this._id, true);
+  }
+
+  uncork(): void {
+    if (this.corked > 0 && --this.corked === 0 && this._id >= 0) binding.cork(this._id, false);
+  }
+
+  // ---- closing -----------------------------------------------------------------
+
+  /** Closes the socket now; queued bytes are discarded. A second call does nothing. */
+  destroy(err?: Error): this {
+    if (this.destroyed) return this;
+    this.destroyed = true;
+    this.connecting = false;
+    if (err !== undefined) this.errored = err;
+    const id = this._id;
+    if (id >= 0) {
+      this._id = -1;
+      loop._streams[id] = undefined;
+      binding.close(id);
+    }
+    if (this.counted) {
+      this.counted = false;
+      if (this.refed) loop._unref();
+    }
+    const cbs = this.writeCbs;
+    if (cbs !== null) {
+      this.writeCbs = null;
+      const e = err ?? streamDestroyed('write');
+      for (const cb of cbs) process.nextTick(cb, e);
+    }
+    if (this._owner !== null) this._owner._onSocketClosed();
+    process.nextTick(emitClose, this, err);
+    return this;
+  }
+
+  /** Like destroy(), and documents that the peer is to see a close. */
+  destroySoon(): void {
+    if (this.writableFinished) this.destroy();
+    else this.end();
+  }
+
+  /** @internal */
+  _onError(errno: number, op: number): void {
+    this._peerError = true;
+    this.destroy(errnoException(errno, OP_NAMES[op] ?? 'io'));
+  }
+
+  // ---- options -----------------------------------------------------------------
+
+  /** Emits 'timeout' after ms without reads or writes; 0 disables. Refreshing costs no syscall. */
+  setTimeout(ms: number, cb?: () => void): this {
+    validateTimeout(ms, 'msecs');
+    if (cb !== undefined) {
+      if (typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
+      if (ms === 0) this.removeListener('timeout', cb);
+      else this.once('timeout', cb);
+    }
+    this.timeoutMs = Math.ceil(ms);
+    if (this._id >= 0) binding.setTimeout(this._id, this.timeoutMs);
+    return this;
+  }
+
+  /** @internal */
+  _onTimeout(): void {
+    this.emit('timeout');
+  }
+
+  get timeout(): number | undefined {
+    return this.timeoutMs || undefined;
+  }
+
+  /** TCP_NODELAY; on by default. */
+  setNoDelay(noDelay = true): this {
+    this.noDelay = noDelay;
+    if (this._id >= 0 && !this.connecting && this.peerFamily !== AF_UNIX) binding.setNoDelay(this._id, noDelay);
+    return this;
+  }
+
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    this.keepAlive = [enable, initialDelay];
+    if (this._id >= 0 && !this.connecting && this.peerFamily !== AF_UNIX) {
+      binding.setKeepAlive(this._id, enable, Math.floor(initialDelay / 1000));
+    }
+    return this;
+  }
+
+  ref(): this {
+    if (!this.refed) {
+      this.refed = true;
+      if (this.counted) loop._ref();
+    }
+    return this;
+  }
+
+  unref(): this {
+    if (this.refed) {
+      this.refed = false;
+      if (this.counted) loop._unref();
+    }
+    return this;
+  }
+
+  // ---- streams -----------------------------------------------------------------
+
+  /**
+   * A stream.Duplex over this socket, for pipeline(), async iteration and
+   * tls.connect({ socket }). Made once, on first use.
+   */
+  toDuplex(): Duplex {
+    if (this.duplex !== null) return this.duplex;
+    const sock = this;
+    const d = new Duplex({
+      allowHalfOpen: true,
+      read() {
+        sock.resume();
+      },
+      write(chunk: Buffer, _enc, cb) {
+        sock.write(chunk, (err) => cb(err ?? null));
+      },
+      final(cb) {
+        if (sock.writableFinished) return cb();
+        sock.once('finish', () => cb());
+        sock.end();
+      },
+      destroy(err, cb) {
+        sock.destroy(err ?? undefined);
+        cb(err);
+      },
+    });
+    this.duplex = d;
+    this.on('data', (chunk: Buffer) => {
+      if (!d.push(chunk)) sock.pause();
+    });
+    this.on('end', () => d.push(null));
+    this.on('error', (err: Error) => d.destroy(err));
+    this.on('close', () => {
+      if (!this.readableEnded && !d.destroyed) d.destroy();
+    });
+    this.on('timeout', () => d.emit('timeout'));
+    return d;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
+    return this.toDuplex()[Symbol.asyncIterator]();
+  }
+
+  pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    return this.toDuplex().pipe(destination, options);
+  }
+}
+
+/** Opens a connection: connect(port[, host][, cb]), connect(path[, cb]) or connect(options[, cb]). */
+export function connect(options: ConnectOptions & SocketOptions, cb?: () => void): Socket;
+export function connect(port: number | string, host?: string, cb?: () => void): Socket;
+export function connect(port: number | string, cb?: () => void): Socket;
+export function connect(...args: unknown[]): Socket {
+  const first = args[0];
+  const opts = first !== null && typeof first === 'object' ? (first as SocketOptions) : undefined;
+  const s = new Socket(opts);
+  return (s.connect as (...a: unknown[]) => Socket)(...args);
+}
+
+export const createConnection = connect;
