@@ -41,6 +41,7 @@ struct Native {
   uv_poll_t poll;
   uv_timer_t timer;
   uv_prepare_t prepare;
+  uv_idle_t idle;  // standalone: keeps libuv's own poll from blocking
   int open_handles = 0;
   napi_env env = nullptr;
   napi_ref dispatch = nullptr;
@@ -117,8 +118,11 @@ void OnPoll(uv_poll_t *h, int status, int) {
 }
 
 // The standalone wait: block in the core, with libuv's fd in the same wait,
-// until libuv has work of its own.
+// until libuv has work of its own. libuv then runs one iteration whose poll
+// must not block (our fd is not in its set): the idle handle sees to that,
+// and the next prepare phase brings us back here.
 void StandaloneWait(Native *n) {
+  uv_idle_stop(&n->idle);
   for (;;) {
     int uv_timeout = uv_backend_timeout(n->uv);
     if (uv_timeout == 0) {
@@ -137,6 +141,7 @@ void StandaloneWait(Native *n) {
       break;
   }
   uv_update_time(n->uv);
+  if (!n->closing) uv_idle_start(&n->idle, [](uv_idle_t *) {});
 }
 
 void OnPrepare(uv_prepare_t *h) {
@@ -182,6 +187,7 @@ void OnEnvCleanup(napi_async_cleanup_hook_handle, void *data) {
   uv_close(reinterpret_cast<uv_handle_t *>(&n->poll), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t *>(&n->timer), OnHandleClosed);
   uv_close(reinterpret_cast<uv_handle_t *>(&n->prepare), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t *>(&n->idle), OnHandleClosed);
 }
 
 // ---- argument helpers ------------------------------------------------------
@@ -262,11 +268,13 @@ class Binding : public Napi::Addon<Binding> {
       return;
     }
     napi_get_uv_event_loop(env, &n_->uv);
-    n_->poll.data = n_->timer.data = n_->prepare.data = n_;
+    n_->poll.data = n_->timer.data = n_->prepare.data = n_->idle.data = n_;
     uv_poll_init(n_->uv, &n_->poll, iomux_loop_fd(n_->loop));
     uv_timer_init(n_->uv, &n_->timer);
     uv_prepare_init(n_->uv, &n_->prepare);
-    n_->open_handles = 3;
+    uv_idle_init(n_->uv, &n_->idle);
+    n_->open_handles = 4;
+    uv_unref(reinterpret_cast<uv_handle_t *>(&n_->idle));
     uv_unref(reinterpret_cast<uv_handle_t *>(&n_->timer));
     uv_unref(reinterpret_cast<uv_handle_t *>(&n_->prepare));
     uv_unref(reinterpret_cast<uv_handle_t *>(&n_->poll));
