@@ -298,8 +298,13 @@ export class Socket extends EventEmitter implements StreamHandle {
   }
 
   private emitData(chunk: Buffer): void {
-    if (this.decoder === null) this.emit('data', chunk);
-    else {
+    if (this.decoder === null) {
+      // One listener (the usual case): call it as emit() would, without
+      // emit()'s megamorphic keyed lookup of the event name.
+      const h = (this as unknown as { _events: Record<string, unknown> })._events.data;
+      if (typeof h === 'function') h.call(this, chunk);
+      else this.emit('data', chunk);
+    } else {
       const text = this.decoder.write(chunk);
       if (text.length) this.emit('data', text);
     }

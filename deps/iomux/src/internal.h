@@ -70,6 +70,8 @@ typedef struct sock {
   int32_t timer;        /* idle-timeout (stream) or accept-retry (listener) */
   uint32_t idle_ms;
   int64_t last_active;  /* ns; the idle deadline is last_active + idle_ms */
+  uint64_t served;      /* the iteration (stats.iterations) of its last
+                         * read_cap or accept_cap share */
   char *path;           /* unix listener: unlinked on close */
 } sock;
 

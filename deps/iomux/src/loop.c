@@ -131,11 +131,18 @@ int64_t iomux_loop_next_timeout(iomux_loop *loop) {
 }
 
 static void expire_timers(iomux_loop *loop) {
+  if (loop->heap_len == 0) return; /* not even a clock read */
   int64_t now = iomux__now();
-  int32_t id;
-  while ((id = iomux__timer_pop_expired(loop, now)) >= 0) {
-    tnode *t = &loop->tnodes[id];
+  for (;;) {
+    /* Room first, pop second: the delivery that making room may cause runs
+     * the embedder, which can stop the timer we would have popped (its
+     * record never sent, so the stop must win), close the socket owning an
+     * idle timer, or start timers and so move loop->tnodes. Nothing popped
+     * or pointed to may be held across it. */
     iomux__ensure_room(loop, 1, 0);
+    int32_t id = iomux__timer_pop_expired(loop, now);
+    if (id < 0) break;
+    tnode *t = &loop->tnodes[id];
     switch (t->kind) {
     case TK_USER:
       iomux__emit(loop, IOMUX_EV_TIMER, id, (int32_t)t->gen, 0);

@@ -394,6 +394,14 @@ static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
     ready_push(loop, s, slot);
     return;
   }
+  /* One share per iteration: a socket that filled its cap when its event was
+   * handled is on the ready list, which is serviced later in the same
+   * iteration; reading it again there would double the cap. */
+  if (s->served == loop->stats.iterations) {
+    ready_push(loop, s, slot);
+    return;
+  }
+  s->served = loop->stats.iterations;
   size_t total = 0;
   for (int reads = 0;; reads++) {
     ssize_t n = sys_read(loop, s->fd, loop->slab + loop->slab_pos, cap - total);
@@ -537,6 +545,12 @@ static void wake_paused_listeners(iomux_loop *loop) {
  * accept_retry_ms, whichever comes first. The pending connections wait in the
  * kernel's backlog meanwhile. */
 static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
+  /* One accept_cap per iteration, as for reads (see read_some). */
+  if (l->served == loop->stats.iterations) {
+    ready_push(loop, l, lslot);
+    return;
+  }
+  l->served = loop->stats.iterations;
   for (uint32_t i = 0; i < loop->cfg.accept_cap; i++) {
     iomux__ensure_room(loop, 3, 0);
     if (l->flags & (SF_CLOSED | SF_ACCEPT_PAUSED)) return;

@@ -13,6 +13,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#ifdef __linux__
+#include <sys/syscall.h>
+/* The hot calls go through syscall(2): glibc's read()/sendto() wrappers
+ * are pthread cancellation points and bracket every call with
+ * enable/disable_asynccancel, about 5% of the loop's user time in a
+ * request/response profile. The core is never cancelled. */
+#define RAW_READ(fd, buf, len) syscall(SYS_read, (fd), (buf), (len))
+#define RAW_SEND(fd, buf, len, fl) syscall(SYS_sendto, (fd), (buf), (len), (fl), NULL, 0)
+#define RAW_SENDMSG(fd, msg, fl) syscall(SYS_sendmsg, (fd), (msg), (fl))
+#else
+#define RAW_READ(fd, buf, len) read((fd), (buf), (len))
+#define RAW_SEND(fd, buf, len, fl) send((fd), (buf), (len), (fl))
+#define RAW_SENDMSG(fd, msg, fl) sendmsg((fd), (msg), (fl))
+#endif
+
 /* No SIGPIPE, ever: a write to a reset peer must come back as EPIPE. */
 #ifdef MSG_NOSIGNAL
 #define SEND_FLAGS MSG_NOSIGNAL
@@ -110,7 +125,7 @@ int sys_accept(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
 ssize_t sys_read(iomux_loop *loop, int fd, void *buf, size_t len) {
   for (;;) {
     loop->stats.read++;
-    ssize_t n = read(fd, buf, len);
+    ssize_t n = RAW_READ(fd, buf, len);
     if (n >= 0) return n;
     if (errno != EINTR) return -errno;
   }
@@ -119,7 +134,7 @@ ssize_t sys_read(iomux_loop *loop, int fd, void *buf, size_t len) {
 ssize_t sys_write(iomux_loop *loop, int fd, const void *buf, size_t len) {
   for (;;) {
     loop->stats.write++;
-    ssize_t n = send(fd, buf, len, SEND_FLAGS);
+    ssize_t n = RAW_SEND(fd, buf, len, SEND_FLAGS);
     if (n >= 0) return n;
     if (errno != EINTR) return -errno;
   }
@@ -132,7 +147,7 @@ ssize_t sys_writev(iomux_loop *loop, int fd, const struct iovec *iov, int n) {
   msg.msg_iovlen = (size_t)n;
   for (;;) {
     loop->stats.writev++;
-    ssize_t w = sendmsg(fd, &msg, SEND_FLAGS);
+    ssize_t w = RAW_SENDMSG(fd, &msg, SEND_FLAGS);
     if (w >= 0) return w;
     if (errno != EINTR) return -errno;
   }
