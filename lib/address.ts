@@ -161,6 +161,21 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
   return [out, cb];
 }
 
+export interface ResolvedAddress {
+  address: string;
+  family: number;
+}
+
+/** Every address of a hostname, in the resolver's order (connect tries them in turn). */
+export function lookupAll(host: string, family: number,
+  cb: (err: Error | null, addresses: ResolvedAddress[]) => void): void {
+  lookup(host, { family: family as 0 | 4 | 6, all: true }, (err, addresses) => {
+    if (err) cb(err, []);
+    else if (addresses.length === 0) cb(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host }), []);
+    else cb(null, addresses);
+  });
+}
+
 /** Resolves a hostname; IP literals come back as they are, with no lookup. */
 export function lookupHost(host: string, family: number,
   cb: (err: Error | null, address: string, family: number) => void): void {

@@ -7,7 +7,7 @@ import { endianness } from 'node:os';
 import { Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { AF_INET, AF_INET6, AF_UNIX, binding, OP_NAMES } from './binding';
-import { lookupHost, normalizeConnectArgs, validateTimeout, type ConnectOptions } from './address';
+import { lookupAll, normalizeConnectArgs, validateTimeout, type ConnectOptions, type ResolvedAddress } from './address';
 import {
   errnoException, invalidArgType, streamDestroyed, writeAfterEnd,
 } from './errors';
@@ -103,6 +103,8 @@ export class Socket extends EventEmitter implements StreamHandle {
   private refed = true;
   private counted = false;
   private duplex: Duplex | null = null;
+  /** Further addresses of the hostname being connected to, tried in turn. */
+  private fallbacks: ResolvedAddress[] | null = null;
 
   constructor(options?: SocketOptions) {
     super();
@@ -235,13 +237,32 @@ export class Socket extends EventEmitter implements StreamHandle {
     if (fam !== 0) {
       this.startIp(host, fam, port);
     } else {
-      lookupHost(host, opts.family ?? 0, (err, address, family) => {
+      lookupAll(host, opts.family ?? 0, (err, addresses) => {
         if (this.destroyed) return;
-        if (err) this.destroy(err);
-        else this.startIp(address, family, port);
+        if (err) return void this.destroy(err);
+        const [first, ...rest] = addresses;
+        this.fallbacks = rest.length ? rest : null;
+        this.startIp(first!.address, first!.family, port);
       });
     }
     return this;
+  }
+
+  /** After a failed attempt, the next resolved address, if any. */
+  private tryNextAddress(): boolean {
+    const next = this.fallbacks?.shift();
+    if (next === undefined) return false;
+    if (this.fallbacks!.length === 0) this.fallbacks = null;
+    const id = this._id;
+    this._id = -1;
+    loop._streams[id] = undefined;
+    binding.close(id);
+    if (this.counted) {
+      this.counted = false;
+      if (this.refed) loop._unref();
+    }
+    this.startIp(next.address, next.family, this.peerPort);
+    return true;
   }
 
   private startIp(host: string, family: number, port: number): void {
@@ -251,6 +272,12 @@ export class Socket extends EventEmitter implements StreamHandle {
   }
 
   private open(id: number, address: string, port: number | undefined): void {
+    if (id < 0 && this.fallbacks !== null) {
+      const next = this.fallbacks.shift()!;
+      if (this.fallbacks.length === 0) this.fallbacks = null;
+      this.startIp(next.address, next.family, port!);
+      return;
+    }
     if (id < 0) {
       this.connecting = false;
       const err = errnoException(-id, 'connect', address, port);
@@ -261,6 +288,12 @@ export class Socket extends EventEmitter implements StreamHandle {
     if (this.timeoutMs) binding.setTimeout(id, this.timeoutMs);
     if (this.corked) binding.cork(id, true);
     if (this.readStopped) binding.setReading(id, false);
+    // With other addresses to try, this attempt may be abandoned: writes wait
+    // in JavaScript until it succeeds.
+    if (this.fallbacks === null) this.flushPreConnect();
+  }
+
+  private flushPreConnect(): void {
     const pre = this.preConnect;
     if (pre !== null) {
       this.preConnect = null;
@@ -272,11 +305,16 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** @internal */
   _onConnect(errno: number): void {
+    if (errno !== 0 && this.fallbacks !== null && this.tryNextAddress()) return;
     if (errno !== 0) {
       this.destroy(errnoException(errno, 'connect', this.peerText, this.remotePort));
       return;
     }
     this.connecting = false;
+    if (this.fallbacks !== null) {
+      this.fallbacks = null;
+      this.flushPreConnect();
+    }
     if (!this.noDelay && this.peerFamily !== AF_UNIX) binding.setNoDelay(this._id, false);
     if (this.keepAlive) binding.setKeepAlive(this._id, true, Math.floor(this.keepAlive[1] / 1000));
     this.emit('connect');
@@ -418,7 +456,7 @@ export class Socket extends EventEmitter implements StreamHandle {
       if (cb) process.nextTick(cb, streamDestroyed('write'));
       return false;
     }
-    if (this._id < 0) { // a hostname lookup is under way
+    if (this._id < 0 || this.fallbacks !== null) { // a lookup or a first attempt is under way
       (this.preConnect ??= []).push([chunk, cb]);
       this.preConnectBytes += chunk.length;
       this.bytesWritten += chunk.length;
