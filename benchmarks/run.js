@@ -319,6 +319,18 @@ function readProcCpuTicks(pid) {
   }
 }
 
+// Machine-wide CPU time from /proc/stat (clock ticks, all CPUs): busy
+// includes steal time, which a VM loses to its host.
+function readMachineTicks() {
+  try {
+    const line = fs.readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '));
+    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+    return { busy: user + nice + system + irq + softirq + (steal || 0), steal: steal || 0, idle: idle + (iowait || 0) };
+  } catch (_) {
+    return null;
+  }
+}
+
 function readRssKb(pid) {
   try {
     const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -609,10 +621,12 @@ async function timedRun(env, impl, round) {
       }
     }
     const stats0 = await server.snapshotStats();
+    const m0 = readMachineTicks();
     const cpu0 = readProcCpuTicks(server.pid);
     const t0 = process.hrtime.bigint();
     const load = await runLoad(env, server.port, env.duration);
     const cpu1 = readProcCpuTicks(server.pid);
+    const m1 = readMachineTicks();
     const t1 = process.hrtime.bigint();
     run.rssKb = readRssKb(server.pid);
     const stats1 = await server.snapshotStats();
@@ -635,6 +649,15 @@ async function timedRun(env, impl, round) {
       run.genCpuPct = (100 * load.genCpuS) / wallS;
     }
     if (stats0 && stats1) run.iomuxStats = diffStats(stats0, stats1);
+    if (m0 && m1) {
+      // Everything else that ran meanwhile (other processes, this runner,
+      // steal), in % of one CPU: a busy machine makes the numbers noisy.
+      run.machineCpuPct = (100 * (m1.busy - m0.busy)) / env.clkTck / wallS;
+      run.stealPct = (100 * (m1.steal - m0.steal)) / env.clkTck / wallS;
+      if (run.serverCpuPct != null && run.genCpuPct != null) {
+        run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct);
+      }
+    }
 
     if (server.exited) throw new Error(`server died during the run${server.stderr ? ':\n' + indent(server.stderr.trim()) : ''}`);
     if (!p.requests) throw new Error(`no requests served (generator exit ${load.code})${load.stderr ? ': ' + load.stderr.trim().split('\n').pop() : ''}`);
@@ -642,6 +665,10 @@ async function timedRun(env, impl, round) {
     const hard = (e.connect || 0) + (e.read || 0) + (e.write || 0) + (e.non2xx || 0);
     if (hard > 0) throw new Error(`generator saw errors: ${JSON.stringify(e)}`);
     if (e.timeout > 0) run.notes.push(`${e.timeout} request timeouts`);
+    if (run.otherCpuPct > 15) {
+      run.notes.push(`other work used ${run.otherCpuPct.toFixed(0)}% of a CPU during the run` +
+        (run.stealPct > 5 ? ` (${run.stealPct.toFixed(0)}% steal)` : '') + ': the machine was not idle, numbers are noisy');
+    }
     if (run.genCpuPct > 90 && run.serverCpuPct < 80) {
       run.notes.push(`generator saturated its core (${run.genCpuPct.toFixed(0)}%) while the server used ${run.serverCpuPct.toFixed(0)}%: the server is not the bottleneck`);
     }
@@ -716,7 +743,12 @@ async function straceRun(env, impl) {
   const outFile = path.join(os.tmpdir(), `iomux-bench-strace-${process.pid}-${impl}.txt`);
   try {
     server = await startServer(env, impl);
-    if (env.warmup > 0) await runLoad(env, server.port, env.warmup);
+    if (env.warmup > 0) {
+      // Checked as in the timed runs: attaching strace (or a signal) can wake
+      // a server whose wait is stuck, which would hide the failure.
+      const w = await runLoad(env, server.port, env.warmup);
+      if (!w.parsed || !w.parsed.requests) throw new Error('warm-up served no requests');
+    }
     const stats0 = await server.snapshotStats();
     try { fs.unlinkSync(outFile); } catch (_) { /* not there */ }
     strace = track(spawn(env.strace, ['-c', '-f', '-o', outFile, '-p', String(server.pid)], {
@@ -824,6 +856,7 @@ function buildSummary(candidates, runs) {
       cpuUsPerReq: summarize(ok.map((r) => r.cpuUsPerReq)),
       serverCpuPct: summarize(ok.map((r) => r.serverCpuPct)),
       genCpuPct: summarize(ok.map((r) => r.genCpuPct)),
+      otherCpuPct: summarize(ok.map((r) => r.otherCpuPct)),
       rssKb: summarize(ok.map((r) => r.rssKb)),
       p50Ms: summarize(ok.map((r) => r.latencyMs && r.latencyMs.p50)),
       p99Ms: summarize(ok.map((r) => r.latencyMs && r.latencyMs.p99)),
@@ -853,21 +886,28 @@ function renderMarkdown(report) {
     `candidates alternate. ` +
     (config.pinned ? 'Server pinned to CPU 0, generator to CPU 1.' : 'Processes not pinned (no taskset, or fewer than 2 CPUs, or --no-pin).'));
   L.push('');
-  L.push('| candidate | req/s median (min–max) | server CPU µs/req | CPU/req vs net | server CPU % | generator CPU % | RSS MiB | p50 ms | p99 ms | runs ok |');
-  L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  L.push('| candidate | req/s median (min–max) | server CPU µs/req | CPU/req vs net | server CPU % | generator CPU % | other CPU % | RSS MiB | p50 ms | p99 ms | runs ok |');
+  L.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
   for (const c of candidates) {
     const s = summary[c];
     const rss = s.rssKb ? { ...s.rssKb, median: s.rssKb.median / 1024, min: s.rssKb.min / 1024, max: s.rssKb.max / 1024 } : null;
     L.push(`| ${c} | ${fmtRange(s.rps)} | ${fmtRange(s.cpuUsPerReq, 2)} | ${s.cpuVsNet != null ? s.cpuVsNet.toFixed(2) + '×' : '–'} | ` +
-      `${fmtRange(s.serverCpuPct)} | ${fmtRange(s.genCpuPct)} | ${fmtRange(rss, 1)} | ${fmt(s.p50Ms && s.p50Ms.median, 2)} | ${fmt(s.p99Ms && s.p99Ms.median, 2)} | ${s.okRuns}/${s.runs} |`);
+      `${fmtRange(s.serverCpuPct)} | ${fmtRange(s.genCpuPct)} | ${fmtRange(s.otherCpuPct)} | ${fmtRange(rss, 1)} | ${fmt(s.p50Ms && s.p50Ms.median, 2)} | ${fmt(s.p99Ms && s.p99Ms.median, 2)} | ${s.okRuns}/${s.runs} |`);
   }
-  for (const s of skipped) L.push(`| ${s.candidate} | skipped: ${s.reason.replace(/\|/g, '\\|')} | | | | | | | | |`);
+  for (const s of skipped) L.push(`| ${s.candidate} | skipped: ${s.reason.replace(/\|/g, '\\|')} | | | | | | | | | |`);
   L.push('');
 
   const notes = [];
   for (const r of runs) {
     if (r.error) notes.push(`- ${r.candidate} round ${r.round}: FAILED: ${r.error.split('\n')[0]}`);
     for (const n of r.notes) notes.push(`- ${r.candidate} round ${r.round}: ${n}`);
+  }
+  for (const c of candidates) {
+    const g = summary[c].genCpuPct;
+    if (g && g.median >= 95) {
+      notes.push(`- ${c}: the generator ran at ${fmt(g.median)}% of its core (median): its req/s is a lower bound; ` +
+        'CPU µs/req is the better comparison');
+    }
   }
   if (notes.length) {
     L.push('Notes:');
@@ -935,8 +975,9 @@ function renderMarkdown(report) {
   L.push('Method: server CPU is utime+stime from /proc/<pid>/stat read just before and right after each load run ' +
     `(clock ticks of 1/${machine.clkTck} s, so ±${(1000 / machine.clkTck).toFixed(0)} ms per reading: under 1% of a 5 s run at full load, ` +
     'coarser for --quick). CPU µs/req = that delta / requests. Generator CPU is the load generator\'s user+system time ' +
-    '(bash `times`). RSS is VmRSS at the end of the load run. A run is flagged when the generator used more than 90% of ' +
-    'its core while the server used less than 80% of its own.');
+    '(bash `times`). "Other CPU" is the machine\'s busy time from /proc/stat (steal included) minus server and generator: ' +
+    'well above 0 means something else competed for the CPUs. RSS is VmRSS at the end of the load run. ' +
+    'A run is flagged when the generator used more than 90% of its core while the server used less than 80% of its own.');
   L.push('');
   return L.join('\n');
 }

@@ -194,11 +194,8 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** Bytes accepted by write() and not yet handed to the kernel. */
   get writableLength(): number {
-    if (this._id >= 0) {
-      const q = binding.queued(this._id);
-      return q < 0 ? 0 : q;
-    }
-    return this.preConnectBytes;
+    const q = this._id >= 0 ? binding.queued(this._id) : 0;
+    return (q < 0 ? 0 : q) + this.preConnectBytes;
   }
 
   get writableNeedDrain(): boolean {

@@ -66,3 +66,136 @@ export function statsDelta(): () => Record<string, number> {
     return d;
   };
 }
+
+// ---- added for the echo / bulk / concurrency / address / streams tests ----
+
+/** An echo server: every byte goes back; FIN after the peer's FIN. */
+export function echoServer(options: iomux.ServerOptions = {}): iomux.Server {
+  return iomux.createServer(options, (s) => {
+    s.on('data', (d: Buffer) => s.write(d));
+    s.on('end', () => s.end());
+    s.on('error', () => {});
+  });
+}
+
+let ipv6Loopback: Promise<boolean> | undefined;
+
+/**
+ * Whether this machine has a usable IPv6 loopback: node:net itself tries to
+ * bind ::1 (checked once). False on EADDRNOTAVAIL / EAFNOSUPPORT and the like.
+ */
+export function hasIPv6Loopback(): Promise<boolean> {
+  ipv6Loopback ??= import('node:net').then((net) => new Promise<boolean>((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(0, '::1', () => srv.close(() => resolve(true)));
+  }));
+  return ipv6Loopback;
+}
+
+/** Waits up to `ms` for openFds() to come down to `target` (or below); returns the last count. */
+export async function settleFds(target: number, ms = 2000): Promise<number> {
+  const until = Date.now() + ms;
+  let n = openFds();
+  while (n > target && Date.now() < until) {
+    await sleep(10);
+    n = openFds();
+  }
+  return n;
+}
+
+// ---- added for the timers / errors / emfile / workers / ref / standalone tests ----
+
+/** The test fixtures (plain JS scripts requiring '../../dist'). */
+export const fixturesDir = join(__dirname, 'fixtures');
+
+/** Milliseconds since `start` (a process.hrtime.bigint() reading), as a float. */
+export function msSince(start: bigint): number {
+  return Number(process.hrtime.bigint() - start) / 1e6;
+}
+
+/** Blocks the thread for ms (the kernel keeps queueing meanwhile). */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Polls pred every 5 ms until it is true or ms passed; resolves to its last value. */
+export async function waitFor(pred: () => boolean, ms = 2000): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() >= until) return false;
+    await sleep(5);
+  }
+  return true;
+}
+
+export interface ChildResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** True when the child was still running at timeoutMs and was killed. */
+  timedOut: boolean;
+}
+
+/**
+ * Runs `node ...args` and resolves when it exits; kills it (SIGKILL) after
+ * timeoutMs. With `killAfterMs` it is sent SIGTERM at that point instead
+ * (to check that it was still running).
+ */
+export function runNode(args: string[], opts: { timeoutMs?: number; killAfterMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<ChildResult> {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { spawn } = require('node:child_process') as typeof import('node:child_process');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, {
+      cwd: opts.cwd ?? fixturesDir,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '', stderr = '', timedOut = false;
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const timers: NodeJS.Timeout[] = [];
+    if (opts.killAfterMs !== undefined) {
+      timers.push(setTimeout(() => { timedOut = true; child.kill('SIGTERM'); }, opts.killAfterMs));
+    }
+    timers.push(setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs ?? 20000));
+    child.on('close', (code, signal) => {
+      for (const t of timers) clearTimeout(t);
+      resolve({ code, signal, stdout, stderr, timedOut });
+    });
+  });
+}
+
+/** The JSON lines a child printed, parsed (other lines are skipped). */
+export function jsonLines(text: string): any[] {
+  const out: any[] = [];
+  for (const line of text.split('\n')) {
+    const l = line.trim();
+    if (!l.startsWith('{')) continue;
+    try { out.push(JSON.parse(l)); } catch { /* not ours */ }
+  }
+  return out;
+}
+
+/**
+ * Options for a test that shows a known bug: { todo } (tap then does not run
+ * it) unless IOMUX_TEST_BUGS=1, which runs it to see it fail (or pass, once fixed).
+ */
+export function bug(reason: string): { todo?: string } {
+  return process.env.IOMUX_TEST_BUGS === '1' ? {} : { todo: `bug: ${reason}` };
+}
+
+/**
+ * Like collect(), but copies each chunk as it arrives, so the result does not
+ * depend on received Buffers staying intact after their 'data' event.
+ */
+export function collectCopies(socket: iomux.Socket): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(Buffer.from(c)));
+    socket.on('error', reject);
+    socket.on('end', () => resolve(Buffer.concat(chunks)));
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}

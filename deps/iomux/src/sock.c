@@ -336,7 +336,12 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
   }
   if (s->out.len) {
     if (notify) s->flags |= SF_NOTIFY_DRAIN;
-    if (loop->delivering && (s->flags & SF_WRITABLE)) flush_push(loop, s, id);
+    /* A socket the kernel has not refused gets no writable edge to flush
+     * on: list it. Inside a delivery the queue goes out when the callback
+     * returns; outside one (too many buffers for one sendmsg) at the start
+     * of the next iteration. Corked queues wait for the uncork. */
+    if ((s->flags & SF_WRITABLE) && !(s->flags & SF_CORKED))
+      flush_push(loop, s, id);
   }
   return (ssize_t)s->out.len;
 }
