@@ -503,9 +503,15 @@ class Binding : public Napi::Addon<Binding> {
   Napi::Value RunStandalone(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (n_->standalone) return env.Undefined();
-    int rc = iomux_loop_watch_foreign(L(), uv_backend_fd(n_->uv));
-    if (rc < 0) return Num(env, rc);
+    // Our fd leaves libuv's epoll set first (uv_poll_stop removes it at
+    // once): adding libuv's fd to ours while ours is in libuv's would make a
+    // cycle, which epoll_ctl refuses with ELOOP.
     uv_poll_stop(&n_->poll);
+    int rc = iomux_loop_watch_foreign(L(), uv_backend_fd(n_->uv));
+    if (rc < 0) {
+      uv_poll_start(&n_->poll, UV_READABLE, OnPoll);
+      return Num(env, rc);
+    }
     uv_timer_stop(&n_->timer);
     uv_unref(reinterpret_cast<uv_handle_t *>(&n_->poll));
     n_->standalone = true;
