@@ -22,6 +22,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
 
@@ -258,11 +259,21 @@ class Binding : public Napi::Addon<Binding> {
     n_ = new Native();
     n_->env = env;
     int err = 0;
-    n_->loop = iomux_loop_new(nullptr, &err);
+    // IOMUX_BACKEND=epoll|io_uring|kqueue forces a backend; one that this
+    // system cannot have is an error, never a silent fallback.
+    iomux_config cfg{};
+    const char *forced = getenv("IOMUX_BACKEND");
+    if (forced && *forced) cfg.backend = forced;
+    n_->loop = iomux_loop_new(&cfg, &err);
     if (!n_->loop) {
       delete n_;
       n_ = nullptr;
-      Napi::Error e = Napi::Error::New(env, "iomux: cannot create the loop");
+      std::string msg = forced && *forced
+          ? std::string("iomux: IOMUX_BACKEND=") + forced + " is not available here: "
+          : std::string("iomux: no event backend could be created: ");
+      msg += strerror(-err);
+      Napi::Error e = Napi::Error::New(env, msg);
+      e.Set("code", Napi::String::New(env, "ERR_IOMUX_BACKEND"));
       e.Set("errno", Napi::Number::New(env, err));
       e.ThrowAsJavaScriptException();
       return;

@@ -91,6 +91,10 @@ typedef size_t (*iomux_flush_fn)(void *data, const int32_t *records,
                                  size_t count);
 
 typedef struct iomux_config {
+  /* "epoll", "io_uring" or "kqueue"; NULL for the best this system allows.
+   * A named backend this build or kernel cannot have fails iomux_loop_new
+   * (-ENOSYS when not built in, else the backend's own -errno). */
+  const char *backend;
   uint32_t read_cap;     /* bytes read per socket per iteration (64 KiB) */
   uint32_t accept_cap;   /* connections accepted per listener per iteration */
   uint32_t max_events;   /* kernel events harvested per wait */

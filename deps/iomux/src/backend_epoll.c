@@ -21,9 +21,7 @@ typedef struct epoll_state {
   struct epoll_event *events;
 } epoll_state;
 
-const char *iomux__backend_name(void) { return "epoll"; }
-
-int iomux__backend_init(iomux_loop *loop) {
+static int epoll_init(iomux_loop *loop) {
   epoll_state *st = calloc(1, sizeof *st);
   if (!st) return -ENOMEM;
   st->events = calloc(loop->cfg.max_events, sizeof *st->events);
@@ -42,7 +40,7 @@ int iomux__backend_init(iomux_loop *loop) {
   return 0;
 }
 
-void iomux__backend_free(iomux_loop *loop) {
+static void epoll_free(iomux_loop *loop) {
   epoll_state *st = loop->backend;
   if (!st) return;
   close(st->epfd);
@@ -51,11 +49,11 @@ void iomux__backend_free(iomux_loop *loop) {
   loop->backend = NULL;
 }
 
-int iomux__backend_fd(const iomux_loop *loop) {
+static int epoll_fd(const iomux_loop *loop) {
   return ((const epoll_state *)loop->backend)->epfd;
 }
 
-int iomux__backend_add(iomux_loop *loop, int fd, uint64_t token) {
+static int epoll_add(iomux_loop *loop, int fd, uint64_t token) {
   epoll_state *st = loop->backend;
   struct epoll_event ev = {0};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -64,12 +62,13 @@ int iomux__backend_add(iomux_loop *loop, int fd, uint64_t token) {
   return epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-void iomux__backend_del(iomux_loop *loop, int fd) {
+static void epoll_del(iomux_loop *loop, int fd, uint64_t token) {
   (void)loop;
-  (void)fd; /* close() does it */
+  (void)fd;
+  (void)token; /* close() does it */
 }
 
-int iomux__backend_watch_foreign(iomux_loop *loop, int fd, int old_fd) {
+static int epoll_watch_foreign(iomux_loop *loop, int fd, int old_fd) {
   epoll_state *st = loop->backend;
   if (old_fd >= 0) {
     loop->stats.ctl++;
@@ -85,7 +84,7 @@ int iomux__backend_watch_foreign(iomux_loop *loop, int fd, int old_fd) {
   return epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
-int iomux__backend_poll(iomux_loop *loop, int timeout_ms) {
+static int epoll_poll(iomux_loop *loop, int timeout_ms) {
   epoll_state *st = loop->backend;
   loop->stats.wait++;
   int n = epoll_wait(st->epfd, st->events, (int)loop->cfg.max_events,
@@ -102,5 +101,16 @@ int iomux__backend_poll(iomux_loop *loop, int timeout_ms) {
   }
   return n;
 }
+
+const backend_ops iomux__backend_epoll = {
+    .name = "epoll",
+    .init = epoll_init,
+    .free = epoll_free,
+    .fd = epoll_fd,
+    .add = epoll_add,
+    .del = epoll_del,
+    .watch_foreign = epoll_watch_foreign,
+    .poll = epoll_poll,
+};
 
 #endif /* __linux__ */

@@ -21,6 +21,8 @@
 #define TOKEN_GEN(t) ((uint32_t)((t) >> 32))
 #define TOKEN_FOREIGN UINT64_MAX /* the outer loop's fd in standalone mode */
 
+typedef struct backend_ops backend_ops;
+
 /* Readiness as the backends report it. */
 enum { RD_READ = 1, RD_WRITE = 2, RD_HUP = 4, RD_ERROR = 8 };
 
@@ -104,7 +106,8 @@ typedef struct vec32 {
 
 struct iomux_loop {
   iomux_config cfg;
-  void *backend;
+  const backend_ops *ops;
+  void *backend;      /* the backend's own state */
   iomux_stats stats;
 
   sock **socks;       /* by slot; NULL when free */
@@ -166,20 +169,31 @@ int64_t iomux__timer_nearest(const iomux_loop *loop); /* INT64_MAX if none */
 int32_t iomux__timer_pop_expired(iomux_loop *loop, int64_t now);
 void iomux__timers_free(iomux_loop *loop);
 
-/* The backend: one file per kernel interface, the same functions in each. */
-int iomux__backend_init(iomux_loop *loop);
-void iomux__backend_free(iomux_loop *loop);
-const char *iomux__backend_name(void);
-int iomux__backend_fd(const iomux_loop *loop);
-/* Registers fd once for read and write readiness, edge-triggered. */
-int iomux__backend_add(iomux_loop *loop, int fd, uint64_t token);
-/* Called before fd is closed. */
-void iomux__backend_del(iomux_loop *loop, int fd);
-/* Level-triggered read interest for the outer loop's fd; fd < 0 removes. */
-int iomux__backend_watch_foreign(iomux_loop *loop, int fd, int old_fd);
-/* Waits up to timeout_ms (-1: no limit); fills loop->fired; returns the
- * count or -errno. EINTR is a zero-event return. */
-int iomux__backend_poll(iomux_loop *loop, int timeout_ms);
+/* A backend: one file per kernel interface, each defining one of these. */
+struct backend_ops {
+  const char *name;
+  /* Creates the kernel queue in loop->backend; -errno when this kernel or
+   * process cannot have it (the loop then tries the next backend). */
+  int (*init)(iomux_loop *loop);
+  void (*free)(iomux_loop *loop);
+  /* The fd an outer event loop watches for readability. */
+  int (*fd)(const iomux_loop *loop);
+  /* Registers fd once for read and write readiness, edge-triggered. A
+   * backend that can batch only queues the change; it rides with the next
+   * wait. */
+  int (*add)(iomux_loop *loop, int fd, uint64_t token);
+  /* Called before fd is closed; token is what add() was given. */
+  void (*del)(iomux_loop *loop, int fd, uint64_t token);
+  /* Level-triggered read interest in the outer loop's fd, reported with
+   * TOKEN_FOREIGN; fd < 0 removes old_fd. */
+  int (*watch_foreign)(iomux_loop *loop, int fd, int old_fd);
+  /* Submits the queued changes and waits up to timeout_ms (-1: no limit) in
+   * one kernel call; fills loop->fired; returns the count or -errno. EINTR
+   * is a zero-event return. */
+  int (*poll)(iomux_loop *loop, int timeout_ms);
+};
+
+extern const backend_ops iomux__backend_epoll;
 
 /* sys.c: every socket syscall the core issues, counted, EINTR retried. */
 int sys_socket(iomux_loop *loop, int family);

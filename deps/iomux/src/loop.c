@@ -200,7 +200,7 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
   int64_t next = iomux_loop_next_timeout(loop);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
     timeout_ms = next > INT_MAX ? INT_MAX : (int)next;
-  int n = iomux__backend_poll(loop, timeout_ms);
+  int n = loop->ops->poll(loop, timeout_ms);
   if (n < 0) {
     loop->iterating = false;
     return n;
@@ -233,6 +233,29 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
 
 /* ---- set-up and tear-down ------------------------------------------------- */
 
+/* The backends this build has, best first. */
+static const backend_ops *const backends[] = {
+#ifdef __linux__
+    &iomux__backend_epoll,
+#endif
+    NULL,
+};
+
+/* cfg.backend names one (unavailable: an error, never a silent fallback);
+ * NULL takes the first that initialises. */
+static int open_backend(iomux_loop *loop) {
+  const char *want = loop->cfg.backend;
+  int rc = -ENOSYS;
+  for (const backend_ops *const *b = backends; *b; b++) {
+    if (want && strcmp(want, (*b)->name) != 0) continue;
+    loop->ops = *b;
+    rc = (*b)->init(loop);
+    if (rc == 0 || want) break;
+  }
+  if (rc < 0) loop->ops = NULL;
+  return rc;
+}
+
 iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err) {
   iomux_loop *loop = calloc(1, sizeof *loop);
   if (!loop) {
@@ -247,7 +270,7 @@ iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err) {
     loop->cfg.accept_retry_ms = DEFAULT_ACCEPT_RETRY_MS;
   loop->foreign_fd = -1;
   loop->fired = calloc(loop->cfg.max_events, sizeof *loop->fired);
-  int rc = loop->fired ? iomux__backend_init(loop) : -ENOMEM;
+  int rc = loop->fired ? open_backend(loop) : -ENOMEM;
   if (rc < 0) {
     free(loop->fired);
     free(loop);
@@ -272,17 +295,16 @@ void iomux_loop_free(iomux_loop *loop) {
   free(loop->ready.v);
   free(loop->flush.v);
   iomux__timers_free(loop);
-  iomux__backend_free(loop);
+  if (loop->ops) loop->ops->free(loop);
   free(loop->fired);
   free(loop);
 }
 
 const char *iomux_loop_backend(const iomux_loop *loop) {
-  (void)loop;
-  return iomux__backend_name();
+  return loop->ops->name;
 }
 
-int iomux_loop_fd(const iomux_loop *loop) { return iomux__backend_fd(loop); }
+int iomux_loop_fd(const iomux_loop *loop) { return loop->ops->fd(loop); }
 
 void iomux_loop_set_flush(iomux_loop *loop, iomux_flush_fn fn, void *data) {
   loop->flush_fn = fn;
@@ -304,7 +326,7 @@ void iomux_loop_set_slab(iomux_loop *loop, uint8_t *base, size_t size,
 }
 
 int iomux_loop_watch_foreign(iomux_loop *loop, int fd) {
-  int rc = iomux__backend_watch_foreign(loop, fd, loop->foreign_fd);
+  int rc = loop->ops->watch_foreign(loop, fd, loop->foreign_fd);
   loop->foreign_fd = rc == 0 ? fd : -1;
   return rc;
 }

@@ -483,7 +483,7 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
   if (!rc) rc = sys_listen(loop, fd, backlog > 0 ? backlog : 511);
   int32_t slot = -1;
   if (!rc) rc = slot = sock_new(loop, SK_LISTENER, fd);
-  if (rc >= 0) rc = iomux__backend_add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
+  if (rc >= 0) rc = loop->ops->add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
 
   const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
   bool named_unix = family == AF_UNIX &&
@@ -573,7 +573,7 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
     }
     int32_t c = sock_new(loop, SK_STREAM, fd);
     int rc = c;
-    if (c >= 0) rc = iomux__backend_add(loop, fd, TOKEN(c, loop->socks[c]->gen));
+    if (c >= 0) rc = loop->ops->add(loop, fd, TOKEN(c, loop->socks[c]->gen));
     if (rc < 0) {
       if (c >= 0) {
         loop->socks[c]->flags = SF_CLOSED;
@@ -618,7 +618,7 @@ int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
   }
   int32_t slot = -1;
   if (!rc) rc = slot = sock_new(loop, SK_STREAM, fd);
-  if (rc >= 0) rc = iomux__backend_add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
+  if (rc >= 0) rc = loop->ops->add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
   if (rc < 0) {
     if (slot >= 0) {
       loop->socks[slot]->flags = SF_CLOSED;
@@ -724,7 +724,7 @@ int iomux_close(iomux_loop *loop, int id) {
   sock *s = iomux__sock(loop, id, 0);
   if (!s) return -EBADF;
   if (s->flags & SF_ACCEPT_PAUSED) loop->paused_listeners--;
-  iomux__backend_del(loop, s->fd);
+  loop->ops->del(loop, s->fd, TOKEN(id, s->gen));
   if (s->path) {
     sys_unlink(loop, s->path);
     free(s->path);
