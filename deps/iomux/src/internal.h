@@ -193,7 +193,22 @@ struct backend_ops {
   int (*poll)(iomux_loop *loop, int timeout_ms);
 };
 
+/* Which backends this build has (backend_*.c compile to nothing without). */
+#if 0 /* PENDING: enabled when backend_io_uring.c lands */
+#if defined(__linux__) && defined(__has_include)
+#if __has_include(<linux/io_uring.h>)
+#define IOMUX_HAVE_IO_URING 1
+#endif
+#endif
+#endif
+#if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__) || defined(IOMUX_KQUEUE_EMULATION)
+#define IOMUX_HAVE_KQUEUE 1
+#endif
+
 extern const backend_ops iomux__backend_epoll;
+extern const backend_ops iomux__backend_io_uring;
+extern const backend_ops iomux__backend_kqueue;
 
 /* sys.c: every socket syscall the core issues, counted, EINTR retried. */
 int sys_socket(iomux_loop *loop, int family);

@@ -235,8 +235,14 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
 
 /* The backends this build has, best first. */
 static const backend_ops *const backends[] = {
+#ifdef IOMUX_HAVE_IO_URING
+    &iomux__backend_io_uring,
+#endif
 #ifdef __linux__
     &iomux__backend_epoll,
+#endif
+#ifdef IOMUX_HAVE_KQUEUE
+    &iomux__backend_kqueue,
 #endif
     NULL,
 };
