@@ -227,7 +227,7 @@ bool SockaddrUnix(const std::string &path, sockaddr_storage *ss,
   return true;
 }
 
-Napi::Value AddressTriple(Napi::Env env, const sockaddr_storage &ss) {
+Napi::Value AddressTriple(Napi::Env env, const sockaddr_storage &ss, socklen_t len) {
   char buf[INET6_ADDRSTRLEN] = "";
   std::string text;
   int port = 0, family = IOMUX_AF_UNIX;
@@ -242,8 +242,11 @@ Napi::Value AddressTriple(Napi::Env env, const sockaddr_storage &ss) {
     port = ntohs(in6->sin6_port);
     family = IOMUX_AF_INET6;
   } else if (ss.ss_family == AF_UNIX) {
+    // An unnamed socket's address is the family alone: no path bytes.
     auto *un = reinterpret_cast<const sockaddr_un *>(&ss);
-    text.assign(un->sun_path, strnlen(un->sun_path, sizeof un->sun_path));
+    size_t max = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+    if (max > sizeof un->sun_path) max = sizeof un->sun_path;
+    text.assign(un->sun_path, strnlen(un->sun_path, max));
   }
   if (ss.ss_family != AF_UNIX) text = buf;
   Napi::Array a = Napi::Array::New(env, 3);
@@ -473,7 +476,7 @@ class Binding : public Napi::Addon<Binding> {
     socklen_t len;
     int rc = iomux_local_address(L(), info[0].As<Napi::Number>().Int32Value(), &ss, &len);
     if (rc < 0) return Num(info.Env(), rc);
-    return AddressTriple(info.Env(), ss);
+    return AddressTriple(info.Env(), ss, len);
   }
 
   // ntop6(w0, w1, w2, w3): the text of an IPv6 address carried in a record.

@@ -135,6 +135,8 @@ export class Loop {
   private readonly scratch = new Int32Array(1);
   private slab = new ArrayBuffer(SLAB_SIZE);
   private slabBuf = Buffer.from(this.slab);
+  /** End of the last range of this slab handed out as a view: the core never writes below it. */
+  private slabKept = 0;
   private refs = 0;
   private isStandalone = false;
 
@@ -221,6 +223,7 @@ export class Loop {
   }
 
   private newSlab(): void {
+    this.slabKept = 0;
     this.slab = new ArrayBuffer(SLAB_SIZE);
     this.slabBuf = Buffer.from(this.slab);
     binding.setSlab(this.slab, 0);
@@ -231,7 +234,7 @@ export class Loop {
   // never loses the records behind it.
   private dispatch(count: number): number {
     const rec = this.records;
-    let keep = -1;
+    let kept = this.slabKept;
     for (let i = 0; i < count; i++) {
       const o = i << 2;
       const id = rec[o + 1]!;
@@ -244,7 +247,7 @@ export class Loop {
             let chunk: Buffer;
             if (len >= VIEW_MIN) {
               chunk = Buffer.from(this.slab, off, len);
-              keep = off + len;
+              kept = off + len;
             } else {
               chunk = Buffer.allocUnsafe(len);
               this.slabBuf.copy(chunk, 0, off, off + len);
@@ -292,8 +295,13 @@ export class Loop {
         process.nextTick(rethrow, err);
       }
     }
-    if (keep < 0) return 0;
-    if (this.slab.byteLength - keep >= READ_CAP) return keep;
+    // Views handed out in this batch or an earlier one stay intact: reads go
+    // above them, and once too little room is left, into a new slab.
+    if (kept === 0) return 0;
+    if (this.slab.byteLength - kept >= READ_CAP) {
+      this.slabKept = kept;
+      return kept;
+    }
     this.newSlab();
     return 0;
   }

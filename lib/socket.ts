@@ -40,6 +40,16 @@ function ipv4Text(w: number): string {
   return `${w & 0xff}.${(w >>> 8) & 0xff}.${(w >>> 16) & 0xff}.${w >>> 24}`;
 }
 
+/** '0:0:0:0:0:0:0:1' → '::1', as the kernel (and node) would print it. */
+function canonicalIPv6(text: string): string {
+  if (text.includes('%')) return text; // zone ids: kept as given
+  try {
+    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    return text;
+  }
+}
+
 function emitClose(s: Socket, err: Error | undefined): void {
   // A peer's reset is reported to 'error' listeners only: bytes (or their
   // absence) from a peer never crash the process. socket.errored keeps it.
@@ -264,7 +274,7 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   private startIp(host: string, family: number, port: number): void {
     this.peerFamily = family === 6 ? AF_INET6 : AF_INET;
-    this.peerText = host;
+    this.peerText = family === 6 ? canonicalIPv6(host) : host;
     this.open(binding.connect(host, port, family), host, port);
   }
 

@@ -83,8 +83,10 @@ let ipv6Loopback: Promise<boolean> | undefined;
 /**
  * Whether this machine has a usable IPv6 loopback: node:net itself tries to
  * bind ::1 (checked once). False on EADDRNOTAVAIL / EAFNOSUPPORT and the like.
+ * IOMUX_TEST_NO_IPV6=1 pretends there is none (to exercise the skip paths).
  */
 export function hasIPv6Loopback(): Promise<boolean> {
+  if (process.env.IOMUX_TEST_NO_IPV6 === '1') return Promise.resolve(false);
   ipv6Loopback ??= import('node:net').then((net) => new Promise<boolean>((resolve) => {
     const srv = net.createServer();
     srv.once('error', () => resolve(false));
@@ -129,6 +131,13 @@ export async function waitFor(pred: () => boolean, ms = 2000): Promise<boolean> 
   return true;
 }
 
+/** process.env for a child node, without the test runner's NODE_OPTIONS (its loaders). */
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env, ...extra };
+  if (!('NODE_OPTIONS' in extra)) delete env.NODE_OPTIONS;
+  return env;
+}
+
 export interface ChildResult {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -149,7 +158,7 @@ export function runNode(args: string[], opts: { timeoutMs?: number; killAfterMs?
   return new Promise((resolve) => {
     const child = spawn(process.execPath, args, {
       cwd: opts.cwd ?? fixturesDir,
-      env: { ...process.env, ...opts.env },
+      env: childEnv(opts.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '', stderr = '', timedOut = false;

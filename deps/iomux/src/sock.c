@@ -143,6 +143,7 @@ int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                         socklen_t *len) {
   sock *s = iomux__sock(loop, id, 0);
   if (!s) return -EBADF;
+  memset(ss, 0, sizeof *ss);
   *len = sizeof *ss;
   return sys_getsockname(loop, s->fd, ss, len);
 }
