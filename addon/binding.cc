@@ -249,11 +249,15 @@ Napi::Value AddressTriple(Napi::Env env, const sockaddr_storage &ss, socklen_t l
     text.assign(un->sun_path, strnlen(un->sun_path, max));
   }
   if (ss.ss_family != AF_UNIX) text = buf;
-  Napi::Array a = Napi::Array::New(env, 3);
-  a.Set(0u, Napi::String::New(env, text));
-  a.Set(1u, Napi::Number::New(env, port));
-  a.Set(2u, Napi::Number::New(env, family));
-  return a;
+  napi_value a = nullptr, v;
+  napi_create_array_with_length(env, 3, &a);
+  napi_create_string_utf8(env, text.data(), text.size(), &v);
+  napi_set_element(env, a, 0, v);
+  napi_create_int32(env, port, &v);
+  napi_set_element(env, a, 1, v);
+  napi_create_int32(env, family, &v);
+  napi_set_element(env, a, 2, v);
+  return Napi::Value(env, a);
 }
 
 class Binding : public Napi::Addon<Binding> {
@@ -334,130 +338,169 @@ class Binding : public Napi::Addon<Binding> {
 
   iomux_loop *L() const { return n_->loop; }
 
+  // Argument and result helpers on raw N-API. node-addon-api built without
+  // C++ exceptions turns a failed call into a fatal error, and calls do fail
+  // while a worker's environment is being terminated in the middle of a
+  // batch: these helpers fall back to a neutral value instead.
+  static int32_t I32(const Napi::CallbackInfo &info, size_t i) {
+    int32_t v = 0;
+    napi_get_value_int32(info.Env(), info[i], &v);
+    return v;
+  }
+  static uint32_t U32(const Napi::CallbackInfo &info, size_t i) {
+    uint32_t v = 0;
+    napi_get_value_uint32(info.Env(), info[i], &v);
+    return v;
+  }
+  static double F64(const Napi::CallbackInfo &info, size_t i) {
+    double v = 0;
+    napi_get_value_double(info.Env(), info[i], &v);
+    return v;
+  }
+  static bool Bool(const Napi::CallbackInfo &info, size_t i) {
+    bool v = false;
+    napi_get_value_bool(info.Env(), info[i], &v);
+    return v;
+  }
+  static std::string Str(const Napi::CallbackInfo &info, size_t i) {
+    char buf[256];
+    size_t len = 0;
+    if (napi_get_value_string_utf8(info.Env(), info[i], buf, sizeof buf, &len) != napi_ok) return {};
+    return std::string(buf, len);
+  }
+  // The bytes of a Uint8Array (the JavaScript side passes nothing else).
+  static bool Bytes(napi_env env, napi_value v, void **data, size_t *len) {
+    napi_typedarray_type type;
+    napi_value ab;
+    size_t off;
+    return napi_get_typedarray_info(env, v, &type, len, data, &ab, &off) == napi_ok &&
+           type == napi_uint8_array;
+  }
+  static Napi::Value Num(Napi::Env env, double v) {
+    napi_value r = nullptr;
+    napi_create_double(env, v, &r);
+    return Napi::Value(env, r);
+  }
+
   // init(records: Int32Array, slab: ArrayBuffer, dispatch: (count) => pos)
   Napi::Value Setup(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
-    auto records = info[0].As<Napi::Int32Array>();
-    auto fn = info[2].As<Napi::Function>();
+    napi_env env = info.Env();
+    napi_typedarray_type type;
+    size_t length = 0, off;
+    void *data = nullptr;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, info[0], &type, &length, &data, &ab, &off) != napi_ok ||
+        type != napi_int32_array) {
+      napi_throw_type_error(env, nullptr, "init: records must be an Int32Array");
+      return info.Env().Undefined();
+    }
     if (n_->dispatch) napi_delete_reference(env, n_->dispatch);
     if (n_->records) napi_delete_reference(env, n_->records);
-    napi_create_reference(env, fn, 1, &n_->dispatch);
-    napi_create_reference(env, records, 1, &n_->records);
-    iomux_loop_set_records(L(), records.Data(), records.ElementLength());
+    napi_create_reference(env, info[2], 1, &n_->dispatch);
+    napi_create_reference(env, info[0], 1, &n_->records);
+    iomux_loop_set_records(L(), static_cast<int32_t *>(data), length);
     SetSlabFrom(env, info[1], 0);
     napi_value name, resource;
     napi_create_string_utf8(env, "iomux", NAPI_AUTO_LENGTH, &name);
     napi_create_object(env, &resource);
     napi_async_init(env, resource, name, &n_->async_context);
-    return env.Undefined();
-  }
-
-  void SetSlabFrom(napi_env env, Napi::Value v, size_t pos) {
-    auto ab = v.As<Napi::ArrayBuffer>();
-    if (n_->slab) napi_delete_reference(env, n_->slab);
-    napi_create_reference(env, ab, 1, &n_->slab);
-    iomux_loop_set_slab(L(), static_cast<uint8_t *>(ab.Data()), ab.ByteLength(),
-                        pos);
-  }
-
-  Napi::Value SetSlab(const Napi::CallbackInfo &info) {
-    SetSlabFrom(info.Env(), info[0], info[1].As<Napi::Number>().Uint32Value());
     return info.Env().Undefined();
   }
 
-  static Napi::Value Num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+  void SetSlabFrom(napi_env env, napi_value v, size_t pos) {
+    void *data = nullptr;
+    size_t len = 0;
+    if (napi_get_arraybuffer_info(env, v, &data, &len) != napi_ok) return;
+    if (n_->slab) napi_delete_reference(env, n_->slab);
+    napi_create_reference(env, v, 1, &n_->slab);
+    iomux_loop_set_slab(L(), static_cast<uint8_t *>(data), len, pos);
+  }
+
+  Napi::Value SetSlab(const Napi::CallbackInfo &info) {
+    SetSlabFrom(info.Env(), info[0], U32(info, 1));
+    return info.Env().Undefined();
+  }
 
   // write(id, Uint8Array, notify) -> bytes queued, or -errno
   Napi::Value Write(const Napi::CallbackInfo &info) {
-    int id = info[0].As<Napi::Number>().Int32Value();
-    auto buf = info[1].As<Napi::Uint8Array>();
-    bool notify = info[2].ToBoolean();
+    void *data;
+    size_t len;
+    if (!Bytes(info.Env(), info[1], &data, &len)) return Num(info.Env(), -EINVAL);
     return Num(info.Env(), static_cast<double>(
-        iomux_write(L(), id, buf.Data(), buf.ByteLength(), notify)));
+        iomux_write(L(), I32(info, 0), data, len, Bool(info, 2))));
   }
 
   // writev(id, Uint8Array[], notify)
   Napi::Value Writev(const Napi::CallbackInfo &info) {
-    int id = info[0].As<Napi::Number>().Int32Value();
-    auto arr = info[1].As<Napi::Array>();
-    bool notify = info[2].ToBoolean();
-    uint32_t cnt = arr.Length();
+    napi_env env = info.Env();
+    uint32_t cnt = 0;
+    if (napi_get_array_length(env, info[1], &cnt) != napi_ok) return Num(env, -EINVAL);
     std::vector<iovec> iov(cnt);
     for (uint32_t i = 0; i < cnt; i++) {
-      auto b = arr.Get(i).As<Napi::Uint8Array>();
-      iov[i].iov_base = b.Data();
-      iov[i].iov_len = b.ByteLength();
+      napi_value el;
+      if (napi_get_element(env, info[1], i, &el) != napi_ok ||
+          !Bytes(env, el, &iov[i].iov_base, &iov[i].iov_len))
+        return Num(env, -EINVAL);
     }
-    return Num(info.Env(), static_cast<double>(
-        iomux_writev(L(), id, iov.data(), static_cast<int>(cnt), notify)));
+    return Num(env, static_cast<double>(
+        iomux_writev(L(), I32(info, 0), iov.data(), static_cast<int>(cnt), Bool(info, 2))));
   }
 
   Napi::Value Queued(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), static_cast<double>(
-        iomux_queued(L(), info[0].As<Napi::Number>().Int32Value())));
+    return Num(info.Env(), static_cast<double>(iomux_queued(L(), I32(info, 0))));
   }
 
   Napi::Value Shutdown(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_shutdown(L(), info[0].As<Napi::Number>().Int32Value()));
+    return Num(info.Env(), iomux_shutdown(L(), I32(info, 0)));
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_close(L(), info[0].As<Napi::Number>().Int32Value()));
+    return Num(info.Env(), iomux_close(L(), I32(info, 0)));
   }
 
   Napi::Value SetReading(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_set_reading(L(), info[0].As<Napi::Number>().Int32Value(),
-                                             info[1].ToBoolean()));
+    return Num(info.Env(), iomux_set_reading(L(), I32(info, 0), Bool(info, 1)));
   }
 
   Napi::Value Cork(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_cork(L(), info[0].As<Napi::Number>().Int32Value(),
-                                      info[1].ToBoolean()));
+    return Num(info.Env(), iomux_cork(L(), I32(info, 0), Bool(info, 1)));
   }
 
   Napi::Value SetTimeout(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_set_timeout(L(), info[0].As<Napi::Number>().Int32Value(),
-                                             info[1].As<Napi::Number>().Uint32Value()));
+    return Num(info.Env(), iomux_set_timeout(L(), I32(info, 0), U32(info, 1)));
   }
 
   Napi::Value SetNoDelay(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_set_nodelay(L(), info[0].As<Napi::Number>().Int32Value(),
-                                             info[1].ToBoolean()));
+    return Num(info.Env(), iomux_set_nodelay(L(), I32(info, 0), Bool(info, 1)));
   }
 
   Napi::Value SetKeepAlive(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_set_keepalive(L(), info[0].As<Napi::Number>().Int32Value(),
-                                               info[1].ToBoolean(),
-                                               info[2].As<Napi::Number>().Uint32Value()));
+    return Num(info.Env(), iomux_set_keepalive(L(), I32(info, 0), Bool(info, 1), U32(info, 2)));
   }
 
   // listen(host, port, family 4|6, backlog, flags) -> id or -errno
   Napi::Value Listen(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len;
-    if (!SockaddrFrom(info[0].As<Napi::String>(), info[1].As<Napi::Number>().Int32Value(),
-                      info[2].As<Napi::Number>().Int32Value(), &ss, &len))
+    if (!SockaddrFrom(Str(info, 0), I32(info, 1), I32(info, 2), &ss, &len))
       return Num(info.Env(), -EINVAL);
     return Num(info.Env(), iomux_listen(L(), reinterpret_cast<sockaddr *>(&ss), len,
-                                        info[3].As<Napi::Number>().Int32Value(),
-                                        info[4].As<Napi::Number>().Uint32Value()));
+                                        I32(info, 3), U32(info, 4)));
   }
 
   Napi::Value ListenUnix(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len;
-    if (!SockaddrUnix(info[0].As<Napi::String>(), &ss, &len))
-      return Num(info.Env(), -ENAMETOOLONG);
+    if (!SockaddrUnix(Str(info, 0), &ss, &len)) return Num(info.Env(), -ENAMETOOLONG);
     return Num(info.Env(), iomux_listen(L(), reinterpret_cast<sockaddr *>(&ss), len,
-                                        info[1].As<Napi::Number>().Int32Value(), 0));
+                                        I32(info, 1), 0));
   }
 
   // connect(host, port, family) -> id or -errno
   Napi::Value Connect(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len;
-    if (!SockaddrFrom(info[0].As<Napi::String>(), info[1].As<Napi::Number>().Int32Value(),
-                      info[2].As<Napi::Number>().Int32Value(), &ss, &len))
+    if (!SockaddrFrom(Str(info, 0), I32(info, 1), I32(info, 2), &ss, &len))
       return Num(info.Env(), -EINVAL);
     return Num(info.Env(), iomux_connect(L(), reinterpret_cast<sockaddr *>(&ss), len));
   }
@@ -465,16 +508,15 @@ class Binding : public Napi::Addon<Binding> {
   Napi::Value ConnectUnix(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len;
-    if (!SockaddrUnix(info[0].As<Napi::String>(), &ss, &len))
-      return Num(info.Env(), -ENAMETOOLONG);
+    if (!SockaddrUnix(Str(info, 0), &ss, &len)) return Num(info.Env(), -ENAMETOOLONG);
     return Num(info.Env(), iomux_connect(L(), reinterpret_cast<sockaddr *>(&ss), len));
   }
 
   // localAddress(id) -> [address, port, family] or -errno
   Napi::Value LocalAddress(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
-    socklen_t len;
-    int rc = iomux_local_address(L(), info[0].As<Napi::Number>().Int32Value(), &ss, &len);
+    socklen_t len = 0;
+    int rc = iomux_local_address(L(), I32(info, 0), &ss, &len);
     if (rc < 0) return Num(info.Env(), rc);
     return AddressTriple(info.Env(), ss, len);
   }
@@ -482,34 +524,40 @@ class Binding : public Napi::Addon<Binding> {
   // ntop6(w0, w1, w2, w3): the text of an IPv6 address carried in a record.
   Napi::Value Ntop6(const Napi::CallbackInfo &info) {
     int32_t w[4];
-    for (int i = 0; i < 4; i++) w[i] = info[i].As<Napi::Number>().Int32Value();
-    char buf[INET6_ADDRSTRLEN];
+    for (size_t i = 0; i < 4; i++) w[i] = I32(info, i);
+    char buf[INET6_ADDRSTRLEN] = "";
     inet_ntop(AF_INET6, w, buf, sizeof buf);
-    return Napi::String::New(info.Env(), buf);
+    napi_value r = nullptr;
+    napi_create_string_latin1(info.Env(), buf, NAPI_AUTO_LENGTH, &r);
+    return Napi::Value(info.Env(), r);
   }
 
   // timerStart(ms, out: Int32Array) -> id (out[0] = generation) or -errno
   Napi::Value TimerStart(const Napi::CallbackInfo &info) {
     uint32_t gen = 0;
-    int id = iomux_timer_start(L(), static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()), &gen);
-    info[1].As<Napi::Int32Array>()[0] = static_cast<int32_t>(gen);
+    int id = iomux_timer_start(L(), static_cast<uint64_t>(F64(info, 0)), &gen);
+    napi_typedarray_type type;
+    size_t n = 0, off;
+    void *data = nullptr;
+    napi_value ab;
+    if (napi_get_typedarray_info(info.Env(), info[1], &type, &n, &data, &ab, &off) == napi_ok &&
+        type == napi_int32_array && n > 0)
+      static_cast<int32_t *>(data)[0] = static_cast<int32_t>(gen);
     return Num(info.Env(), id);
   }
 
   Napi::Value TimerRestart(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_timer_restart(
-        L(), info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Uint32Value(),
-        static_cast<uint64_t>(info[2].As<Napi::Number>().DoubleValue())));
+    return Num(info.Env(), iomux_timer_restart(L(), I32(info, 0), U32(info, 1),
+                                               static_cast<uint64_t>(F64(info, 2))));
   }
 
   Napi::Value TimerStop(const Napi::CallbackInfo &info) {
-    return Num(info.Env(), iomux_timer_stop(L(), info[0].As<Napi::Number>().Int32Value(),
-                                            info[1].As<Napi::Number>().Uint32Value()));
+    return Num(info.Env(), iomux_timer_stop(L(), I32(info, 0), U32(info, 1)));
   }
 
   // setRef(bool): whether iomux keeps the process alive.
   Napi::Value SetRef(const Napi::CallbackInfo &info) {
-    n_->ref = info[0].ToBoolean();
+    n_->ref = Bool(info, 0);
     ApplyRef(n_);
     return info.Env().Undefined();
   }
@@ -534,17 +582,22 @@ class Binding : public Napi::Addon<Binding> {
   }
 
   Napi::Value Stats(const Napi::CallbackInfo &info) {
-    Napi::Env env = info.Env();
+    napi_env env = info.Env();
     const iomux_stats *s = iomux_loop_stats(L());
-    Napi::Object o = Napi::Object::New(env);
-#define IOMUX_STAT_SET(name) o.Set(#name, Napi::Number::New(env, static_cast<double>(s->name)));
+    napi_value o = nullptr, v;
+    napi_create_object(env, &o);
+#define IOMUX_STAT_SET(name)                                   \
+    napi_create_double(env, static_cast<double>(s->name), &v); \
+    napi_set_named_property(env, o, #name, v);
     IOMUX_STATS(IOMUX_STAT_SET)
 #undef IOMUX_STAT_SET
-    return o;
+    return Napi::Value(env, o);
   }
 
   Napi::Value Backend(const Napi::CallbackInfo &info) {
-    return Napi::String::New(info.Env(), iomux_loop_backend(L()));
+    napi_value r = nullptr;
+    napi_create_string_latin1(info.Env(), iomux_loop_backend(L()), NAPI_AUTO_LENGTH, &r);
+    return Napi::Value(info.Env(), r);
   }
 };
 

@@ -47,6 +47,8 @@ export class Timer {
   /** @internal */ _args: unknown[] | undefined;
   /** @internal */ _ms: number;
   /** @internal */ _repeat: boolean;
+  /** @internal cleared by clearTimeout(): refresh() then does nothing, as in node */
+  _cleared = false;
   /** @internal */ _loop: Loop;
 
   constructor(loop: Loop, cb: TimerCallback, ms: number, args: unknown[] | undefined, repeat: boolean) {
@@ -59,8 +61,15 @@ export class Timer {
 
   /** Restarts the timer from now with its original delay (re-arms a fired one). */
   refresh(): this {
-    if (this._id >= 0) binding.timerRestart(this._id, this._gen, this._ms);
-    else this._loop._armTimer(this);
+    if (this._cleared) return this;
+    if (this._id < 0) {
+      this._loop._armTimer(this);
+    } else if (binding.timerRestart(this._id, this._gen, this._ms) < 0) {
+      // It expired in the batch being delivered and its record is still
+      // ahead: drop that record and arm afresh.
+      this._loop._forgetTimer(this);
+      this._loop._armTimer(this, true);
+    }
     return this;
   }
 
@@ -182,6 +191,7 @@ export class Loop {
   clearTimeout(timer: Timer | undefined | null): void {
     if (!(timer instanceof Timer)) return;
     timer._repeat = false;
+    timer._cleared = true;
     if (timer._id < 0) return;
     binding.timerStop(timer._id, timer._gen);
     if (this.timers[timer._id] === timer) this.timers[timer._id] = undefined;
@@ -210,6 +220,12 @@ export class Loop {
     timer._gen = this.scratch[0]!;
     this.timers[id] = timer;
     if (timer._refed && !rearm) this._ref();
+  }
+
+  /** @internal The timer's pending record, if any, will be dropped. */
+  _forgetTimer(timer: Timer): void {
+    if (this.timers[timer._id] === timer) this.timers[timer._id] = undefined;
+    timer._id = -1;
   }
 
   /** @internal One more handle keeps the process alive. */

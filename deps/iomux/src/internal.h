@@ -118,6 +118,7 @@ struct iomux_loop {
   tnode *tnodes;
   uint32_t ntnodes;
   vec32 free_tnodes;
+  vec32 closing_tnodes; /* fired or stopped since the last iteration's end */
   int32_t *heap;      /* tnode ids, a binary min-heap on (deadline, seq) */
   uint32_t heap_len, heap_cap;
   uint64_t timer_seq;
@@ -167,6 +168,7 @@ void iomux__timer_arm(iomux_loop *loop, int32_t id, int64_t deadline);
 void iomux__timer_disarm(iomux_loop *loop, int32_t id);
 int64_t iomux__timer_nearest(const iomux_loop *loop); /* INT64_MAX if none */
 int32_t iomux__timer_pop_expired(iomux_loop *loop, int64_t now);
+void iomux__timers_recycle(iomux_loop *loop); /* at the end of an iteration */
 void iomux__timers_free(iomux_loop *loop);
 
 /* A backend: one file per kernel interface, each defining one of these. */

@@ -225,8 +225,9 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
   for (int pass = 0; loop->rec_len && pass < MAX_DELIVERY_PASSES; pass++)
     deliver(loop);
 
-  /* 7. Free what closed. */
+  /* 7. Free what closed, and the ids of timers that fired or stopped. */
   recycle_closed(loop);
+  iomux__timers_recycle(loop);
   loop->iterating = false;
   return loop->delivered > INT_MAX ? INT_MAX : (int)loop->delivered;
 }

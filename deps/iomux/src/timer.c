@@ -82,8 +82,19 @@ void iomux__tnode_free(iomux_loop *loop, int32_t id) {
   iomux__timer_disarm(loop, id);
   t->kind = 0;
   t->gen++;
-  assert(loop->free_tnodes.len < loop->free_tnodes.cap);
-  loop->free_tnodes.v[loop->free_tnodes.len++] = id;
+  /* Reused only after the iteration: a timer started while a batch is
+   * delivered never takes the id of one whose record is in that batch. */
+  if (vec32_push(&loop->closing_tnodes, id) < 0) {
+    /* Out of memory: the node is lost, never reused unsafely. */
+  }
+}
+
+void iomux__timers_recycle(iomux_loop *loop) {
+  for (uint32_t i = 0; i < loop->closing_tnodes.len; i++) {
+    assert(loop->free_tnodes.len < loop->free_tnodes.cap);
+    loop->free_tnodes.v[loop->free_tnodes.len++] = loop->closing_tnodes.v[i];
+  }
+  loop->closing_tnodes.len = 0;
 }
 
 void iomux__timer_arm(iomux_loop *loop, int32_t id, int64_t deadline) {
@@ -131,6 +142,8 @@ void iomux__timers_free(iomux_loop *loop) {
   free(loop->tnodes);
   free(loop->heap);
   free(loop->free_tnodes.v);
+  free(loop->closing_tnodes.v);
+  loop->closing_tnodes = (vec32){0};
   loop->tnodes = NULL;
   loop->heap = NULL;
   loop->free_tnodes = (vec32){0};
