@@ -260,16 +260,23 @@ export class Socket extends EventEmitter implements StreamHandle {
     const next = this.fallbacks?.shift();
     if (next === undefined) return false;
     if (this.fallbacks!.length === 0) this.fallbacks = null;
+    this.detach();
+    this.startIp(next.address, next.family, this.peerPort);
+    return true;
+  }
+
+  /** Closes the native socket, if any, and stops counting as a live handle. */
+  private detach(): void {
     const id = this._id;
-    this._id = -1;
-    loop._streams[id] = undefined;
-    binding.close(id);
+    if (id >= 0) {
+      this._id = -1;
+      loop._streams[id] = undefined;
+      binding.close(id);
+    }
     if (this.counted) {
       this.counted = false;
       if (this.refed) loop._unref();
     }
-    this.startIp(next.address, next.family, this.peerPort);
-    return true;
   }
 
   private startIp(host: string, family: number, port: number): void {
@@ -573,16 +580,7 @@ export class Socket extends EventEmitter implements StreamHandle {
     this.destroyed = true;
     this.connecting = false;
     if (err !== undefined) this.errored = err;
-    const id = this._id;
-    if (id >= 0) {
-      this._id = -1;
-      loop._streams[id] = undefined;
-      binding.close(id);
-    }
-    if (this.counted) {
-      this.counted = false;
-      if (this.refed) loop._unref();
-    }
+    this.detach();
     const cbs = this.writeCbs;
     if (cbs !== null) {
       this.writeCbs = null;

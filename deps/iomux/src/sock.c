@@ -83,6 +83,22 @@ static int32_t sock_new(iomux_loop *loop, uint8_t kind, int fd) {
   return slot;
 }
 
+/* A new socket: a slot, and its one registration with the backend. On
+ * failure nothing is left behind but the fd, which the caller closes. */
+static int32_t sock_register(iomux_loop *loop, uint8_t kind, int fd) {
+  int32_t slot = sock_new(loop, kind, fd);
+  if (slot < 0) return slot;
+  sock *s = loop->socks[slot];
+  int rc = loop->ops->add(loop, fd, TOKEN(slot, s->gen));
+  if (rc < 0) {
+    s->flags = SF_CLOSED;
+    s->gen++;
+    loop->free_socks.v[loop->free_socks.len++] = slot;
+    return rc;
+  }
+  return slot;
+}
+
 static void ready_push(iomux_loop *loop, sock *s, int32_t slot) {
   if (s->flags & SF_READY_LISTED) return;
   if (vec64_push(&loop->ready, TOKEN(slot, s->gen)) == 0)
@@ -479,34 +495,28 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
     if (!rc) rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
   }
   bool bound = false;
-  if (!rc) rc = sys_bind(loop, fd, addr, len);
-  bound = rc == 0;
+  if (!rc) {
+    rc = sys_bind(loop, fd, addr, len);
+    bound = rc == 0;
+  }
   if (!rc) rc = sys_listen(loop, fd, backlog > 0 ? backlog : 511);
-  int32_t slot = -1;
-  if (!rc) rc = slot = sock_new(loop, SK_LISTENER, fd);
-  if (rc >= 0) rc = loop->ops->add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
-
   const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
   bool named_unix = family == AF_UNIX &&
                     len > offsetof(struct sockaddr_un, sun_path) &&
                     un->sun_path[0] != '\0';
-  if (rc >= 0 && named_unix) {
-    loop->socks[slot]->path = strndup(un->sun_path, sizeof un->sun_path);
-    if (!loop->socks[slot]->path) rc = -ENOMEM;
+  char *path = NULL;
+  if (!rc && named_unix) {
+    path = strndup(un->sun_path, sizeof un->sun_path);
+    if (!path) rc = -ENOMEM;
   }
-  if (rc < 0) {
-    if (slot >= 0) {
-      sock *s = loop->socks[slot];
-      free(s->path);
-      s->path = NULL;
-      s->flags = SF_CLOSED;
-      s->gen++;
-      loop->free_socks.v[loop->free_socks.len++] = slot;
-    }
+  int32_t slot = rc ? rc : sock_register(loop, SK_LISTENER, fd);
+  if (slot < 0) {
+    free(path);
     if (bound && named_unix) sys_unlink(loop, un->sun_path);
     sys_close(loop, fd);
-    return rc;
+    return slot;
   }
+  loop->socks[slot]->path = path;
   return slot;
 }
 
@@ -572,17 +582,10 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
       pause_accepting(loop, l, lslot, -fd);
       return;
     }
-    int32_t c = sock_new(loop, SK_STREAM, fd);
-    int rc = c;
-    if (c >= 0) rc = loop->ops->add(loop, fd, TOKEN(c, loop->socks[c]->gen));
-    if (rc < 0) {
-      if (c >= 0) {
-        loop->socks[c]->flags = SF_CLOSED;
-        loop->socks[c]->gen++;
-        loop->free_socks.v[loop->free_socks.len++] = c;
-      }
+    int32_t c = sock_register(loop, SK_STREAM, fd);
+    if (c < 0) {
       sys_close(loop, fd);
-      pause_accepting(loop, l, lslot, -rc);
+      pause_accepting(loop, l, lslot, -c);
       return;
     }
     sock *s = loop->socks[c];
@@ -617,17 +620,10 @@ int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
     rc = sys_connect(loop, fd, addr, len);
     if (rc == -EINPROGRESS) rc = 0;
   }
-  int32_t slot = -1;
-  if (!rc) rc = slot = sock_new(loop, SK_STREAM, fd);
-  if (rc >= 0) rc = loop->ops->add(loop, fd, TOKEN(slot, loop->socks[slot]->gen));
-  if (rc < 0) {
-    if (slot >= 0) {
-      loop->socks[slot]->flags = SF_CLOSED;
-      loop->socks[slot]->gen++;
-      loop->free_socks.v[loop->free_socks.len++] = slot;
-    }
+  int32_t slot = rc ? rc : sock_register(loop, SK_STREAM, fd);
+  if (slot < 0) {
     sys_close(loop, fd);
-    return rc;
+    return slot;
   }
   sock *s = loop->socks[slot];
   s->flags = SF_CONNECTING;
