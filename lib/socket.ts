@@ -66,55 +66,138 @@ function emitFinish(s: Socket): void {
   s._finish();
 }
 
+// Booleans of a socket, packed in one word: an idle connection's size matters
+// (15,000 of them should cost little), and these accessors cost nothing per
+// instance.
+const F_CONNECTING = 1 << 0;
+const F_DESTROYED = 1 << 1;
+const F_WRITABLE_ENDED = 1 << 2;
+const F_WRITABLE_FINISHED = 1 << 3;
+const F_READABLE_ENDED = 1 << 4;
+const F_ALLOW_HALF_OPEN = 1 << 5;
+const F_READ_STOPPED = 1 << 6;
+const F_EOF = 1 << 7;
+const F_NEED_DRAIN = 1 << 8;
+const F_FINISH_ON_DRAIN = 1 << 9;
+const F_REFED = 1 << 10;
+const F_COUNTED = 1 << 11;
+const F_PEER_ERROR = 1 << 12;
+const F_FLOW_SET = 1 << 13; // flowing is true or false (not null)
+const F_FLOWING = 1 << 14;
+const F_NO_DELAY_OFF = 1 << 15;
+
+/** What most connections never need, made on first use. */
+class SocketExtra {
+  errored: Error | null = null;
+  localInfo: AddressInfo | undefined = undefined;
+  decoder: StringDecoder | null = null;
+  preConnect: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null = null;
+  preConnectBytes = 0;
+  corked = 0;
+  timeoutMs = 0;
+  keepAlive: [boolean, number] | null = null;
+  duplex: Duplex | null = null;
+  /** Further addresses of the hostname being connected to, tried in turn. */
+  fallbacks: ResolvedAddress[] | null = null;
+}
+
 export class Socket extends EventEmitter implements StreamHandle {
   /** @internal native id, -1 when there is none (before connect, after close) */
   _id = -1;
   /** @internal */ _owner: SocketOwner | null = null;
-  /** @internal the error came from the peer (reset, refused write) */
-  _peerError = false;
-
-  readonly allowHalfOpen: boolean;
+  /** @internal F_* bits */ _flags = F_REFED;
   writableHighWaterMark: number;
-  connecting = false;
-  destroyed = false;
-  /** The error the socket was destroyed with, if any. */
-  errored: Error | null = null;
   bytesRead = 0;
   bytesWritten = 0;
-  /** True once end() was called. */
-  writableEnded = false;
-  /** True once every byte and the FIN went to the kernel. */
-  writableFinished = false;
-  /** True once 'end' was emitted. */
-  readableEnded = false;
 
   private peerFamily = 0;
   private peerPort = 0;
-  private peerWords: [number, number, number, number] | null = null;
+  // The peer's address bytes as the accept record carried them (int32 words).
+  private pw0 = 0;
+  private pw1 = 0;
+  private pw2 = 0;
+  private pw3 = 0;
   private peerText: string | undefined = undefined;
-  private localInfo: AddressInfo | undefined = undefined;
-
-  private flowing: boolean | null = null;
-  private readStopped = false;
   private pendingChunks: Buffer[] | null = null;
-  private eofSeen = false;
-  private decoder: StringDecoder | null = null;
-
   private writeCbs: ((err?: Error | null) => void)[] | null = null;
-  private needDrain = false;
-  private finishOnDrain = false;
   private queuedEstimate = 0;
-  private preConnect: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null = null;
-  private preConnectBytes = 0;
-  private corked = 0;
-  private timeoutMs = 0;
-  private noDelay = true;
-  private keepAlive: [boolean, number] | null = null;
-  private refed = true;
-  private counted = false;
-  private duplex: Duplex | null = null;
-  /** Further addresses of the hostname being connected to, tried in turn. */
-  private fallbacks: ResolvedAddress[] | null = null;
+  private ext: SocketExtra | null = null;
+
+  private flag(bit: number): boolean {
+    return (this._flags & bit) !== 0;
+  }
+  private setFlag(bit: number, on: boolean): void {
+    this._flags = on ? this._flags | bit : this._flags & ~bit;
+  }
+  private x(): SocketExtra {
+    return (this.ext ??= new SocketExtra());
+  }
+
+  get connecting(): boolean { return this.flag(F_CONNECTING); }
+  private set connecting(v: boolean) { this.setFlag(F_CONNECTING, v); }
+  get destroyed(): boolean { return this.flag(F_DESTROYED); }
+  private set destroyed(v: boolean) { this.setFlag(F_DESTROYED, v); }
+  /** True once end() was called. */
+  get writableEnded(): boolean { return this.flag(F_WRITABLE_ENDED); }
+  private set writableEnded(v: boolean) { this.setFlag(F_WRITABLE_ENDED, v); }
+  /** True once every byte and the FIN went to the kernel. */
+  get writableFinished(): boolean { return this.flag(F_WRITABLE_FINISHED); }
+  private set writableFinished(v: boolean) { this.setFlag(F_WRITABLE_FINISHED, v); }
+  /** True once 'end' was emitted. */
+  get readableEnded(): boolean { return this.flag(F_READABLE_ENDED); }
+  private set readableEnded(v: boolean) { this.setFlag(F_READABLE_ENDED, v); }
+  get allowHalfOpen(): boolean { return this.flag(F_ALLOW_HALF_OPEN); }
+  private set allowHalfOpen(v: boolean) { this.setFlag(F_ALLOW_HALF_OPEN, v); }
+  /** The error the socket was destroyed with, if any. */
+  get errored(): Error | null { return this.ext?.errored ?? null; }
+  private set errored(v: Error | null) { this.x().errored = v; }
+  /** @internal the error came from the peer (reset, refused write) */
+  get _peerError(): boolean { return this.flag(F_PEER_ERROR); }
+  set _peerError(v: boolean) { this.setFlag(F_PEER_ERROR, v); }
+
+  private get readStopped(): boolean { return this.flag(F_READ_STOPPED); }
+  private set readStopped(v: boolean) { this.setFlag(F_READ_STOPPED, v); }
+  private get eofSeen(): boolean { return this.flag(F_EOF); }
+  private set eofSeen(v: boolean) { this.setFlag(F_EOF, v); }
+  private get needDrain(): boolean { return this.flag(F_NEED_DRAIN); }
+  private set needDrain(v: boolean) { this.setFlag(F_NEED_DRAIN, v); }
+  private get finishOnDrain(): boolean { return this.flag(F_FINISH_ON_DRAIN); }
+  private set finishOnDrain(v: boolean) { this.setFlag(F_FINISH_ON_DRAIN, v); }
+  private get refed(): boolean { return this.flag(F_REFED); }
+  private set refed(v: boolean) { this.setFlag(F_REFED, v); }
+  private get counted(): boolean { return this.flag(F_COUNTED); }
+  private set counted(v: boolean) { this.setFlag(F_COUNTED, v); }
+  private get noDelay(): boolean { return !this.flag(F_NO_DELAY_OFF); }
+  private set noDelay(v: boolean) { this.setFlag(F_NO_DELAY_OFF, !v); }
+  /** null until a 'data' listener, pause() or resume() decides, as in node's streams. */
+  private get flowing(): boolean | null {
+    return this.flag(F_FLOW_SET) ? this.flag(F_FLOWING) : null;
+  }
+  private set flowing(v: boolean | null) {
+    this.setFlag(F_FLOW_SET, v !== null);
+    this.setFlag(F_FLOWING, v === true);
+  }
+
+  private get localInfo(): AddressInfo | undefined { return this.ext?.localInfo; }
+  private set localInfo(v: AddressInfo | undefined) { this.x().localInfo = v; }
+  private get decoder(): StringDecoder | null { return this.ext === null ? null : this.ext.decoder; }
+  private set decoder(v: StringDecoder | null) { this.x().decoder = v; }
+  private get preConnect(): [Uint8Array, ((err?: Error | null) => void) | undefined][] | null {
+    return this.ext === null ? null : this.ext.preConnect;
+  }
+  private set preConnect(v: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null) { this.x().preConnect = v; }
+  private get preConnectBytes(): number { return this.ext === null ? 0 : this.ext.preConnectBytes; }
+  private set preConnectBytes(v: number) { this.x().preConnectBytes = v; }
+  private get corked(): number { return this.ext === null ? 0 : this.ext.corked; }
+  private set corked(v: number) { this.x().corked = v; }
+  private get timeoutMs(): number { return this.ext === null ? 0 : this.ext.timeoutMs; }
+  private set timeoutMs(v: number) { this.x().timeoutMs = v; }
+  private get keepAlive(): [boolean, number] | null { return this.ext === null ? null : this.ext.keepAlive; }
+  private set keepAlive(v: [boolean, number] | null) { this.x().keepAlive = v; }
+  private get duplex(): Duplex | null { return this.ext === null ? null : this.ext.duplex; }
+  private set duplex(v: Duplex | null) { this.x().duplex = v; }
+  private get fallbacks(): ResolvedAddress[] | null { return this.ext === null ? null : this.ext.fallbacks; }
+  private set fallbacks(v: ResolvedAddress[] | null) { this.x().fallbacks = v; }
 
   constructor(options?: SocketOptions) {
     super();
@@ -133,7 +216,10 @@ export class Socket extends EventEmitter implements StreamHandle {
     const s = new Socket(options);
     s.peerFamily = familyPort >>> 16;
     s.peerPort = familyPort & 0xffff;
-    s.peerWords = [w0, w1, w2, w3];
+    s.pw0 = w0;
+    s.pw1 = w1;
+    s.pw2 = w2;
+    s.pw3 = w3;
     if (s.peerFamily === AF_UNIX) s.peerText = '';
     s._owner = owner;
     s.attach(id);
@@ -151,10 +237,9 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** The peer's address, kept from accept or connect time: never a syscall, still there after close. */
   get remoteAddress(): string | undefined {
-    if (this.peerText === undefined && this.peerWords !== null) {
-      const w = this.peerWords;
-      if (this.peerFamily === AF_INET) this.peerText = ipv4Text(w[0]);
-      else if (this.peerFamily === AF_INET6) this.peerText = binding.ntop6(w[0], w[1], w[2], w[3]);
+    if (this.peerText === undefined) {
+      if (this.peerFamily === AF_INET) this.peerText = ipv4Text(this.pw0);
+      else if (this.peerFamily === AF_INET6) this.peerText = binding.ntop6(this.pw0, this.pw1, this.pw2, this.pw3);
     }
     return this.peerText;
   }
