@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { join } from 'node:path';
 import t from 'tap';
 import { childEnv, fixturesDir, sleep, waitFor } from './helpers';
 
@@ -13,6 +12,8 @@ const LIMIT = 64;
 const CLIENTS = 70;
 
 interface Msg { type: string; [k: string]: any }
+/** A subtest's `t` (the last overload of t.test takes only the callback). */
+type TestT = Parameters<Parameters<typeof t.test>[0]>[0];
 
 class Client {
   got = '';
@@ -30,23 +31,53 @@ class Client {
   }
 }
 
-t.test('EMFILE in a child with ulimit -n 64', async (t) => {
-  const child: ChildProcess = spawn('sh', ['-c', `ulimit -n ${LIMIT} && exec "${process.execPath}" emfile-server.js`], {
+/** The EMFILE fixture in a child with `ulimit -n LIMIT`, and its IPC messages. */
+function startChild(t: TestT, arg?: string) {
+  const child: ChildProcess = spawn('sh', ['-c', `ulimit -n ${LIMIT} && exec "${process.execPath}" emfile-server.js ${arg ?? ''}`], {
     cwd: fixturesDir,
     env: childEnv(),
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  const io = { child, msgs: [] as Msg[], stderr: '', clients: [] as Client[], exited: once(child, 'exit') };
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { io.stderr += d; });
   child.stdout!.resume();
-  const msgs: Msg[] = [];
-  child.on('message', (m: Msg) => msgs.push(m));
-  const exited = once(child, 'exit');
-  const clients: Client[] = [];
+  child.on('message', (m: Msg) => io.msgs.push(m));
   t.teardown(() => {
-    for (const c of clients) c.sock.destroy();
+    for (const c of io.clients) c.sock.destroy();
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
+  return io;
+}
+
+/** Opens n clients one after the other; each says hello once connected. */
+async function connectMany(io: ReturnType<typeof startChild>, port: number, n: number): Promise<Client[]> {
+  const made: Client[] = [];
+  for (let k = 0; k < n; k++) {
+    const c = new Client(io.clients.length, net.connect(port, '127.0.0.1'));
+    io.clients.push(c);
+    made.push(c);
+    await once(c.sock, 'connect');
+    c.sock.write(c.hello);
+  }
+  return made;
+}
+
+/** Waits until no new echo arrived for 300 ms; resolves to the served count. */
+async function settle(clients: Client[]): Promise<number> {
+  let served = -1;
+  for (let stable = 0; stable < 3;) {
+    await sleep(100);
+    const n = clients.filter((c) => c.served).length;
+    stable = n === served ? stable + 1 : 0;
+    served = n;
+  }
+  return served;
+}
+
+t.test('EMFILE in a child with ulimit -n 64', async (t) => {
+  const io = startChild(t);
+  const { child, msgs } = io;
+  const clients = io.clients;
   const next = async (type: string, ms = 5000): Promise<Msg | undefined> => {
     const seen = msgs.length;
     await waitFor(() => msgs.slice(seen).some((m) => m.type === type) || child.exitCode !== null, ms);
@@ -55,28 +86,17 @@ t.test('EMFILE in a child with ulimit -n 64', async (t) => {
 
   await waitFor(() => msgs.some((m) => m.type === 'listening') || child.exitCode !== null, 10000);
   const port = msgs.find((m) => m.type === 'listening')?.port as number;
-  t.ok(port > 0, `the child listens (stderr: ${stderr.slice(0, 300)})`);
+  t.ok(port > 0, `the child listens (stderr: ${io.stderr.slice(0, 300)})`);
   if (!port) return;
 
   // Connect until well past the limit; each client says hello once connected.
-  for (let i = 0; i < CLIENTS; i++) {
-    const c = new Client(i, net.connect(port, '127.0.0.1'));
-    clients.push(c);
-    await once(c.sock, 'connect');
-    c.sock.write(c.hello);
-  }
+  await connectMany(io, port, CLIENTS);
   t.ok(await waitFor(() => msgs.some((m) => m.type === 'error'), 5000), 'the server reports an error');
   const err = msgs.find((m) => m.type === 'error');
   t.match(err, { code: 'EMFILE', syscall: 'accept' }, 'EMFILE from accept');
 
   // Let the served set settle: no new echo for 300 ms.
-  let served = -1;
-  for (let stable = 0; stable < 3;) {
-    await sleep(100);
-    const n = clients.filter((c) => c.served).length;
-    stable = n === served ? stable + 1 : 0;
-    served = n;
-  }
+  const served = await settle(clients);
   const pending = clients.filter((c) => !c.served);
   const accepted = (msgs.filter((m) => m.type === 'connection').at(-1)?.count ?? 0) as number;
   t.comment(`served ${served}, pending ${pending.length}, accepted ${accepted}`);
@@ -114,7 +134,43 @@ t.test('EMFILE in a child with ulimit -n 64', async (t) => {
 
   child.send({ cmd: 'exit' });
   t.ok(await waitFor(() => child.exitCode !== null || child.signalCode !== null, 10000), 'the child exits by itself');
-  const [code, signal] = await exited;
+  const [code, signal] = await io.exited;
   t.equal(signal, null, 'not by a signal');
-  t.equal(code, 0, `exit code 0 (stderr: ${stderr.slice(0, 300)})`);
+  t.equal(code, 0, `exit code 0 (stderr: ${io.stderr.slice(0, 300)})`);
+});
+
+t.test('EMFILE with no error listener: one warning, no crash, and accepting resumes', async (t) => {
+  const io = startChild(t, 'no-error-listener');
+  const { child, msgs } = io;
+  await waitFor(() => msgs.some((m) => m.type === 'listening') || child.exitCode !== null, 10000);
+  const port = msgs.find((m) => m.type === 'listening')?.port as number;
+  t.ok(port > 0, `the child listens (stderr: ${io.stderr.slice(0, 300)})`);
+  if (!port) return;
+
+  const first = await connectMany(io, port, CLIENTS);
+  t.ok(await waitFor(() => msgs.some((m) => m.type === 'warning'), 5000), 'a warning instead of an error event');
+  await settle(io.clients);
+  const warnings = msgs.filter((m) => m.type === 'warning');
+  t.equal(warnings.length, 1, 'one warning');
+  t.match(warnings[0], { name: 'IomuxWarning', message: /EMFILE/ });
+  t.equal(child.exitCode, null, 'the child is alive');
+  const pending = first.filter((c) => !c.served);
+  t.ok(pending.length > 0, `some connections wait (${pending.length})`);
+
+  // Free fds: the waiting ones get served.
+  const toClose = first.filter((c) => c.served).slice(0, pending.length + 5);
+  for (const c of toClose) c.sock.end();
+  t.ok(await waitFor(() => pending.every((c) => c.served), 10000), 'the waiting connections are served');
+
+  // A second episode: still only the one warning.
+  await connectMany(io, port, 20);
+  await settle(io.clients);
+  t.ok(io.clients.some((c) => !c.served && !c.closed), 'out of fds again');
+  t.equal(msgs.filter((m) => m.type === 'warning').length, 1, 'no second warning');
+
+  child.send({ cmd: 'exit' });
+  t.ok(await waitFor(() => child.exitCode !== null || child.signalCode !== null, 10000), 'the child exits by itself');
+  const [code, signal] = await io.exited;
+  t.equal(signal, null);
+  t.equal(code, 0, `exit code 0 (stderr: ${io.stderr.slice(0, 300)})`);
 });

@@ -127,9 +127,9 @@ t.test('client sockets', async (t) => {
   peer.listen(0, '127.0.0.1');
   await once(peer, 'listening');
   const port = (peer.address() as net.AddressInfo).port;
-  t.teardown(() => new Promise<void>((r) => { peer.close(() => r()); for (const s of conns) s.destroy(); }));
   const conns: net.Socket[] = [];
   peer.on('connection', (s) => conns.push(s));
+  t.teardown(() => new Promise<void>((r) => { peer.close(() => r()); for (const s of conns) s.destroy(); }));
 
   t.test('an unref\'d connected client does not keep the process alive', async (t) => {
     const before = conns.length;
