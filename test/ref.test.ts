@@ -46,12 +46,12 @@ t.test('servers', async (t) => {
   t.test('a ref\'d server keeps the process alive', async (t) => {
     const r = await run(`
       const s = iomux.createServer();
-      s.listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 300 });
+      s.listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 1500 });
     keptAlive(t, r, 'listening server');
     t.match(r.stdout, /listening/);
     const r2 = await run(`
       const s = iomux.createServer().unref().ref();
-      s.listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 300 });
+      s.listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 1500 });
     keptAlive(t, r2, 'unref() then ref()');
   });
 
@@ -148,7 +148,7 @@ t.test('client sockets', async (t) => {
 
   t.test('a ref\'d client keeps it alive', async (t) => {
     const r = await run(`
-      const c = iomux.connect(${port}, '127.0.0.1', () => console.log('connected'));`, { killAfterMs: 300 });
+      const c = iomux.connect(${port}, '127.0.0.1', () => console.log('connected'));`, { killAfterMs: 1500 });
     keptAlive(t, r, 'ref\'d client');
     t.match(r.stdout, /connected/);
     const r2 = await run(`
