@@ -8,7 +8,9 @@
         "deps/iomux/src/timer.c",
         "deps/iomux/src/sock.c",
         "deps/iomux/src/sys.c",
-        "deps/iomux/src/backend_epoll.c"
+        "deps/iomux/src/backend_epoll.c",
+        "deps/iomux/src/backend_io_uring.c",
+        "deps/iomux/src/backend_kqueue.c"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

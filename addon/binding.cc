@@ -4,11 +4,12 @@
 // each batch of event records to JavaScript in one call. It holds no socket
 // state of its own: ids, records and the slab are the core's.
 //
-// Embedding (the default): the core's epoll fd is ONE uv_poll_t on Node's
-// loop; a uv_timer_t is armed to the core's nearest deadline; a uv_prepare_t
-// runs an iteration when the core has work that needs no wait (sockets left
-// readable by a cap, uncorked queues). Each wake harvests with a zero-timeout
-// wait.
+// Embedding (the default): the core's fd (its epoll fd or io_uring ring) is
+// ONE uv_poll_t on Node's loop; a uv_timer_t is armed to the core's nearest
+// deadline; a uv_prepare_t runs an iteration when the core has work that needs
+// no wait (sockets left readable by a cap, uncorked queues, io_uring
+// registrations and removals not yet submitted, which the kernel does not see
+// until then). Each wake harvests with a zero-timeout iteration.
 //
 // Standalone (loop.run()): libuv's own backend fd joins the core's wait, and
 // the core's blocking wait happens in the prepare phase; control goes back to
@@ -271,6 +272,11 @@ class Binding : public Napi::Addon<Binding> {
     iomux_config cfg{};
     const char *forced = getenv("IOMUX_BACKEND");
     if (forced && *forced) cfg.backend = forced;
+#ifdef IOMUX_KQUEUE_EMULATION
+    // The test build (test/kqemu/binding.gyp, loaded by lib/binding.ts for
+    // IOMUX_BACKEND=kqueue-emulated): its kqueue is the emulated one.
+    if (forced && strcmp(forced, "kqueue-emulated") == 0) cfg.backend = "kqueue";
+#endif
     n_->loop = iomux_loop_new(&cfg, &err);
     if (!n_->loop) {
       delete n_;

@@ -32,7 +32,14 @@ export interface Binding {
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const load = require('node-gyp-build') as (dir: string) => unknown;
 
-export const binding = load(path.join(__dirname, '..')) as Binding;
+// Test hook: IOMUX_BACKEND=kqueue-emulated loads the test build whose kqueue
+// backend runs over an emulated kqueue (Linux only; test/kqemu/binding.gyp,
+// `npm run build:kqemu`), so the suites can run on kqueue here. Never loaded
+// otherwise.
+const root = path.join(__dirname, '..');
+export const binding = (process.env.IOMUX_BACKEND === 'kqueue-emulated'
+  ? require(path.join(root, 'test', 'kqemu', 'build', 'Release', 'iomux_kqemu.node'))
+  : load(root)) as Binding;
 
 // Event record types and constants shared with deps/iomux/include/iomux.h.
 export const EV_ACCEPT = 1;

@@ -3,13 +3,14 @@
  * sockets and userspace timers, in plain C. Nothing here knows about Node.
  *
  * Model
- *   A loop owns one kernel queue (epoll today). Sockets and timers are named by
- *   small integer ids (slot numbers). One call, iomux_loop_run_once(), is one
- *   iteration: wait for readiness or the nearest deadline, do the I/O the kernel
- *   allows (accept, read into the slab, flush queued writes), expire timers, and
- *   describe everything that happened as fixed-size event records. The records
- *   are handed to the embedder in batches through the flush callback: one call
- *   per batch, never one per event.
+ *   A loop owns one kernel queue (io_uring, epoll or kqueue). Sockets and
+ *   timers are named by small integer ids (slot numbers). One call,
+ *   iomux_loop_run_once(), is one iteration: wait for readiness or the nearest
+ *   deadline, do the I/O the kernel allows (accept, read into the slab, flush
+ *   queued writes), expire timers, and describe everything that happened as
+ *   fixed-size event records. The records are handed to the embedder in
+ *   batches through the flush callback: one call per batch, never one per
+ *   event.
  *
  * Memory the embedder provides
  *   - the record buffer (int32 words), and
@@ -70,11 +71,21 @@ enum iomux_op {
 
 /* ---- counters: every syscall the core issues, by kind -------------------- */
 
+/* wait: calls that wait for or harvest events (epoll_wait, kevent,
+ *   io_uring_enter). io_uring makes none for a zero-timeout iteration with
+ *   nothing to submit: its completions are already in shared memory.
+ * ctl: epoll_ctl calls.
+ * submit: calls that only submitted queued changes: the queue (io_uring's
+ *   submission ring, kqueue's changelist) filled up within one iteration, or
+ *   an io_uring listener closed (its removal cannot wait for the next wait).
+ * changes: fd registrations and removals that rode with a wait instead of a
+ *   call of their own (io_uring SQEs, kqueue changelist entries). */
 #define IOMUX_STATS(X) \
   X(iterations)  X(events)     X(wait)       X(ctl)        X(accept)     \
   X(read)        X(write)      X(writev)     X(shutdown)   X(close)      \
   X(getpeername) X(getsockname) X(socket)    X(connect)    X(bind)       \
-  X(listen)      X(setsockopt) X(getsockopt) X(unlink)
+  X(listen)      X(setsockopt) X(getsockopt) X(unlink)     X(submit)     \
+  X(changes)
 
 typedef struct iomux_stats {
 #define IOMUX_STAT_FIELD(name) uint64_t name;
@@ -123,8 +134,9 @@ void iomux_loop_set_slab(iomux_loop *loop, uint8_t *base, size_t size,
 int iomux_loop_run_once(iomux_loop *loop, int timeout_ms);
 
 /* Milliseconds until the loop has work: 0 when it has work now (ready
- * sockets, queued records), otherwise the nearest deadline rounded up, or -1
- * when there is no timer at all. */
+ * sockets, queued records, registrations a batching backend queued for its
+ * next wait), otherwise the nearest deadline rounded up, or -1 when there is
+ * no timer at all. */
 int64_t iomux_loop_next_timeout(iomux_loop *loop);
 
 /* Adds a foreign fd (an outer loop's own backend fd) to the wait, level

@@ -182,9 +182,10 @@ struct backend_ops {
   int (*fd)(const iomux_loop *loop);
   /* Registers fd once for read and write readiness, edge-triggered. A
    * backend that can batch only queues the change; it rides with the next
-   * wait. */
+   * wait (see pending). On failure nothing is registered or queued. */
   int (*add)(iomux_loop *loop, int fd, uint64_t token);
-  /* Called before fd is closed; token is what add() was given. */
+  /* Called before fd is closed; token is what add() was given. Changes
+   * still queued for fd must go: after the close its number may be reused. */
   void (*del)(iomux_loop *loop, int fd, uint64_t token);
   /* Level-triggered read interest in the outer loop's fd, reported with
    * TOKEN_FOREIGN; fd < 0 removes old_fd. */
@@ -193,14 +194,17 @@ struct backend_ops {
    * one kernel call; fills loop->fired; returns the count or -errno. EINTR
    * is a zero-event return. */
   int (*poll)(iomux_loop *loop, int timeout_ms);
+  /* Optional, for a backend whose changes wait for the next poll: whether
+   * any are queued. Until they are submitted the kernel does not watch those
+   * fds, so the loop fd would not turn readable for them: an outer loop must
+   * run an iteration before it sleeps (iomux_loop_next_timeout says 0). */
+  bool (*pending)(const iomux_loop *loop);
 };
 
 /* Which backends this build has (backend_*.c compile to nothing without). */
-#if 0 /* PENDING: enabled when backend_io_uring.c lands */
 #if defined(__linux__) && defined(__has_include)
 #if __has_include(<linux/io_uring.h>)
 #define IOMUX_HAVE_IO_URING 1
-#endif
 #endif
 #endif
 #if defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \

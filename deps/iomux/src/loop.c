@@ -121,13 +121,22 @@ static bool has_work(const iomux_loop *loop) {
   return loop->ready.len > 0 || loop->flush.len > 0 || loop->rec_len > 0;
 }
 
-int64_t iomux_loop_next_timeout(iomux_loop *loop) {
+/* How long this iteration's wait may sleep. Queued registrations do not cut
+ * it short: they ride with this very wait. */
+static int64_t wait_timeout(iomux_loop *loop) {
   if (has_work(loop)) return 0;
   int64_t deadline = iomux__timer_nearest(loop);
   if (deadline == INT64_MAX) return -1;
   int64_t delta = deadline - iomux__now();
   if (delta <= 0) return 0;
   return (delta + 999999) / 1000000; /* round up: never wake early */
+}
+
+int64_t iomux_loop_next_timeout(iomux_loop *loop) {
+  /* Registrations still queued (kqueue, io_uring) reach the kernel only with
+   * the next wait: until then their sockets cannot wake the embedder. */
+  if (loop->ops->pending && loop->ops->pending(loop)) return 0;
+  return wait_timeout(loop);
 }
 
 static void expire_timers(iomux_loop *loop) {
@@ -197,7 +206,7 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
   if (loop->flush.len) flush_queued_writes(loop);
 
   /* 2. Wait: no longer than the nearest deadline, not at all with work. */
-  int64_t next = iomux_loop_next_timeout(loop);
+  int64_t next = wait_timeout(loop);
   if (next >= 0 && (timeout_ms < 0 || next < timeout_ms))
     timeout_ms = next > INT_MAX ? INT_MAX : (int)next;
   int n = loop->ops->poll(loop, timeout_ms);
