@@ -30,16 +30,8 @@ export interface ListenOptions {
   ipv6Only?: boolean;
 }
 
-export interface NormalizedConnect {
-  port?: number;
-  host?: string;
-  path?: string;
-  family?: number;
-  noDelay?: boolean;
-  keepAlive?: boolean;
-  keepAliveInitialDelay?: number;
-  timeout?: number;
-}
+/** ConnectOptions once checked: the port is a number. */
+export type NormalizedConnect = Omit<ConnectOptions, 'port'> & { port?: number };
 
 /** A port as node accepts it: an integer (or integer string) in 0..65535. */
 export function validatePort(value: unknown, name: string, allowZero = true): number {
