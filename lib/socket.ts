@@ -677,10 +677,11 @@ export class Socket extends EventEmitter implements StreamHandle {
     return this;
   }
 
-  /** Like destroy(), and documents that the peer is to see a close. */
+  /** Ends the writable side, then destroys once everything was flushed (as node's). */
   destroySoon(): void {
+    if (!this.writableEnded) this.end();
     if (this.writableFinished) this.destroy();
-    else this.end();
+    else this.once('finish', () => this.destroy());
   }
 
   /** @internal */

@@ -348,3 +348,32 @@ for (const [kind, pair] of [['127.0.0.1', tcpPair], ['unix', unixPair]] as const
     t.equal(Buffer.concat(got).length, a.length + 10 + b.length);
   });
 }
+
+t.test('write() then destroy() in the same handler still sends the bytes (as node:net does)', async (t) => {
+  const server = iomux.createServer((s) => {
+    s.on('data', () => {
+      s.write('HELLO\n');
+      s.destroy();
+    });
+  });
+  const port = await listen(server);
+  t.teardown(() => closeServer(server));
+  for (let i = 0; i < 20; i++) {
+    const c = iomux.connect(port, '127.0.0.1');
+    const got = collectCopies(c);
+    c.write('hi');
+    t.equal((await got).toString(), 'HELLO\n', `round ${i}`);
+  }
+});
+
+t.test('destroySoon() ends, then closes once flushed', async (t) => {
+  const server = iomux.createServer((s) => s.on('data', () => s.destroySoon()).on('end', () => {}));
+  const port = await listen(server);
+  t.teardown(() => closeServer(server));
+  const c = iomux.connect(port, '127.0.0.1');
+  const closed = new Promise<boolean>((r) => server.once('connection', (s: iomux.Socket) => s.on('close', () => r(s.writableFinished))));
+  const got = collectCopies(c);
+  c.write('x');
+  await got;
+  t.equal(await closed, true, 'the server socket closed after finishing');
+});

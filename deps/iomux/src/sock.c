@@ -721,6 +721,13 @@ int iomux_close(iomux_loop *loop, int id) {
   sock *s = iomux__sock(loop, id, 0);
   if (!s) return -EBADF;
   if (s->flags & SF_ACCEPT_PAUSED) loop->paused_listeners--;
+  /* Bytes written during a delivery wait to be coalesced; a socket closed
+   * in the same handler must still send them, as it would have had the
+   * write gone straight to the kernel. One try, nothing kept: what the
+   * kernel refuses is discarded, as close always discards a queue. */
+  if (s->out.len && (s->flags & SF_WRITABLE) &&
+      !(s->flags & (SF_ERROR | SF_CONNECTING | SF_CORKED | SF_SHUT_DONE)))
+    (void)sys_write(loop, s->fd, s->out.buf + s->out.head, s->out.len);
   loop->ops->del(loop, s->fd, TOKEN(id, s->gen));
   if (s->path) {
     sys_unlink(loop, s->path);
