@@ -1,34 +1,43 @@
 'use strict';
-// Hello-world HTTP/1.1 keep-alive responder used by benchmarks/run.js.
+// Hello-world HTTP/1.1 responder used by benchmarks/run.js.
 //
-//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone> <port>
+//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone|http> <port> [keepalive|close]
 //
-// The application logic is the same for every implementation: count the
-// request terminators "\r\n\r\n" in the incoming bytes (a terminator may be
-// split across chunks) and answer each one with a fixed, preallocated
-// response. Nothing else about HTTP is parsed; the point is to measure the
-// socket layer, not a parser.
+// net, iomux and iomux-standalone run the same code: count the request
+// terminators "\r\n\r\n" in the incoming bytes (a terminator may be split
+// across chunks, and pipelined requests arrive several per chunk) and answer
+// each with a fixed, preallocated response, all of a chunk's responses in one
+// write. Nothing else about HTTP is parsed: the point is the socket layer,
+// not a parser. `http` is node:http with the same response bytes (no Date
+// header), the reference for "what you would use otherwise".
 //
-// Prints "listening <port>" once ready. Exits cleanly on SIGTERM; with
-// IOMUX_BENCH_STATS=1 an iomux server first prints the loop's syscall
-// counters (iomux.loop.stats()) as one JSON line on stdout; SIGUSR2 prints
-// the same line without exiting.
+// keepalive (default): connections stay open. close: every response carries
+// "Connection: close" and the server closes the connection after it
+// (socket.write(response) then socket.destroy(); node:http ends it on its own).
+//
+// Every server reads socket.remoteAddress on each new connection, as a
+// logger would. The stats line (see common.js) counts connections accepted
+// and requests answered.
 
-const path = require('path');
+const { isIomux, loadIomux, usage, parsePort, serve } = require('./common');
 
-const IMPLS = ['net', 'iomux', 'iomux-standalone'];
+const IMPLS = ['net', 'iomux', 'iomux-standalone', 'http'];
 const impl = process.argv[2];
-const port = Number(process.argv[3]);
-
-if (!IMPLS.includes(impl) || !Number.isInteger(port) || port < 0 || port > 65535) {
-  process.stderr.write(`usage: node ${path.relative(process.cwd(), __filename)} <${IMPLS.join('|')}> <port>\n`);
-  process.exit(2);
+const port = parsePort(process.argv[3]);
+const mode = process.argv[4] || 'keepalive';
+if (!IMPLS.includes(impl) || port === null || !['keepalive', 'close'].includes(mode)) {
+  usage(__filename, IMPLS, '[keepalive|close]');
 }
+const close = mode === 'close';
 
+const BODY = 'Hello World!';
 const RESPONSE = Buffer.from(
-  'HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\nHello World!',
+  'HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n' +
+  (close ? 'Connection: close\r\n' : '') + '\r\n' + BODY,
   'latin1'
 );
+
+const app = { accepted: 0, requests: 0, addressChars: 0 };
 
 // Pipelined batches: the concatenation of n responses, built once per n.
 const MAX_CACHED_BATCH = 64;
@@ -43,11 +52,22 @@ function responsesFor(n) {
 const CR = 13;
 const LF = 10;
 
-// Per-connection handler. `matched` is how many bytes of "\r\n\r\n" the end
-// of the previous chunk matched (0..3), so a split terminator still counts.
+function logConnection(sock) {
+  app.accepted++;
+  // What a connection logger reads. node:net asks the kernel (getpeername)
+  // the first time; iomux kept it from accept4().
+  const addr = sock.remoteAddress;
+  app.addressChars += addr ? addr.length : 0;
+}
+
+// Per-connection handler for net and iomux. `matched` is how many bytes of
+// "\r\n\r\n" the end of the previous chunk matched (0..3).
 function onConnection(sock) {
+  logConnection(sock);
   let matched = 0;
+  let done = false;
   sock.on('data', (chunk) => {
+    if (done) return;
     let n = 0;
     let m = matched;
     for (let i = 0, len = chunk.length; i < len; i++) {
@@ -64,74 +84,45 @@ function onConnection(sock) {
       }
     }
     matched = m;
-    if (n > 0) sock.write(responsesFor(n));
+    if (n === 0) return;
+    if (close) {
+      // One answer, then close: the request was read whole, so the close
+      // sends a FIN after the response (no half-close round trip).
+      done = true;
+      app.requests++;
+      sock.write(RESPONSE);
+      sock.destroy();
+      return;
+    }
+    app.requests += n;
+    sock.write(responsesFor(n));
   });
   sock.on('end', () => sock.end());
   sock.on('error', () => sock.destroy());
 }
 
-// The compiled library at the repository root (dist/index.js).
-function loadIomux() {
-  return require(path.resolve(__dirname, '..', '..', 'dist'));
-}
-
 let iomux = null;
 let server;
 
-if (impl === 'net') {
-  const net = require('net');
-  server = net.createServer(onConnection);
-} else {
+if (impl === 'http') {
+  const http = require('http');
+  const headers = { 'Content-Length': '12', 'Content-Type': 'text/plain' };
+  if (close) headers.Connection = 'close';
+  server = http.createServer((req, res) => {
+    app.requests++;
+    res.sendDate = false;
+    res.writeHead(200, headers);
+    res.end(BODY);
+  });
+  server.on('connection', (sock) => {
+    logConnection(sock);
+    sock.on('error', () => sock.destroy());
+  });
+} else if (impl === 'net') {
+  server = require('net').createServer(onConnection);
+} else if (isIomux(impl)) {
   iomux = loadIomux();
   server = iomux.createServer(onConnection);
 }
 
-const wantStats = iomux !== null && process.env.IOMUX_BENCH_STATS === '1';
-
-// One JSON line of iomux.loop.stats(), written synchronously so it is on
-// stdout even when the process exits right after.
-function printStats() {
-  let line;
-  try {
-    // 64-bit counters may come as BigInt, which JSON cannot carry.
-    line = JSON.stringify(iomux.loop.stats(), (_k, v) => (typeof v === 'bigint' ? Number(v) : v));
-  } catch (err) {
-    line = JSON.stringify({ error: String(err && err.message) });
-  }
-  require('fs').writeSync(1, line + '\n');
-}
-
-let exiting = false;
-function shutdown() {
-  if (exiting) return;
-  exiting = true;
-  if (wantStats) printStats();
-  process.exit(0);
-}
-process.on('SIGTERM', shutdown);
-process.on('SIGINT', shutdown);
-// A snapshot without exiting: the runner diffs two of them around a run.
-if (wantStats) process.on('SIGUSR2', printStats);
-
-server.on('error', (err) => {
-  process.stderr.write(`http-hello (${impl}): server error: ${err && err.stack}\n`);
-  process.exit(1);
-});
-
-server.listen(port, '127.0.0.1', () => {
-  let actual = port;
-  try {
-    const addr = server.address && server.address();
-    if (addr && typeof addr === 'object' && addr.port) actual = addr.port;
-  } catch (_) {
-    // address() is optional for the benchmark: fall back to the requested port.
-  }
-  require('fs').writeSync(1, `listening ${actual}\n`);
-});
-
-if (impl === 'iomux-standalone') {
-  // Hand the thread to iomux's own blocking wait, from the top level of the
-  // script (not from inside a callback). Node's own loop is serviced through
-  // its backend fd, so signals and the listen callback above still arrive.
-  iomux.loop.run();
-}
+serve({ name: 'http-hello', impl, iomux, server, port, app });

@@ -1,0 +1,399 @@
+'use strict';
+// The scenarios of `npm run bench`, and how one run of each is measured.
+//
+// A "load" scenario starts a fresh server for every run (pinned to CPU 0),
+// connects its generator (pinned to CPU 1), warms up, then measures one timed
+// phase: units of work counted by the generator, the server's utime+stime
+// from /proc/<pid>/stat, the machine's busy time from /proc/stat, the
+// server's RSS and, for iomux, the change of loop.stats(). The same run with
+// strace attached (shorter, untimed) counts syscalls per unit.
+
+const path = require('path');
+const { spawn } = require('child_process');
+const { startServer } = require('./server');
+const { httpDriver, echoDriver, startEchoClient } = require('./loadgen');
+const { attach, groupCounts } = require('./strace');
+const {
+  track, waitExit, sleep, readProcCpuTicks, readMachineTicks, readRssKb, diffNumbers, indent,
+} = require('./util');
+
+const SERVERS = path.join(__dirname, '..', 'servers');
+const HTTP_SERVER = path.join(SERVERS, 'http-hello.js');
+const TCP_SERVER = path.join(SERVERS, 'tcp.js');
+const TIMERS_MICRO = path.join(__dirname, '..', 'micro', 'timers.js');
+
+// Server candidates. IOMUX_BACKEND is set for every iomux candidate, so a
+// row's backend is never a default that changed underneath.
+const CANDIDATES = {
+  http: { id: 'http', label: 'node:http', impl: 'http', env: { IOMUX_BACKEND: null } },
+  net: { id: 'net', label: 'node:net', impl: 'net', env: { IOMUX_BACKEND: null } },
+  iomux: { id: 'iomux', label: 'iomux', impl: 'iomux', iomux: true, env: { IOMUX_BACKEND: 'epoll' } },
+  'iomux-standalone': {
+    id: 'iomux-standalone', label: 'iomux standalone', impl: 'iomux-standalone', iomux: true, standalone: true,
+    env: { IOMUX_BACKEND: 'epoll' },
+  },
+  'iomux-uring': {
+    id: 'iomux-uring', label: 'iomux io_uring', impl: 'iomux', iomux: true, uring: true,
+    env: { IOMUX_BACKEND: 'io_uring' },
+  },
+};
+const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
+const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES];
+
+// Timer micro-benchmark candidates (one process each, no server).
+const TIMER_CANDIDATES = {
+  node: { id: 'node', label: 'node setTimeout', kind: 'node', env: { IOMUX_BACKEND: null } },
+  iomux: { id: 'iomux', label: 'iomux loop.setTimeout', kind: 'iomux', iomux: true, env: { IOMUX_BACKEND: 'epoll' } },
+};
+
+// Units: `scale` base units make one displayed unit (bytes per GB, ...);
+// cpuScale turns CPU seconds per displayed unit into the displayed CPU unit.
+const UNITS = {
+  req: { one: 'req', rate: 'req/s', cpu: 'µs/req', scale: 1, cpuScale: 1e6, sys: 'request', sysPlural: 'requests', sysScale: 1 },
+  conn: { one: 'conn', rate: 'conn/s', cpu: 'µs/conn', scale: 1, cpuScale: 1e6, sys: 'connection', sysPlural: 'connections', sysScale: 1 },
+  msg: { one: 'msg', rate: 'msg/s', cpu: 'µs/msg', scale: 1, cpuScale: 1e6, sys: 'message', sysPlural: 'messages', sysScale: 1 },
+  gb: { one: 'GB', rate: 'GB/s', cpu: 's/GB', scale: 1e9, cpuScale: 1, sys: '64 KiB', sysPlural: '64 KiB chunks', sysScale: 65536 },
+};
+
+function scenarios(cfg) {
+  const http = (id, title, shortTitle, opts) => ({
+    id,
+    title,
+    shortTitle,
+    kind: 'load',
+    group: 'http',
+    candidates: HTTP_CANDIDATES,
+    baselines: ['net', 'http'],
+    unit: opts.close ? UNITS.conn : UNITS.req,
+    server: (cand) => ({ script: HTTP_SERVER, impl: cand.impl, args: [opts.close ? 'close' : 'keepalive'] }),
+    driver: (env, server) => httpDriver(env, server, { connections: cfg.connections, pipeline: opts.pipeline || 1, close: !!opts.close }),
+    // Server-side count of units, for the strace run's per-unit numbers.
+    serverUnits: (d) => (opts.close ? d.accepted : d.requests),
+    describe: (env) => `${env.loadgen.version || env.loadgen.name}, ${cfg.connections} connections, ` +
+      `pipelining ${opts.pipeline || 1}${opts.close ? ', `Connection: close` (one request per connection)' : ''}`,
+    notes: opts.notes || [],
+  });
+  return [
+    http('keepalive', 'HTTP/1.1 keep-alive hello world', 'HTTP keep-alive', {}),
+    http('pipeline', `HTTP/1.1 keep-alive, ${cfg.pipeline} pipelined requests per write`, `HTTP pipelined ×${cfg.pipeline}`, {
+      pipeline: cfg.pipeline,
+      notes: ['wrk\'s latency percentiles are not meaningful with pipelining (it times batches) and are left out when it prints 0.'],
+    }),
+    http('churn', 'Connection churn: one request per connection, `Connection: close`', 'Connection churn', {
+      close: true,
+      notes: [
+        'Every server reads `socket.remoteAddress` on each connection (as a logger would) and answers with ' +
+        '`socket.end(response)`; node:http closes on its own after a `Connection: close` response.',
+        '`socket.end()` is a graceful close: a half-close (`shutdown`) after the response, then a wait for the peer\'s FIN ' +
+        '(one more `read`, returning 0) before `close`. Those two syscalls come on top of the target\'s list (accept4, ' +
+        'one registration, read, write, close) for every implementation.',
+        'In the strace window wrk keeps 100 connections open; those accepted but not yet closed when the window ends make ' +
+        'the per-connection shutdown and close counts read a few percent under 1.',
+      ],
+    }),
+    {
+      id: 'echo',
+      title: `TCP echo: ${cfg.echoSize}-byte ping-pong`,
+      shortTitle: `TCP echo ${cfg.echoSize} B`,
+      kind: 'load',
+      group: 'tcp',
+      candidates: TCP_CANDIDATES,
+      baselines: ['net'],
+      unit: UNITS.msg,
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
+      driver: (env, server) => echoDriver(env, server, 'echo', cfg.connections, cfg.echoSize),
+      serverUnits: (d) => d.bytes / cfg.echoSize,
+      describe: () => `C client (benchmarks/clients/echo_client.c, epoll, one thread), ${cfg.connections} connections, ` +
+        `each sends ${cfg.echoSize} B and waits for the echo. The client is written in C so that it is not the bottleneck: ` +
+        'its user-space cost is a read and a write per round trip, but loopback TCP costs the kernel about as much on the ' +
+        'client\'s side as on the server\'s, so check its CPU % (generator column)',
+      notes: [],
+    },
+    {
+      id: 'bulk',
+      title: 'Bulk: one connection streaming 64 KiB writes, server consumes',
+      shortTitle: 'Bulk 64 KiB writes',
+      kind: 'load',
+      group: 'tcp',
+      candidates: TCP_CANDIDATES,
+      baselines: ['net'],
+      unit: UNITS.gb,
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['sink'] }),
+      driver: (env, server) => echoDriver(env, server, 'bulk', 1, 65536),
+      serverUnits: (d) => d.bytes,
+      describe: () => 'C client, 1 connection writing 64 KiB chunks as fast as the server reads; the server counts bytes. ' +
+        'GB = 10⁹ bytes',
+      notes: [],
+    },
+    {
+      id: 'idle',
+      title: `${cfg.idleConnections.toLocaleString('en-US')} idle connections: server memory per connection`,
+      shortTitle: `${cfg.idleConnections.toLocaleString('en-US')} idle connections`,
+      kind: 'idle',
+      group: 'tcp',
+      candidates: ['net', 'iomux', 'iomux-uring'],
+      baselines: ['net'],
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
+      describe: () => `C client opens ${cfg.idleConnections.toLocaleString('en-US')} connections in batches of 500 to the echo server; ` +
+        'RSS, V8 heap and external memory are read (after two full GCs, `--expose-gc`) before the first and after the server ' +
+        'accepted the last; each batch is accepted before the next is opened. Client and server each stay under the ' +
+        '20,000-descriptor limit',
+      notes: [],
+    },
+    {
+      id: 'timers',
+      title: `Timers: ${cfg.timerPairs.toLocaleString('en-US')} schedule-and-cancel pairs`,
+      shortTitle: 'Timer set+clear pairs',
+      kind: 'micro',
+      group: 'timers',
+      candidates: ['node', 'iomux'],
+      baselines: ['node'],
+      describe: () => 'one process per run (pinned to CPU 0): `clearTimeout(setTimeout(fn, 1000))` against ' +
+        '`loop.clearTimeout(loop.setTimeout(fn, 1000))`, one pair at a time, after a warm-up; one unrelated timer stays armed',
+      notes: [],
+    },
+    {
+      id: 'timeouts',
+      title: `Idle timeouts: ${cfg.timeoutConnections.toLocaleString('en-US')} sockets, setTimeout refreshed on every read`,
+      shortTitle: `Idle timeouts, ${cfg.timeoutConnections.toLocaleString('en-US')} sockets`,
+      kind: 'load',
+      group: 'tcp',
+      candidates: TCP_CANDIDATES,
+      baselines: ['net'],
+      unit: UNITS.msg,
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['timeout'] }),
+      driver: (env, server) => echoDriver(env, server, 'echo', cfg.timeoutConnections, cfg.echoSize),
+      serverUnits: (d) => d.bytes / cfg.echoSize,
+      describe: () => `C client, ${cfg.timeoutConnections.toLocaleString('en-US')} connections in ${cfg.echoSize}-byte ping-pong; ` +
+        'the echo server calls `socket.setTimeout(60000)` on each socket, so every read and write refreshes an idle timeout',
+      notes: [],
+    },
+  ];
+}
+
+// ---------------------------------------------------------------------------
+// One measured run of a load scenario
+
+async function loadRun(env, sc, cand, round, { strace = false } = {}) {
+  const run = { scenario: sc.id, candidate: cand.id, round, strace, ok: false, notes: [] };
+  let server = null;
+  let driver = null;
+  let tracer = null;
+  try {
+    const spec = sc.server(cand);
+    server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv } });
+    run.backend = server.backend;
+    driver = await sc.driver(env, server);
+    if (driver.connectMs != null) run.connectMs = driver.connectMs;
+    const warm = strace ? env.straceWarmup : env.warmup;
+    if (warm > 0) await driver.warm(warm);
+    const s0 = await server.snapshot();
+    if (strace) tracer = await attach(env, server.pid, `${sc.id}-${cand.id}`);
+    const m0 = readMachineTicks();
+    const cpu0 = readProcCpuTicks(server.pid);
+    const t0 = process.hrtime.bigint();
+    const r = await driver.timed(strace ? env.straceDuration : env.duration);
+    const cpu1 = readProcCpuTicks(server.pid);
+    const m1 = readMachineTicks();
+    const t1 = process.hrtime.bigint();
+    run.rssKb = readRssKb(server.pid);
+    if (tracer) {
+      const summary = await tracer.detach();
+      tracer = null;
+      run.syscalls = summary.calls;
+      run.syscallErrors = summary.errors;
+      run.groups = groupCounts(summary.calls);
+    }
+    const s1 = await server.snapshot();
+    if (server.exited) throw new Error(`server died during the run: ${server.describeExit()}`);
+    const wallS = Number(t1 - t0) / 1e9;
+    run.units = r.units;
+    run.durationS = r.durationS || wallS;
+    run.wallS = wallS;
+    run.latencyMs = r.latencyMs;
+    if (r.latencyHistogram) run.latencyHistogram = r.latencyHistogram;
+    run.errors = r.errors;
+    if (r.errors && r.errors.timeout > 0) run.notes.push(`${r.errors.timeout} request timeouts`);
+    if (s0 && s1) {
+      run.appDelta = diffNumbers(s0.app, s1.app);
+      if (s0.loop && s1.loop) run.loopDelta = diffNumbers(s0.loop, s1.loop);
+      run.serverUnits = sc.serverUnits ? sc.serverUnits(run.appDelta) : null;
+    }
+    if (strace) {
+      // Per unit from the server's own count over the same window.
+      const units = run.serverUnits || run.units;
+      run.sysUnits = units / sc.unit.sysScale;
+      run.ok = true;
+      return run;
+    }
+    const u = sc.unit;
+    run.rate = run.units / u.scale / run.durationS;
+    if (cpu0 != null && cpu1 != null) {
+      run.serverCpuS = (cpu1 - cpu0) / env.clkTck;
+      run.serverCpuPct = (100 * run.serverCpuS) / wallS;
+      run.cpuPerUnit = (run.serverCpuS * u.cpuScale) / (run.units / u.scale);
+    }
+    if (r.genCpuS != null) {
+      run.genCpuS = r.genCpuS;
+      run.genCpuPct = (100 * r.genCpuS) / wallS;
+      run.genCpuPerUnit = (r.genCpuS * u.cpuScale) / (run.units / u.scale);
+    }
+    if (m0 && m1) {
+      // Everything else that ran meanwhile (other processes, this runner,
+      // steal), in % of one CPU: a busy machine makes the numbers noisy.
+      run.machineCpuPct = (100 * (m1.busy - m0.busy)) / env.clkTck / wallS;
+      run.stealPct = (100 * (m1.steal - m0.steal)) / env.clkTck / wallS;
+      if (run.serverCpuPct != null && run.genCpuPct != null) {
+        run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct);
+      }
+    }
+    if (run.otherCpuPct > 15) {
+      run.notes.push(`other work used ${run.otherCpuPct.toFixed(0)}% of a CPU` +
+        (run.stealPct > 5 ? ` (${run.stealPct.toFixed(0)}% steal)` : ''));
+    }
+    // The generator saturated its core and the server had room left: the
+    // generator set the pace, and the throughput is a lower bound.
+    if (run.genCpuPct >= 90 && run.serverCpuPct <= run.genCpuPct - 5) {
+      run.genBound = true;
+      run.notes.push(`generator saturated its core (${run.genCpuPct.toFixed(0)}%) while the server used ` +
+        `${run.serverCpuPct.toFixed(0)}%: the generator, not the server, set the pace`);
+    }
+    run.ok = true;
+  } catch (err) {
+    run.error = err.message;
+  } finally {
+    if (tracer) await tracer.abort();
+    if (driver) {
+      try {
+        await driver.close();
+      } catch (_) {
+        // The run already failed or is over.
+      }
+    }
+    if (server) {
+      const s = await server.stop();
+      if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
+      else if (s.code !== 0 && run.ok) run.notes.push(`server exited with code ${s.code} signal ${s.signal}`);
+    }
+  }
+  return run;
+}
+
+// ---------------------------------------------------------------------------
+// One run of the idle-connections scenario
+
+async function idleRun(env, sc, cand, round, cfg) {
+  const run = { scenario: sc.id, candidate: cand.id, round, ok: false, notes: [] };
+  const n = cfg.idleConnections;
+  let server = null;
+  let client = null;
+  try {
+    const spec = sc.server(cand);
+    server = await startServer(env, {
+      label: `${sc.id}/${cand.id}`,
+      ...spec,
+      nodeArgs: ['--expose-gc'],
+      extraEnv: { ...cand.env, ...env.iomuxEnv },
+    });
+    run.backend = server.backend;
+    client = await startEchoClient(env, 'idle', server.port, n);
+    await sleep(200);
+    const s0 = await server.snapshot({ gc: true });
+    if (!s0) throw new Error('no stats from the server');
+    const cpu0 = readProcCpuTicks(server.pid);
+    const t0 = process.hrtime.bigint();
+    // Batches of 500, each accepted by the server before the next: the
+    // accept queue (backlog 511) never overflows.
+    let opened = 0;
+    let connectMs = 0;
+    const deadline = Date.now() + 120000;
+    while (opened < n) {
+      const k = Math.min(500, n - opened);
+      const r = await client.open(k);
+      opened = r.connections;
+      connectMs += r.connectMs;
+      for (;;) {
+        const s = await server.snapshot();
+        const open = s && s.app ? s.app.open : 0;
+        if (open >= opened) break;
+        if (server.exited) throw new Error(`server died: ${server.describeExit()}`);
+        if (Date.now() > deadline) throw new Error(`the server accepted ${open} of ${opened} connections in time`);
+        await sleep(5);
+      }
+    }
+    const cpu1 = readProcCpuTicks(server.pid);
+    const t1 = process.hrtime.bigint();
+    run.connectMs = connectMs;
+    await sleep(200);
+    const s1 = await server.snapshot({ gc: true });
+    if (!s1) throw new Error('no stats from the server');
+    run.connections = n;
+    run.acceptS = Number(t1 - t0) / 1e9;
+    run.rssBefore = s0.mem.rss;
+    run.rssAfter = s1.mem.rss;
+    run.rssKb = s1.mem.rss / 1024;
+    run.kibPerConn = (s1.mem.rss - s0.mem.rss) / 1024 / n;
+    run.heapBytesPerConn = (s1.mem.heapUsed - s0.mem.heapUsed) / n;
+    run.externalBytesPerConn = ((s1.mem.external - s0.mem.external)) / n;
+    if (cpu0 != null && cpu1 != null) run.acceptCpuUsPerConn = ((cpu1 - cpu0) / env.clkTck) * 1e6 / n;
+    if (s0.loop && s1.loop) run.loopDelta = diffNumbers(s0.loop, s1.loop);
+    run.ok = true;
+  } catch (err) {
+    run.error = err.message;
+  } finally {
+    if (client) await client.close().catch(() => {});
+    if (server) {
+      const s = await server.stop();
+      if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
+    }
+  }
+  return run;
+}
+
+// ---------------------------------------------------------------------------
+// One run of the timer micro-benchmark
+
+async function microRun(env, sc, cand, round, cfg) {
+  const run = { scenario: sc.id, candidate: cand.id, round, ok: false, notes: [] };
+  try {
+    const [cmd, argv] = env.pinned(0, process.execPath, [TIMERS_MICRO, cand.kind, String(cfg.timerPairs)]);
+    const childEnv = { ...process.env, ...cand.env, ...env.iomuxEnv };
+    for (const [k, v] of Object.entries(cand.env)) if (v == null) delete childEnv[k];
+    const child = track(spawn(cmd, argv, { cwd: env.root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err = (err + d).slice(-2000); });
+    const m0 = readMachineTicks();
+    const t0 = process.hrtime.bigint();
+    const r = await waitExit(child, 120000);
+    const t1 = process.hrtime.bigint();
+    const m1 = readMachineTicks();
+    if (r.timedOut) {
+      child.kill('SIGKILL');
+      throw new Error('the timer benchmark did not finish within 120 s');
+    }
+    if (r.code !== 0) throw new Error(`exit code ${r.code}, signal ${r.signal}${err ? ':\n' + indent(err.trim()) : ''}`);
+    const j = JSON.parse(out.trim().split('\n').pop());
+    run.backend = j.backend;
+    run.units = j.pairs;
+    run.nsPerPair = j.nsPerPair;
+    run.cpuNsPerPair = (j.cpuS * 1e9) / j.pairs;
+    run.syscalls = j.syscalls;
+    run.loopDelta = j.loopDelta || null;
+    const wallS = Number(t1 - t0) / 1e9;
+    if (m0 && m1) {
+      run.machineCpuPct = (100 * (m1.busy - m0.busy)) / env.clkTck / wallS;
+      // The benchmark process keeps one CPU busy for most of the window.
+      run.otherCpuPct = Math.max(0, run.machineCpuPct - 100);
+    }
+    run.ok = true;
+  } catch (e) {
+    run.error = e.message;
+  }
+  return run;
+}
+
+module.exports = { CANDIDATES, TIMER_CANDIDATES, UNITS, scenarios, loadRun, idleRun, microRun };
