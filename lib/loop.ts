@@ -133,6 +133,10 @@ export interface LoopStats {
   setsockopt: number;
   getsockopt: number;
   unlink: number;
+  /** io_uring: io_uring_enter calls that only submitted (ring full within an iteration). */
+  submit: number;
+  /** Registrations and removals that rode with a wait instead of costing a syscall (io_uring, kqueue). */
+  changes: number;
 }
 
 /** The thread's iomux loop. Every socket, server and timer of the thread lives on it. */
