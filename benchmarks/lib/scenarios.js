@@ -83,10 +83,8 @@ function scenarios(cfg) {
       close: true,
       notes: [
         'Every server reads `socket.remoteAddress` on each connection (as a logger would) and answers with ' +
-        '`socket.end(response)`; node:http closes on its own after a `Connection: close` response.',
-        '`socket.end()` is a graceful close: a half-close (`shutdown`) after the response, then a wait for the peer\'s FIN ' +
-        '(one more `read`, returning 0) before `close`. Those two syscalls come on top of the target\'s list (accept4, ' +
-        'one registration, read, write, close) for every implementation.',
+        '`socket.write(response)` then `socket.destroy()` (the request was read whole, so the close sends a FIN); ' +
+        'node:http closes on its own after a `Connection: close` response (with a `shutdown` first).',
         'In the strace window wrk keeps 100 connections open; those accepted but not yet closed when the window ends make ' +
         'the per-connection shutdown and close counts read a few percent under 1.',
       ],

@@ -176,7 +176,10 @@ ssize_t iomux_queued(iomux_loop *loop, int id);
 /* Sends FIN once the queue is flushed. */
 int iomux_shutdown(iomux_loop *loop, int id);
 /* Closes now; queued bytes are discarded. The id is recycled after the
- * current iteration. */
+ * current iteration. On io_uring the fd is closed at once, but its poll holds
+ * the socket until the removal queued here reaches the kernel: with the next
+ * iteration (iomux_loop_next_timeout() says 0 meanwhile) or iomux_loop_free();
+ * only then does the peer see the close. A listener is released at once. */
 int iomux_close(iomux_loop *loop, int id);
 
 int iomux_set_reading(iomux_loop *loop, int id, int on);

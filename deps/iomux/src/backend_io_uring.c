@@ -533,9 +533,11 @@ static int uring_poll(iomux_loop *loop, int timeout_ms) {
     }
     /* Wait for one completion beyond those the removals submitted here
      * post in this very call: else each close would end the wait at once
-     * with nothing to report, and cost an iteration and a call. Never more:
-     * a removal posts its completion in this call (the task work that does
-     * it runs before the wait sleeps), so one event still ends the wait. */
+     * with nothing to report, and cost an iteration and a call. Never more
+     * than that, or a lone event would not end the wait: every removal's
+     * completion is posted within this call (up to 5.15 io_poll_remove
+     * completes the removed poll inline; later kernels do it from task
+     * work, which the wait runs before it sleeps). */
     uint32_t min = wait ? 1 + (submit ? quiet_completions(u) : 0) : 0;
     sq_publish(u);
     loop->stats.wait++;
