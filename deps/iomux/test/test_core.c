@@ -668,6 +668,15 @@ static int accept_one(H *h, cli *c, const struct sockaddr_storage *b,
   return -1;
 }
 
+/* A listener on 127.0.0.1 and one connected libc client c; returns the
+ * server-side id of the accepted socket, or < 0. */
+static int pair_lo(H *h, cli *c) {
+  struct sockaddr_storage b;
+  socklen_t blen;
+  if (listen_lo(h, AF_INET, &b, &blen) < 0) return -1;
+  return accept_one(h, c, &b, blen);
+}
+
 /* ======================================================================== */
 /* 1. the loop                                                               */
 /* ======================================================================== */
@@ -1702,10 +1711,7 @@ static void test_idle_timeout(void) {
   cli c = CLI_INIT;
   H *h = h_new(NULL);
   CHECK(h);
-  struct sockaddr_storage b;
-  socklen_t blen;
-  CHECK_GE(listen_lo(h, AF_INET, &b, &blen), 0);
-  int s = accept_one(h, &c, &b, blen);
+  int s = pair_lo(h, &c);
   CHECK_GE(s, 0);
 
   int64_t t_set = now_ns();
@@ -2352,10 +2358,7 @@ static void test_cork(void) {
   cli c = CLI_INIT;
   H *h = h_new(NULL);
   CHECK(h);
-  struct sockaddr_storage b;
-  socklen_t blen;
-  CHECK_GE(listen_lo(h, AF_INET, &b, &blen), 0);
-  int s = accept_one(h, &c, &b, blen);
+  int s = pair_lo(h, &c);
   CHECK_GE(s, 0);
   CHECK_EQ(iomux_cork(h->loop, s, 1), 0);
   uint64_t w0 = ST(h)->write + ST(h)->writev;
@@ -2404,10 +2407,7 @@ static void test_writev_many_buffers(void) {
   for (int i = 0; i < NV; i++) iov[i] = (struct iovec){buf + i * PIECE, PIECE};
   H *h = h_new(NULL);
   CHECK(h);
-  struct sockaddr_storage b;
-  socklen_t blen;
-  CHECK_GE(listen_lo(h, AF_INET, &b, &blen), 0);
-  int s = accept_one(h, &c, &b, blen);
+  int s = pair_lo(h, &c);
   CHECK_GE(s, 0);
   CHECK_EQ(iomux_writev(h->loop, s, iov, -1, 0), -EINVAL);
   CHECK_EQ(iomux_writev(h->loop, s, iov, 0, 0), 0);
