@@ -8,3 +8,4 @@ export type { ServerOptions } from './server';
 export type { ConnectOptions, ListenOptions } from './address';
 export { errnoException } from './errors';
 export type { SystemError } from './errors';
+export * as http from './http';

@@ -73,6 +73,13 @@ export class Timer {
     return this;
   }
 
+  /** @internal Re-arms the timer to fire ms from now (also a fired or cleared one). */
+  _rearm(ms: number): void {
+    this._ms = ms;
+    this._cleared = false;
+    this.refresh();
+  }
+
   ref(): this {
     if (!this._refed) {
       this._refed = true;

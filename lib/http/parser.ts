@@ -1,0 +1,573 @@
+// parser.ts -- an incremental, strict HTTP/1.1 request parser (RFC 9112).
+//
+// execute() takes the bytes of a connection as they arrive, in any split,
+// and calls the handler for each request head, body piece and request end;
+// pipelined requests in one chunk come out one after another. Anything the
+// RFC calls malformed, and every framing ambiguity that could let two parties
+// disagree on where a request ends (request smuggling), throws an HttpError
+// carrying the status to answer with; after one the parser is dead, and the
+// connection is to be closed.
+//
+// The head is parsed only once its terminating empty line has arrived: the
+// search for it is Buffer.indexOf (native), then the head is one latin1 string
+// checked line by line with sticky regular expressions. Bodies are handed out
+// as subarrays of the incoming chunks, never copied.
+
+/** Limits of what one request may be. Defaults in DEFAULT_LIMITS. */
+export interface ParserLimits {
+  /** Bytes of the request line, CRLF excluded; longer: 431. */
+  maxRequestLineSize: number;
+  /** Bytes of the whole head (request line and header fields), and of the trailer section; larger: 431. */
+  maxHeaderSize: number;
+  /** Header fields in the head, or in the trailers; more: 431. */
+  maxHeaders: number;
+  /** Bytes of a body (Content-Length or the sum of chunks); larger: 413. */
+  maxBodySize: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ParserLimits> = Object.freeze({
+  maxRequestLineSize: 8 * 1024,
+  maxHeaderSize: 16 * 1024,
+  maxHeaders: 100,
+  maxBodySize: 16 * 1024 * 1024,
+});
+
+/** A protocol violation: the status to answer with, and a code naming the violation. */
+export class HttpError extends Error {
+  readonly status: number;
+  readonly code: string;
+  constructor(status: number, code: string, message: string) {
+    super(message);
+    this.name = 'HttpError';
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export const BODY_NONE = 0;
+export const BODY_LENGTH = 1;
+export const BODY_CHUNKED = 2;
+
+/** A parsed request head. */
+export interface RequestHead {
+  method: string;
+  url: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  versionMinor: number;
+  /** Names as sent and values, alternating. */
+  rawHeaders: string[];
+  /** Lower-cased names; duplicates joined with ', ' ('; ' for cookie), set-cookie as an array. */
+  headers: Record<string, string | string[]>;
+  /** The connection may carry another request after this one. */
+  keepAlive: boolean;
+  bodyKind: number;
+  /** Body bytes for BODY_LENGTH, else 0. */
+  contentLength: number;
+  /** The Expect header, lower-cased, if any. */
+  expect: string | undefined;
+}
+
+export interface ParserHandler {
+  /** A head is complete. Called before any of its body. */
+  onHead(head: RequestHead): void;
+  /** A piece of the body: a view of the chunk given to execute(), valid as long as that chunk. */
+  onBody(chunk: Buffer): void;
+  /** The request is complete. rawTrailers alternates names and values (chunked bodies only). */
+  onEnd(rawTrailers: string[] | null): void;
+}
+
+// RFC 9110 token characters; the value characters are VCHAR, SP, HTAB and
+// obs-text. A field line is name ":" OWS value OWS CRLF. Whitespace between
+// the name and the colon, obs-fold (a line starting with SP or HTAB), bare CR,
+// bare LF and NUL all fail these.
+const TOKEN = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
+const FIELD_LINE = new RegExp(`(${TOKEN}):([\\t\\x20-\\x7e\\x80-\\xff]*)\\r\\n`, 'y');
+const REQUEST_LINE = new RegExp(`^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d)\\.(\\d)$`);
+const TOKEN_ONLY = new RegExp(`^${TOKEN}$`);
+const DIGITS = /^\d+$/;
+// chunk-size [ BWS ; chunk-ext ] CRLF. Extensions are allowed and ignored, as
+// the RFC says, but must not hide a CR or LF.
+const CHUNK_LINE = /^([0-9A-Fa-f]+)[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?\r$/;
+
+const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
+const CR = 13;
+const LF = 10;
+const MAX_CHUNK_LINE = 4096;
+// 2^53 - 1 has 16 digits; a longer Content-Length cannot be a safe integer.
+const MAX_LENGTH_DIGITS = 15;
+const MAX_CHUNK_SIZE_DIGITS = 13; // 16^13 > 2^52: any longer size overflows
+
+const S_HEAD = 0;
+const S_BODY_LENGTH = 1;
+const S_CHUNK_SIZE = 2;
+const S_CHUNK_DATA = 3;
+const S_CHUNK_DATA_END = 4;
+const S_TRAILERS = 5;
+const S_DEAD = 6;
+
+function bad(code: string, message: string): HttpError {
+  return new HttpError(400, code, message);
+}
+
+function tooLarge(message: string): HttpError {
+  return new HttpError(431, 'HTTP_HEADERS_TOO_LARGE', message);
+}
+
+/** Strips SP and HTAB (only those: obs-text such as 0xA0 is part of a value) from both ends. */
+function trimOws(v: string): string {
+  let s = 0;
+  let e = v.length;
+  while (s < e && (v.charCodeAt(s) === 32 || v.charCodeAt(s) === 9)) s++;
+  while (e > s && (v.charCodeAt(e - 1) === 32 || v.charCodeAt(e - 1) === 9)) e--;
+  return s === 0 && e === v.length ? v : v.slice(s, e);
+}
+
+/** Lower-cased names of the common request headers, without a toLowerCase() call. */
+const LOWER = new Map<string, string>();
+for (const n of ['Host', 'User-Agent', 'Accept', 'Accept-Encoding', 'Accept-Language', 'Connection',
+  'Content-Length', 'Content-Type', 'Transfer-Encoding', 'Cookie', 'Expect', 'Upgrade', 'Referer',
+  'Authorization', 'Cache-Control', 'Origin', 'If-None-Match', 'If-Modified-Since', 'Pragma']) {
+  LOWER.set(n, n.toLowerCase());
+  LOWER.set(n.toLowerCase(), n.toLowerCase());
+}
+
+function lowerName(name: string): string {
+  return LOWER.get(name) ?? name.toLowerCase();
+}
+
+/** Splits a comma-separated header value into lower-cased, trimmed elements, empties dropped. */
+function listElements(value: string): string[] {
+  const out: string[] = [];
+  for (const part of value.split(',')) {
+    const t = trimOws(part).toLowerCase();
+    if (t !== '') out.push(t);
+  }
+  return out;
+}
+
+/** Parses the field lines of head[from..] (each ending in CRLF) into rawHeaders. */
+function parseFieldLines(text: string, from: number, raw: string[], maxFields: number): void {
+  let pos = from;
+  const end = text.length;
+  while (pos < end) {
+    FIELD_LINE.lastIndex = pos;
+    const m = FIELD_LINE.exec(text);
+    if (m === null) throw fieldLineError(text, pos);
+    if (raw.length >= maxFields * 2) throw tooLarge(`more than ${maxFields} header fields`);
+    raw.push(m[1]!, trimOws(m[2]!));
+    pos = FIELD_LINE.lastIndex;
+  }
+}
+
+/** Names what is wrong with the field line at text[pos..], for the error message. */
+function fieldLineError(text: string, pos: number): HttpError {
+  const c = text.charCodeAt(pos);
+  if (c === 32 || c === 9) return bad('HTTP_OBS_FOLD', 'obsolete line folding (a field line starting with whitespace)');
+  let eol = text.indexOf('\r\n', pos);
+  if (eol < 0) eol = text.length;
+  const line = text.slice(pos, eol);
+  const colon = line.indexOf(':');
+  if (colon < 0) return bad('HTTP_INVALID_HEADER', 'a header field line without a colon');
+  if (colon === 0) return bad('HTTP_INVALID_HEADER', 'a header field with an empty name');
+  const name = line.slice(0, colon);
+  const nc = name.charCodeAt(name.length - 1);
+  if (nc === 32 || nc === 9) return bad('HTTP_INVALID_HEADER', 'whitespace between a header field name and the colon');
+  if (!TOKEN_ONLY.test(name)) return bad('HTTP_INVALID_HEADER', 'an invalid character in a header field name');
+  if (line.includes('\r')) return bad('HTTP_BARE_CR', 'a bare CR in a header field value');
+  if (line.includes('\n')) return bad('HTTP_BARE_LF', 'a bare LF in a header field value');
+  return bad('HTTP_INVALID_HEADER', 'an invalid character in a header field value');
+}
+
+export class RequestParser {
+  private state = S_HEAD;
+  /** Head bytes (or a partial chunk-size / trailer line) carried over from earlier chunks. */
+  private carry: Buffer | null = null;
+  /** Body bytes still to come (BODY_LENGTH), or of the current chunk. */
+  private remaining = 0;
+  private bodyBytes = 0;
+  private trailerBytes = 0;
+  private rawTrailers: string[] | null = null;
+  private readonly limits: ParserLimits;
+  private readonly handler: ParserHandler;
+  /** Requests completed so far on this connection. */
+  requests = 0;
+
+  constructor(handler: ParserHandler, limits?: Partial<ParserLimits>) {
+    this.handler = handler;
+    this.limits = limits === undefined ? DEFAULT_LIMITS : { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /** Between requests, with nothing of the next one received yet. */
+  get idle(): boolean {
+    return this.state === S_HEAD && this.carry === null;
+  }
+
+  /** Inside a head: some of it has arrived, not all. */
+  get inHead(): boolean {
+    return this.state === S_HEAD && this.carry !== null;
+  }
+
+  /** No more input will be parsed (after an error, or close()). */
+  close(): void {
+    this.state = S_DEAD;
+    this.carry = null;
+  }
+
+  get dead(): boolean {
+    return this.state === S_DEAD;
+  }
+
+  /**
+   * The peer half-closed. Throws an HttpError when a request was cut short;
+   * a connection closed between requests is no error.
+   */
+  finish(): void {
+    const state = this.state;
+    this.state = S_DEAD;
+    if (state === S_DEAD || (state === S_HEAD && this.carry === null)) return;
+    this.carry = null;
+    throw bad('HTTP_INCOMPLETE', 'the connection ended in the middle of a request');
+  }
+
+  /** Parses data; throws an HttpError (and the parser dies) on a violation. */
+  execute(data: Buffer): void {
+    try {
+      this.run(data);
+    } catch (err) {
+      this.state = S_DEAD;
+      this.carry = null;
+      throw err;
+    }
+  }
+
+  private run(data: Buffer): void {
+    let pos = 0;
+    const len = data.length;
+    while (pos < len) {
+      switch (this.state) {
+        case S_HEAD:
+          pos = this.head(data, pos);
+          break;
+        case S_BODY_LENGTH: {
+          const n = Math.min(this.remaining, len - pos);
+          this.remaining -= n;
+          const piece = pos === 0 && n === len ? data : data.subarray(pos, pos + n);
+          pos += n;
+          this.handler.onBody(piece);
+          if (this.remaining === 0) this.end(null);
+          break;
+        }
+        case S_CHUNK_SIZE:
+          pos = this.chunkSize(data, pos);
+          break;
+        case S_CHUNK_DATA: {
+          const n = Math.min(this.remaining, len - pos);
+          this.remaining -= n;
+          const piece = data.subarray(pos, pos + n);
+          pos += n;
+          if (this.remaining === 0) this.state = S_CHUNK_DATA_END;
+          this.handler.onBody(piece);
+          break;
+        }
+        case S_CHUNK_DATA_END:
+          pos = this.chunkDataEnd(data, pos);
+          break;
+        case S_TRAILERS:
+          pos = this.trailers(data, pos);
+          break;
+        default:
+          return; // dead: the rest is ignored
+      }
+    }
+  }
+
+  /** Joins carried bytes with the new chunk. */
+  private withCarry(data: Buffer, pos: number): Buffer {
+    const rest = pos === 0 ? data : data.subarray(pos);
+    const carry = this.carry;
+    this.carry = null;
+    return carry === null ? rest : Buffer.concat([carry, rest]);
+  }
+
+  // ---- the head ---------------------------------------------------------------
+
+  private head(data: Buffer, pos: number): number {
+    let buf = data;
+    let start = pos;
+    const carried = this.carry === null ? 0 : this.carry.length;
+    if (carried > 0) {
+      buf = this.withCarry(data, pos);
+      start = 0;
+    }
+    // RFC 9112 §2.2: empty lines before a request line are ignored.
+    while (start + 1 < buf.length && buf[start] === CR && buf[start + 1] === LF) start += 2;
+    if (start === buf.length) return data.length;
+    // The terminator may straddle the carried bytes and this chunk.
+    const end = buf.indexOf(CRLF2, Math.max(start, carried - 3));
+    const limit = this.limits.maxHeaderSize;
+    if (end < 0) {
+      this.checkPartialHead(buf, start);
+      if (buf.length - start > limit) throw tooLarge(`request head over ${limit} bytes`);
+      // Keep a copy, not a view: the chunk may be a reused slab region.
+      this.carry = carried > 0 && start === 0 ? buf : Buffer.from(buf.subarray(start));
+      return data.length;
+    }
+    if (end - start > limit) throw tooLarge(`request head over ${limit} bytes`);
+    this.parseHead(buf.toString('latin1', start, end + 2));
+    // Where the head ends, in data's own coordinates.
+    return carried > 0 ? pos + end + 4 - carried : end + 4;
+  }
+
+  /** Fails early on a head that can never become valid (no terminator yet). */
+  private checkPartialHead(buf: Buffer, start: number): void {
+    const lineEnd = buf.indexOf(LF, start);
+    const lineLimit = this.limits.maxRequestLineSize;
+    if (lineEnd < 0 ? buf.length - start > lineLimit : lineEnd - 1 - start > lineLimit) {
+      throw tooLarge(`request line over ${lineLimit} bytes`);
+    }
+    // A client that ends lines with a bare LF would otherwise wait for a
+    // terminator it never sends.
+    let i = lineEnd;
+    while (i >= 0) {
+      if (i === start || buf[i - 1] !== CR) throw bad('HTTP_BARE_LF', 'a bare LF in the request head');
+      i = buf.indexOf(LF, i + 1);
+    }
+  }
+
+  private parseHead(text: string): void {
+    const eol = text.indexOf('\r\n');
+    const lineLimit = this.limits.maxRequestLineSize;
+    if (eol > lineLimit) throw tooLarge(`request line over ${lineLimit} bytes`);
+    const line = text.slice(0, eol);
+    const m = REQUEST_LINE.exec(line);
+    if (m === null) throw requestLineError(line);
+    const major = m[3]!.charCodeAt(0) - 48;
+    const minor = m[4]!.charCodeAt(0) - 48;
+    if (major !== 1 || minor > 1) {
+      throw new HttpError(505, 'HTTP_VERSION_NOT_SUPPORTED', `HTTP/${major}.${minor} is not supported`);
+    }
+    const raw: string[] = [];
+    parseFieldLines(text, eol + 2, raw, this.limits.maxHeaders);
+    this.headParsed(m[1]!, m[2]!, minor, raw);
+  }
+
+  private headParsed(method: string, url: string, minor: number, raw: string[]): void {
+    const headers: Record<string, string | string[]> = Object.create(null);
+    let contentLength = -1;
+    let te: string | undefined;
+    let connection: string | undefined;
+    let expect: string | undefined;
+    let hosts = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = lowerName(raw[i]!);
+      const value = raw[i + 1]!;
+      switch (name) {
+        case 'content-length': {
+          // A list of identical values is one length (RFC 9110 §8.6); any
+          // disagreement is a smuggling attempt.
+          for (const part of value.split(',')) {
+            const v = trimOws(part);
+            if (!DIGITS.test(v)) throw bad('HTTP_INVALID_CONTENT_LENGTH', `invalid Content-Length: ${JSON.stringify(value)}`);
+            if (v.length > MAX_LENGTH_DIGITS) {
+              throw new HttpError(413, 'HTTP_BODY_TOO_LARGE', `Content-Length ${v} is over the ${this.limits.maxBodySize}-byte limit`);
+            }
+            const n = Number(v);
+            if (contentLength >= 0 && n !== contentLength) {
+              throw bad('HTTP_CONFLICTING_CONTENT_LENGTH', 'Content-Length headers that differ');
+            }
+            contentLength = n;
+          }
+          break;
+        }
+        case 'transfer-encoding':
+          te = te === undefined ? value : `${te}, ${value}`;
+          break;
+        case 'connection':
+          connection = connection === undefined ? value : `${connection}, ${value}`;
+          break;
+        case 'host':
+          hosts++;
+          break;
+        case 'expect':
+          expect = value.toLowerCase();
+          break;
+      }
+      const prev = headers[name];
+      if (prev === undefined) {
+        headers[name] = name === 'set-cookie' ? [value] : value;
+      } else if (Array.isArray(prev)) {
+        prev.push(value);
+      } else {
+        headers[name] = prev + (name === 'cookie' ? '; ' : ', ') + value;
+      }
+    }
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+    if (hosts > 1) throw bad('HTTP_DUPLICATE_HOST', 'more than one Host header');
+    if (hosts === 0 && minor === 1) throw bad('HTTP_MISSING_HOST', 'an HTTP/1.1 request without a Host header');
+
+    let bodyKind = BODY_NONE;
+    if (te !== undefined) {
+      // RFC 9112 §6.1: Transfer-Encoding with Content-Length, or in an
+      // HTTP/1.0 request, is faulty framing; chunked must come last, once.
+      if (contentLength >= 0) throw bad('HTTP_TE_WITH_CONTENT_LENGTH', 'Transfer-Encoding together with Content-Length');
+      if (minor === 0) throw bad('HTTP_TE_IN_HTTP10', 'Transfer-Encoding in an HTTP/1.0 request');
+      const codings = listElements(te);
+      const last = codings.length - 1;
+      for (let i = 0; i < codings.length; i++) {
+        const c = codings[i]!;
+        if (c === 'chunked') {
+          if (i !== last) throw bad('HTTP_INVALID_TRANSFER_ENCODING', 'chunked is not the final transfer coding');
+        } else if (!TOKEN_ONLY.test(c)) {
+          throw bad('HTTP_INVALID_TRANSFER_ENCODING', `invalid Transfer-Encoding: ${JSON.stringify(te)}`);
+        } else {
+          throw new HttpError(501, 'HTTP_UNSUPPORTED_TRANSFER_ENCODING', `unsupported transfer coding: ${c}`);
+        }
+      }
+      if (last < 0) throw bad('HTTP_INVALID_TRANSFER_ENCODING', 'an empty Transfer-Encoding');
+      bodyKind = BODY_CHUNKED;
+    } else if (contentLength > 0) {
+      if (contentLength > this.limits.maxBodySize) {
+        throw new HttpError(413, 'HTTP_BODY_TOO_LARGE', `Content-Length ${contentLength} is over the ${this.limits.maxBodySize}-byte limit`);
+      }
+      bodyKind = BODY_LENGTH;
+    }
+
+    let keepAlive = minor === 1;
+    if (connection !== undefined) {
+      for (const opt of listElements(connection)) {
+        if (opt === 'close') {
+          keepAlive = false;
+          break;
+        }
+        if (opt === 'keep-alive') keepAlive = true;
+      }
+    }
+
+    const head: RequestHead = {
+      method,
+      url,
+      versionMinor: minor,
+      rawHeaders: raw,
+      headers,
+      keepAlive,
+      bodyKind,
+      contentLength: bodyKind === BODY_LENGTH ? contentLength : 0,
+      expect,
+    };
+    this.bodyBytes = 0;
+    this.handler.onHead(head);
+    if (this.state === S_DEAD) return; // closed by the handler
+    if (bodyKind === BODY_LENGTH) {
+      this.remaining = contentLength;
+      this.state = S_BODY_LENGTH;
+    } else if (bodyKind === BODY_CHUNKED) {
+      this.state = S_CHUNK_SIZE;
+    } else {
+      this.end(null);
+    }
+  }
+
+  private end(trailers: string[] | null): void {
+    this.state = S_HEAD;
+    this.requests++;
+    this.handler.onEnd(trailers);
+  }
+
+  // ---- chunked bodies ------------------------------------------------------------
+
+  /** Reads one CRLF-terminated line (without the CRLF's LF) of at most max bytes, or carries it. */
+  private line(data: Buffer, pos: number, max: number, what: string): [string, number] | null {
+    const lf = data.indexOf(LF, pos);
+    const have = this.carry === null ? 0 : this.carry.length;
+    if (lf < 0) {
+      if (have + data.length - pos > max) throw bad('HTTP_LINE_TOO_LONG', `${what} over ${max} bytes`);
+      this.carry = this.withCarry(data, pos);
+      if (have === 0) this.carry = Buffer.from(this.carry); // own copy: the chunk may be reused
+      return null;
+    }
+    if (have + lf - pos > max) throw bad('HTTP_LINE_TOO_LONG', `${what} over ${max} bytes`);
+    let text = data.toString('latin1', pos, lf);
+    if (this.carry !== null) {
+      text = this.carry.toString('latin1') + text;
+      this.carry = null;
+    }
+    return [text, lf + 1];
+  }
+
+  private chunkSize(data: Buffer, pos: number): number {
+    const got = this.line(data, pos, MAX_CHUNK_LINE, 'a chunk-size line');
+    if (got === null) return data.length;
+    const [text, next] = got;
+    const m = CHUNK_LINE.exec(text);
+    if (m === null) {
+      if (!text.endsWith('\r')) throw bad('HTTP_BARE_LF', 'a chunk-size line ending in a bare LF');
+      throw bad('HTTP_INVALID_CHUNK_SIZE', `invalid chunk-size line: ${JSON.stringify(text.slice(0, 40))}`);
+    }
+    const hex = m[1]!;
+    if (hex.length > MAX_CHUNK_SIZE_DIGITS) throw bad('HTTP_INVALID_CHUNK_SIZE', 'a chunk size that overflows');
+    const size = parseInt(hex, 16);
+    if (size === 0) {
+      this.rawTrailers = null;
+      this.trailerBytes = 0;
+      this.state = S_TRAILERS;
+      return next;
+    }
+    this.bodyBytes += size;
+    if (this.bodyBytes > this.limits.maxBodySize) {
+      throw new HttpError(413, 'HTTP_BODY_TOO_LARGE', `chunked body over the ${this.limits.maxBodySize}-byte limit`);
+    }
+    this.remaining = size;
+    this.state = S_CHUNK_DATA;
+    return next;
+  }
+
+  private chunkDataEnd(data: Buffer, pos: number): number {
+    // Exactly CRLF after a chunk's data; the CR may have come in the last chunk.
+    if (this.carry === null) {
+      if (data[pos] !== CR) throw bad('HTTP_INVALID_CHUNK', 'chunk data not followed by CRLF');
+      pos++;
+      if (pos === data.length) {
+        this.carry = CR_BUF;
+        return pos;
+      }
+    }
+    this.carry = null;
+    if (data[pos] !== LF) throw bad('HTTP_INVALID_CHUNK', 'chunk data not followed by CRLF');
+    this.state = S_CHUNK_SIZE;
+    return pos + 1;
+  }
+
+  private trailers(data: Buffer, pos: number): number {
+    const limit = this.limits.maxHeaderSize;
+    const got = this.line(data, pos, limit, 'a trailer field line');
+    if (got === null) return data.length;
+    const [text, next] = got;
+    this.trailerBytes += text.length + 1;
+    if (this.trailerBytes > limit) throw tooLarge(`trailer section over ${limit} bytes`);
+    if (text === '\r') {
+      this.end(this.rawTrailers);
+      return next;
+    }
+    if (!text.endsWith('\r')) throw bad('HTTP_BARE_LF', 'a trailer line ending in a bare LF');
+    const raw = this.rawTrailers ?? (this.rawTrailers = []);
+    parseFieldLines(`${text}\n`, 0, raw, this.limits.maxHeaders);
+    return next;
+  }
+}
+
+const CR_BUF = Buffer.from('\r', 'latin1');
+
+/** Names what is wrong with a request line, for the error message. */
+function requestLineError(line: string): HttpError {
+  const parts = line.split(' ');
+  if (parts.length !== 3) {
+    if (line.includes('\r')) return bad('HTTP_BARE_CR', 'a bare CR in the request line');
+    if (line.includes('\n')) return bad('HTTP_BARE_LF', 'a bare LF in the request line');
+    return bad('HTTP_INVALID_REQUEST_LINE', 'a request line that is not "method target version"');
+  }
+  const [method, target, version] = parts as [string, string, string];
+  if (!TOKEN_ONLY.test(method)) return bad('HTTP_INVALID_METHOD', `invalid method: ${JSON.stringify(method.slice(0, 32))}`);
+  if (!/^HTTP\/\d\.\d$/.test(version)) return bad('HTTP_INVALID_VERSION', `invalid HTTP version: ${JSON.stringify(version.slice(0, 32))}`);
+  if (target === '') return bad('HTTP_INVALID_URL', 'an empty request target');
+  return bad('HTTP_INVALID_URL', 'an invalid character in the request target');
+}

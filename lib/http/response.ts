@@ -1,0 +1,395 @@
+// response.ts -- a response with node:http's face: statusCode, setHeader,
+// writeHead, write (false past the high-water mark, then 'drain'), end.
+//
+// The head is built as one string at the first write or at end(). A response
+// ended in one call (res.end(body)) gets a Content-Length and goes out as one
+// write; one written in pieces is chunked (HTTP/1.1) or delimited by the close
+// (HTTP/1.0). Responses to pipelined requests are sent in request order: the
+// connection passes each one's bytes straight through only when it is first
+// in line, and holds the others' until their turn.
+import { EventEmitter } from 'node:events';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from '../socket';
+import { invalidArgType, invalidArgValue } from '../errors';
+import type { IncomingRequest } from './request';
+
+/** What a response needs of its connection. */
+export interface ResponseOwner {
+  readonly socket: Socket;
+  /** Sends (or holds, when not first in line) bytes of res. Returns false past the high-water mark. */
+  _send(res: ServerResponse, data: string | Uint8Array, encoding: BufferEncoding): boolean;
+  /** res has written its last byte. */
+  _responseDone(res: ServerResponse): void;
+  /** The connection will close after res, whatever the request asked for. */
+  _mustClose(res: ServerResponse): boolean;
+}
+
+export type OutgoingHeaderValue = number | string | readonly string[];
+export type OutgoingHeaders = Record<string, OutgoingHeaderValue | undefined>;
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const INVALID_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+function coded(err: Error, code: string): Error {
+  (err as Error & { code: string }).code = code;
+  return err;
+}
+
+function checkName(name: unknown): string {
+  if (typeof name !== 'string' || !TOKEN.test(name)) {
+    throw coded(new TypeError(`Header name must be a valid HTTP token ["${String(name)}"]`), 'ERR_INVALID_HTTP_TOKEN');
+  }
+  return name;
+}
+
+function checkValue(name: string, value: unknown): void {
+  if (value === undefined) throw coded(new TypeError(`Invalid value "undefined" for header "${name}"`), 'ERR_HTTP_INVALID_HEADER_VALUE');
+  const values = Array.isArray(value) ? value : [value];
+  for (const v of values) {
+    if (INVALID_VALUE.test(String(v))) throw coded(new TypeError(`Invalid character in header content ["${name}"]`), 'ERR_INVALID_CHAR');
+  }
+}
+
+function headersSentError(what: string): Error {
+  return coded(new Error(`Cannot ${what} headers after they are sent to the client`), 'ERR_HTTP_HEADERS_SENT');
+}
+
+// ---- the Date header, made at most once a second --------------------------------------
+
+let dateText = '';
+let dateUntil = 0;
+
+/** The current Date header value (RFC 9110 IMF-fixdate), cached for the rest of the second. */
+export function httpDate(): string {
+  const now = Date.now();
+  if (now >= dateUntil) {
+    dateText = new Date(now).toUTCString();
+    dateUntil = now - (now % 1000) + 1000;
+  }
+  return dateText;
+}
+
+// Status lines of the common codes, made once.
+const STATUS_LINES: string[] = [];
+function statusLine(minor: number, code: number, message: string | undefined): string {
+  if (message === undefined && minor === 1) {
+    const cached = STATUS_LINES[code];
+    if (cached !== undefined) return cached;
+    const line = `HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'unknown'}\r\n`;
+    if (code >= 100 && code < 600) STATUS_LINES[code] = line;
+    return line;
+  }
+  return `HTTP/1.${minor} ${code} ${message ?? STATUS_CODES[code] ?? 'unknown'}\r\n`;
+}
+
+const WRITE_ENDED = 1;
+const HEADERS_SENT = 2;
+const CHUNKED = 4;
+const NO_BODY = 8; // HEAD, 1xx, 204, 304: framing headers but no body bytes
+const FINISHED = 16;
+const CLOSE_DELIMITED = 32;
+const DESTROYED = 64;
+
+function emitFinish(res: ServerResponse): void {
+  res.emit('finish');
+  res.emit('close');
+}
+
+export class ServerResponse extends EventEmitter {
+  statusCode = 200;
+  statusMessage: string | undefined = undefined;
+  /** Add a Date header (cached once per second) unless one is set. */
+  sendDate = true;
+  /** The request this responds to. */
+  readonly req: IncomingRequest;
+  /** @internal next response on the same connection */
+  _next: ServerResponse | null = null;
+  /** @internal bytes held while an earlier response is still going out */
+  _held: (string | Uint8Array)[] | null = null;
+  /** @internal */ _heldEncodings: BufferEncoding[] | null = null;
+  /** @internal */ _heldBytes = 0;
+  /** @internal the connection stays open after this response */
+  _keepAlive: boolean;
+  /** @internal wants 'drain' */
+  _needDrain = false;
+  private state = 0;
+  private headers: Record<string, [string, OutgoingHeaderValue]> | null = null;
+  private readonly owner: ResponseOwner;
+
+  /** @internal */
+  constructor(owner: ResponseOwner, req: IncomingRequest) {
+    super();
+    this.owner = owner;
+    this.req = req;
+    this._keepAlive = req._keepAlive;
+    if (req.method === 'HEAD') this.state = NO_BODY;
+  }
+
+  get socket(): Socket {
+    return this.owner.socket;
+  }
+
+  get headersSent(): boolean {
+    return (this.state & HEADERS_SENT) !== 0;
+  }
+
+  /** end() was called. */
+  get writableEnded(): boolean {
+    return (this.state & WRITE_ENDED) !== 0;
+  }
+
+  /** The last byte was handed to the socket. */
+  get writableFinished(): boolean {
+    return (this.state & FINISHED) !== 0;
+  }
+
+  get finished(): boolean {
+    return this.writableEnded;
+  }
+
+  /** The connection closed before the response was finished. */
+  get destroyed(): boolean {
+    return (this.state & DESTROYED) !== 0;
+  }
+
+  // ---- headers ----------------------------------------------------------------------------
+
+  setHeader(name: string, value: OutgoingHeaderValue): this {
+    if (this.headersSent) throw headersSentError('set');
+    checkName(name);
+    checkValue(name, value);
+    (this.headers ??= Object.create(null) as Record<string, [string, OutgoingHeaderValue]>)[name.toLowerCase()] = [name, value];
+    return this;
+  }
+
+  /** Adds a value to a header (set-cookie and the like). */
+  appendHeader(name: string, value: OutgoingHeaderValue): this {
+    const prev = this.getHeader(name);
+    if (prev === undefined) return this.setHeader(name, value);
+    const list = ([] as string[]).concat(Array.isArray(prev) ? prev : [String(prev)], Array.isArray(value) ? value : [String(value)]);
+    return this.setHeader(name, list);
+  }
+
+  getHeader(name: string): OutgoingHeaderValue | undefined {
+    if (typeof name !== 'string') throw invalidArgType('name', 'of type string', name);
+    return this.headers?.[name.toLowerCase()]?.[1];
+  }
+
+  getHeaderNames(): string[] {
+    return this.headers === null ? [] : Object.keys(this.headers);
+  }
+
+  getHeaders(): Record<string, OutgoingHeaderValue> {
+    const out: Record<string, OutgoingHeaderValue> = Object.create(null);
+    if (this.headers !== null) for (const k of Object.keys(this.headers)) out[k] = this.headers[k]![1];
+    return out;
+  }
+
+  hasHeader(name: string): boolean {
+    return this.getHeader(name) !== undefined;
+  }
+
+  removeHeader(name: string): void {
+    if (this.headersSent) throw headersSentError('remove');
+    if (this.headers !== null) delete this.headers[name.toLowerCase()];
+  }
+
+  /**
+   * Sets the status and, optionally, the reason phrase and more headers
+   * (an object, or [name, value, ...]). They are sent with the first write.
+   */
+  writeHead(statusCode: number, statusMessage?: string | OutgoingHeaders | readonly string[], headers?: OutgoingHeaders | readonly string[]): this {
+    if (this.headersSent) throw headersSentError('write');
+    if (typeof statusMessage === 'string') {
+      if (/[\r\n]/.test(statusMessage)) throw invalidArgValue('statusMessage', statusMessage, 'must not contain CR or LF');
+      this.statusMessage = statusMessage;
+    } else if (statusMessage !== undefined) {
+      headers = statusMessage;
+    }
+    const code = statusCode | 0;
+    if (code !== statusCode || code < 100 || code > 999) {
+      throw coded(new RangeError(`Invalid status code: ${String(statusCode)}`), 'ERR_HTTP_INVALID_STATUS_CODE');
+    }
+    this.statusCode = code;
+    if (headers !== undefined && headers !== null) {
+      if (Array.isArray(headers)) {
+        if (headers.length % 2 !== 0) throw invalidArgValue('headers', headers, 'must have an even number of entries');
+        for (let i = 0; i < headers.length; i += 2) this.setHeader(headers[i] as string, headers[i + 1] as string);
+      } else if (typeof headers === 'object') {
+        const obj = headers as OutgoingHeaders;
+        for (const k of Object.keys(obj)) {
+          const v = obj[k];
+          if (v !== undefined) this.setHeader(k, v);
+        }
+      } else {
+        throw invalidArgType('headers', 'an object or an array', headers);
+      }
+    }
+    return this;
+  }
+
+  /** Sends "100 Continue" (for a request that said Expect: 100-continue). */
+  writeContinue(): void {
+    if (this.headersSent || this.destroyed) return;
+    this.owner._send(this, 'HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+
+  /** The head as text; sets the framing. bodyLength is the whole body's size when known. */
+  private buildHead(bodyLength: number): string {
+    const code = this.statusCode;
+    const req = this.req;
+    if (code < 200 || code === 204 || code === 304) this.state |= NO_BODY;
+    let head = statusLine(req.httpVersionMinor, code, this.statusMessage);
+    let hasLength = false;
+    let hasTE = false;
+    let hasDate = false;
+    let keepAlive = this._keepAlive && !this.owner._mustClose(this);
+    const headers = this.headers;
+    if (headers !== null) {
+      for (const key in headers) {
+        const [name, value] = headers[key]!;
+        switch (key) {
+          case 'content-length':
+            hasLength = true;
+            break;
+          case 'transfer-encoding':
+            hasTE = true;
+            if (/(?:^|,)\s*chunked\s*$/i.test(String(value))) this.state |= CHUNKED;
+            break;
+          case 'date':
+            hasDate = true;
+            break;
+          case 'connection':
+            if (/(?:^|,)\s*close\s*(?:,|$)/i.test(String(value))) keepAlive = false;
+            continue; // written below, once the outcome is known
+        }
+        if (Array.isArray(value)) for (const v of value) head += `${name}: ${v}\r\n`;
+        else head += `${name}: ${value}\r\n`;
+      }
+    }
+    if (this.sendDate && !hasDate) head += `Date: ${httpDate()}\r\n`;
+    // 1xx, 204 and 304 carry no framing headers; HEAD carries those a GET would have.
+    const statusNoBody = code < 200 || code === 204 || code === 304;
+    if (!statusNoBody && !hasLength && !hasTE) {
+      if (bodyLength >= 0) {
+        head += `Content-Length: ${bodyLength}\r\n`;
+      } else if (req.httpVersionMinor === 1) {
+        head += 'Transfer-Encoding: chunked\r\n';
+        this.state |= CHUNKED;
+      } else {
+        // HTTP/1.0 without a length: the close ends the body.
+        this.state |= CLOSE_DELIMITED;
+        keepAlive = false;
+      }
+    }
+    this._keepAlive = keepAlive;
+    if (!keepAlive) head += 'Connection: close\r\n';
+    else if (req.httpVersionMinor === 0) head += 'Connection: keep-alive\r\n';
+    this.state |= HEADERS_SENT;
+    return head + '\r\n';
+  }
+
+  /** Forces the head out now, without a body byte. */
+  flushHeaders(): void {
+    if (this.headersSent || this.destroyed) return;
+    this.owner._send(this, this.buildHead(-1), 'latin1');
+  }
+
+  // ---- the body ------------------------------------------------------------------------
+
+  write(chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
+    if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    if (this.writableEnded) {
+      const err = coded(new Error('write after end'), 'ERR_STREAM_WRITE_AFTER_END');
+      if (cb) process.nextTick(cb, err);
+      process.nextTick(() => this.emit('error', err));
+      return false;
+    }
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+      throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', chunk);
+    }
+    const ok = this.writeBody(chunk, encoding ?? 'utf8', false);
+    if (cb) process.nextTick(cb, this.destroyed ? new Error('response destroyed') : null);
+    return ok;
+  }
+
+  end(chunk?: string | Uint8Array | (() => void), encoding?: BufferEncoding | (() => void), cb?: () => void): this {
+    if (typeof chunk === 'function') {
+      cb = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    if (this.writableEnded) {
+      if (cb) process.nextTick(cb);
+      return this;
+    }
+    if (chunk !== undefined && chunk !== null && typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) {
+      throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', chunk);
+    }
+    if (cb) this.once('finish', cb);
+    this.state |= WRITE_ENDED;
+    if (this.destroyed) return this;
+    this.writeBody(chunk ?? '', (encoding as BufferEncoding | undefined) ?? 'utf8', true);
+    this.state |= FINISHED;
+    this.owner._responseDone(this);
+    process.nextTick(emitFinish, this);
+    return this;
+  }
+
+  private writeBody(chunk: string | Uint8Array, encoding: BufferEncoding, last: boolean): boolean {
+    if (this.destroyed) return false;
+    const owner = this.owner;
+    let head = '';
+    if (!this.headersSent) {
+      // A response ended in one call knows its length.
+      const len = last ? (typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : chunk.byteLength) : -1;
+      head = this.buildHead(len);
+    }
+    const state = this.state;
+    if ((state & NO_BODY) !== 0) return owner._send(this, head, 'latin1');
+    if ((state & CHUNKED) === 0) {
+      // Head and a text body in one string: one write, one syscall. The
+      // head is ASCII, the same bytes in each of these encodings.
+      if (typeof chunk === 'string' && (encoding === 'utf8' || encoding === 'latin1' || encoding === 'ascii')) {
+        return owner._send(this, head + chunk, encoding);
+      }
+      if (head !== '') owner._send(this, head, 'latin1');
+      return owner._send(this, chunk, encoding);
+    }
+    // Chunked: size line, data, CRLF; the last-chunk after the final one.
+    const tail = last ? '\r\n0\r\n\r\n' : '\r\n';
+    const empty = typeof chunk === 'string' ? chunk.length === 0 : chunk.byteLength === 0;
+    if (empty) return owner._send(this, last ? head + '0\r\n\r\n' : head, 'latin1');
+    const size = typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : chunk.byteLength;
+    if (typeof chunk === 'string' && (encoding === 'utf8' || encoding === 'latin1')) {
+      return owner._send(this, `${head}${size.toString(16)}\r\n${chunk}${tail}`, encoding);
+    }
+    const sock = owner.socket;
+    sock.cork();
+    owner._send(this, `${head}${size.toString(16)}\r\n`, 'latin1');
+    owner._send(this, chunk, encoding);
+    const ok = owner._send(this, tail, 'latin1');
+    sock.uncork();
+    return ok;
+  }
+
+  /** @internal The connection closed before this response finished. */
+  _destroy(): void {
+    if ((this.state & (FINISHED | DESTROYED)) !== 0) return;
+    this.state |= DESTROYED;
+    process.nextTick(() => this.emit('close'));
+  }
+
+  /** @internal The bytes of this response may now go out ('drain' if someone waits). */
+  _drained(): void {
+    if (this._needDrain) {
+      this._needDrain = false;
+      this.emit('drain');
+    }
+  }
+}
