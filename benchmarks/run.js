@@ -22,7 +22,8 @@
 //   --quick                  CI smoke run: 1 round of 1 s per row, 2,000 idle
 //                            connections, 100k timer pairs (about 2 minutes)
 //   --only a,b               scenarios to run (ids above; default all)
-//   --candidates a,b         subset of: http, net, iomux, iomux-standalone, iomux-uring
+//   --candidates a,b         subset of: http, net, iomux, iomux-standalone, iomux-uring,
+//                            iomux-http, iomux-http-uring
 //   --rounds N               rounds per candidate (default 3); the order
 //                            rotates each round: A B C, B C A, C A B
 //   --duration S             seconds per timed phase (default 3)
@@ -229,9 +230,7 @@ function snapshotIomux(dir) {
   }
   const snap = path.join(dir, 'iomux');
   fs.mkdirSync(path.join(snap, 'dist'), { recursive: true });
-  for (const f of fs.readdirSync(dist)) {
-    if (f.endsWith('.js')) fs.copyFileSync(path.join(dist, f), path.join(snap, 'dist', f));
-  }
+  fs.cpSync(dist, path.join(snap, 'dist'), { recursive: true, filter: (f) => !/\.(map|d\.ts)$/.test(f) });
   fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(snap, 'package.json'));
   let copied = false;
   for (const sub of ['build/Release', 'build/Debug']) {

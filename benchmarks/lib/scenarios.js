@@ -36,9 +36,15 @@ const CANDIDATES = {
     id: 'iomux-uring', label: 'iomux io_uring', impl: 'iomux', iomux: true, uring: true,
     env: { IOMUX_BACKEND: 'io_uring' },
   },
+  'iomux-http': { id: 'iomux-http', label: 'iomux http', impl: 'iomux-http', iomux: true, env: { IOMUX_BACKEND: 'epoll' } },
+  'iomux-http-uring': {
+    id: 'iomux-http-uring', label: 'iomux http io_uring', impl: 'iomux-http', iomux: true, uring: true,
+    env: { IOMUX_BACKEND: 'io_uring' },
+  },
 };
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
-const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES];
+// The HTTP rows also compare the two full HTTP servers: node:http and iomux.http.
+const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES, 'iomux-http', 'iomux-http-uring'];
 
 // Timer micro-benchmark candidates (one process each, no server).
 const TIMER_CANDIDATES = {

@@ -17,7 +17,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const IOMUX_IMPLS = ['iomux', 'iomux-standalone'];
+const IOMUX_IMPLS = ['iomux', 'iomux-standalone', 'iomux-http', 'iomux-http-standalone'];
 
 function isIomux(impl) {
   return IOMUX_IMPLS.includes(impl);
@@ -96,7 +96,7 @@ function serve({ name, impl, iomux, server, port, app }) {
     writeLine(`listening ${actual} ${iomux ? iomux.loop.backend : 'libuv'}`);
   });
 
-  if (impl === 'iomux-standalone') {
+  if (impl === 'iomux-standalone' || impl === 'iomux-http-standalone') {
     // Hand the thread to iomux's own blocking wait, from the top level of
     // the script. Node's own loop is serviced through its backend fd, so
     // signals and the listen callback above still arrive.

@@ -1,7 +1,7 @@
 'use strict';
 // Hello-world HTTP/1.1 responder used by benchmarks/run.js.
 //
-//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone|http> <port> [keepalive|close]
+//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone|http|iomux-http|iomux-http-standalone> <port> [keepalive|close]
 //
 // net, iomux and iomux-standalone run the same code: count the request
 // terminators "\r\n\r\n" in the incoming bytes (a terminator may be split
@@ -9,7 +9,9 @@
 // each with a fixed, preallocated response, all of a chunk's responses in one
 // write. Nothing else about HTTP is parsed: the point is the socket layer,
 // not a parser. `http` is node:http with the same response bytes (no Date
-// header), the reference for "what you would use otherwise".
+// header), the reference for "what you would use otherwise". iomux-http is
+// iomux's own HTTP server (iomux.http) with the same handler as node:http:
+// a full parse of every request, the same response headers.
 //
 // keepalive (default): connections stay open. close: every response carries
 // "Connection: close" and the server closes the connection after it
@@ -21,7 +23,7 @@
 
 const { isIomux, loadIomux, usage, parsePort, serve } = require('./common');
 
-const IMPLS = ['net', 'iomux', 'iomux-standalone', 'http'];
+const IMPLS = ['net', 'iomux', 'iomux-standalone', 'http', 'iomux-http', 'iomux-http-standalone'];
 const impl = process.argv[2];
 const port = parsePort(process.argv[3]);
 const mode = process.argv[4] || 'keepalive';
@@ -104,8 +106,12 @@ function onConnection(sock) {
 let iomux = null;
 let server;
 
-if (impl === 'http') {
-  const http = require('http');
+if (impl === 'http' || impl === 'iomux-http' || impl === 'iomux-http-standalone') {
+  let http = require('http');
+  if (impl !== 'http') {
+    iomux = loadIomux();
+    http = iomux.http;
+  }
   const headers = { 'Content-Length': '12', 'Content-Type': 'text/plain' };
   if (close) headers.Connection = 'close';
   server = http.createServer((req, res) => {
