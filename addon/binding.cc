@@ -55,6 +55,7 @@ struct Native {
   bool standalone = false;
   bool closing = false;
   bool in_iteration = false;
+  char scratch[64 * 1024];  // writeString's encoding buffer
 };
 
 void ArmTimer(Native *n);
@@ -312,6 +313,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("setSlab", &Binding::SetSlab),
       InstanceMethod("write", &Binding::Write),
       InstanceMethod("writev", &Binding::Writev),
+      InstanceMethod("writeString", &Binding::WriteString),
       InstanceMethod("queued", &Binding::Queued),
       InstanceMethod("shutdown", &Binding::Shutdown),
       InstanceMethod("close", &Binding::Close),
@@ -437,6 +439,24 @@ class Binding : public Napi::Addon<Binding> {
       return Num(info.Env(), -EINVAL);
     return Num(info.Env(), static_cast<double>(
         iomux_write(L(), I32(info, 0), data, len, Bool(info, 2))));
+  }
+
+  // writeString(id, string, latin1, notify) -> bytes queued, or -errno.
+  // Encodes into a scratch buffer the core copies from (it queues only what
+  // the kernel refuses), so a text response costs no Buffer. The caller keeps
+  // strings under a third of the scratch size (UTF-8 takes at most 3 bytes per
+  // UTF-16 unit); -EMSGSIZE tells it to fall back anyway.
+  Napi::Value WriteString(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    char *buf = n_->scratch;
+    size_t len = 0;
+    napi_status st = Bool(info, 2)
+        ? napi_get_value_string_latin1(env, info[1], buf, sizeof n_->scratch, &len)
+        : napi_get_value_string_utf8(env, info[1], buf, sizeof n_->scratch, &len);
+    if (st != napi_ok) return Num(env, -EINVAL);
+    if (len + 1 >= sizeof n_->scratch) return Num(env, -EMSGSIZE);
+    return Num(env, static_cast<double>(
+        iomux_write(L(), I32(info, 0), buf, len, Bool(info, 3))));
   }
 
   // writev(id, Uint8Array[], notify)

@@ -6,6 +6,7 @@ export interface Binding {
   setSlab(slab: ArrayBuffer, pos: number): void;
   write(id: number, data: Uint8Array, notify: boolean): number;
   writev(id: number, chunks: Uint8Array[], notify: boolean): number;
+  writeString(id: number, text: string, latin1: boolean, notify: boolean): number;
   queued(id: number): number;
   shutdown(id: number): number;
   close(id: number): number;

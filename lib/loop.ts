@@ -5,6 +5,7 @@
 import {
   binding, EV_ACCEPT, EV_ACCEPT_ERROR, EV_CONNECT, EV_DATA, EV_DRAIN, EV_EOF, EV_ERROR, EV_TIMEOUT, EV_TIMER,
 } from './binding';
+import { performance } from 'node:perf_hooks';
 import { errnoException, invalidArgType } from './errors';
 
 /** What the loop calls on a connected socket. */
@@ -159,6 +160,9 @@ export class Loop {
   private slabKept = 0;
   private refs = 0;
   private isStandalone = false;
+  /** performance.now() as first read in the batch being dispatched; -1 when not read yet or outside a batch. */
+  private batchNow = -1;
+  private inBatch = false;
 
   constructor() {
     binding.init(this.records, this.slab, (count) => this.dispatch(count));
@@ -239,6 +243,16 @@ export class Loop {
     timer._id = -1;
   }
 
+  /**
+   * @internal performance.now(), read at most once per batch: what a batch
+   * does happens at one instant as far as millisecond deadlines go.
+   */
+  _now(): number {
+    if (!this.inBatch) return performance.now();
+    if (this.batchNow < 0) this.batchNow = performance.now();
+    return this.batchNow;
+  }
+
   /** @internal One more handle keeps the process alive. */
   _ref(): void {
     if (this.refs++ === 0) binding.setRef(true);
@@ -262,6 +276,8 @@ export class Loop {
   private dispatch(count: number): number {
     const rec = this.records;
     let kept = this.slabKept;
+    this.inBatch = true;
+    this.batchNow = -1;
     for (let i = 0; i < count; i++) {
       const o = i << 2;
       const id = rec[o + 1]!;
@@ -322,6 +338,7 @@ export class Loop {
         process.nextTick(rethrow, err);
       }
     }
+    this.inBatch = false;
     // Views handed out in this batch or an earlier one stay intact: reads go
     // above them, and once too little room is left, into a new slab.
     if (kept === 0) return 0;

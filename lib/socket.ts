@@ -33,6 +33,10 @@ export interface SocketOwner {
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 const EMPTY = Buffer.alloc(0);
+const EMSGSIZE = 90;
+// Longest string handed to the core to encode: its scratch buffer is 64 KiB,
+// and UTF-8 takes at most 3 bytes per UTF-16 unit.
+const STRING_WRITE_MAX = 21_000;
 const FAMILY_NAMES: Record<number, string> = { [AF_INET]: 'IPv4', [AF_INET6]: 'IPv6', [AF_UNIX]: 'unix' };
 
 function ipv4Text(w: number): string {
@@ -397,7 +401,7 @@ export class Socket extends EventEmitter implements StreamHandle {
     if (pre !== null) {
       this.preConnect = null;
       this.preConnectBytes = 0;
-      for (const [chunk, cb] of pre) this.writeNative(chunk, cb);
+      for (const [chunk, cb] of pre) this.writeNative(chunk, chunk.length, false, cb);
     }
     if (this.writableEnded) this.shutdownNative();
   }
@@ -542,9 +546,25 @@ export class Socket extends EventEmitter implements StreamHandle {
       cb = encoding;
       encoding = undefined;
     }
-    let chunk: Uint8Array;
-    if (typeof data === 'string') chunk = Buffer.from(data, encoding ?? 'utf8');
-    else if (data instanceof Uint8Array) chunk = data;
+    let chunk: Uint8Array | string;
+    let size: number;
+    let latin1 = false;
+    if (typeof data === 'string') {
+      // Text the core can encode itself (UTF-8 or Latin-1, short enough for
+      // its scratch buffer) goes to it as a string: no Buffer is made.
+      const enc = encoding ?? 'utf8';
+      latin1 = enc === 'latin1' || enc === 'binary' || enc === 'ascii';
+      if (data.length <= STRING_WRITE_MAX && (latin1 || enc === 'utf8' || enc === 'utf-8')) {
+        chunk = data;
+        size = latin1 ? data.length : Buffer.byteLength(data, 'utf8');
+      } else {
+        chunk = Buffer.from(data, enc);
+        size = chunk.length;
+      }
+    } else if (data instanceof Uint8Array) {
+      chunk = data;
+      size = data.length;
+    }
     else throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
     if (this.writableEnded) {
@@ -556,19 +576,24 @@ export class Socket extends EventEmitter implements StreamHandle {
       return false;
     }
     if (this._id < 0 || this.fallbacks !== null) { // a lookup or a first attempt is under way
+      if (typeof chunk === 'string') chunk = Buffer.from(chunk, latin1 ? 'latin1' : 'utf8');
       (this.preConnect ??= []).push([chunk, cb]);
-      this.preConnectBytes += chunk.length;
-      this.bytesWritten += chunk.length;
+      this.preConnectBytes += size!;
+      this.bytesWritten += size!;
       if (this.preConnectBytes >= this.writableHighWaterMark) this.needDrain = true;
       return !this.needDrain;
     }
-    this.bytesWritten += chunk.length;
-    return this.writeNative(chunk, cb);
+    this.bytesWritten += size!;
+    return this.writeNative(chunk, size!, latin1, cb);
   }
 
-  private writeNative(chunk: Uint8Array, cb: ((err?: Error | null) => void) | undefined): boolean {
-    const notify = cb !== undefined || this.queuedEstimate + chunk.length >= this.writableHighWaterMark;
-    const q = binding.write(this._id, chunk, notify);
+  private writeNative(chunk: Uint8Array | string, size: number, latin1: boolean,
+    cb: ((err?: Error | null) => void) | undefined): boolean {
+    const notify = cb !== undefined || this.queuedEstimate + size >= this.writableHighWaterMark;
+    let q = typeof chunk === 'string'
+      ? binding.writeString(this._id, chunk, latin1, notify)
+      : binding.write(this._id, chunk, notify);
+    if (q === -EMSGSIZE) q = binding.write(this._id, Buffer.from(chunk as string, latin1 ? 'latin1' : 'utf8'), notify);
     if (q < 0) {
       const err = errnoException(-q, 'write');
       if (cb) process.nextTick(cb, err);

@@ -184,6 +184,10 @@ t.test('string writes with encodings; bytesWritten counts bytes, not characters'
     ['utf-16 ✓', 'utf16le'],
     ['plain ascii', 'ascii'],
     ['_-_-base64url', 'base64url'],
+    // Near and past the length the core encodes itself (longer ones become Buffers).
+    ['x✓'.repeat(10_000), 'utf8'],
+    ['é'.repeat(30_000), 'utf8'],
+    ['\u00ff\u0080'.repeat(15_000), 'latin1'],
   ];
   const expected = Buffer.concat([
     ...parts.map(([s, enc]) => Buffer.from(s, enc)),

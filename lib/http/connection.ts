@@ -10,7 +10,6 @@
 //   a body under way: requestTimeout from the request's first byte
 //   between requests: keepAliveTimeout from the last response
 //   a handler at work: none
-import { performance } from 'node:perf_hooks';
 import { loop, type Timer } from '../loop';
 import type { Socket } from '../socket';
 import { HttpError, RequestParser, type ParserHandler, type ParserLimits, type RequestHead } from './parser';
@@ -95,7 +94,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     socket.on('drain', () => this.first?._drained());
     socket.on('error', () => {}); // 'close' follows; the peer's errors are not ours to throw
     socket.on('close', () => this.onClose());
-    const now = performance.now();
+    const now = loop._now();
     this.requestStart = now;
     this.deadline = Infinity;
     this.setDeadline(now + server._headersTimeout, now);
@@ -111,7 +110,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private onData(chunk: Buffer): void {
     const parser = this.parser;
     if (parser.dead) return; // closing: what the client still sends is dropped
-    const now = performance.now();
+    const now = loop._now();
     this.now = now;
     if (parser.idle) this.requestStart = now;
     try {
@@ -246,7 +245,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     } else if (this.noMore && this.req === null) {
       this.endAndClose();
     } else if (this.parser.idle && !this.closing) {
-      const now = performance.now();
+      const now = loop._now();
       this.setDeadline(now + this.server._keepAliveTimeout, now);
     }
   }
@@ -307,7 +306,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private onTimer(): void {
     this.armedAt = Infinity;
     if (this.closed) return;
-    const now = performance.now();
+    const now = loop._now();
     if (now < this.deadline) {
       if (this.deadline !== Infinity) this.setDeadline(this.deadline, now);
       return;
@@ -355,7 +354,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     this.errorText = null;
     this.closing = true;
     this.socket.end(text, 'latin1');
-    const now = performance.now();
+    const now = loop._now();
     this.setDeadline(now + LINGER_MS, now);
   }
 

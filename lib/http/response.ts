@@ -89,6 +89,10 @@ const NO_BODY = 8; // HEAD, 1xx, 204, 304: framing headers but no body bytes
 const FINISHED = 16;
 const CLOSE_DELIMITED = 32;
 const DESTROYED = 64;
+const HAS_LENGTH = 128;
+const HAS_TE = 256;
+const HAS_DATE = 512;
+const HEAD_WRITTEN = 1024; // writeHead() was called: no more setHeader()
 
 function emitFinish(res: ServerResponse): void {
   res.emit('finish');
@@ -114,6 +118,12 @@ export class ServerResponse extends EventEmitter {
   _needDrain = false;
   private state = 0;
   private headers: Record<string, [string, OutgoingHeaderValue]> | null = null;
+  /** Trailer field lines for a chunked body ('' when none). */
+  private trailerText = '';
+  /** writeContinue() sent "100 Continue". */
+  private sent100 = false;
+  /** Header lines rendered by writeHead(). */
+  private lines = '';
   private readonly owner: ResponseOwner;
 
   /** @internal */
@@ -155,7 +165,7 @@ export class ServerResponse extends EventEmitter {
   // ---- headers ----------------------------------------------------------------------------
 
   setHeader(name: string, value: OutgoingHeaderValue): this {
-    if (this.headersSent) throw headersSentError('set');
+    if ((this.state & (HEAD_WRITTEN | HEADERS_SENT)) !== 0) throw headersSentError('set');
     checkName(name);
     checkValue(name, value);
     (this.headers ??= Object.create(null) as Record<string, [string, OutgoingHeaderValue]>)[name.toLowerCase()] = [name, value];
@@ -190,16 +200,17 @@ export class ServerResponse extends EventEmitter {
   }
 
   removeHeader(name: string): void {
-    if (this.headersSent) throw headersSentError('remove');
+    if ((this.state & (HEAD_WRITTEN | HEADERS_SENT)) !== 0) throw headersSentError('remove');
     if (this.headers !== null) delete this.headers[name.toLowerCase()];
   }
 
   /**
    * Sets the status and, optionally, the reason phrase and more headers
-   * (an object, or [name, value, ...]). They are sent with the first write.
+   * (an object, or [name, value, ...]), which join those of setHeader().
+   * As in node, no header can be set after it; they go out with the first write.
    */
   writeHead(statusCode: number, statusMessage?: string | OutgoingHeaders | readonly string[], headers?: OutgoingHeaders | readonly string[]): this {
-    if (this.headersSent) throw headersSentError('write');
+    if ((this.state & (HEAD_WRITTEN | HEADERS_SENT)) !== 0) throw headersSentError('write');
     if (typeof statusMessage === 'string') {
       if (/[\r\n]/.test(statusMessage)) throw invalidArgValue('statusMessage', statusMessage, 'must not contain CR or LF');
       this.statusMessage = statusMessage;
@@ -212,26 +223,80 @@ export class ServerResponse extends EventEmitter {
     }
     this.statusCode = code;
     if (headers !== undefined && headers !== null) {
+      // Rendered now, without a stop in the headers map: the common
+      // writeHead(status, {...}) then end(body) costs one string.
       if (Array.isArray(headers)) {
         if (headers.length % 2 !== 0) throw invalidArgValue('headers', headers, 'must have an even number of entries');
-        for (let i = 0; i < headers.length; i += 2) this.setHeader(headers[i] as string, headers[i + 1] as string);
+        for (let i = 0; i < headers.length; i += 2) this.addLine(checkName(headers[i]), headers[i + 1] as string);
       } else if (typeof headers === 'object') {
         const obj = headers as OutgoingHeaders;
-        for (const k of Object.keys(obj)) {
+        for (const k in obj) {
           const v = obj[k];
-          if (v !== undefined) this.setHeader(k, v);
+          if (v !== undefined) this.addLine(checkName(k), v);
         }
       } else {
         throw invalidArgType('headers', 'an object or an array', headers);
       }
     }
+    this.state |= HEAD_WRITTEN;
     return this;
   }
 
   /** Sends "100 Continue" (for a request that said Expect: 100-continue). */
   writeContinue(): void {
     if (this.headersSent || this.destroyed) return;
+    this.sent100 = true;
     this.owner._send(this, 'HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+  }
+
+  /**
+   * Trailer fields, sent after the last chunk of a chunked body (an object,
+   * or [name, value] pairs). Ignored when the body is not chunked.
+   */
+  addTrailers(headers: OutgoingHeaders | readonly (readonly [string, string])[]): void {
+    if (headers === null || typeof headers !== 'object') throw invalidArgType('headers', 'an object or an array', headers);
+    let text = '';
+    const add = (name: string, value: OutgoingHeaderValue) => {
+      checkName(name);
+      checkValue(name, value);
+      if (Array.isArray(value)) for (const v of value) text += `${name}: ${v}\r\n`;
+      else text += `${name}: ${value}\r\n`;
+    };
+    if (Array.isArray(headers)) {
+      for (const [name, value] of headers as readonly (readonly [string, string])[]) add(name, value);
+    } else {
+      const obj = headers as OutgoingHeaders;
+      for (const k of Object.keys(obj)) {
+        const v = obj[k];
+        if (v !== undefined) add(k, v);
+      }
+    }
+    this.trailerText += text;
+  }
+
+  /** Appends a header line, noting the headers that decide the framing. */
+  private addLine(name: string, value: OutgoingHeaderValue): void {
+    checkValue(name, value);
+    const n = name.length;
+    if (n === 14 || n === 17 || n === 4 || n === 10) {
+      switch (name.toLowerCase()) {
+        case 'content-length':
+          this.state |= HAS_LENGTH;
+          break;
+        case 'transfer-encoding':
+          this.state |= HAS_TE;
+          if (/(?:^|,)\s*chunked\s*$/i.test(String(value))) this.state |= CHUNKED;
+          break;
+        case 'date':
+          this.state |= HAS_DATE;
+          break;
+        case 'connection':
+          if (/(?:^|,)\s*close\s*(?:,|$)/i.test(String(value))) this._keepAlive = false;
+          return; // written by buildHead, once the outcome is known
+      }
+    }
+    if (Array.isArray(value)) for (const v of value) this.lines += `${name}: ${v}\r\n`;
+    else this.lines += `${name}: ${value}\r\n`;
   }
 
   /** The head as text; sets the framing. bodyLength is the whole body's size when known. */
@@ -239,38 +304,27 @@ export class ServerResponse extends EventEmitter {
     const code = this.statusCode;
     const req = this.req;
     if (code < 200 || code === 204 || code === 304) this.state |= NO_BODY;
-    let head = statusLine(req.httpVersionMinor, code, this.statusMessage);
-    let hasLength = false;
-    let hasTE = false;
-    let hasDate = false;
-    let keepAlive = this._keepAlive && !this.owner._mustClose(this);
     const headers = this.headers;
     if (headers !== null) {
+      const before = this.lines;
+      this.lines = '';
       for (const key in headers) {
         const [name, value] = headers[key]!;
-        switch (key) {
-          case 'content-length':
-            hasLength = true;
-            break;
-          case 'transfer-encoding':
-            hasTE = true;
-            if (/(?:^|,)\s*chunked\s*$/i.test(String(value))) this.state |= CHUNKED;
-            break;
-          case 'date':
-            hasDate = true;
-            break;
-          case 'connection':
-            if (/(?:^|,)\s*close\s*(?:,|$)/i.test(String(value))) keepAlive = false;
-            continue; // written below, once the outcome is known
-        }
-        if (Array.isArray(value)) for (const v of value) head += `${name}: ${v}\r\n`;
-        else head += `${name}: ${value}\r\n`;
+        this.addLine(name, value);
       }
+      this.lines += before;
     }
-    if (this.sendDate && !hasDate) head += `Date: ${httpDate()}\r\n`;
+    let head = statusLine(req.httpVersionMinor, code, this.statusMessage) + this.lines;
+    const state = this.state;
+    let keepAlive = this._keepAlive && !this.owner._mustClose(this);
+    // RFC 9110 §10.1.1: a final status to a request that awaits "100
+    // Continue" leaves it open whether the client sends the body: the
+    // connection cannot carry another request.
+    if (req._expect !== undefined && !this.sent100 && !req.complete) keepAlive = false;
+    if (this.sendDate && (state & HAS_DATE) === 0) head += `Date: ${httpDate()}\r\n`;
     // 1xx, 204 and 304 carry no framing headers; HEAD carries those a GET would have.
     const statusNoBody = code < 200 || code === 204 || code === 304;
-    if (!statusNoBody && !hasLength && !hasTE) {
+    if (!statusNoBody && (state & (HAS_LENGTH | HAS_TE)) === 0) {
       if (bodyLength >= 0) {
         head += `Content-Length: ${bodyLength}\r\n`;
       } else if (req.httpVersionMinor === 1) {
@@ -337,7 +391,9 @@ export class ServerResponse extends EventEmitter {
     this.writeBody(chunk ?? '', (encoding as BufferEncoding | undefined) ?? 'utf8', true);
     this.state |= FINISHED;
     this.owner._responseDone(this);
-    process.nextTick(emitFinish, this);
+    // 'finish' and 'close' follow on the next tick, as node's do; with no
+    // listener at all (a plain res.end()) there is nothing to schedule.
+    if ((this as unknown as { _eventsCount: number })._eventsCount > 0) process.nextTick(emitFinish, this);
     return this;
   }
 
@@ -362,9 +418,9 @@ export class ServerResponse extends EventEmitter {
       return owner._send(this, chunk, encoding);
     }
     // Chunked: size line, data, CRLF; the last-chunk after the final one.
-    const tail = last ? '\r\n0\r\n\r\n' : '\r\n';
+    const tail = last ? `\r\n0\r\n${this.trailerText}\r\n` : '\r\n';
     const empty = typeof chunk === 'string' ? chunk.length === 0 : chunk.byteLength === 0;
-    if (empty) return owner._send(this, last ? head + '0\r\n\r\n' : head, 'latin1');
+    if (empty) return owner._send(this, last ? `${head}0\r\n${this.trailerText}\r\n` : head, 'latin1');
     const size = typeof chunk === 'string' ? Buffer.byteLength(chunk, encoding) : chunk.byteLength;
     if (typeof chunk === 'string' && (encoding === 'utf8' || encoding === 'latin1')) {
       return owner._send(this, `${head}${size.toString(16)}\r\n${chunk}${tail}`, encoding);

@@ -77,8 +77,10 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
       maxHeaders: countOption(o, 'maxHeaders', DEFAULT_LIMITS.maxHeaders, 1),
       maxBodySize: countOption(o, 'maxBodySize', DEFAULT_LIMITS.maxBodySize, 0),
     };
-    this._headersTimeout = timeoutOption(o, 'headersTimeout', 60_000, false);
     this._requestTimeout = timeoutOption(o, 'requestTimeout', 300_000, true);
+    // The head is part of the request: a requestTimeout shorter than
+    // headersTimeout bounds the head too.
+    this._headersTimeout = Math.min(timeoutOption(o, 'headersTimeout', 60_000, false), this._requestTimeout);
     this._keepAliveTimeout = timeoutOption(o, 'keepAliveTimeout', 5_000, false);
     this._maxRequestsPerSocket = countOption(o, 'maxRequestsPerSocket', 0, 0);
     this._maxPipelined = countOption(o, 'maxPipelinedRequests', 64, 1);
