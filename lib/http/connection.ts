@@ -152,8 +152,9 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     this.requests++;
     if (server._maxRequestsPerSocket > 0 && this.requests >= server._maxRequestsPerSocket) this.noMore = true;
     if (++this.waiting >= server._maxPipelined) this.pause(PAUSE_PIPELINE);
-    if (head.expect !== undefined) {
-      if (head.expect !== '100-continue' || head.versionMinor !== 1) {
+    // RFC 9110 §10.1.1: an HTTP/1.0 request's expectations are ignored.
+    if (head.expect !== undefined && head.versionMinor === 1) {
+      if (head.expect !== '100-continue') {
         // RFC 9110 §10.1.1: an expectation that cannot be met.
         this.noMore = true;
         res.writeHead(417).end();

@@ -44,7 +44,7 @@ export class IncomingRequest extends EventEmitter {
   /** Names as received and values, alternating. */
   readonly rawHeaders: string[];
   /** Filled in when a chunked body's trailer section arrives. */
-  trailers: Record<string, string> = {};
+  trailers: Record<string, string> = Object.create(null);
   rawTrailers: string[] = [];
   /** The whole request, body included, has been received. */
   complete = false;

@@ -178,7 +178,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
 
   /** @internal */
   _dispatch(req: IncomingRequest, res: ServerResponse): void {
-    if (req._expect === '100-continue' && !req.complete) {
+    if (req._expect === '100-continue' && req.httpVersionMinor === 1 && !req.complete) {
       // RFC 9110 §10.1.1: the client waits for 100 before it sends the body.
       if (this.listenerCount('checkContinue') > 0) {
         this.emit('checkContinue', req, res);
