@@ -73,6 +73,47 @@ export interface RequestHead {
   expect: string | undefined;
 }
 
+/**
+ * Joins header fields into an object keyed by lower-cased name: repeated
+ * fields joined with ', ' ('; ' for cookie), set-cookie always an array. The
+ * object has no prototype, so a field named __proto__ is just a field.
+ */
+export function joinHeaders(raw: readonly string[]): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = Object.create(null);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = lowerName(raw[i]!);
+    const value = raw[i + 1]!;
+    const prev = headers[name];
+    if (prev === undefined) {
+      headers[name] = name === 'set-cookie' ? [value] : value;
+    } else if (Array.isArray(prev)) {
+      prev.push(value);
+    } else {
+      headers[name] = prev + (name === 'cookie' ? '; ' : ', ') + value;
+    }
+  }
+  return headers;
+}
+
+/** A head as the parser makes it: the headers object is built on first use. */
+class ParsedHead implements RequestHead {
+  private joined: Record<string, string | string[]> | undefined = undefined;
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    readonly versionMinor: number,
+    readonly rawHeaders: string[],
+    readonly keepAlive: boolean,
+    readonly bodyKind: number,
+    readonly contentLength: number,
+    readonly expect: string | undefined,
+  ) {}
+
+  get headers(): Record<string, string | string[]> {
+    return (this.joined ??= joinHeaders(this.rawHeaders));
+  }
+}
+
 export interface ParserHandler {
   /** A head is complete. Called before any of its body. */
   onHead(head: RequestHead): void;
@@ -98,6 +139,10 @@ const CHUNK_LINE = /^([0-9A-Fa-f]+)(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?\r$/;
 const LEADING_ZEROS = /^0+/;
 
 const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
+// Buffer's own latin1 decoder, without toString()'s argument handling.
+type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
+// Bytes of a chunk decoded at a time to look for a head's end (see head()).
+const TEXT_WINDOW = 2048;
 const CR = 13;
 const LF = 10;
 const MAX_CHUNK_LINE = 4096;
@@ -246,6 +291,10 @@ function indexIn(buf: Buffer, byte: number, from: number, to: number): number {
 export class RequestParser {
   private state = S_HEAD;
   /** A head that arrived in pieces: its bytes so far are hbuf[0, hlen). */
+  /** A latin1 string of data[textBase..] of the chunk being parsed (see head()). */
+  private text = '';
+  private textBase = 0;
+  private textOf: Buffer | null = null;
   private hbuf: Buffer | null = null;
   private hlen = 0;
   /** Of the partial head: bytes already checked for bare LFs; whether its request line's LF was seen. */
@@ -313,6 +362,8 @@ export class RequestParser {
       this.state = S_DEAD;
       this.drop();
       throw err;
+    } finally {
+      this.dropText();
     }
   }
 
@@ -377,11 +428,34 @@ export class RequestParser {
     while (data[pos] === CR && pos + 1 < len && data[pos + 1] === LF) pos += 2;
     if (pos === len) return len;
     const limit = this.limits.maxHeaderSize;
-    const end = data.indexOf(CRLF2, pos);
+    // The search runs on a latin1 string of the chunk (one byte, one char),
+    // made once per chunk however many pipelined heads it holds: V8 searches
+    // and slices strings without leaving JavaScript.
+    // A short window first: heads are small, and a body that follows its
+    // head in the chunk is not worth decoding.
+    let text = this.text;
+    let base = this.textBase;
+    if (this.textOf !== data || pos < base || pos >= base + text.length) {
+      base = pos;
+      text = (data as LatinBuffer).latin1Slice(pos, Math.min(len, pos + TEXT_WINDOW));
+      this.text = text;
+      this.textBase = base;
+      this.textOf = data;
+    }
+    let found = text.indexOf('\r\n\r\n', pos - base);
+    if (found < 0 && base + text.length < Math.min(len, pos + limit + 4)) {
+      base = pos;
+      text = (data as LatinBuffer).latin1Slice(pos, Math.min(len, pos + limit + 4));
+      this.text = text;
+      this.textBase = base;
+      found = text.indexOf('\r\n\r\n');
+    }
+    const end = found < 0 ? -1 : found + base;
     if (end >= 0 && end - pos <= limit) {
-      this.parseHead(data.toString('latin1', pos, end + 2));
+      this.parseHead(text.slice(pos - base, found + 2));
       return end + 4;
     }
+    this.textOf = null;
     // No complete head within the limit: check what there is, as a head
     // arriving in pieces is (this throws if the limit is passed).
     this.hScanned = 0;
@@ -395,6 +469,12 @@ export class RequestParser {
     this.hbuf = buf;
     this.hlen = n;
     return len;
+  }
+
+  /** Forgets the chunk's text once execute() returns (the chunk may be reused). */
+  private dropText(): void {
+    this.textOf = null;
+    this.text = '';
   }
 
   /** More of a head that began in an earlier chunk. */
@@ -487,16 +567,19 @@ export class RequestParser {
   }
 
   private headParsed(method: string, url: string, minor: number, raw: string[]): void {
-    const headers: Record<string, string | string[]> = Object.create(null);
     let contentLength = -1;
     let te: string | undefined;
     let connection: string | undefined;
     let expect: string | undefined;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
-      const name = lowerName(raw[i]!);
+      // Only five names matter to the framing; their lengths pick them out
+      // before any lower-casing.
+      const rawName = raw[i]!;
+      const n = rawName.length;
+      if (n !== 4 && n !== 6 && n !== 10 && n !== 14 && n !== 17) continue;
       const value = raw[i + 1]!;
-      switch (name) {
+      switch (lowerName(rawName)) {
         case 'content-length': {
           // A list of identical values is one length (RFC 9110 §8.6); any
           // disagreement is a smuggling attempt.
@@ -529,14 +612,6 @@ export class RequestParser {
         case 'expect':
           expect = value.toLowerCase();
           break;
-      }
-      const prev = headers[name];
-      if (prev === undefined) {
-        headers[name] = name === 'set-cookie' ? [value] : value;
-      } else if (Array.isArray(prev)) {
-        prev.push(value);
-      } else {
-        headers[name] = prev + (name === 'cookie' ? '; ' : ', ') + value;
       }
     }
     // RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
@@ -583,17 +658,8 @@ export class RequestParser {
       }
     }
 
-    const head: RequestHead = {
-      method,
-      url,
-      versionMinor: minor,
-      rawHeaders: raw,
-      headers,
-      keepAlive,
-      bodyKind,
-      contentLength: bodyKind === BODY_LENGTH ? contentLength : 0,
-      expect,
-    };
+    const head = new ParsedHead(method, url, minor, raw, keepAlive, bodyKind,
+      bodyKind === BODY_LENGTH ? contentLength : 0, expect);
     this.bodyBytes = 0;
     this.handler.onHead(head);
     if (this.state === S_DEAD) return; // closed by the handler

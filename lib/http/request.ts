@@ -39,8 +39,7 @@ export class IncomingRequest extends EventEmitter {
   readonly httpVersion: string;
   readonly httpVersionMajor = 1;
   readonly httpVersionMinor: number;
-  /** Lower-cased names; repeated fields joined with ', ' ('; ' for cookie); set-cookie as an array. */
-  readonly headers: Record<string, string | string[]>;
+  private readonly head: RequestHead;
   /** Names as received and values, alternating. */
   readonly rawHeaders: string[];
   /** Filled in when a chunked body's trailer section arrives. */
@@ -71,11 +70,19 @@ export class IncomingRequest extends EventEmitter {
     this.url = head.url;
     this.httpVersionMinor = head.versionMinor;
     this.httpVersion = head.versionMinor === 1 ? '1.1' : '1.0';
-    this.headers = head.headers;
+    this.head = head;
     this.rawHeaders = head.rawHeaders;
     this._keepAlive = head.keepAlive;
     this._expect = head.expect;
     if (head.bodyKind === BODY_NONE) this.complete = true;
+  }
+
+  /**
+   * Lower-cased names; repeated fields joined with ', ' ('; ' for cookie);
+   * set-cookie as an array. No prototype. Made on first use.
+   */
+  get headers(): Record<string, string | string[]> {
+    return this.head.headers;
   }
 
   /** The connection this request came on. */
