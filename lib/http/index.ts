@@ -6,3 +6,4 @@ export { ServerResponse, httpDate } from './response';
 export type { OutgoingHeaders, OutgoingHeaderValue } from './response';
 export { HttpError, RequestParser, DEFAULT_LIMITS } from './parser';
 export type { ParserLimits, ParserHandler, RequestHead } from './parser';
+export { serveNode, NodeSocket } from './node';
