@@ -186,6 +186,9 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       this.parser.close();
     }
     req._end(rawTrailers);
+    // Its response may have gone out already (a handler that answered
+    // before the request was complete): nothing is left to wait for.
+    if (this.noMore && this.first === null) this.endAndClose();
   }
 
   // ---- output ----------------------------------------------------------------------------
@@ -210,7 +213,9 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   /** @internal */
   _mustClose(res: ServerResponse): boolean {
     // Only the last response can close: those before it still have to go out.
-    return (this.noMore || this.server._draining) && res === this.last && this.req === null;
+    // The last one closes even while its own request's body is still
+    // arriving: no request follows it.
+    return (this.noMore || this.server._draining) && res === this.last;
   }
 
   /** @internal A response finished: send what was held behind it, and see what comes next. */
@@ -264,6 +269,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     sock.uncork();
     if (!ok) r._needDrain = true;
     else r._drained();
+    r._released();
   }
 
   // ---- flow control ------------------------------------------------------------------------

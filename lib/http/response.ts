@@ -35,19 +35,35 @@ function coded(err: Error, code: string): Error {
   return err;
 }
 
+// Header names already found valid: an application sends the same few on
+// every response, and a Set lookup is cheaper than the token test.
+const validNames = new Set<string>();
+const VALID_NAMES_MAX = 512;
+
 function checkName(name: unknown): string {
+  if (typeof name === 'string' && validNames.has(name)) return name;
   if (typeof name !== 'string' || !TOKEN.test(name)) {
     throw coded(new TypeError(`Header name must be a valid HTTP token ["${String(name)}"]`), 'ERR_INVALID_HTTP_TOKEN');
   }
+  if (validNames.size < VALID_NAMES_MAX) validNames.add(name);
   return name;
 }
 
 function checkValue(name: string, value: unknown): void {
   if (value === undefined) throw coded(new TypeError(`Invalid value "undefined" for header "${name}"`), 'ERR_HTTP_INVALID_HEADER_VALUE');
+  if (typeof value === 'number') return;
+  if (typeof value === 'string') {
+    if (INVALID_VALUE.test(value)) throw invalidChar(name);
+    return;
+  }
   const values = Array.isArray(value) ? value : [value];
   for (const v of values) {
-    if (INVALID_VALUE.test(String(v))) throw coded(new TypeError(`Invalid character in header content ["${name}"]`), 'ERR_INVALID_CHAR');
+    if (INVALID_VALUE.test(String(v))) throw invalidChar(name);
   }
+}
+
+function invalidChar(name: string): Error {
+  return coded(new TypeError(`Invalid character in header content ["${name}"]`), 'ERR_INVALID_CHAR');
 }
 
 function headersSentError(what: string): Error {
@@ -150,7 +166,8 @@ export class ServerResponse extends EventEmitter {
 
   /** The last byte was handed to the socket. */
   get writableFinished(): boolean {
-    return (this.state & FINISHED) !== 0;
+    // A response held behind an earlier one has not reached the socket yet.
+    return (this.state & (FINISHED | DESTROYED)) === FINISHED && this._held === null;
   }
 
   get finished(): boolean {
@@ -390,10 +407,12 @@ export class ServerResponse extends EventEmitter {
     if (this.destroyed) return this;
     this.writeBody(chunk ?? '', (encoding as BufferEncoding | undefined) ?? 'utf8', true);
     this.state |= FINISHED;
-    this.owner._responseDone(this);
     // 'finish' and 'close' follow on the next tick, as node's do; with no
-    // listener at all (a plain res.end()) there is nothing to schedule.
-    if ((this as unknown as { _eventsCount: number })._eventsCount > 0) process.nextTick(emitFinish, this);
+    // listener at all (a plain res.end()) there is nothing to schedule. A
+    // response held behind an earlier one finishes when it is released
+    // (by _responseDone below, in order, when this one was first in line).
+    if (this._held === null && (this as unknown as { _eventsCount: number })._eventsCount > 0) process.nextTick(emitFinish, this);
+    this.owner._responseDone(this);
     return this;
   }
 
@@ -436,9 +455,20 @@ export class ServerResponse extends EventEmitter {
 
   /** @internal The connection closed before this response finished. */
   _destroy(): void {
-    if ((this.state & (FINISHED | DESTROYED)) !== 0) return;
+    const state = this.state;
+    // Finished means sent, unless its bytes were still held: those are lost.
+    if ((state & DESTROYED) !== 0 || ((state & FINISHED) !== 0 && this._held === null)) return;
     this.state |= DESTROYED;
+    this._held = null;
+    this._heldBytes = 0;
     process.nextTick(() => this.emit('close'));
+  }
+
+  /** @internal Its held bytes went to the socket: an ended response finishes now. */
+  _released(): void {
+    if ((this.state & (FINISHED | DESTROYED)) === FINISHED && (this as unknown as { _eventsCount: number })._eventsCount > 0) {
+      process.nextTick(emitFinish, this);
+    }
   }
 
   /** @internal The bytes of this response may now go out ('drain' if someone waits). */
