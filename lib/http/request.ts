@@ -5,8 +5,8 @@
 // Like a stream, the body flows once a 'data' listener is added or resume()
 // is called, and 'end' waits until then; until somebody consumes it the body
 // is buffered, and past highWaterMark bytes the connection stops reading.
-import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
+import { FlowingEmitter } from '../flow';
 import type { Socket } from '../socket';
 import { BODY_NONE, type HttpError, type RequestHead } from './parser';
 
@@ -32,7 +32,7 @@ function aborted(): Error {
   return err;
 }
 
-export class IncomingRequest extends EventEmitter {
+export class IncomingRequest extends FlowingEmitter {
   readonly method: string;
   readonly url: string;
   /** '1.1' or '1.0'. */
@@ -196,23 +196,6 @@ export class IncomingRequest extends EventEmitter {
 
   isPaused(): boolean {
     return this.flowing === false;
-  }
-
-  // Adding a 'data' listener starts the flow, as with node's streams.
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.on(event, listener);
-    if (event === 'data' && this.flowing !== false) this.resume();
-    return this;
-  }
-
-  override addListener(event: string | symbol, listener: (...args: any[]) => void): this {
-    return this.on(event, listener);
-  }
-
-  override once(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.once(event, listener);
-    if (event === 'data' && this.flowing !== false) this.resume();
-    return this;
   }
 
   // ---- the body at once -------------------------------------------------------------------
