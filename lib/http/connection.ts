@@ -78,6 +78,10 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private closing = false;
   private closed = false;
   private paused = 0;
+  /** Response text made while a chunk is parsed, written once after it (see _send). */
+  private outText = '';
+  private outEncoding: BufferEncoding = 'utf8';
+  private parsing = false;
   /** When the request being parsed began (its first byte), and the time of the current data event. */
   private requestStart = 0;
   private now = 0;
@@ -113,13 +117,18 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     const now = loop._now();
     this.now = now;
     if (parser.idle) this.requestStart = now;
+    this.parsing = true;
     try {
       parser.execute(chunk);
     } catch (err) {
+      this.parsing = false;
+      this.flushOut();
       if (!(err instanceof HttpError)) throw err;
       this.protocolError(err);
       return;
     }
+    this.parsing = false;
+    if (this.outText !== '') this.flushOut();
     if (this.closing) return;
     if (parser.inHead) this.setDeadline(this.requestStart + this.server._headersTimeout, now);
     else if (!parser.idle) this.setDeadline(this.requestStart + this.server._requestTimeout, now);
@@ -197,6 +206,16 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   _send(res: ServerResponse, data: string | Uint8Array, encoding: BufferEncoding): boolean {
     if (typeof data === 'string' ? data.length === 0 : data.byteLength === 0) return !res._needDrain;
     if (res === this.first) {
+      if (this.parsing && typeof data === 'string' && (this.outText === '' || encoding === this.outEncoding)) {
+        // Answers to the requests of one chunk (pipelined ones, or one
+        // request's head and body) go out as one write after the chunk.
+        this.outEncoding = encoding;
+        this.outText += data;
+        if (this.outText.length < this.server._highWaterMark || this.flushOut()) return !res._needDrain;
+        res._needDrain = true;
+        return false;
+      }
+      this.flushOut();
       if (this.socket.write(data, encoding)) return true;
       res._needDrain = true;
       return false;
@@ -207,6 +226,16 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     res._heldBytes += bytes.byteLength;
     if (res._heldBytes < this.server._highWaterMark) return true;
     res._needDrain = true;
+    return false;
+  }
+
+  /** Writes the text gathered while a chunk was parsed. False past the high-water mark. */
+  private flushOut(): boolean {
+    const text = this.outText;
+    if (text === '') return true;
+    this.outText = '';
+    if (this.socket.write(text, this.outEncoding)) return true;
+    if (this.first !== null) this.first._needDrain = true;
     return false;
   }
 
@@ -262,6 +291,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     if (held === null) return;
     r._held = null;
     r._heldBytes = 0;
+    this.flushOut();
     let ok = true;
     const sock = this.socket;
     sock.cork();
@@ -360,6 +390,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     const text = this.errorText!;
     this.errorText = null;
     this.closing = true;
+    this.flushOut();
     this.socket.end(text, 'latin1');
     const now = loop._now();
     this.setDeadline(now + LINGER_MS, now);
@@ -369,6 +400,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private endAndClose(): void {
     if (this.closing) return;
     this.closing = true;
+    this.flushOut();
     this.socket.destroySoon();
   }
 

@@ -447,10 +447,10 @@ export class ServerResponse extends EventEmitter {
     const sock = owner.socket;
     sock.cork();
     owner._send(this, `${head}${size.toString(16)}\r\n`, 'latin1');
-    owner._send(this, chunk, encoding);
-    const ok = owner._send(this, tail, 'latin1');
+    const ok = owner._send(this, chunk, encoding);
+    const tailOk = owner._send(this, tail, 'latin1');
     sock.uncork();
-    return ok;
+    return ok && tailOk;
   }
 
   /** @internal The connection closed before this response finished. */
