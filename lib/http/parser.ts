@@ -128,8 +128,15 @@ export interface ParserHandler {
 // the name and the colon, obs-fold (a line starting with SP or HTAB), bare CR,
 // bare LF and NUL all fail these.
 const TOKEN = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
-const FIELD_LINE = new RegExp(`(${TOKEN}):([\\t\\x20-\\x7e\\x80-\\xff]*)\\r\\n`, 'y');
-const REQUEST_LINE = new RegExp(`^(${TOKEN}) ([\\x21-\\x7e]+) HTTP/(\\d)\\.(\\d)$`);
+const TARGET = /^[\x21-\x7e]+$/;
+const VERSION = /^HTTP\/\d\.\d$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// Methods taken without the token test.
+const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE']);
+// Field names already found valid, taken without the token test (bounded:
+// a client sending made-up names only costs the test).
+const validNames = new Set<string>();
+const VALID_NAMES_MAX = 1024;
 const TOKEN_ONLY = new RegExp(`^${TOKEN}$`);
 const DIGITS = /^\d+$/;
 // chunk-size [ BWS ";" chunk-ext ] CRLF. Extensions are allowed and ignored,
@@ -222,14 +229,23 @@ function parseFieldLines(text: string, from: number, raw: string[], maxFields: n
   let pos = from;
   const end = text.length;
   while (pos < end) {
-    FIELD_LINE.lastIndex = pos;
-    const m = FIELD_LINE.exec(text);
-    if (m === null) throw fieldLineError(text, pos);
+    // name ":" value CRLF, the value free of CR and LF: the line ends at the
+    // first CRLF, and the name at the first colon, which must come before it.
+    const eol = text.indexOf('\r\n', pos);
+    const colon = text.indexOf(':', pos);
+    if (eol < 0 || colon < 0 || colon > eol) throw fieldLineError(text, pos);
+    const name = text.slice(pos, colon);
+    if (!validNames.has(name)) {
+      if (!TOKEN_ONLY.test(name)) throw fieldLineError(text, pos);
+      if (validNames.size < VALID_NAMES_MAX) validNames.add(name);
+    }
+    const value = text.slice(colon + 1, eol);
+    if (!FIELD_VALUE.test(value)) throw fieldLineError(text, pos);
     if (raw.length >= maxFields * 2) {
       throw head && hasBareLf(text) ? bareLfInHead() : tooLarge(`more than ${maxFields} header fields`);
     }
-    raw.push(m[1]!, trimOws(m[2]!));
-    pos = FIELD_LINE.lastIndex;
+    raw.push(name, trimOws(value));
+    pos = eol + 2;
   }
 }
 
@@ -551,11 +567,19 @@ export class RequestParser {
     const lineLimit = this.limits.maxRequestLineSize;
     if (lf - (cr ? 1 : 0) > lineLimit) throw tooLarge(`request line over ${lineLimit} bytes`);
     if (!cr) throw bad('HTTP_BARE_LF', 'a bare LF in the request line');
-    const line = text.slice(0, lf - 1);
-    const m = REQUEST_LINE.exec(line);
-    if (m === null) throw requestLineError(line);
-    const major = m[3]!.charCodeAt(0) - 48;
-    const minor = m[4]!.charCodeAt(0) - 48;
+    // method SP request-target SP HTTP-version, cut at its two spaces and
+    // each part tested whole (test() makes no match array).
+    const sp1 = text.indexOf(' ');
+    const sp2 = sp1 < 0 || sp1 > lf ? -1 : text.indexOf(' ', sp1 + 1);
+    if (sp2 < 0 || sp2 > lf) throw requestLineError(text.slice(0, lf - 1));
+    const method = text.slice(0, sp1);
+    const url = text.slice(sp1 + 1, sp2);
+    const version = text.slice(sp2 + 1, lf - 1);
+    if (!(METHODS.has(method) || TOKEN_ONLY.test(method)) || !TARGET.test(url) || !VERSION.test(version)) {
+      throw requestLineError(text.slice(0, lf - 1));
+    }
+    const major = version.charCodeAt(5) - 48;
+    const minor = version.charCodeAt(7) - 48;
     if (major !== 1 || minor > 1) {
       // A bare LF further on is what a head arriving in pieces fails on first.
       if (hasBareLf(text)) throw bareLfInHead();
@@ -563,7 +587,7 @@ export class RequestParser {
     }
     const raw: string[] = [];
     parseFieldLines(text, lf + 1, raw, this.limits.maxHeaders, true);
-    this.headParsed(m[1]!, m[2]!, minor, raw);
+    this.headParsed(method, url, minor, raw);
   }
 
   private headParsed(method: string, url: string, minor: number, raw: string[]): void {
