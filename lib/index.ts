@@ -9,4 +9,4 @@ export type { ConnectOptions, ListenOptions } from './address';
 export { errnoException } from './errors';
 export type { SystemError } from './errors';
 export * as http from './http';
-export * as proxy from './proxy/protocol';
+export * as proxy from './proxy';
