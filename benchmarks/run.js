@@ -8,6 +8,8 @@
 //              reads remoteAddress on every connection
 //   echo       TCP echo, 64-byte ping-pong on 100 connections (C client)
 //   bulk       one connection streaming 64 KiB writes, the server consumes
+//   proxy      keep-alive hello world through a TCP proxy: node:net, iomux, HAProxy
+//   proxy-bulk 64 KiB writes through the same proxies
 //   idle       15,000 idle connections: server RSS per connection
 //   timers     1,000,000 timer schedule-and-cancel pairs, iomux vs node
 //   timeouts   15,000 sockets with an idle timeout refreshed on every read
@@ -58,7 +60,7 @@ const { buildEchoClient } = require('./lib/loadgen');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'echo', 'bulk', 'idle', 'timers', 'timeouts'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts'];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -221,6 +223,26 @@ function findAutocannon() {
   }
 }
 
+// Finds haproxy, or installs it (apt-get, as root); null when it runs, else why not.
+function ensureHaproxy(log) {
+  const runs = () => spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).status === 0;
+  if (runs()) return null;
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0 ||
+      spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status !== 0) {
+    return 'haproxy is not installed (apt-get install haproxy)';
+  }
+  log('bench: installing haproxy (apt-get install haproxy)');
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'haproxy'],
+    { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0;
+  if (!install()) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
+    install();
+  }
+  // The package starts a system service; the benchmark runs its own.
+  spawnSync('sh', ['-c', 'command -v service >/dev/null && service haproxy stop'], { stdio: 'ignore' });
+  return runs() ? null : 'haproxy could not be installed';
+}
+
 // Copies dist/ and the addon into the work dir (inside the repository, so
 // dist's require('node-gyp-build') still resolves to node_modules/).
 function snapshotIomux(dir) {
@@ -307,8 +329,8 @@ async function main() {
   if (taskset && opts.pin && nproc < 2) log('bench: fewer than 2 CPUs: processes are not pinned');
 
   const selected = scenarios(opts).filter((sc) => opts.only.includes(sc.id));
-  const needHttp = selected.some((sc) => sc.group === 'http');
-  const needC = selected.some((sc) => sc.group === 'tcp');
+  const needHttp = selected.some((sc) => sc.group === 'http' || sc.id === 'proxy');
+  const needC = selected.some((sc) => sc.group === 'tcp' || sc.cClient);
 
   // HTTP load generator.
   const wrk = U.which('wrk');
@@ -373,6 +395,12 @@ async function main() {
     `${env.loadgen ? `, ${env.loadgen.name}` : ''}, ${pin ? 'pinned (server CPU 0, generator CPU 1)' : 'not pinned'}` +
     `${opts.strace && !env.strace ? '; strace not installed: no syscall counts' : ''}`);
 
+  // HAProxy, for the proxy rows: installed from the Debian package when absent.
+  let haproxyError = null;
+  if (selected.some((sc) => sc.candidates.some((id) => CANDIDATES[id] && CANDIDATES[id].haproxy && opts.candidates.includes(id)))) {
+    haproxyError = ensureHaproxy(log);
+  }
+
   const failures = [];
   const reportScenarios = [];
   for (const sc of selected) {
@@ -387,6 +415,8 @@ async function main() {
       if (c.iomux && iomuxError) {
         skipped.push({ id, label: c.label, reason: iomuxError });
         failures.push(`${sc.id}/${id}: ${iomuxError}`);
+      } else if (c.haproxy && haproxyError) {
+        skipped.push({ id, label: c.label, reason: haproxyError });
       } else if (c.uring && backends.io_uring !== true) {
         skipped.push({ id, label: c.label, reason: `io_uring backend not available: ${backends.io_uring || 'not probed'}` });
       } else if (c.standalone && probe && !probe.run) {
@@ -411,7 +441,7 @@ async function main() {
       strace: null,
     };
     reportScenarios.push(entry);
-    if (sc.group === 'tcp' && ccError) {
+    if ((sc.group === 'tcp' || sc.cClient) && ccError) {
       failures.push(`${sc.id}: ${ccError}`);
       entry.notes.push(`Not run: ${ccError}`);
       log(`bench: ${sc.id}: not run: ${ccError}`);

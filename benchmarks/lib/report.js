@@ -305,7 +305,7 @@ function summaryCell(sc, s, key, m) {
   let cell = fmt(val.median, d);
   const rs = sc.baselines
     .filter((b) => s.vs[b] && s.vs[b][key] != null && b !== s.id)
-    .map((b) => `${fmtRatio(s.vs[b][key])} ${b === 'net' || b === 'node' ? '' : b}`.trim());
+    .map((b) => `${fmtRatio(s.vs[b][key])} ${RATIO_TAGS[b] ?? b}`.trim());
   if (rs.length) cell += ` (${rs.join(', ')})`;
   // Throughput caveats, as in the chart: most runs generator-bound or noisy.
   if (key === 'rate') {
@@ -318,16 +318,27 @@ function summaryCell(sc, s, key, m) {
   return cell;
 }
 
+// How a ratio names its baseline in the summary: the first baseline of a row
+// goes unnamed.
+const RATIO_TAGS = { net: '', node: '', 'proxy-net': '', 'proxy-haproxy': 'haproxy' };
+
 const SUMMARY_COLUMNS = [
   ['http', 'node:http'],
-  ['net', 'node:net / node timers'],
-  ['iomux', 'iomux'],
+  ['net', 'node:net / node timers / node:net proxy'],
+  ['iomux', 'iomux / iomux proxy'],
   ['iomux-standalone', 'iomux standalone'],
   ['iomux-uring', 'iomux io_uring'],
+  ['iomux-http', 'iomux http'],
+  ['iomux-http-uring', 'iomux http io_uring'],
+  ['haproxy', 'HAProxy'],
 ];
 
+// Which candidate of a row a summary column shows.
 function summaryColumnFor(sc, col) {
   if (sc.kind === 'micro') return col === 'net' ? 'node' : col === 'iomux' ? 'iomux' : null;
+  if (sc.candidates.some((c) => c.id.startsWith('proxy-'))) {
+    return { net: 'proxy-net', iomux: 'proxy-iomux', haproxy: 'proxy-haproxy' }[col] || null;
+  }
   return col;
 }
 
@@ -336,7 +347,8 @@ function renderSummary(report, L) {
     const id = summaryColumnFor(sc, col);
     return id && sc.candidates.some((c) => c.id === id);
   }));
-  L.push('Medians; in brackets the ratio to node:net (and to node:http for HTTP rows, marked "http"). ' +
+  L.push('Medians; in brackets the ratio to node:net (and to node:http for HTTP rows, marked "http"; for the proxy ' +
+    'rows, to the node:net proxy and to HAProxy, marked "haproxy"). ' +
     'Throughput: higher is better; CPU, memory and time per unit: lower is better. *gen-bound*: in most runs the load ' +
     'generator, not the server, was the bottleneck; *noisy*: in most runs other work used more than 15% of a CPU. ' +
     'Either way compare CPU per unit, which drifts far less than throughput.');
@@ -387,7 +399,7 @@ function renderMarkdown(report) {
     `right after the timed phase (clock ticks of 1/${report.machine.clkTck} s: ±${(1000 / report.machine.clkTck).toFixed(0)} ms ` +
     'per reading, under 1% of a full-length run, coarser in quick mode), divided by the units of work the generator counted. ' +
     'Generator CPU is wrk\'s or autocannon\'s user+system time (bash `times`), or the C client\'s own getrusage over the phase. ' +
-    '"Other CPU" is the machine\'s busy time from /proc/stat (steal included) minus server and generator, in % of one CPU: ' +
+    '"Other CPU" is the machine\'s busy time from /proc/stat (steal included) minus server and generator (and the backend, in the proxy rows), in % of one CPU: ' +
     'well above 0 means something else competed for the CPUs, and the run is marked noisy above 15%. ' +
     'A run is "generator-bound" when the generator used 90% or more of its core and the server at least 5 points less of its own: ' +
     'its throughput measures the generator; compare CPU per unit instead. RSS is VmRSS at the end of the timed phase. ' +

@@ -20,6 +20,7 @@ const {
 const SERVERS = path.join(__dirname, '..', 'servers');
 const HTTP_SERVER = path.join(SERVERS, 'http-hello.js');
 const TCP_SERVER = path.join(SERVERS, 'tcp.js');
+const PROXY_SERVER = path.join(SERVERS, 'proxy.js');
 const TIMERS_MICRO = path.join(__dirname, '..', 'micro', 'timers.js');
 
 // Server candidates. IOMUX_BACKEND is set for every iomux candidate, so a
@@ -42,6 +43,13 @@ const CANDIDATES = {
     env: { IOMUX_BACKEND: 'io_uring' },
   },
 };
+// The proxy rows: three TCP proxies in front of the same backend.
+Object.assign(CANDIDATES, {
+  'proxy-net': { id: 'proxy-net', label: 'node:net proxy', impl: 'net', env: { IOMUX_BACKEND: null } },
+  'proxy-iomux': { id: 'proxy-iomux', label: 'iomux proxy', impl: 'iomux', iomux: true, env: { IOMUX_BACKEND: 'epoll' } },
+  'proxy-haproxy': { id: 'proxy-haproxy', label: 'HAProxy', impl: 'haproxy', haproxy: true, env: { IOMUX_BACKEND: null } },
+});
+const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-haproxy'];
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
 // The HTTP rows also compare the two full HTTP servers: node:http and iomux.http.
 const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES, 'iomux-http', 'iomux-http-uring'];
@@ -130,6 +138,40 @@ function scenarios(cfg) {
       notes: [],
     },
     {
+      id: 'proxy',
+      title: 'Proxy: HTTP/1.1 keep-alive hello world through a TCP proxy',
+      shortTitle: 'Proxy keep-alive',
+      kind: 'load',
+      group: 'proxy',
+      candidates: PROXY_CANDIDATES,
+      baselines: ['proxy-net', 'proxy-haproxy'],
+      unit: UNITS.req,
+      backend: { script: HTTP_SERVER, impl: 'iomux', args: ['keepalive'] },
+      server: (cand) => ({ script: PROXY_SERVER, impl: cand.impl, args: [] }),
+      driver: (env, server) => httpDriver(env, server, { connections: cfg.connections, pipeline: 1, close: false }),
+      describe: (env) => `${env.loadgen.version || env.loadgen.name}, ${cfg.connections} connections through the proxy (CPU 0) ` +
+        'to the iomux hello-world server (benchmarks/servers/http-hello.js, on the generator\'s CPU 1); CPU per request is the proxy\'s',
+      notes: ['node:net proxy: `client.pipe(upstream).pipe(client)` per connection. iomux proxy: `iomux.proxy.createProxy({ mode: ' +
+        '\'tcp\' })`. HAProxy: `mode tcp`, one thread (benchmarks/servers/proxy.js writes its configuration).'],
+    },
+    {
+      id: 'proxy-bulk',
+      title: 'Proxy: one connection streaming 64 KiB writes through a TCP proxy',
+      shortTitle: 'Proxy bulk',
+      kind: 'load',
+      group: 'proxy',
+      candidates: PROXY_CANDIDATES,
+      baselines: ['proxy-net', 'proxy-haproxy'],
+      unit: UNITS.gb,
+      cClient: true,
+      backend: { script: TCP_SERVER, impl: 'iomux', args: ['sink'] },
+      server: (cand) => ({ script: PROXY_SERVER, impl: cand.impl, args: [] }),
+      driver: (env, server) => echoDriver(env, server, 'bulk', 1, 65536),
+      describe: () => 'C client, 1 connection writing 64 KiB chunks through the proxy (CPU 0) to the iomux sink server ' +
+        '(on the generator\'s CPU 1); CPU per GB is the proxy\'s. GB = 10⁹ bytes',
+      notes: [],
+    },
+    {
       id: 'idle',
       title: `${cfg.idleConnections.toLocaleString('en-US')} idle connections: server memory per connection`,
       shortTitle: `${cfg.idleConnections.toLocaleString('en-US')} idle connections`,
@@ -181,10 +223,19 @@ function scenarios(cfg) {
 async function loadRun(env, sc, cand, round, { strace = false } = {}) {
   const run = { scenario: sc.id, candidate: cand.id, round, strace, ok: false, notes: [] };
   let server = null;
+  let backend = null;
   let driver = null;
   let tracer = null;
   try {
     const spec = sc.server(cand);
+    if (sc.backend) {
+      // The proxy rows: the backend shares the generator's CPU; the proxy is
+      // what is measured, on the server CPU.
+      backend = await startServer(env, {
+        label: `${sc.id}/backend`, ...sc.backend, cpu: 1, extraEnv: { IOMUX_BACKEND: 'epoll', ...env.iomuxEnv },
+      });
+      spec.args = [...(spec.args || []), String(backend.port)];
+    }
     server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv } });
     run.backend = server.backend;
     driver = await sc.driver(env, server);
@@ -192,15 +243,17 @@ async function loadRun(env, sc, cand, round, { strace = false } = {}) {
     const warm = strace ? env.straceWarmup : env.warmup;
     if (warm > 0) await driver.warm(warm);
     const s0 = await server.snapshot();
-    if (strace) tracer = await attach(env, server.pid, `${sc.id}-${cand.id}`);
+    if (strace) tracer = await attach(env, server.cpuPid, `${sc.id}-${cand.id}`);
     const m0 = readMachineTicks();
-    const cpu0 = readProcCpuTicks(server.pid);
+    const cpu0 = readProcCpuTicks(server.cpuPid);
+    const b0 = backend ? readProcCpuTicks(backend.cpuPid) : null;
     const t0 = process.hrtime.bigint();
     const r = await driver.timed(strace ? env.straceDuration : env.duration);
-    const cpu1 = readProcCpuTicks(server.pid);
+    const cpu1 = readProcCpuTicks(server.cpuPid);
+    const b1 = backend ? readProcCpuTicks(backend.cpuPid) : null;
     const m1 = readMachineTicks();
     const t1 = process.hrtime.bigint();
-    run.rssKb = readRssKb(server.pid);
+    run.rssKb = readRssKb(server.cpuPid);
     if (tracer) {
       const summary = await tracer.detach();
       tracer = null;
@@ -247,8 +300,11 @@ async function loadRun(env, sc, cand, round, { strace = false } = {}) {
       // steal), in % of one CPU: a busy machine makes the numbers noisy.
       run.machineCpuPct = (100 * (m1.busy - m0.busy)) / env.clkTck / wallS;
       run.stealPct = (100 * (m1.steal - m0.steal)) / env.clkTck / wallS;
+      // A proxy row's backend is part of the set-up, not other work.
+      const backendPct = b0 != null && b1 != null ? (100 * (b1 - b0)) / env.clkTck / wallS : 0;
+      if (backend) run.backendCpuPct = backendPct;
       if (run.serverCpuPct != null && run.genCpuPct != null) {
-        run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct);
+        run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct - backendPct);
       }
     }
     if (run.otherCpuPct > 15) {
@@ -279,6 +335,7 @@ async function loadRun(env, sc, cand, round, { strace = false } = {}) {
       if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
       else if (s.code !== 0 && run.ok) run.notes.push(`server exited with code ${s.code} signal ${s.signal}`);
     }
+    if (backend) await backend.stop();
   }
   return run;
 }

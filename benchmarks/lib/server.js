@@ -11,6 +11,9 @@ class BenchServer {
     this.label = label;
     this.child = child;
     this.pid = child.pid;
+    // The process whose CPU time and memory are measured: the server itself,
+    // or one it runs (a "cpupid <pid>" line: HAProxy under its wrapper).
+    this.cpuPid = child.pid;
     this.port = port;
     this.backend = null;
     this.stderr = '';
@@ -82,11 +85,11 @@ class BenchServer {
   }
 }
 
-// Starts `node [nodeArgs] script impl port ...args` on the server CPU and
-// waits for its "listening <port> <backend>" line.
-async function startServer(env, { label, script, impl, args = [], nodeArgs = [], extraEnv = {} }) {
+// Starts `node [nodeArgs] script impl port ...args` on the server CPU (or
+// on `cpu`) and waits for its "listening <port> <backend>" line.
+async function startServer(env, { label, script, impl, args = [], nodeArgs = [], extraEnv = {}, cpu = 0 }) {
   const port = await freePort();
-  const [cmd, argv] = env.pinned(0, process.execPath, [...nodeArgs, script, impl, String(port), ...args]);
+  const [cmd, argv] = env.pinned(cpu, process.execPath, [...nodeArgs, script, impl, String(port), ...args]);
   const childEnv = { ...process.env, ...extraEnv };
   for (const [k, v] of Object.entries(extraEnv)) if (v == null) delete childEnv[k];
   const child = track(spawn(cmd, argv, { cwd: env.root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -102,6 +105,11 @@ async function startServer(env, { label, script, impl, args = [], nodeArgs = [],
     const timer = setTimeout(() => reject(new Error(`${label}: server did not print "listening" within 15 s`)), 15000);
     const rl = readline.createInterface({ input: child.stdout });
     rl.on('line', (line) => {
+      const cp = /^cpupid (\d+)\s*$/.exec(line);
+      if (cp) {
+        server.cpuPid = Number(cp[1]);
+        return;
+      }
       const m = /^listening (\d+)(?: (\S+))?\s*$/.exec(line);
       if (m) {
         clearTimeout(timer);
