@@ -8,6 +8,7 @@
         "deps/iomux/src/timer.c",
         "deps/iomux/src/sock.c",
         "deps/iomux/src/sys.c",
+        "deps/iomux/src/forward.c",
         "deps/iomux/src/backend_epoll.c",
         "deps/iomux/src/backend_io_uring.c",
         "deps/iomux/src/backend_kqueue.c"

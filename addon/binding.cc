@@ -335,6 +335,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("runStandalone", &Binding::RunStandalone),
       InstanceMethod("stats", &Binding::Stats),
       InstanceMethod("backend", &Binding::Backend),
+      InstanceMethod("forward", &Binding::Forward),
     });
   }
 
@@ -621,6 +622,16 @@ class Binding : public Napi::Addon<Binding> {
     IOMUX_STATS(IOMUX_STAT_SET)
 #undef IOMUX_STAT_SET
     return Napi::Value(env, o);
+  }
+
+  // forward(a, b, idleMs, highWater, flags) -> 0 or -errno. The outcome
+  // comes later as a FORWARD_END record.
+  Napi::Value Forward(const Napi::CallbackInfo &info) {
+    iomux_forward_opts o{};
+    o.idle_ms = U32(info, 2);
+    o.high_water = U32(info, 3);
+    o.flags = U32(info, 4);
+    return Num(info.Env(), iomux_forward(L(), I32(info, 0), I32(info, 1), &o));
   }
 
   Napi::Value Backend(const Napi::CallbackInfo &info) {

@@ -28,6 +28,7 @@ export interface Binding {
   runStandalone(): number | undefined;
   stats(): Record<string, number>;
   backend(): string;
+  forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
 }
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
@@ -52,6 +53,10 @@ export const EV_ERROR = 6;
 export const EV_TIMEOUT = 7;
 export const EV_TIMER = 8;
 export const EV_ACCEPT_ERROR = 9;
+export const EV_FORWARD_END = 11; // its byte counts fill the next record (12)
+
+export const FORWARD_COPY = 1;
+export const FORWARD_REASONS = ['done', 'resetA', 'resetB', 'error', 'timeout', 'closed'] as const;
 
 export const AF_UNIX = 1;
 export const AF_INET = 4;

@@ -10,3 +10,4 @@ export { errnoException } from './errors';
 export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
+export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';

@@ -3,7 +3,8 @@
 // to its socket, server or timer. It also keeps the count of handles that
 // keep the process alive, and the userspace timers.
 import {
-  binding, EV_ACCEPT, EV_ACCEPT_ERROR, EV_CONNECT, EV_DATA, EV_DRAIN, EV_EOF, EV_ERROR, EV_TIMEOUT, EV_TIMER,
+  binding, EV_ACCEPT, EV_ACCEPT_ERROR, EV_CONNECT, EV_DATA, EV_DRAIN, EV_EOF, EV_ERROR, EV_FORWARD_END, EV_TIMEOUT,
+  EV_TIMER,
 } from './binding';
 import { performance } from 'node:perf_hooks';
 import { errnoException, invalidArgType } from './errors';
@@ -16,6 +17,11 @@ export interface StreamHandle {
   _onConnect(errno: number): void;
   _onError(errno: number, op: number): void;
   _onTimeout(): void;
+}
+
+/** What the loop calls when a forwarding ends (forward.ts): word 3 of the record, and the byte counts. */
+export interface ForwardHandle {
+  _onForwardEnd(reasonErrno: number, bytesAtoB: number, bytesBtoA: number): void;
 }
 
 /** What the loop calls on a listening server. */
@@ -145,12 +151,20 @@ export interface LoopStats {
   submit: number;
   /** Registrations and removals that rode with a wait instead of costing a syscall (io_uring, kqueue). */
   changes: number;
+  /** forward(): splice(2) calls, the pipes they go through, and the fcntl(2) calls that size them. */
+  splice: number;
+  pipe: number;
+  fcntl: number;
+  /** forward(): signal-mask calls that keep splice(2) from raising SIGPIPE (only when SIGPIPE is not ignored). */
+  sigmask: number;
 }
 
 /** The thread's iomux loop. Every socket, server and timer of the thread lives on it. */
 export class Loop {
   /** @internal */ readonly _streams: (StreamHandle | undefined)[] = [];
   /** @internal */ readonly _listeners: (ListenerHandle | undefined)[] = [];
+  /** @internal forwardings, by the id of their first socket */
+  readonly _forwards: (ForwardHandle | undefined)[] = [];
   private readonly timers: (Timer | undefined)[] = [];
   private readonly records = new Int32Array(RECORD_WORDS);
   private readonly scratch = new Int32Array(1);
@@ -332,6 +346,16 @@ export class Loop {
           case EV_ACCEPT_ERROR:
             this._listeners[id]?._onAcceptError(rec[o + 2]!);
             break;
+          case EV_FORWARD_END: {
+            const c = o + 4;
+            i++; // the byte counts (two uint64s as uint32 halves) fill the next record
+            const f = this._forwards[id];
+            if (f === undefined) break;
+            this._forwards[id] = undefined;
+            f._onForwardEnd(rec[o + 3]!, (rec[c]! >>> 0) + (rec[c + 1]! >>> 0) * 2 ** 32,
+              (rec[c + 2]! >>> 0) + (rec[c + 3]! >>> 0) * 2 ** 32);
+            break;
+          }
         }
       } catch (err) {
         if (process.env.IOMUX_DEBUG) console.error("dispatch error", err);

@@ -1,12 +1,12 @@
 // socket.ts -- a connected socket with node:net's face. It is a light
 // EventEmitter (no stream machinery per connection); toDuplex() gives a real
 // stream.Duplex when one is needed (pipeline, tls.connect({ socket })).
-import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
 import { endianness } from 'node:os';
 import { Duplex } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { AF_INET, AF_INET6, AF_UNIX, binding, OP_NAMES } from './binding';
+import { FlowingEmitter } from './flow';
 import { lookupAll, normalizeConnectArgs, validateTimeout, type ConnectOptions, type ResolvedAddress } from './address';
 import {
   errnoException, invalidArgType, streamDestroyed, writeAfterEnd,
@@ -89,6 +89,19 @@ const F_PEER_ERROR = 1 << 12;
 const F_FLOW_SET = 1 << 13; // flowing is true or false (not null)
 const F_FLOWING = 1 << 14;
 const F_NO_DELAY_OFF = 1 << 15;
+const F_FORWARDING = 1 << 16; // owned by the core's forwarder (forward.ts)
+
+/** @internal The forwarding a socket was handed to (forward.ts). */
+export interface ForwardLink {
+  /** DATA the core had read before the forwarder took over: to the other side. */
+  _relay(from: Socket, chunk: Buffer): void;
+}
+
+function forwardingError(op: string): Error {
+  const err = new Error(`Cannot ${op}: the socket is being forwarded by iomux.forward()`) as Error & { code: string };
+  err.code = 'ERR_IOMUX_FORWARDING';
+  return err;
+}
 
 /** What most connections never need, made on first use. */
 class SocketExtra {
@@ -103,9 +116,10 @@ class SocketExtra {
   duplex: Duplex | null = null;
   /** Further addresses of the hostname being connected to, tried in turn. */
   fallbacks: ResolvedAddress[] | null = null;
+  forward: ForwardLink | null = null;
 }
 
-export class Socket extends EventEmitter implements StreamHandle {
+export class Socket extends FlowingEmitter implements StreamHandle {
   /** @internal native id, -1 when there is none (before connect, after close) */
   _id = -1;
   /** @internal */ _owner: SocketOwner | null = null;
@@ -429,6 +443,7 @@ export class Socket extends EventEmitter implements StreamHandle {
   /** @internal */
   _onData(chunk: Buffer): void {
     this.bytesRead += chunk.length;
+    if ((this._flags & F_FORWARDING) !== 0) return this.ext!.forward!._relay(this, chunk);
     if (this.flowing === true) {
       this.emitData(chunk);
       return;
@@ -453,6 +468,7 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** @internal */
   _onEof(): void {
+    if (this.flag(F_FORWARDING)) return; // the forwarder relays the FIN
     this.eofSeen = true;
     if (this.pendingChunks === null) this.emitEnd();
   }
@@ -477,12 +493,14 @@ export class Socket extends EventEmitter implements StreamHandle {
   }
 
   pause(): this {
+    if (this.flag(F_FORWARDING)) return this; // the forwarder reads on its own terms
     this.flowing = false;
     this.stopReading();
     return this;
   }
 
   resume(): this {
+    if (this.flag(F_FORWARDING)) return this;
     this.flowing = true;
     const pending = this.pendingChunks;
     if (pending !== null) {
@@ -512,23 +530,6 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   setEncoding(encoding: BufferEncoding = 'utf8'): this {
     this.decoder = new StringDecoder(encoding);
-    return this;
-  }
-
-  // Adding a 'data' listener starts the flow, as with node's streams.
-  override on(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.on(event, listener);
-    if (event === 'data' && this.flowing !== false) this.resume();
-    return this;
-  }
-
-  override addListener(event: string | symbol, listener: (...args: any[]) => void): this {
-    return this.on(event, listener);
-  }
-
-  override once(event: string | symbol, listener: (...args: any[]) => void): this {
-    super.once(event, listener);
-    if (event === 'data' && this.flowing !== false) this.resume();
     return this;
   }
 
@@ -567,6 +568,7 @@ export class Socket extends EventEmitter implements StreamHandle {
     }
     else throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
+    if (this.flag(F_FORWARDING)) throw forwardingError('write');
     if (this.writableEnded) {
       process.nextTick(emitWriteError, this, writeAfterEnd(), cb);
       return false;
@@ -615,6 +617,7 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** @internal The native queue emptied. */
   _onDrain(): void {
+    if (this.flag(F_FORWARDING)) return;
     this.queuedEstimate = 0;
     const cbs = this.writeCbs;
     if (cbs !== null) {
@@ -643,6 +646,7 @@ export class Socket extends EventEmitter implements StreamHandle {
       cb = encoding;
       encoding = undefined;
     }
+    if (this.flag(F_FORWARDING)) throw forwardingError('end');
     if (data !== undefined && data !== null) this.write(data, encoding as BufferEncoding | undefined);
     if (cb) this.once('finish', cb);
     if (this.writableEnded) return this;
@@ -711,8 +715,47 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** @internal */
   _onError(errno: number, op: number): void {
+    if (this.flag(F_FORWARDING)) return; // the forwarding's end reports it
     this._peerError = true;
     this.destroy(errnoException(errno, OP_NAMES[op] ?? 'io'));
+  }
+
+  // ---- forwarding (forward.ts) ------------------------------------------------
+
+  /** True while the core forwards this socket's bytes (iomux.forward()). */
+  get forwarding(): boolean {
+    return this.flag(F_FORWARDING);
+  }
+
+  /**
+   * @internal Hands the socket to the core's forwarder: returns the chunks
+   * read but not consumed yet (they belong to the other side now). Writes
+   * already made are the core's to deliver: their callbacks run now.
+   */
+  _handOver(link: ForwardLink): Buffer[] {
+    this.setFlag(F_FORWARDING, true);
+    this.x().forward = link;
+    const pending = this.pendingChunks ?? [];
+    this.pendingChunks = null;
+    const cbs = this.writeCbs;
+    if (cbs !== null) {
+      this.writeCbs = null;
+      for (const cb of cbs) process.nextTick(cb, null);
+    }
+    return pending;
+  }
+
+  /** @internal The core ended the forwarding and closed the socket. */
+  _forwardEnded(err: Error | undefined): void {
+    this.setFlag(F_FORWARDING, false);
+    this.x().forward = null;
+    if (this.destroyed) return; // destroy() ended it
+    if (this._id >= 0) {
+      loop._streams[this._id] = undefined;
+      this._id = -1; // closed by the core: nothing to close here
+    }
+    if (err !== undefined) this._peerError = true;
+    this.destroy(err);
   }
 
   // ---- options -----------------------------------------------------------------
@@ -732,6 +775,7 @@ export class Socket extends EventEmitter implements StreamHandle {
 
   /** @internal */
   _onTimeout(): void {
+    if (this.flag(F_FORWARDING)) return; // the forwarding has its own
     this.emit('timeout');
   }
 

@@ -54,7 +54,13 @@ enum iomux_event {
   IOMUX_EV_TIMEOUT,      /* id: the socket's idle timeout expired */
   IOMUX_EV_TIMER,        /* timer id, timer generation */
   IOMUX_EV_ACCEPT_ERROR, /* listener id, errno (EMFILE, ENFILE, ENOBUFS...) */
-  IOMUX_EV_ADDRESS       /* the address bytes following an ACCEPT (internal) */
+  IOMUX_EV_ADDRESS,      /* the address bytes following an ACCEPT (internal) */
+  /* A forwarding (iomux_forward) ended and both its sockets are closed:
+   * word 1 = id a, word 2 = id b, word 3 = reason | errno << 8 (IOMUX_FWD_*).
+   * The NEXT record carries the byte counts: words 0-1 bytes a->b, words 2-3
+   * bytes b->a, each a uint64 as two uint32 halves, low half first. */
+  IOMUX_EV_FORWARD_END,
+  IOMUX_EV_FORWARD_BYTES /* the counts following a FORWARD_END (internal) */
 };
 
 /* Address families as the records carry them. */
@@ -71,7 +77,11 @@ enum iomux_op {
 
 /* ---- counters: every syscall the core issues, by kind -------------------- */
 
-/* wait: calls that wait for or harvest events (epoll_wait, kevent,
+/* splice, pipe, fcntl: iomux_forward's splice(2) calls, the pipe2(2) calls
+ *   that make its pipes and the fcntl(2) calls that size them.
+ * sigmask: the signal-mask calls that keep splice(2) from raising SIGPIPE
+ *   when the process does not ignore it (see iomux_forward).
+ * wait: calls that wait for or harvest events (epoll_wait, kevent,
  *   io_uring_enter). io_uring makes none for a zero-timeout iteration with
  *   nothing to submit: its completions are already in shared memory.
  * ctl: epoll_ctl calls.
@@ -85,7 +95,7 @@ enum iomux_op {
   X(read)        X(write)      X(writev)     X(shutdown)   X(close)      \
   X(getpeername) X(getsockname) X(socket)    X(connect)    X(bind)       \
   X(listen)      X(setsockopt) X(getsockopt) X(unlink)     X(submit)     \
-  X(changes)
+  X(changes)     X(splice)     X(pipe)       X(fcntl)      X(sigmask)
 
 typedef struct iomux_stats {
 #define IOMUX_STAT_FIELD(name) uint64_t name;
@@ -179,7 +189,8 @@ int iomux_shutdown(iomux_loop *loop, int id);
  * current iteration. On io_uring the fd is closed at once, but its poll holds
  * the socket until the removal queued here reaches the kernel: with the next
  * iteration (iomux_loop_next_timeout() says 0 meanwhile) or iomux_loop_free();
- * only then does the peer see the close. A listener is released at once. */
+ * only then does the peer see the close. A listener is released at once.
+ * Closing a forwarding socket ends its forwarding (see iomux_forward). */
 int iomux_close(iomux_loop *loop, int id);
 
 int iomux_set_reading(iomux_loop *loop, int id, int on);
@@ -197,6 +208,78 @@ int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
 /* getsockname(), counted. */
 int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                         socklen_t *len);
+
+/* ---- forwarding ----------------------------------------------------------- */
+
+/* Bytes move between two sockets inside the core, a->b and b->a, without
+ * ever reaching the embedder: on Linux with splice(2) through a pipe per
+ * direction, elsewhere (or for a socket splice(2) refuses, or with
+ * IOMUX_FORWARD_COPY) with read and send through a buffer per direction.
+ *
+ *   - Bytes already queued for a socket (iomux_write) go out before anything
+ *     forwarded to it. Until the forwarder first reads from a, the embedder
+ *     may still write to b (and b to a): bytes it read itself come first.
+ *     Records already delivered in the current batch may still carry DATA it
+ *     must pass on that way. Afterwards writes fail with -EBUSY.
+ *   - Backpressure: no more than high_water bytes read from one side wait
+ *     for the other to accept them; reading resumes on the writable edge.
+ *   - Half-close: a's FIN, once everything before it was delivered, becomes
+ *     shutdown(b, SHUT_WR), and b->a keeps flowing (and the other way).
+ *   - An error or reset on one side resets the other (SO_LINGER {1, 0}, then
+ *     close) and ends the forwarding. So does idle_ms without a byte moved
+ *     either way (both sides are reset), and iomux_close() of either socket
+ *     by the embedder (the other is reset).
+ *   - When it ends, both sockets are closed and one IOMUX_EV_FORWARD_END
+ *     record (with its IOMUX_EV_FORWARD_BYTES) reports why. It is delivered
+ *     in the iteration that ended it, or in the next when the embedder's
+ *     iomux_close() ended it; the two ids are not reused before that.
+ *   - No DATA, EOF, DRAIN, ERROR or TIMEOUT records for either socket follow
+ *     the current batch; their idle timeouts are replaced by idle_ms.
+ *
+ * SIGPIPE: splice(2) cannot take MSG_NOSIGNAL. When the process does not
+ * ignore SIGPIPE (checked at each iomux_forward), the forwarder blocks it in
+ * the calling thread around its splices to a socket and consumes the one an
+ * EPIPE raised (counted in stats.sigmask); a process that ignores it (Node
+ * does) pays nothing. */
+
+enum iomux_forward_flags {
+  IOMUX_FORWARD_COPY = 1 /* read/send through a buffer even where splice works */
+};
+
+typedef struct iomux_forward_opts {
+  uint32_t idle_ms;    /* end after this long without a byte moved; 0: never */
+  uint32_t high_water; /* bytes in flight per direction; 0: 64 KiB */
+  uint32_t flags;      /* IOMUX_FORWARD_* */
+} iomux_forward_opts;
+
+/* Why a forwarding ended: the low byte of a FORWARD_END's word 3. */
+enum iomux_forward_reason {
+  IOMUX_FWD_DONE = 0,    /* both directions delivered their FIN */
+  IOMUX_FWD_RESET_A,     /* a failed (errno: ECONNRESET, EPIPE, ETIMEDOUT...) */
+  IOMUX_FWD_RESET_B,     /* b failed */
+  IOMUX_FWD_ERROR,       /* a local failure (errno: ENOMEM...) */
+  IOMUX_FWD_TIMEOUT,     /* idle_ms passed without a byte moved */
+  IOMUX_FWD_CLOSED       /* the embedder closed one of the sockets */
+};
+
+/* Starts forwarding between the connected stream sockets a and b (opts may
+ * be NULL). Returns 0, or -errno: -EBADF (not an open stream), -EINVAL
+ * (a == b), -EBUSY (already forwarding), -ENOTCONN (still connecting),
+ * -EPIPE (a socket failed, or its write side was shut while the other can
+ * still send), -ENOMEM. The bytes start moving in the next iteration (or,
+ * when called during a delivery, once the batch was delivered). */
+int iomux_forward(iomux_loop *loop, int a, int b,
+                  const iomux_forward_opts *opts);
+
+typedef struct iomux_forward_info {
+  uint64_t bytes[2];    /* delivered a->b, b->a */
+  uint32_t inflight[2]; /* read from a (b) and not yet accepted by b (a) */
+  uint32_t high_water;  /* the bound on each inflight */
+  uint32_t splicing[2]; /* 1 when the direction moves with splice(2) */
+} iomux_forward_info;
+
+/* The state of the forwarding a (or b) belongs to: -ENOENT when none. */
+int iomux_forward_info_get(iomux_loop *loop, int id, iomux_forward_info *info);
 
 /* ---- timers --------------------------------------------------------------- */
 

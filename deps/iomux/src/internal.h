@@ -60,6 +60,8 @@ typedef struct outq {
   uint32_t head, len, cap;
 } outq;
 
+typedef struct iomux_fwd iomux_fwd;
+
 typedef struct sock {
   int fd;
   uint32_t gen;
@@ -75,6 +77,7 @@ typedef struct sock {
   uint64_t served;      /* the iteration (stats.iterations) of its last
                          * read_cap or accept_cap share */
   char *path;           /* unix listener: unlinked on close */
+  iomux_fwd *fwd;       /* the forwarding it belongs to (forward.c) */
 } sock;
 
 /* ---- timers --------------------------------------------------------------- */
@@ -137,6 +140,8 @@ struct iomux_loop {
   iomux_flush_fn flush_fn;
   void *flush_data;
 
+  iomux_fwd *fwd_ended; /* ended forwardings whose record is still due */
+
   int foreign_fd;
   bool foreign_ready;
   bool iterating;
@@ -160,6 +165,27 @@ void iomux__flush_listed(iomux_loop *loop, uint64_t token);
 void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now);
 void iomux__accept_retry(iomux_loop *loop, int32_t slot);
 void iomux__close_all(iomux_loop *loop);
+/* What forward.c shares with the socket layer. */
+void iomux__ready_push(iomux_loop *loop, sock *s, int32_t slot);
+void iomux__touch(iomux_loop *loop, sock *s);
+void iomux__outq_consume(outq *q, size_t n);
+/* Closes a socket (reset: with a RST); listed for recycling unless a
+ * forwarding's record must name it first (forward.c lists it then). */
+int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset);
+
+/* forward.c: the socket layer hands a forwarding socket's readiness, ready
+ * listing, queued flush and idle expiry here. */
+void iomux__fwd_event(iomux_loop *loop, sock *s, uint32_t mask);
+void iomux__fwd_service(iomux_loop *loop, sock *s);
+void iomux__fwd_idle(iomux_loop *loop, sock *s, int64_t now);
+/* The embedder closes a forwarding socket: the forwarding ends. */
+void iomux__fwd_closed(iomux_loop *loop, sock *s, int32_t id);
+/* Until the forwarder first reads toward s, the embedder may write to s. */
+bool iomux__fwd_accepts_writes(const sock *s);
+/* Emits the records of forwardings that ended, and lists their slots. */
+void iomux__fwd_report(iomux_loop *loop);
+/* Loop teardown: frees ended forwardings without a record. */
+void iomux__fwd_free_ended(iomux_loop *loop);
 
 /* timer.c */
 int32_t iomux__tnode_alloc(iomux_loop *loop, uint8_t kind, int32_t owner);
@@ -234,5 +260,12 @@ int sys_socket_error(iomux_loop *loop, int fd);
 int sys_getsockname(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
                     socklen_t *len);
 int sys_unlink(iomux_loop *loop, const char *path);
+/* Closes with SO_LINGER {1, 0}: the peer sees a RST, not a FIN. */
+int sys_close_reset(iomux_loop *loop, int fd);
+#ifdef __linux__
+int sys_pipe(iomux_loop *loop, int fds[2]);
+int sys_set_pipe_size(iomux_loop *loop, int fd, int size); /* size or -errno */
+ssize_t sys_splice(iomux_loop *loop, int in, int out, size_t len);
+#endif
 
 #endif /* IOMUX_INTERNAL_H */

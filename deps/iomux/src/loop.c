@@ -118,7 +118,8 @@ void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes) {
 /* ---- the iteration -------------------------------------------------------- */
 
 static bool has_work(const iomux_loop *loop) {
-  return loop->ready.len > 0 || loop->flush.len > 0 || loop->rec_len > 0;
+  return loop->ready.len > 0 || loop->flush.len > 0 || loop->rec_len > 0 ||
+         loop->fwd_ended != NULL;
 }
 
 /* How long this iteration's wait may sleep. Queued registrations do not cut
@@ -230,6 +231,9 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
   /* 5. Timers: user timers, idle timeouts, accept retries. */
   expire_timers(loop);
 
+  /* 5b. Forwardings that ended (here or in the embedder's last callback). */
+  if (loop->fwd_ended) iomux__fwd_report(loop);
+
   /* 6. Deliver the batch; writes made in response go out coalesced. */
   for (int pass = 0; loop->rec_len && pass < MAX_DELIVERY_PASSES; pass++)
     deliver(loop);
@@ -302,6 +306,7 @@ void iomux_loop_free(iomux_loop *loop) {
   assert(!loop->delivering);
   loop->iterating = true; /* closes may list slots; recycle them below */
   iomux__close_all(loop);
+  iomux__fwd_free_ended(loop); /* no records now: nobody to read them */
   recycle_closed(loop);
   loop->iterating = false;
   for (uint32_t i = 0; i < loop->nsocks; i++) free(loop->socks[i]);

@@ -105,6 +105,10 @@ static void ready_push(iomux_loop *loop, sock *s, int32_t slot) {
     s->flags |= SF_READY_LISTED;
 }
 
+void iomux__ready_push(iomux_loop *loop, sock *s, int32_t slot) {
+  ready_push(loop, s, slot);
+}
+
 static void flush_push(iomux_loop *loop, sock *s, int32_t slot) {
   if (s->flags & SF_FLUSH_LISTED) return;
   if (vec64_push(&loop->flush, TOKEN(slot, s->gen)) == 0)
@@ -201,6 +205,8 @@ static void outq_consume(outq *q, size_t n) {
   }
 }
 
+void iomux__outq_consume(outq *q, size_t n) { outq_consume(q, n); }
+
 static void outq_free(outq *q) {
   free(q->buf);
   *q = (outq){0};
@@ -219,9 +225,15 @@ static void touch(iomux_loop *loop, sock *s) {
                      s->last_active + (int64_t)s->idle_ms * 1000000);
 }
 
+void iomux__touch(iomux_loop *loop, sock *s) { touch(loop, s); }
+
 void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now) {
   sock *s = iomux__sock(loop, slot, SK_STREAM);
   if (!s || !s->idle_ms) return;
+  if (s->fwd) {
+    iomux__fwd_idle(loop, s, now);
+    return;
+  }
   int64_t deadline = s->last_active + (int64_t)s->idle_ms * 1000000;
   if (deadline > now)
     iomux__timer_arm(loop, s->timer, deadline);
@@ -232,6 +244,7 @@ void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now) {
 int iomux_set_timeout(iomux_loop *loop, int id, uint32_t ms) {
   sock *s = iomux__sock(loop, id, SK_STREAM);
   if (!s) return -EBADF;
+  if (s->fwd) return -EBUSY; /* the forwarding's idle_ms owns the timer */
   if (ms == 0) {
     if (s->timer >= 0) iomux__tnode_free(loop, s->timer);
     s->timer = -1;
@@ -301,6 +314,10 @@ void iomux__flush_listed(iomux_loop *loop, uint64_t token) {
   sock *s = sock_by_token(loop, token);
   if (!s) return;
   s->flags &= ~SF_FLUSH_LISTED;
+  if (s->fwd) { /* written to before the forwarder started: it flushes */
+    iomux__fwd_service(loop, s);
+    return;
+  }
   if (s->flags & (SF_CORKED | SF_CONNECTING | SF_ERROR)) return;
   if (s->flags & SF_WRITABLE) flush_out(loop, s, (int32_t)TOKEN_SLOT(token));
 }
@@ -310,6 +327,7 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
   sock *s = iomux__sock(loop, id, SK_STREAM);
   if (!s) return -EBADF;
   if (s->flags & (SF_SHUT_PENDING | SF_SHUT_DONE | SF_ERROR)) return -EPIPE;
+  if (s->fwd && !iomux__fwd_accepts_writes(s)) return -EBUSY;
   if (iovcnt < 0) return -EINVAL;
   size_t total = 0;
   for (int i = 0; i < iovcnt; i++) total += iov[i].iov_len;
@@ -377,6 +395,7 @@ ssize_t iomux_queued(iomux_loop *loop, int id) {
 int iomux_shutdown(iomux_loop *loop, int id) {
   sock *s = iomux__sock(loop, id, SK_STREAM);
   if (!s) return -EBADF;
+  if (s->fwd) return -EBUSY; /* the forwarder relays the peer's FIN */
   if (s->flags & (SF_SHUT_PENDING | SF_SHUT_DONE)) return 0;
   if (s->out.len || (s->flags & SF_CONNECTING)) {
     s->flags |= SF_SHUT_PENDING;
@@ -390,6 +409,7 @@ int iomux_shutdown(iomux_loop *loop, int id) {
 int iomux_cork(iomux_loop *loop, int id, int on) {
   sock *s = iomux__sock(loop, id, SK_STREAM);
   if (!s) return -EBADF;
+  if (s->fwd) return -EBUSY;
   if (on) {
     s->flags |= SF_CORKED;
   } else if (s->flags & SF_CORKED) {
@@ -407,9 +427,9 @@ int iomux_cork(iomux_loop *loop, int id, int on) {
  * list, so one flooding peer gets one cap's worth per iteration. A short read
  * means the receive queue is empty: any later byte raises a new edge. */
 static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
-  if ((s->flags & (SF_READABLE | SF_PAUSED | SF_EOF | SF_ERROR)) !=
-      SF_READABLE)
-    return;
+  if ((s->flags & (SF_READABLE | SF_PAUSED | SF_EOF | SF_ERROR |
+                   SF_CONNECTING)) != SF_READABLE)
+    return; /* a connecting socket reads once its CONNECT is reported */
   size_t room = loop->slab_size - loop->slab_pos;
   size_t cap = loop->cfg.read_cap < room ? loop->cfg.read_cap : room;
   if (cap < 1024 || !loop->slab) { /* the embedder kept the slab: later */
@@ -458,6 +478,7 @@ static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
 int iomux_set_reading(iomux_loop *loop, int id, int on) {
   sock *s = iomux__sock(loop, id, SK_STREAM);
   if (!s) return -EBADF;
+  if (s->fwd) return -EBUSY; /* the forwarder decides when to read */
   if (!on) {
     s->flags |= SF_PAUSED;
   } else if (s->flags & SF_PAUSED) {
@@ -655,15 +676,26 @@ void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
   if (s->flags & SF_CLOSED) return; /* closed by the delivery just made */
   int32_t slot = (int32_t)TOKEN_SLOT(token);
 
+  if (s->fwd) {
+    iomux__fwd_event(loop, s, mask);
+    return;
+  }
   if (s->kind == SK_LISTENER) {
     s->flags |= SF_READABLE;
     if (!(s->flags & SF_ACCEPT_PAUSED)) accept_some(loop, s, slot);
     return;
   }
   if (s->flags & SF_CONNECTING) {
-    if (!(mask & (RD_WRITE | RD_ERROR | RD_HUP))) return;
+    if (!(mask & (RD_WRITE | RD_ERROR | RD_HUP))) {
+      /* kqueue reports the read filter apart from the write filter, and the
+       * peer's first bytes may come ahead of the connect's completion in the
+       * same harvest: the edge is kept for when the connect completes. */
+      if (mask & RD_READ) s->flags |= SF_READABLE;
+      return;
+    }
     finish_connect(loop, s, slot);
     if (s->flags & SF_ERROR) return;
+    if (s->flags & SF_READABLE) mask |= RD_READ;
   }
   if (mask & RD_HUP) s->flags |= SF_RDHUP;
   if (mask & (RD_READ | RD_HUP | RD_ERROR)) {
@@ -684,7 +716,9 @@ void iomux__service_ready(iomux_loop *loop, uint64_t token) {
   iomux__ensure_room(loop, 4, loop->cfg.read_cap);
   if (s->flags & SF_CLOSED) return;
   int32_t slot = (int32_t)TOKEN_SLOT(token);
-  if (s->kind == SK_LISTENER) {
+  if (s->fwd) {
+    iomux__fwd_service(loop, s);
+  } else if (s->kind == SK_LISTENER) {
     if (!(s->flags & SF_ACCEPT_PAUSED)) accept_some(loop, s, slot);
   } else {
     read_some(loop, s, slot);
@@ -720,12 +754,22 @@ int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s) {
 int iomux_close(iomux_loop *loop, int id) {
   sock *s = iomux__sock(loop, id, 0);
   if (!s) return -EBADF;
+  if (s->fwd) {
+    iomux__fwd_closed(loop, s, id);
+    return 0;
+  }
+  return iomux__sock_close(loop, id, true, false);
+}
+
+int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset) {
+  sock *s = loop->socks[id];
+  assert(s && !(s->flags & SF_CLOSED));
   if (s->flags & SF_ACCEPT_PAUSED) loop->paused_listeners--;
   /* Bytes written during a delivery wait to be coalesced; a socket closed
    * in the same handler must still send them, as it would have had the
    * write gone straight to the kernel. One try, nothing kept: what the
    * kernel refuses is discarded, as close always discards a queue. */
-  if (s->out.len && (s->flags & SF_WRITABLE) &&
+  if (s->out.len && !reset && (s->flags & SF_WRITABLE) &&
       !(s->flags & (SF_ERROR | SF_CONNECTING | SF_CORKED | SF_SHUT_DONE)))
     (void)sys_write(loop, s->fd, s->out.buf + s->out.head, s->out.len);
   loop->ops->del(loop, s->fd, TOKEN(id, s->gen));
@@ -734,14 +778,15 @@ int iomux_close(iomux_loop *loop, int id) {
     free(s->path);
     s->path = NULL;
   }
-  int rc = sys_close(loop, s->fd);
+  int rc = reset ? sys_close_reset(loop, s->fd) : sys_close(loop, s->fd);
   outq_free(&s->out);
   if (s->timer >= 0) iomux__tnode_free(loop, s->timer);
   s->timer = -1;
   s->fd = -1;
   s->flags = SF_CLOSED;
+  s->fwd = NULL;
   s->gen++;
-  if (vec32_push(&loop->closing, id) < 0) {
+  if (recycle && vec32_push(&loop->closing, id) < 0) {
     /* Out of memory: the slot is lost, never reused unsafely. */
   }
   if (loop->paused_listeners) wake_paused_listeners(loop);

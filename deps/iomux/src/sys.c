@@ -184,3 +184,42 @@ int sys_unlink(iomux_loop *loop, const char *path) {
   loop->stats.unlink++;
   return unlink(path) < 0 ? -errno : 0;
 }
+
+/* SO_LINGER {1, 0} makes close() abort the connection: the peer gets a RST,
+ * and whatever is still in the send buffer is dropped. A failed setsockopt
+ * (the socket already dead) still closes. */
+int sys_close_reset(iomux_loop *loop, int fd) {
+  struct linger lg = {1, 0};
+  loop->stats.setsockopt++;
+  (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  return sys_close(loop, fd);
+}
+
+#ifdef __linux__
+/* Non-blocking at both ends: the forwarder never sleeps on its own pipe. */
+int sys_pipe(iomux_loop *loop, int fds[2]) {
+  loop->stats.pipe++;
+  return pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0 ? -errno : 0;
+}
+
+/* The kernel rounds up to a power-of-two number of pages and refuses sizes
+ * above /proc/sys/fs/pipe-max-size (EPERM) for unprivileged processes; the
+ * caller keeps the default then. Returns the size granted. */
+int sys_set_pipe_size(iomux_loop *loop, int fd, int size) {
+  loop->stats.fcntl++;
+  int rc = fcntl(fd, F_SETPIPE_SZ, size);
+  return rc < 0 ? -errno : rc;
+}
+
+/* One end is a pipe, the other a socket. SPLICE_F_NONBLOCK makes the pipe
+ * side non-blocking; the socket's own O_NONBLOCK covers the other. */
+ssize_t sys_splice(iomux_loop *loop, int in, int out, size_t len) {
+  for (;;) {
+    loop->stats.splice++;
+    ssize_t n = splice(in, NULL, out, NULL, len,
+                       SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    if (n >= 0) return n;
+    if (errno != EINTR) return -errno;
+  }
+}
+#endif
