@@ -330,13 +330,17 @@ t.test('an upstream reset mid-stream closes the client side; no fd leak', async 
   const { proxy, port, logs } = await startProxy(t, { upstreams: [`127.0.0.1:${bport}`], passive: { failures: 0 } });
   for (let i = 0; i < 5; i++) {
     const c = iomux.connect({ port, host: '127.0.0.1' });
-    c.on('error', () => {});
+    let error: (Error & { code?: string }) | undefined;
+    c.on('error', (err: Error) => { error = err; });
     let got = 0;
     c.on('data', (d: Buffer) => { got += d.length; });
+    const closed = new Promise((resolve) => c.once('close', resolve));
     await connected(c);
     c.write('keep writing');
-    await once(c, 'close');
+    await closed;
     t.equal(got, 100000, 'the bytes before the failure arrived, then the close');
+    // The core's forwarding resets the client's side too (SO_LINGER 0).
+    t.equal(error?.code, 'ECONNRESET', 'the client saw the reset');
   }
   await waitFor(() => proxy.stats().upstreams[0]!.failures.reset === 5);
   t.equal(proxy.stats().upstreams[0]!.failures.reset, 5, 'counted as resets');
