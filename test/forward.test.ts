@@ -88,7 +88,7 @@ async function relay(backendPort: number, options: iomux.ForwardOptions = {},
   return r;
 }
 
-t.test('64 MiB each way through the relay, checksummed; splice only', async (t) => {
+t.test('64 MiB each way through the relay, checksummed; splice for the bulk', async (t) => {
   const total = 64 * MiB;
   let backendSent: Promise<string> | undefined;
   let backendGot: Promise<[number, string]> | undefined;
@@ -97,7 +97,9 @@ t.test('64 MiB each way through the relay, checksummed; splice only', async (t) 
     backendSent = sendBulk(s, total);
   });
   const r = await relay(bport);
-  const client = net.connect(r.port, '127.0.0.1');
+  // Half-open allowed: the client must keep sending after the backend's
+  // stream (and FIN) reached it first.
+  const client = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
   client.setNoDelay(true);
   await once(client, 'connect');
   // Counted from the moment the relay forwards, so that every byte below is
@@ -119,9 +121,11 @@ t.test('64 MiB each way through the relay, checksummed; splice only', async (t) 
   t.equal(hc, await backendSent!, 'backend -> client intact');
   t.same(res, { bytesAtoB: total, bytesBtoA: total, reason: 'done' });
   if (linux) {
-    t.ok(d.splice! >= (2 * 2 * total) / (64 * 1024), 'splice(2) moved the bytes');
-    t.equal(d.read, 0, 'no read() for forwarded bytes');
-    t.equal((d.write ?? 0) + (d.writev ?? 0), 0, 'no write() for forwarded bytes');
+    // Two splices (in, out) a pipe's worth at a time, each way: about 4 per 64 KiB.
+    t.ok(d.splice! >= total / (64 * 1024), 'splice(2) moved the bytes');
+    // Each direction copies its first 16 KiB buffer, then splices.
+    t.ok(d.read! <= 8, `bulk bytes go by splice, not read() (${d.read} reads)`);
+    t.ok((d.write ?? 0) + (d.writev ?? 0) <= 8, `nor write() (${(d.write ?? 0) + (d.writev ?? 0)} writes)`);
     t.equal(d.sigmask, 0, 'SIGPIPE is ignored by node: no masking');
   }
   await sleep(10);
@@ -141,7 +145,7 @@ t.test('the copy path (read/send through a buffer), 8 MiB each way', async (t) =
   });
   const r = await relay(bport, { copy: true, highWaterMark: 32 * 1024 });
   const delta = statsDelta();
-  const client = net.connect(r.port, '127.0.0.1');
+  const client = net.connect({ port: r.port, host: '127.0.0.1', allowHalfOpen: true });
   await once(client, 'connect');
   const clientGot = hashAll(client);
   const clientSent = await sendBulk(client, total);

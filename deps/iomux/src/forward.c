@@ -50,6 +50,8 @@
 #define MAX_HIGH_WATER (64u * 1024 * 1024)
 /* The size a new pipe gets on Linux; larger high-water marks ask for more. */
 #define DEFAULT_PIPE_SIZE (64 * 1024)
+/* The buffer a direction copies through before it turns out to be bulk. */
+#define COPY_BUFFER (16 * 1024)
 /* Bytes one direction may move per iteration, in read_caps: splicing costs
  * little per byte, so the share is larger than a read's, but bounded, so a
  * pair of fast peers cannot hold the loop away from everyone else. */
@@ -69,6 +71,10 @@ typedef struct fwd_dir {
   size_t moved;
   uint8_t state;       /* D_* */
   bool pipe_full;      /* splice in said EAGAIN with bytes in the pipe */
+  bool may_splice;     /* copying for now; splicing once the flow is bulk */
+  bool bulk;           /* a copy read filled the buffer: splice from now on */
+  uint32_t cap;        /* bytes in flight at most: the high-water mark, or the
+                          smaller copy buffer while small messages go by */
   bool started;        /* a read from src was tried: no more embedder writes */
 } fwd_dir;
 
@@ -100,12 +106,35 @@ static void dir_release(iomux_loop *loop, fwd_dir *d) {
  * memory rather than fds. */
 static int dir_open(iomux_loop *loop, fwd_dir *d, uint32_t hwm, bool copy) {
   d->pipe_r = d->pipe_w = -1;
+  d->cap = hwm;
 #ifdef HAVE_SPLICE
   if (copy) return 0;
+  /* Small messages (requests and responses) cost fewer syscalls copied: a
+   * short read says the socket is empty, where a splice into a pipe cannot
+   * (see above), so it would take a third call, an EAGAIN, per message. The
+   * direction copies through a small buffer until a read fills it, then
+   * splices. */
+  d->may_splice = true;
+  if (hwm > COPY_BUFFER) d->cap = COPY_BUFFER;
+  (void)loop;
+  return 0;
+#else
+  (void)loop;
+  (void)hwm;
+  (void)copy;
+#endif
+  return 0;
+}
+
+/* A bulk direction with nothing in flight gets its pipe. */
+static void dir_to_splice(iomux_loop *loop, fwd_dir *d, uint32_t hwm) {
+  d->may_splice = false;
+  d->bulk = false;
+#ifdef HAVE_SPLICE
+  assert(d->inflight == 0);
   int fds[2];
-  int rc = sys_pipe(loop, fds);
-  if (rc == -EMFILE || rc == -ENFILE) return 0;
-  if (rc < 0) return rc;
+  /* No pipe to be had (EMFILE, ENFILE, ENOMEM): it keeps copying. */
+  if (sys_pipe(loop, fds) < 0) return;
   d->pipe_r = fds[0];
   d->pipe_w = fds[1];
   /* A larger pipe lets one splice carry a whole high-water mark. Refused
@@ -113,12 +142,14 @@ static int dir_open(iomux_loop *loop, fwd_dir *d, uint32_t hwm, bool copy) {
    * takes care of the difference. */
   if (hwm > DEFAULT_PIPE_SIZE)
     (void)sys_set_pipe_size(loop, d->pipe_w, (int)hwm);
+  free(d->buf);
+  d->buf = NULL;
+  d->head = 0;
+  d->cap = hwm;
 #else
   (void)loop;
   (void)hwm;
-  (void)copy;
 #endif
-  return 0;
 }
 
 /* splice(2) refused one of the sockets: move to the copying path, taking
@@ -138,6 +169,8 @@ static int dir_to_copy(iomux_loop *loop, fwd_dir *d, uint32_t hwm) {
   sys_close(loop, d->pipe_r);
   sys_close(loop, d->pipe_w);
   d->pipe_r = d->pipe_w = -1;
+  d->may_splice = false;
+  d->cap = hwm;
   d->buf = buf;
   d->head = 0;
   d->pipe_full = false;
@@ -151,13 +184,14 @@ static ssize_t take_in(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, size_t len) {
 #ifdef HAVE_SPLICE
   if (d->pipe_w >= 0) return sys_splice(loop, d->src->fd, d->pipe_w, len);
 #endif
+  (void)f;
   if (!d->buf) {
-    d->buf = malloc(f->hwm);
+    d->buf = malloc(d->cap);
     if (!d->buf) return -ENOMEM;
     d->head = 0;
   }
   /* The bytes in flight move to the front when the tail has no room. */
-  if (d->head + d->inflight + len > f->hwm) {
+  if (d->head + d->inflight + len > d->cap) {
     memmove(d->buf, d->buf + d->head, d->inflight);
     d->head = 0;
   }
@@ -308,18 +342,27 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
       return;
     }
     /* 3. In, while the destination keeps up (backpressure). */
+    if (d->bulk && d->inflight == 0) dir_to_splice(loop, d, f->hwm);
     if (d->state == D_FLOWING && (src->flags & SF_READABLE) && !d->pipe_full &&
-        d->inflight < f->hwm) {
+        d->inflight < d->cap) {
       if (d->moved >= budget) { /* the rest next iteration */
         iomux__ready_push(loop, src, d->src_id);
         return;
       }
       d->started = true;
-      n = take_in(loop, f, d, f->hwm - d->inflight);
+      size_t want = d->cap - d->inflight;
+      n = take_in(loop, f, d, want);
       if (n > 0) {
-        assert(d->inflight + (size_t)n <= f->hwm);
+        assert(d->inflight + (size_t)n <= d->cap);
         d->inflight += (uint32_t)n;
         *moved_any = progress = true;
+        if (d->pipe_r < 0) {
+          /* A short read emptied the socket: the next byte is an edge --
+           * unless the FIN was seen, which raises none of its own: read
+           * on to the EOF. */
+          if ((size_t)n < want && !(src->flags & SF_RDHUP)) src->flags &= ~SF_READABLE;
+          else if (d->may_splice) d->bulk = true;
+        }
       } else if (n == 0) {
         d->state = D_SRC_EOF;
         src->flags = (src->flags | SF_EOF) & ~SF_READABLE;

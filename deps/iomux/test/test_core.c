@@ -3317,6 +3317,16 @@ static int h_forward(H *h, int a, int b, uint32_t idle_ms, uint32_t hwm,
 }
 
 /* The largest in-flight count seen in either direction, while it lasts. */
+/* Notes which directions of the forwarding of id have turned to splicing. */
+static bool fwd_splicing(H *h, int id, bool spliced[2]) {
+  iomux_forward_info fi;
+  if (iomux_forward_info_get(h->loop, id, &fi) == 0) {
+    spliced[0] = spliced[0] || fi.splicing[0];
+    spliced[1] = spliced[1] || fi.splicing[1];
+  }
+  return true;
+}
+
 static void fwd_watch(H *h, int a, uint32_t *max_inflight) {
   iomux_forward_info fi;
   if (iomux_forward_info_get(h->loop, a, &fi) < 0) return;
@@ -3348,11 +3358,12 @@ static void test_forward_bulk(void) {
     stats_get(h->loop, st0);
     CHECK_EQ(h_forward(h, a, b, 0, 0, mode ? IOMUX_FORWARD_COPY : 0), 0);
     bool splicing = have_splice() && mode == 0;
-    CHECK_EQ(count_fds(), fds0 + (splicing ? 4 : 0)); /* a pipe each way */
+    /* Each direction copies until a read fills its buffer: no pipe yet. */
+    CHECK_EQ(count_fds(), fds0);
     iomux_forward_info fi;
     CHECK_EQ(iomux_forward_info_get(h->loop, b, &fi), 0);
-    CHECK_EQ(fi.splicing[0], splicing);
-    CHECK_EQ(fi.splicing[1], splicing);
+    CHECK_EQ(fi.splicing[0], false);
+    CHECK_EQ(fi.splicing[1], false);
     CHECK_EQ(fi.high_water, 64 * 1024);
     cli_send(&ca, ba + pre, n - pre, true);
     ca.verify = true;
@@ -3361,11 +3372,16 @@ static void test_forward_bulk(void) {
     cb.verify = true;
     cb.seed = 31;
     uint32_t maxin = 0;
+    bool spliced[2] = {false, false};
     UNTIL(h,
           (cli_pump(&ca), cli_pump(&cb), fwd_watch(h, a, &maxin),
+           fwd_splicing(h, b, spliced),
            (h->nfends > 0 && ca.eof && cb.eof) || ca.err || cb.err),
           20000);
     stats_get(h->loop, st1);
+    /* Bulk both ways: each direction turned to splicing. */
+    CHECK_EQ(spliced[0], splicing);
+    CHECK_EQ(spliced[1], splicing);
     CHECK_EQ(ca.err, 0);
     CHECK_EQ(cb.err, 0);
     CHECK_EQ(cb.inlen, n);
@@ -3391,8 +3407,9 @@ static void test_forward_bulk(void) {
          (unsigned long long)(st1[0] - st0[0]));
     if (splicing) {
       CHECK_GE(sp, 2 * n / (64 * 1024));
-      CHECK_EQ(rd, 0);  /* not one forwarded byte through user memory */
-      CHECK_LE(wr, 2);  /* the prefix only */
+      /* Only the first buffer of each direction went through user memory. */
+      CHECK_LE(rd, 8);
+      CHECK_LE(wr, 10); /* those, and the prefix */
     } else {
       CHECK_EQ(sp, 0);
       CHECK_GE(rd, 2 * n / (64 * 1024));
