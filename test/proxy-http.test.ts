@@ -8,21 +8,12 @@ import t, { type Test } from 'tap';
 import { once } from 'node:events';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import { closeServer, collectCopies, connected, iomux, listen, openFds, settleFds, waitFor } from './helpers';
-import {
-  createProxy, encodeV2, ResponseParser, type LogEntry, type Proxy, type ProxyOptions, type ResponseHead,
-} from '../dist/proxy';
+import { collectCopies, connected, iomux, listen, openFds, settleFds, waitFor } from './helpers';
+import { encodeV2, ResponseParser, type ProxyOptions, type ResponseHead } from '../dist/proxy';
+import { deadPort, startProxy as startAnyProxy } from './proxy-helpers';
 
-async function startProxy(t: Test, options: Omit<ProxyOptions, 'mode'>): Promise<{ proxy: Proxy; port: number; logs: LogEntry[] }> {
-  const proxy = createProxy({ mode: 'http', ...options });
-  const logs: LogEntry[] = [];
-  proxy.on('log', (e: LogEntry) => logs.push(e));
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  const a = proxy.address();
-  if (a === null || typeof a === 'string') throw new Error('no address');
-  t.teardown(() => proxy.close({ deadline: 0 }));
-  return { proxy, port: a.port, logs };
+function startProxy(t: Test, options: Omit<ProxyOptions, 'mode'>): ReturnType<typeof startAnyProxy> {
+  return startAnyProxy(t, { mode: 'http', ...options });
 }
 
 /** An iomux HTTP backend answering with the request's method, url, headers and body as JSON; counts its connections. */
@@ -44,13 +35,6 @@ async function jsonBackend(t: Test): Promise<{ port: number; connections: () => 
   const port = await listen(server as unknown as iomux.Server);
   t.teardown(() => server.close());
   return { port, connections: () => connections, requests: () => requests };
-}
-
-async function deadPort(): Promise<number> {
-  const s = iomux.createServer();
-  const port = await listen(s);
-  await closeServer(s);
-  return port;
 }
 
 /** Sends raw bytes; resolves to everything received until the proxy closes. */

@@ -8,27 +8,8 @@ import { once } from 'node:events';
 import * as net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeServer, collectCopies, connected, echoServer, iomux, listen, openFds, settleFds, sleep, waitFor } from './helpers';
-import { createProxy, encodeV1, encodeV2, parseProxyHeader, type LogEntry, type Proxy, type ProxyOptions } from '../dist/proxy';
-
-async function startProxy(t: Test, options: ProxyOptions): Promise<{ proxy: Proxy; port: number; logs: LogEntry[] }> {
-  const proxy = createProxy(options);
-  const logs: LogEntry[] = [];
-  proxy.on('log', (e: LogEntry) => logs.push(e));
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  const a = proxy.address();
-  if (a === null || typeof a === 'string') throw new Error('no address');
-  t.teardown(() => proxy.close({ deadline: 0 }));
-  return { proxy, port: a.port, logs };
-}
-
-/** A port nothing listens on (bound, then closed). */
-async function deadPort(): Promise<number> {
-  const s = iomux.createServer();
-  const port = await listen(s);
-  await closeServer(s);
-  return port;
-}
+import { encodeV1, encodeV2, parseProxyHeader } from '../dist/proxy';
+import { deadPort, startProxy } from './proxy-helpers';
 
 /** Sends data and ends; resolves to what came back. */
 async function roundTrip(port: number, data: Buffer | string): Promise<Buffer> {
