@@ -180,11 +180,10 @@ static int dir_to_copy(iomux_loop *loop, fwd_dir *d, uint32_t hwm) {
 /* ---- moving bytes ------------------------------------------------------------ */
 
 /* Takes up to len bytes from the source: > 0, 0 at EOF, or -errno. */
-static ssize_t take_in(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, size_t len) {
+static ssize_t take_in(iomux_loop *loop, fwd_dir *d, size_t len) {
 #ifdef HAVE_SPLICE
   if (d->pipe_w >= 0) return sys_splice(loop, d->src->fd, d->pipe_w, len);
 #endif
-  (void)f;
   if (!d->buf) {
     d->buf = malloc(d->cap);
     if (!d->buf) return -ENOMEM;
@@ -351,7 +350,7 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
       }
       d->started = true;
       size_t want = d->cap - d->inflight;
-      n = take_in(loop, f, d, want);
+      n = take_in(loop, d, want);
       if (n > 0) {
         assert(d->inflight + (size_t)n <= d->cap);
         d->inflight += (uint32_t)n;
