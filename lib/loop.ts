@@ -1,13 +1,16 @@
 // loop.ts -- the JavaScript side of the loop: it receives each batch of event
 // records in one call, turns slab ranges into Buffers, and routes every record
-// to its socket, server or timer. It also keeps the count of handles that
-// keep the process alive, and the userspace timers.
+// to its socket, server or timer queue (timers.ts). It also keeps the count of
+// handles that keep the process alive.
 import {
   binding, EV_ACCEPT, EV_ACCEPT_ERROR, EV_CONNECT, EV_DATA, EV_DRAIN, EV_EOF, EV_ERROR, EV_FORWARD_END, EV_TIMEOUT,
   EV_TIMER,
 } from './binding';
 import { performance } from 'node:perf_hooks';
 import { errnoException, invalidArgType } from './errors';
+import { Timer, TimerQueue, type TimerCallback } from './timers';
+
+export { Timer, type TimerCallback };
 
 /** What the loop calls on a connected socket. */
 export interface StreamHandle {
@@ -41,90 +44,6 @@ const TIMEOUT_MAX = 2 ** 31 - 1;
 
 function rethrow(err: unknown): never {
   throw err;
-}
-
-export type TimerCallback = (...args: any[]) => void;
-
-/** A timer on the iomux loop: precise to the millisecond, never early. */
-export class Timer {
-  /** @internal */ _id = -1;
-  /** @internal */ _gen = 0;
-  /** @internal */ _refed = true;
-  /** @internal */ _cb: TimerCallback;
-  /** @internal */ _args: unknown[] | undefined;
-  /** @internal */ _ms: number;
-  /** @internal */ _repeat: boolean;
-  /** @internal cleared by clearTimeout(): refresh() then does nothing, as in node */
-  _cleared = false;
-  /** @internal */ _loop: Loop;
-
-  constructor(loop: Loop, cb: TimerCallback, ms: number, args: unknown[] | undefined, repeat: boolean) {
-    this._loop = loop;
-    this._cb = cb;
-    this._ms = ms;
-    this._args = args;
-    this._repeat = repeat;
-  }
-
-  /** Restarts the timer from now with its original delay (re-arms a fired one). */
-  refresh(): this {
-    if (this._cleared) return this;
-    if (this._id < 0) {
-      this._loop._armTimer(this);
-    } else if (binding.timerRestart(this._id, this._gen, this._ms) < 0) {
-      // It expired in the batch being delivered and its record is still
-      // ahead: drop that record and arm afresh.
-      this._loop._forgetTimer(this);
-      this._loop._armTimer(this, true);
-    }
-    return this;
-  }
-
-  /** @internal Re-arms the timer to fire ms from now (also a fired or cleared one). */
-  _rearm(ms: number): void {
-    this._ms = ms;
-    this._cleared = false;
-    this.refresh();
-  }
-
-  ref(): this {
-    if (!this._refed) {
-      this._refed = true;
-      if (this._id >= 0) this._loop._ref();
-    }
-    return this;
-  }
-
-  unref(): this {
-    if (this._refed) {
-      this._refed = false;
-      if (this._id >= 0) this._loop._unref();
-    }
-    return this;
-  }
-
-  hasRef(): boolean {
-    return this._refed;
-  }
-
-  /** Cancels the timer (same as loop.clearTimeout(timer)). */
-  close(): this {
-    this._loop.clearTimeout(this);
-    return this;
-  }
-
-  /** @internal */
-  _fire(): void {
-    this._id = -1;
-    if (this._repeat) {
-      this._loop._armTimer(this, true);
-    } else if (this._refed) {
-      this._loop._unref();
-    }
-    const args = this._args;
-    if (args === undefined) this._cb();
-    else this._cb(...args);
-  }
 }
 
 export interface LoopStats {
@@ -165,9 +84,8 @@ export class Loop {
   /** @internal */ readonly _listeners: (ListenerHandle | undefined)[] = [];
   /** @internal forwardings, by the id of their first socket */
   readonly _forwards: (ForwardHandle | undefined)[] = [];
-  private readonly timers: (Timer | undefined)[] = [];
+  /** @internal */ readonly _timers = new TimerQueue(this);
   private readonly records = new Int32Array(RECORD_WORDS);
-  private readonly scratch = new Int32Array(1);
   private slab = new ArrayBuffer(SLAB_SIZE);
   private slabBuf = Buffer.from(this.slab);
   /** End of the last range of this slab handed out as a view: the core never writes below it. */
@@ -209,52 +127,33 @@ export class Loop {
     this.isStandalone = true;
   }
 
-  setTimeout<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer {
-    return this.newTimer(cb as TimerCallback, ms, args, false);
+  // Extra arguments are read from `arguments`, so that the common call with
+  // none allocates no array.
+  setTimeout<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer;
+  setTimeout(cb: TimerCallback, ms?: number): Timer {
+    return this.newTimer(cb, ms, arguments.length > 2 ? Array.prototype.slice.call(arguments, 2) : undefined, false);
   }
 
-  setInterval<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer {
-    return this.newTimer(cb as TimerCallback, ms, args, true);
+  setInterval<A extends unknown[]>(cb: (...args: A) => void, ms?: number, ...args: A): Timer;
+  setInterval(cb: TimerCallback, ms?: number): Timer {
+    return this.newTimer(cb, ms, arguments.length > 2 ? Array.prototype.slice.call(arguments, 2) : undefined, true);
   }
 
   clearTimeout(timer: Timer | undefined | null): void {
-    if (!(timer instanceof Timer)) return;
-    timer._repeat = false;
-    timer._cleared = true;
-    if (timer._id < 0) return;
-    binding.timerStop(timer._id, timer._gen);
-    if (this.timers[timer._id] === timer) this.timers[timer._id] = undefined;
-    timer._id = -1;
-    if (timer._refed) this._unref();
+    if (timer instanceof Timer) this._timers.clear(timer);
   }
 
   clearInterval(timer: Timer | undefined | null): void {
     this.clearTimeout(timer);
   }
 
-  private newTimer(cb: TimerCallback, ms: number | undefined, args: unknown[], repeat: boolean): Timer {
+  private newTimer(cb: TimerCallback, ms: number | undefined, args: unknown[] | undefined, repeat: boolean): Timer {
     if (typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
     let after = Number(ms);
     if (!(after >= 1 && after <= TIMEOUT_MAX)) after = 1;
-    const timer = new Timer(this, cb, Math.trunc(after), args.length ? args : undefined, repeat);
-    this._armTimer(timer);
+    const timer = new Timer(this._timers, cb, Math.trunc(after), args, repeat);
+    this._timers.arm(timer);
     return timer;
-  }
-
-  /** @internal */
-  _armTimer(timer: Timer, rearm = false): void {
-    const id = binding.timerStart(timer._ms, this.scratch);
-    if (id < 0) throw errnoException(-id, 'timer');
-    timer._id = id;
-    timer._gen = this.scratch[0]!;
-    this.timers[id] = timer;
-    if (timer._refed && !rearm) this._ref();
-  }
-
-  /** @internal The timer's pending record, if any, will be dropped. */
-  _forgetTimer(timer: Timer): void {
-    if (this.timers[timer._id] === timer) this.timers[timer._id] = undefined;
-    timer._id = -1;
   }
 
   /**
@@ -335,14 +234,9 @@ export class Loop {
           case EV_TIMEOUT:
             this._streams[id]?._onTimeout();
             break;
-          case EV_TIMER: {
-            const t = this.timers[id];
-            if (t !== undefined && t._gen === rec[o + 2]) {
-              this.timers[id] = undefined;
-              t._fire();
-            }
+          case EV_TIMER:
+            this._timers.onAlarm(id, rec[o + 2]!);
             break;
-          }
           case EV_ACCEPT_ERROR:
             this._listeners[id]?._onAcceptError(rec[o + 2]!);
             break;

@@ -257,6 +257,39 @@ t.test('timers', async (t) => {
     t.equal(x.hasRef(), true);
   });
 
+  t.test('schedule and cancel stay in JavaScript: the core alarm moves only for an earlier deadline', async (t) => {
+    const keep = tracker(t);
+    const late = keep(loop.setTimeout(() => {}, 10000));
+    const before = loop._timers.alarmCalls;
+    for (let i = 0; i < 10000; i++) loop.clearTimeout(loop.setTimeout(() => {}, 1000));
+    const calls = loop._timers.alarmCalls - before;
+    t.ok(calls <= 1, `10,000 schedule-and-cancel pairs made ${calls} call(s) into the core`);
+
+    // The alarm left at the cleared timers' deadline finds nothing due, and
+    // an earlier timer still pulls it in.
+    let fired = 0;
+    const start = process.hrtime.bigint();
+    let el = 0;
+    keep(loop.setTimeout(() => { fired++; el = msSince(start); }, 20));
+    t.ok(await waitFor(() => fired === 1, 2000), 'the earlier timer fired');
+    t.ok(el >= 20 && el < 20 + LATE_MS, `after ${el.toFixed(2)} ms (20 ms timer)`);
+    loop.clearTimeout(late);
+  });
+
+  t.test('clearing the nearest timer leaves later ones on time', async (t) => {
+    const keep = tracker(t);
+    const start = process.hrtime.bigint();
+    const got: [string, number][] = [];
+    const a = keep(loop.setTimeout(() => got.push(['a', msSince(start)]), 5));
+    keep(loop.setTimeout(() => got.push(['b', msSince(start)]), 30));
+    keep(loop.setTimeout(() => got.push(['c', msSince(start)]), 30));
+    loop.clearTimeout(a);
+    t.ok(await waitFor(() => got.length === 2, 2000));
+    await sleep(20);
+    t.same(got.map((g) => g[0]), ['b', 'c'], 'only the others, in order');
+    for (const [name, el] of got) t.ok(el >= 30 && el < 30 + LATE_MS, `${name} after ${el.toFixed(2)} ms`);
+  });
+
   // ---- timers that expire in the same batch as a timer whose callback
   // starts, re-arms or refreshes a timer ------------------------------------
 
