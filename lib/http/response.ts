@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from '../socket';
 import { invalidArgType, invalidArgValue } from '../errors';
+import { leanListeners } from '../flow';
 import type { IncomingRequest } from './request';
 
 /** What a response needs of its connection. */
@@ -145,6 +146,7 @@ export class ServerResponse extends EventEmitter {
   /** @internal */
   constructor(owner: ResponseOwner, req: IncomingRequest) {
     super();
+    leanListeners(this);
     this.owner = owner;
     this.req = req;
     this._keepAlive = req._keepAlive;
