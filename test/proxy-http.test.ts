@@ -314,10 +314,10 @@ function bytewise(s: string): Buffer[] {
 }
 
 t.test('ResponseParser', async (t) => {
-  const chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n';
+  const chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n00006\r\n world\r\n0\r\nX-T: 1\r\n\r\n';
   for (const chunks of [[Buffer.from(chunked)], bytewise(chunked)]) {
     const r = parseAll(chunks);
-    t.equal(r.body, 'hello');
+    t.equal(r.body, 'hello world');
     t.same(r.trailers, ['X-T', '1']);
     t.equal(r.heads[0]!.bodyKind, 'chunked');
   }
@@ -338,6 +338,10 @@ t.test('ResponseParser', async (t) => {
     ['HTTP/1.1 200 OK\r\n Folded: x\r\n\r\n', 'HTTP_OBS_FOLD'],
     ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nxyz\r\n', 'HTTP_INVALID_CHUNK_SIZE'],
     ['HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nab', 'HTTP_UNEXPECTED_DATA'],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n', 'HTTP_INVALID_CHUNK'],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n', 'HTTP_BARE_LF'],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000\r\n', 'HTTP_INVALID_CHUNK_SIZE'],
+    ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer\r\n\r\n', 'HTTP_INVALID_TRAILER'],
     ['HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab', 'HTTP_INCOMPLETE_RESPONSE'],
   ];
   for (const [text, code] of bad) {

@@ -11,13 +11,16 @@
 // The head is parsed only once its terminating empty line has arrived: the
 // search for it is Buffer.indexOf (native), then the head is one latin1 string
 // checked line by line with sticky regular expressions. Bodies are handed out
-// as subarrays of the incoming chunks, never copied.
+// as subarrays of the incoming chunks, never copied. Chunked bodies are
+// decoded by chunked.ts.
 //
 // The result never depends on how the bytes were split: a head that arrives in
 // pieces is appended to one growing buffer (linear, even a byte at a time) and
 // checked as it grows with the same rules, in the same order, as a head that
 // arrives whole: first the request line's length (431), then bare LFs (400),
 // then the head's size (431), and only on a complete head everything else.
+
+import { ChunkedDecoder } from './chunked';
 
 /** Limits of what one request may be. Defaults in DEFAULT_LIMITS. */
 export interface ParserLimits {
@@ -139,10 +142,6 @@ const validNames = new Set<string>();
 const VALID_NAMES_MAX = 1024;
 const TOKEN_ONLY = new RegExp(`^${TOKEN}$`);
 const DIGITS = /^\d+$/;
-// chunk-size [ BWS ";" chunk-ext ] CRLF. Extensions are allowed and ignored,
-// as the RFC says, but must not hide a CR, LF or other control byte; whitespace
-// after the size is only allowed before a ';' (BWS belongs to chunk-ext).
-const CHUNK_LINE = /^([0-9A-Fa-f]+)(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?\r$/;
 const LEADING_ZEROS = /^0+/;
 
 const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
@@ -152,21 +151,16 @@ type LatinBuffer = Buffer & { latin1Slice(start: number, end: number): string };
 const TEXT_WINDOW = 2048;
 const CR = 13;
 const LF = 10;
-const MAX_CHUNK_LINE = 4096;
 // 2^53 - 1 has 16 digits: a Content-Length of at most 15 digits (leading
 // zeros aside) is a safe integer; a longer one counts as Infinity (413).
 const MAX_LENGTH_DIGITS = 15;
-const MAX_CHUNK_SIZE_DIGITS = 13; // 16^13 = 2^52: any longer size (leading zeros aside) overflows
 // The first allocation of the buffer a head that arrives in pieces grows in.
 const HEAD_BUF_MIN = 1024;
 
 const S_HEAD = 0;
 const S_BODY_LENGTH = 1;
-const S_CHUNK_SIZE = 2;
-const S_CHUNK_DATA = 3;
-const S_CHUNK_DATA_END = 4;
-const S_TRAILERS = 5;
-const S_DEAD = 6;
+const S_CHUNKED = 2;
+const S_DEAD = 3;
 
 function bad(code: string, message: string): HttpError {
   return new HttpError(400, code, message);
@@ -316,17 +310,10 @@ export class RequestParser {
   /** Of the partial head: bytes already checked for bare LFs; whether its request line's LF was seen. */
   private hScanned = 0;
   private hLineSeen = false;
-  /** A chunk-size or trailer line carried over from earlier chunks (latin1, without its LF). */
-  private lineCarry = '';
-  /** Where the line readLine() returned ends (the index after its LF). */
-  private lineNext = 0;
-  /** The CR after a chunk's data came at the end of the last chunk. */
-  private crSeen = false;
-  /** Body bytes still to come (BODY_LENGTH), or of the current chunk. */
+  /** Body bytes still to come (BODY_LENGTH). */
   private remaining = 0;
-  private bodyBytes = 0;
-  private trailerBytes = 0;
-  private rawTrailers: string[] | null = null;
+  /** Made for the first chunked body (few connections ever see one). */
+  private chunked: ChunkedDecoder | null = null;
   private readonly limits: ParserLimits;
   private readonly handler: ParserHandler;
   /** Requests completed so far on this connection. */
@@ -389,8 +376,7 @@ export class RequestParser {
     this.hlen = 0;
     this.hScanned = 0;
     this.hLineSeen = false;
-    this.lineCarry = '';
-    this.crSeen = false;
+    this.chunked?.reset();
   }
 
   private run(data: Buffer): void {
@@ -411,23 +397,8 @@ export class RequestParser {
           if (this.remaining === 0 && this.state === S_BODY_LENGTH) this.end(null);
           break;
         }
-        case S_CHUNK_SIZE:
-          pos = this.chunkSize(data, pos);
-          break;
-        case S_CHUNK_DATA: {
-          const n = Math.min(this.remaining, len - pos);
-          this.remaining -= n;
-          const piece = data.subarray(pos, pos + n);
-          pos += n;
-          if (this.remaining === 0) this.state = S_CHUNK_DATA_END;
-          this.handler.onBody(piece);
-          break;
-        }
-        case S_CHUNK_DATA_END:
-          pos = this.chunkDataEnd(data, pos);
-          break;
-        case S_TRAILERS:
-          pos = this.trailers(data, pos);
+        case S_CHUNKED:
+          pos = this.chunked!.decode(data, pos);
           break;
         default:
           return; // dead: the rest is ignored
@@ -684,14 +655,14 @@ export class RequestParser {
 
     const head = new ParsedHead(method, url, minor, raw, keepAlive, bodyKind,
       bodyKind === BODY_LENGTH ? contentLength : 0, expect);
-    this.bodyBytes = 0;
     this.handler.onHead(head);
     if (this.state === S_DEAD) return; // closed by the handler
     if (bodyKind === BODY_LENGTH) {
       this.remaining = contentLength;
       this.state = S_BODY_LENGTH;
     } else if (bodyKind === BODY_CHUNKED) {
-      this.state = S_CHUNK_SIZE;
+      (this.chunked ??= this.newChunkedDecoder()).start();
+      this.state = S_CHUNKED;
     } else {
       this.end(null);
     }
@@ -705,92 +676,16 @@ export class RequestParser {
 
   // ---- chunked bodies ------------------------------------------------------------
 
-  /**
-   * Reads one line of at most max bytes (its LF excluded) starting at
-   * data[pos]: returns it (lineNext is then where it ended), or null when its
-   * LF has not come yet (the bytes are carried over). Over max: an HttpError
-   * with the given status.
-   */
-  private readLine(data: Buffer, pos: number, max: number, status: number, what: string): string | null {
-    const lf = data.indexOf(LF, pos);
-    const have = this.lineCarry.length;
-    const n = (lf < 0 ? data.length : lf) - pos;
-    if (have + n > max) {
-      throw status === 431 ? tooLarge(`${what} over ${max} bytes`) : bad('HTTP_LINE_TOO_LONG', `${what} over ${max} bytes`);
-    }
-    if (lf < 0) {
-      this.lineCarry += data.toString('latin1', pos);
-      return null;
-    }
-    let text = data.toString('latin1', pos, lf);
-    if (have > 0) {
-      text = this.lineCarry + text;
-      this.lineCarry = '';
-    }
-    this.lineNext = lf + 1;
-    return text;
-  }
-
-  private chunkSize(data: Buffer, pos: number): number {
-    const text = this.readLine(data, pos, MAX_CHUNK_LINE, 400, 'a chunk-size line');
-    if (text === null) return data.length;
-    const m = CHUNK_LINE.exec(text);
-    if (m === null) {
-      if (!text.endsWith('\r')) throw bad('HTTP_BARE_LF', 'a chunk-size line ending in a bare LF');
-      throw bad('HTTP_INVALID_CHUNK_SIZE', `invalid chunk-size line: ${JSON.stringify(text.slice(0, 40))}`);
-    }
-    let hex = m[1]!;
-    if (hex.length > MAX_CHUNK_SIZE_DIGITS) {
-      hex = hex.replace(LEADING_ZEROS, '');
-      if (hex.length > MAX_CHUNK_SIZE_DIGITS) throw bad('HTTP_INVALID_CHUNK_SIZE', 'a chunk size that overflows');
-    }
-    const size = hex === '' ? 0 : parseInt(hex, 16);
-    if (size === 0) {
-      this.rawTrailers = null;
-      this.trailerBytes = 0;
-      this.state = S_TRAILERS;
-      return this.lineNext;
-    }
-    if (size > this.limits.maxBodySize - this.bodyBytes) {
-      throw new HttpError(413, 'HTTP_BODY_TOO_LARGE', `chunked body over the ${this.limits.maxBodySize}-byte limit`);
-    }
-    this.bodyBytes += size;
-    this.remaining = size;
-    this.state = S_CHUNK_DATA;
-    return this.lineNext;
-  }
-
-  private chunkDataEnd(data: Buffer, pos: number): number {
-    // Exactly CRLF after a chunk's data; the CR may have come in the last chunk.
-    if (!this.crSeen) {
-      if (data[pos] !== CR) throw bad('HTTP_INVALID_CHUNK', 'chunk data not followed by CRLF');
-      pos++;
-      if (pos === data.length) {
-        this.crSeen = true;
-        return pos;
-      }
-    }
-    this.crSeen = false;
-    if (data[pos] !== LF) throw bad('HTTP_INVALID_CHUNK', 'chunk data not followed by CRLF');
-    this.state = S_CHUNK_SIZE;
-    return pos + 1;
-  }
-
-  private trailers(data: Buffer, pos: number): number {
-    const limit = this.limits.maxHeaderSize;
-    const text = this.readLine(data, pos, limit - this.trailerBytes, 431, 'the trailer section');
-    if (text === null) return data.length;
-    const next = this.lineNext;
-    this.trailerBytes += text.length + 1;
-    if (this.trailerBytes > limit) throw tooLarge(`trailer section over ${limit} bytes`);
-    if (text === '\r') {
-      this.end(this.rawTrailers);
-      return next;
-    }
-    if (!text.endsWith('\r')) throw bad('HTTP_BARE_LF', 'a trailer line ending in a bare LF');
-    const raw = this.rawTrailers ?? (this.rawTrailers = []);
-    parseFieldLines(`${text}\n`, 0, raw, this.limits.maxHeaders, false);
-    return next;
+  private newChunkedDecoder(): ChunkedDecoder {
+    return new ChunkedDecoder({
+      onBody: (piece) => this.handler.onBody(piece),
+      trailerLine: (line, raw) => parseFieldLines(`${line}\r\n`, 0, raw, this.limits.maxHeaders, false),
+      onChunkedEnd: (rawTrailers) => {
+        // The handler may have closed the parser in the last onBody().
+        if (this.state === S_CHUNKED) this.end(rawTrailers);
+      },
+      chunkedError: (status, code, message) => new HttpError(status, code, message),
+    }, this.limits);
   }
 }
 

@@ -15,6 +15,7 @@
 // no further response was asked for, are an error: the connection cannot be
 // trusted with another request.
 import { HttpError } from '../http/parser';
+import { ChunkedDecoder } from '../http/chunked';
 
 export interface ResponseLimits {
   /** Bytes of the head (status line and fields), and of the trailer section (default 64 KiB). */
@@ -62,21 +63,16 @@ const FIELD_LINE = new RegExp(`^(${TOKEN}):[\\t ]*([\\t\\x20-\\x7e\\x80-\\xff]*?
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const TOKEN_ONLY = new RegExp(`^${TOKEN}$`);
 const DIGITS = /^[0-9]{1,15}$/;
-const CHUNK_LINE = /^([0-9A-Fa-f]{1,13})(?:[\t ]*;[\t\x20-\x7e\x80-\xff]*)?$/;
 const CRLF2 = Buffer.from('\r\n\r\n', 'latin1');
 const CR = 13;
 const LF = 10;
-const MAX_CHUNK_LINE = 4096;
 
 const S_IDLE = 0; // no response expected
 const S_HEAD = 1;
 const S_LENGTH = 2;
-const S_CHUNK_SIZE = 3;
-const S_CHUNK_DATA = 4;
-const S_CHUNK_END = 5;
-const S_TRAILERS = 6;
-const S_CLOSE = 7; // body until the connection closes
-const S_DEAD = 8;
+const S_CHUNKED = 3;
+const S_CLOSE = 4; // body until the connection closes
+const S_DEAD = 5;
 
 function bad(code: string, message: string): HttpError {
   return new HttpError(502, code, `invalid response from upstream: ${message}`);
@@ -88,10 +84,9 @@ export class ResponseParser {
   /** Head bytes so far (a head split over chunks). */
   private headParts: Buffer[] = [];
   private headLen = 0;
-  private lineCarry = '';
   private remaining = 0;
-  private trailerBytes = 0;
-  private trailers: string[] | null = null;
+  /** Made for the first chunked response. */
+  private chunked: ChunkedDecoder | null = null;
   private readonly limits: ResponseLimits;
   private readonly handler: ResponseHandler;
 
@@ -120,6 +115,7 @@ export class ResponseParser {
   close(): void {
     this.state = S_DEAD;
     this.headParts = [];
+    this.chunked?.reset();
   }
 
   /** Parses data; throws an HttpError (status 502) and dies on a violation. */
@@ -168,85 +164,32 @@ export class ResponseParser {
           this.handler.onBody(pos === 0 ? data : data.subarray(pos));
           pos = len;
           break;
-        case S_CHUNK_SIZE: {
-          const line = this.line(data, pos, MAX_CHUNK_LINE, 'a chunk-size line');
-          if (line === null) return;
-          pos = line[1];
-          const m = CHUNK_LINE.exec(line[0]);
-          if (m === null) throw bad('HTTP_INVALID_CHUNK_SIZE', `invalid chunk-size line ${JSON.stringify(line[0].slice(0, 40))}`);
-          const size = parseInt(m[1]!, 16);
-          if (size === 0) {
-            this.state = S_TRAILERS;
-            this.trailers = null;
-            this.trailerBytes = 0;
-          } else {
-            this.remaining = size;
-            this.state = S_CHUNK_DATA;
-          }
+        case S_CHUNKED:
+          pos = this.chunked!.decode(data, pos);
           break;
-        }
-        case S_CHUNK_DATA: {
-          const n = Math.min(this.remaining, len - pos);
-          this.remaining -= n;
-          const piece = data.subarray(pos, pos + n);
-          pos += n;
-          if (this.remaining === 0) this.state = S_CHUNK_END;
-          this.handler.onBody(piece);
-          break;
-        }
-        case S_CHUNK_END: {
-          const line = this.line(data, pos, 0, 'the end of a chunk');
-          if (line === null) return;
-          if (line[0] !== '') throw bad('HTTP_INVALID_CHUNK', 'chunk data not followed by CRLF');
-          pos = line[1];
-          this.state = S_CHUNK_SIZE;
-          break;
-        }
-        case S_TRAILERS: {
-          const line = this.line(data, pos, this.limits.maxHeaderSize - this.trailerBytes, 'the trailer section');
-          if (line === null) return;
-          pos = line[1];
-          this.trailerBytes += line[0].length + 2;
-          if (line[0] === '') {
-            this.state = S_IDLE;
-            this.handler.onEnd(this.trailers);
-            break;
-          }
-          const m = FIELD_LINE.exec(line[0]);
-          if (m === null) throw bad('HTTP_INVALID_TRAILER', 'an invalid trailer field line');
-          const t = (this.trailers ??= []);
-          if (t.length >= this.limits.maxHeaders * 2) throw bad('HTTP_TRAILERS_TOO_LARGE', 'too many trailer fields');
-          t.push(m[1]!, m[2]!);
-          break;
-        }
         default:
           return; // dead
       }
     }
   }
 
-  /**
-   * One CRLF-terminated line from data[pos..] (with carried-over bytes): the
-   * line without its CRLF and where it ends, or null when more is needed. A
-   * bare LF, or a CR inside the line, is an error.
-   */
-  private line(data: Buffer, pos: number, max: number, what: string): [string, number] | null {
-    const lf = data.indexOf(LF, pos);
-    const n = (lf < 0 ? data.length : lf) - pos;
-    if (this.lineCarry.length + n > max + 1) throw bad('HTTP_LINE_TOO_LONG', `${what} over ${max} bytes`);
-    if (lf < 0) {
-      this.lineCarry += data.toString('latin1', pos);
-      return null;
-    }
-    let text = data.toString('latin1', pos, lf);
-    if (this.lineCarry !== '') {
-      text = this.lineCarry + text;
-      this.lineCarry = '';
-    }
-    if (!text.endsWith('\r')) throw bad('HTTP_BARE_LF', `a bare LF in ${what}`);
-    text = text.slice(0, -1);
-    if (text.includes('\r')) throw bad('HTTP_BARE_CR', `a bare CR in ${what}`);
-    return [text, lf + 1];
+  private newChunkedDecoder(): ChunkedDecoder {
+    const limits = this.limits;
+    return new ChunkedDecoder({
+      onBody: (piece) => this.handler.onBody(piece),
+      trailerLine: (line, raw) => {
+        const m = FIELD_LINE.exec(line);
+        if (m === null) throw bad('HTTP_INVALID_TRAILER', 'an invalid trailer field line');
+        if (raw.length >= limits.maxHeaders * 2) throw bad('HTTP_TRAILERS_TOO_LARGE', 'too many trailer fields');
+        raw.push(m[1]!, m[2]!);
+      },
+      onChunkedEnd: (rawTrailers) => {
+        if (this.state !== S_CHUNKED) return; // closed in the last onBody()
+        this.state = S_IDLE;
+        this.handler.onEnd(rawTrailers);
+      },
+      chunkedError: (_status, code, message) => bad(code, message),
+    }, { maxBodySize: Infinity, maxHeaderSize: limits.maxHeaderSize });
   }
 
   private head(data: Buffer, pos: number): number {
@@ -371,7 +314,8 @@ export class ResponseParser {
       this.remaining = contentLength;
       this.state = S_LENGTH;
     } else if (bodyKind === 'chunked') {
-      this.state = S_CHUNK_SIZE;
+      (this.chunked ??= this.newChunkedDecoder()).start();
+      this.state = S_CHUNKED;
     } else if (bodyKind === 'close') {
       this.state = S_CLOSE;
     } else {
