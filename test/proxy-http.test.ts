@@ -313,6 +313,68 @@ function bytewise(s: string): Buffer[] {
   return [...Buffer.from(s, 'latin1')].map((b) => Buffer.from([b]));
 }
 
+t.test('Upgrade: a 101 joins client and upstream (bytes both ways, early bytes kept); a refused one closes', async (t) => {
+  // A node:http backend that switches /echo to an echo protocol, greeting in
+  // the same write as its 101 head, and refuses /no.
+  const backend = http.createServer((_req, res) => res.end('plain'));
+  let upgradeHeaders: http.IncomingHttpHeaders | null = null;
+  backend.on('upgrade', (req: http.IncomingMessage, sock: net.Socket, head: Buffer) => {
+    upgradeHeaders = req.headers;
+    if (req.url === '/no') {
+      sock.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno');
+      return;
+    }
+    sock.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello;');
+    if (head.length > 0) sock.write(head);
+    sock.pipe(sock);
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  t.teardown(() => backend.close());
+  const bport = (backend.address() as net.AddressInfo).port;
+  const before = openFds();
+  const { proxy, port } = await startProxy(t, { upstreams: [`127.0.0.1:${bport}`] });
+
+  const c = iomux.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  c.on('error', () => {});
+  const got = collectCopies(c);
+  await connected(c);
+  // Early bytes in the same write as the request: they belong to the new protocol.
+  c.write('GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nearly;');
+  let received = '';
+  c.on('data', (d: Buffer) => { received += d.toString('latin1'); });
+  const ok = await waitFor(() => received.includes('hello;early;'), 5000);
+  t.ok(ok, 'the 101, the greeting, then the early bytes echoed');
+  if (!ok) t.comment(JSON.stringify(received));
+  t.match(received, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+  t.match(received, /\r\nUpgrade: echo\r\n/i);
+  t.match(received, /\r\nConnection: upgrade\r\n/i);
+  t.equal(upgradeHeaders!.upgrade, 'echo', 'the upstream got Upgrade');
+  t.match(String(upgradeHeaders!.connection), /upgrade/i, 'and Connection: upgrade');
+  // Then a megabyte each way, through the core.
+  const big = Buffer.alloc(1 << 20);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff;
+  const start = received.length;
+  c.write(big);
+  c.end();
+  const all = await got;
+  const echoed = all.subarray(Buffer.byteLength(received.slice(0, start), 'latin1'));
+  t.equal(Buffer.compare(echoed, big), 0, '1 MiB echoed intact, then the FIN');
+  c.destroy();
+  await waitFor(() => proxy.stats().upstreams[0]!.requests.upgraded === 1, 2000);
+  t.equal(proxy.stats().upstreams[0]!.requests.upgraded, 1, 'counted as upgraded');
+
+  // Refused: relayed as it came, then the client connection closes.
+  const refused = await raw(port, 'GET /no HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n');
+  t.match(refused, /^HTTP\/1\.1 403 Forbidden\r\n/);
+  t.match(refused, /\r\nConnection: close\r\n\r\nno$/);
+  // Not asked for: a 101 is an invalid response (502).
+  const plain = await request(port, { path: '/', headers: { Connection: 'keep-alive' } });
+  t.equal(plain.status, 200, 'plain requests still work');
+  await proxy.close();
+  t.equal(await settleFds(before), before, 'fds back to where they were');
+});
+
 t.test('ResponseParser', async (t) => {
   const chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n00006\r\n world\r\n0\r\nX-T: 1\r\n\r\n';
   for (const chunks of [[Buffer.from(chunked)], bytewise(chunked)]) {

@@ -161,6 +161,7 @@ const S_HEAD = 0;
 const S_BODY_LENGTH = 1;
 const S_CHUNKED = 2;
 const S_DEAD = 3;
+const S_DETACHED = 4; // after detach(): what follows is not HTTP
 
 function bad(code: string, message: string): HttpError {
   return new HttpError(400, code, message);
@@ -314,6 +315,8 @@ export class RequestParser {
   private remaining = 0;
   /** Made for the first chunked body (few connections ever see one). */
   private chunked: ChunkedDecoder | null = null;
+  /** What followed a detached request (see detach()). */
+  private rest: Buffer | null = null;
   private readonly limits: ParserLimits;
   private readonly handler: ParserHandler;
   /** Requests completed so far on this connection. */
@@ -340,8 +343,26 @@ export class RequestParser {
     this.drop();
   }
 
+  /** Parses nothing more: closed, or failed (not detached: that keeps the bytes). */
   get dead(): boolean {
     return this.state === S_DEAD;
+  }
+
+  /**
+   * Called from onEnd(): this request is the last one the parser reads (an
+   * Upgrade). The bytes after it in the chunk being parsed are kept for
+   * takeRest(); later input is not parsed.
+   */
+  detach(): void {
+    this.state = S_DETACHED;
+    this.drop();
+  }
+
+  /** The bytes that followed the detached request in its chunk (a copy), or null. */
+  takeRest(): Buffer | null {
+    const rest = this.rest;
+    this.rest = null;
+    return rest;
   }
 
   /**
@@ -353,7 +374,7 @@ export class RequestParser {
     const partial = this.hlen > 0;
     this.state = S_DEAD;
     this.drop();
-    if (state === S_DEAD || (state === S_HEAD && !partial)) return;
+    if (state >= S_DEAD || (state === S_HEAD && !partial)) return;
     throw bad('HTTP_INCOMPLETE', 'the connection ended in the middle of a request');
   }
 
@@ -400,6 +421,10 @@ export class RequestParser {
         case S_CHUNKED:
           pos = this.chunked!.decode(data, pos);
           break;
+        case S_DETACHED:
+          // Copied: the chunk may be a slab region that is written again.
+          this.rest = this.rest === null ? Buffer.from(data.subarray(pos)) : Buffer.concat([this.rest, data.subarray(pos)]);
+          return;
         default:
           return; // dead: the rest is ignored
       }

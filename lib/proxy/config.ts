@@ -40,7 +40,7 @@ export interface ProxyOptions {
   proxyHeaderTimeout?: number;
   /** ms for a connect to an upstream before the next is tried (default 5000). */
   connectTimeout?: number;
-  /** TCP: ms without a byte either way before a relay is cut (default 0: never). */
+  /** TCP, and HTTP connections after an Upgrade: ms without a byte either way before a relay is cut (default 0: never). */
   idleTimeout?: number;
   /** HTTP: ms an upstream may stay silent while a response is awaited or under way; 504 after (default 30000). */
   responseTimeout?: number;

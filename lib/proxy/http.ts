@@ -10,6 +10,13 @@
 // Proxy-Connection, TE, Trailer, Upgrade; Transfer-Encoding and
 // Content-Length are re-made from the framing the proxy itself uses.
 //
+// Upgrade (WebSocket and the like): an HTTP/1.1 request with Upgrade and
+// Connection: upgrade goes out with both, and is the last request read from
+// its client. If the upstream answers 101 Switching Protocols, the 101 goes
+// to the client and from then on the two connections are joined by the core
+// (relay(), as in TCP mode), with idleTimeout; any other answer is relayed as
+// usual and closes the client connection.
+//
 // Failures and what the client gets:
 //   - no upstream reachable (each connect failure fails over to the next): 502;
 //   - a pooled connection the upstream had closed, found out before any
@@ -29,6 +36,7 @@ import {
   clientFromHeader, clientOf, connectUpstream, describeClient, proxyHeaderFor, readProxyHeader,
   type ClientInfo, type ProxyCore, type Session,
 } from './core';
+import { relay } from './relay';
 import { ResponseParser, type ResponseHandler, type ResponseHead } from './response';
 import type { IdleConnection, Upstream } from './upstream';
 
@@ -84,6 +92,8 @@ class UpConn implements ResponseHandler {
   ex: Exchange | null = null;
   /** It served a request before: it may have been closed by the upstream meanwhile. */
   reused = false;
+  /** Set by a 101: joins the connections once the parser has kept what followed the head. */
+  switched: (() => void) | null = null;
   /** Where it goes when idle: its upstream's shared pool, or its client's (PROXY header sent). */
   readonly pool: IdleConnection[];
 
@@ -111,6 +121,11 @@ class UpConn implements ResponseHandler {
     } catch (err) {
       if (!(err instanceof HttpError)) throw err;
       ex.upstreamProtocolError(this, err);
+    }
+    const switched = this.switched;
+    if (switched !== null) {
+      this.switched = null;
+      switched();
     }
   }
 
@@ -170,9 +185,19 @@ class UpConn implements ResponseHandler {
 /** What the HTTP sessions need of the proxy beyond ProxyCore. */
 type HttpCore = ProxyCore;
 
+/** The protocols an HTTP/1.1 request asks to switch to (Upgrade with Connection: upgrade), or null. */
+function upgradeOf(head: RequestHead): string | null {
+  const value = head.headers.upgrade;
+  if (value === undefined || head.versionMinor !== 1 || head.method === 'CONNECT') return null;
+  if (!connectionOptions(head.headers.connection).has('upgrade')) return null;
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
 /** One request and its response. */
 class Exchange {
   readonly head: RequestHead;
+  /** What the request's Upgrade asks for, or null. */
+  readonly upgrade: string | null;
   private readonly session: HttpSession;
   private readonly core: HttpCore;
   private conn: UpConn | null = null;
@@ -200,6 +225,7 @@ class Exchange {
     this.session = session;
     this.core = core;
     this.head = head;
+    this.upgrade = upgradeOf(head);
   }
 
   /** Bytes of the response went to the client: an error status can no longer be sent. */
@@ -345,6 +371,7 @@ class Exchange {
       if (!hasProto) out += 'X-Forwarded-Proto: http\r\n';
     }
     if (o.forwarded) out += `Forwarded: for=${isIP(addr) === 6 ? `"[${addr}]"` : addr};proto=http\r\n`;
+    if (this.upgrade !== null) out += `Upgrade: ${this.upgrade}\r\nConnection: upgrade\r\n`;
     if (h.bodyKind === BODY_LENGTH) out += `Content-Length: ${h.contentLength}\r\n`;
     else if (h.bodyKind === BODY_CHUNKED) out += 'Transfer-Encoding: chunked\r\n';
     else if (hadLength) out += 'Content-Length: 0\r\n';
@@ -418,7 +445,11 @@ class Exchange {
     const client = this.session.socket;
     if (h.status < 200) {
       if (h.status === 101) {
-        this.upstreamProtocolError(conn, new HttpError(502, 'HTTP_UPGRADE', 'the upstream switched protocols, which this proxy does not relay'));
+        if (this.upgrade === null || !this.requestEnded) {
+          this.upstreamProtocolError(conn, new HttpError(502, 'HTTP_UPGRADE', 'the upstream switched protocols unasked'));
+        } else {
+          this.switchProtocols(conn, h);
+        }
         return;
       }
       // 100 Continue, 103 Early Hints: only an HTTP/1.1 client may get them.
@@ -444,6 +475,26 @@ class Exchange {
     else if (this.head.versionMinor === 0) framing += 'Connection: keep-alive\r\n';
     this.clientHeadSent = true;
     client.write(this.responseHeadText(h, framing), 'latin1');
+  }
+
+  /** 101 Switching Protocols: the client gets it, and the session joins the two connections. */
+  private switchProtocols(conn: UpConn, h: ResponseHead): void {
+    const up = conn.upstream;
+    up._passiveSuccess();
+    up.counters.upgraded++;
+    up.counters.requestsActive--;
+    this.conn = null;
+    conn.ex = null;
+    this.done = true;
+    this.clientHeadSent = true;
+    const protocol = h.headers.upgrade ?? this.upgrade!;
+    this.session.socket.write(this.responseHeadText(h, `Upgrade: ${protocol}\r\nConnection: upgrade\r\n`), 'latin1');
+    conn.switched = () => this.session.tunnel(this, conn);
+  }
+
+  /** The joined connections are closed: the upstream's load ends. */
+  tunnelEnded(): void {
+    this.dropLoad();
   }
 
   private responseHeadText(h: ResponseHead, framing: string): string {
@@ -707,7 +758,11 @@ export class HttpSession implements Session, ParserHandler {
   onEnd(rawTrailers: string[] | null): void {
     const ex = this.parsing!;
     this.parsing = null;
-    if (!ex.head.keepAlive || this.noMore || this.core.draining) {
+    if (ex.upgrade !== null) {
+      // What follows may be the new protocol's: kept, unparsed, for the tunnel.
+      this.noMore = true;
+      this.parser.detach();
+    } else if (!ex.head.keepAlive || this.noMore || this.core.draining) {
       this.noMore = true;
       this.parser.close();
     }
@@ -807,6 +862,54 @@ export class HttpSession implements Session, ParserHandler {
     } else {
       this.socket.setTimeout(this.parser.inHead ? this.core.options.headersTimeout : this.core.options.keepAliveTimeout);
     }
+  }
+
+  /**
+   * ex's upstream connection switched protocols: from now on the core moves
+   * the bytes between it and the client (relay()), with what each side sent
+   * after its head going first. Both connections close when it ends.
+   */
+  tunnel(ex: Exchange, conn: UpConn): void {
+    const core = this.core;
+    const client = this.socket;
+    const upSocket = conn.socket;
+    const up = conn.upstream;
+    this.queue.splice(0);
+    this.closing = true;
+    // No more HTTP on either connection. Paused first, so that nothing read
+    // meanwhile is emitted to no one: the core takes what is pending.
+    client.pause();
+    upSocket.pause();
+    for (const event of ['data', 'end', 'drain', 'timeout']) {
+      client.removeAllListeners(event);
+      upSocket.removeAllListeners(event);
+    }
+    client.setTimeout(0);
+    upSocket.setTimeout(0);
+    const fromClient = this.parser.takeRest();
+    const fromUpstream = conn.parser.takeRest();
+    conn.parser.close();
+    if (fromClient !== null) {
+      upSocket.write(fromClient);
+      up.counters.bytesOut += fromClient.length;
+    }
+    if (fromUpstream !== null) {
+      client.write(fromUpstream);
+      up.counters.bytesIn += fromUpstream.length;
+    }
+    void relay(client, upSocket, { idleMs: core.options.idleTimeout }).then((r) => {
+      ex.tunnelEnded();
+      up.counters.bytesOut += r.bytesAtoB;
+      up.counters.bytesIn += r.bytesBtoA;
+      if (r.reason === 'resetB') up.counters.resets++;
+      else if (r.reason === 'timeout') up.counters.timeouts++;
+      if (r.reason !== 'done') {
+        core._log({
+          level: 'info', event: 'tunnel-end', upstream: up.name, client: describeClient(this.client),
+          message: `upgraded connection ended: ${r.reason}`,
+        });
+      }
+    });
   }
 
   private closeAfterWrite(): void {

@@ -73,6 +73,7 @@ const S_LENGTH = 2;
 const S_CHUNKED = 3;
 const S_CLOSE = 4; // body until the connection closes
 const S_DEAD = 5;
+const S_SWITCHED = 6; // after a 101: what follows is the new protocol's
 
 function bad(code: string, message: string): HttpError {
   return new HttpError(502, code, `invalid response from upstream: ${message}`);
@@ -87,6 +88,8 @@ export class ResponseParser {
   private remaining = 0;
   /** Made for the first chunked response. */
   private chunked: ChunkedDecoder | null = null;
+  /** What followed a 101 response's head. */
+  private rest: Buffer | null = null;
   private readonly limits: ResponseLimits;
   private readonly handler: ResponseHandler;
 
@@ -105,6 +108,13 @@ export class ResponseParser {
   /** Nothing of a response has arrived since expect(). */
   get waitingForHead(): boolean {
     return this.state === S_HEAD && this.headLen === 0;
+  }
+
+  /** After a 101 response: the bytes that followed its head (a copy), or null. */
+  takeRest(): Buffer | null {
+    const rest = this.rest;
+    this.rest = null;
+    return rest;
   }
 
   /** No response is under way or expected. */
@@ -136,7 +146,7 @@ export class ResponseParser {
       this.handler.onEnd(null);
       return;
     }
-    if (state === S_IDLE || state === S_DEAD) return;
+    if (state === S_IDLE || state >= S_DEAD) return;
     throw bad('HTTP_INCOMPLETE_RESPONSE', 'the connection closed in the middle of a response');
   }
 
@@ -167,6 +177,10 @@ export class ResponseParser {
         case S_CHUNKED:
           pos = this.chunked!.decode(data, pos);
           break;
+        case S_SWITCHED:
+          // Copied: the chunk may be a slab region that is written again.
+          this.rest = this.rest === null ? Buffer.from(data.subarray(pos)) : Buffer.concat([this.rest, data.subarray(pos)]);
+          return;
         default:
           return; // dead
       }
@@ -303,9 +317,15 @@ export class ResponseParser {
       contentLength: bodyKind === 'length' ? contentLength : 0,
       keepAlive,
     };
-    // An informational response is followed by another head; 101 switches
-    // protocols, which this parser does not follow: it is a final head.
-    if (informational && status !== 101) {
+    // An informational response is followed by another head. After a 101
+    // (Switching Protocols) the bytes are no longer HTTP: they are kept for
+    // takeRest(), and the response never ends.
+    if (status === 101) {
+      this.state = S_SWITCHED;
+      this.handler.onHead(head);
+      return;
+    }
+    if (informational) {
       this.state = S_HEAD;
       this.handler.onHead(head);
       return;

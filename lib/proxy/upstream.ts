@@ -43,8 +43,8 @@ export interface UpstreamStats {
     /** Of `active`, idle keep-alive connections in the pool (HTTP mode). */
     idle: number;
   };
-  /** HTTP requests forwarded to it: under way, and in all. */
-  requests: { active: number; total: number };
+  /** HTTP requests forwarded to it: under way, in all, and those it answered with 101 Switching Protocols (then relayed as bytes). */
+  requests: { active: number; total: number; upgraded: number };
   /** Bytes received from it. */
   bytesIn: number;
   /** Bytes sent to it. */
@@ -92,6 +92,7 @@ export class Upstream extends EventEmitter {
     total: 0,
     requestsActive: 0,
     requests: 0,
+    upgraded: 0,
     bytesIn: 0,
     bytesOut: 0,
     connectFailures: 0,
@@ -178,7 +179,7 @@ export class Upstream extends EventEmitter {
       state: this.state,
       reason: this.downReason,
       connections: { active: c.active, total: c.total, idle: this.idle.length },
-      requests: { active: c.requestsActive, total: c.requests },
+      requests: { active: c.requestsActive, total: c.requests, upgraded: c.upgraded },
       bytesIn: c.bytesIn,
       bytesOut: c.bytesOut,
       failures: {
