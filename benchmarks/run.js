@@ -15,17 +15,20 @@
 //   timeouts   15,000 sockets with an idle timeout refreshed on every read
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
-// loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), and iomux with
-// IOMUX_BACKEND=io_uring when that backend loads. Every server runs in its
-// own process pinned to CPU 0, the load generator on CPU 1; candidates
-// alternate within a scenario for --rounds rounds; medians and min-max.
+// loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
+// IOMUX_BACKEND=io_uring when that backend loads, and "C epoll (reference)"
+// (servers/c_epoll.c, compiled at bench time; HTTP, echo and bulk rows): the
+// floor that loopback TCP sets for any server on the machine. Every server
+// runs in its own process pinned to CPU 0, the load generator on CPU 1;
+// candidates alternate within a scenario for --rounds rounds; medians and
+// min-max.
 //
 // Flags:
 //   --quick                  CI smoke run: 1 round of 1 s per row, 2,000 idle
 //                            connections, 100k timer pairs (about 2 minutes)
 //   --only a,b               scenarios to run (ids above; default all)
 //   --candidates a,b         subset of: http, net, iomux, iomux-standalone, iomux-uring,
-//                            iomux-http, iomux-http-uring
+//                            iomux-http, iomux-http-uring, c
 //   --rounds N               rounds per candidate (default 3); the order
 //                            rotates each round: A B C, B C A, C A B
 //   --duration S             seconds per timed phase (default 3)
@@ -57,6 +60,7 @@ const path = require('path');
 const U = require('./lib/util');
 const { CANDIDATES, TIMER_CANDIDATES, scenarios, loadRun, idleRun, microRun } = require('./lib/scenarios');
 const { buildEchoClient } = require('./lib/loadgen');
+const { buildCServer } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -324,6 +328,7 @@ async function main() {
     loadgen: null,
     iomuxEnv: {},
     echoClient: null,
+    cServer: null,
   };
   if (!taskset && opts.pin) log('bench: taskset not found: processes are not pinned');
   if (taskset && opts.pin && nproc < 2) log('bench: fewer than 2 CPUs: processes are not pinned');
@@ -331,6 +336,8 @@ async function main() {
   const selected = scenarios(opts).filter((sc) => opts.only.includes(sc.id));
   const needHttp = selected.some((sc) => sc.group === 'http' || sc.id === 'proxy');
   const needC = selected.some((sc) => sc.group === 'tcp' || sc.cClient);
+  // The C reference server, when a selected scenario has it as a candidate.
+  const needCServer = opts.candidates.includes('c') && selected.some((sc) => sc.candidates.includes('c'));
 
   // HTTP load generator.
   const wrk = U.which('wrk');
@@ -359,10 +366,10 @@ async function main() {
   fs.mkdirSync(path.join(__dirname, '.work'), { recursive: true });
   workDir = fs.mkdtempSync(path.join(__dirname, '.work', 'run-'));
 
-  // The C client.
+  // The C compiler, for the C client and the C reference server.
+  const cc = needC || needCServer ? U.which('cc') || U.which('gcc') || U.which('clang') : null;
   let ccError = null;
   if (needC) {
-    const cc = U.which('cc') || U.which('gcc') || U.which('clang');
     if (!cc) {
       ccError = 'no C compiler (cc) to build benchmarks/clients/echo_client.c';
     } else {
@@ -373,6 +380,21 @@ async function main() {
       }
     }
     if (ccError) log(`bench: ${ccError}`);
+  }
+
+  // The C reference server: without a compiler its rows are skipped, not failed.
+  let cServerError = null;
+  if (needCServer) {
+    if (!cc) {
+      cServerError = 'no C compiler (cc) to build benchmarks/servers/c_epoll.c';
+    } else {
+      try {
+        env.cServer = buildCServer(workDir, cc);
+      } catch (err) {
+        cServerError = `building c_epoll.c failed: ${String(err.stderr || err.message).trim().split('\n').slice(-3).join(' | ')}`;
+      }
+    }
+    if (cServerError) log(`bench: C reference server not available: ${cServerError}`);
   }
 
   // The iomux build, and which backends load.
@@ -417,6 +439,8 @@ async function main() {
         failures.push(`${sc.id}/${id}: ${iomuxError}`);
       } else if (c.haproxy && haproxyError) {
         skipped.push({ id, label: c.label, reason: haproxyError });
+      } else if (c.native && cServerError) {
+        skipped.push({ id, label: c.label, reason: cServerError });
       } else if (c.uring && backends.io_uring !== true) {
         skipped.push({ id, label: c.label, reason: `io_uring backend not available: ${backends.io_uring || 'not probed'}` });
       } else if (c.standalone && probe && !probe.run) {

@@ -331,6 +331,7 @@ const SUMMARY_COLUMNS = [
   ['iomux-http', 'iomux http'],
   ['iomux-http-uring', 'iomux http io_uring'],
   ['haproxy', 'HAProxy'],
+  ['c', 'C epoll (reference)'],
 ];
 
 // Which candidate of a row a summary column shows.
@@ -351,7 +352,9 @@ function renderSummary(report, L) {
     'rows, to the node:net proxy and to HAProxy, marked "haproxy"). ' +
     'Throughput: higher is better; CPU, memory and time per unit: lower is better. *gen-bound*: in most runs the load ' +
     'generator, not the server, was the bottleneck; *noisy*: in most runs other work used more than 15% of a CPU. ' +
-    'Either way compare CPU per unit, which drifts far less than throughput.');
+    'Either way compare CPU per unit, which drifts far less than throughput.' +
+    (cols.some(([col]) => col === 'c') ? ' C epoll (reference): `benchmarks/servers/c_epoll.c`, the same application work ' +
+      'in a minimal single-threaded C epoll loop: the floor that loopback TCP sets for any server on this machine.' : ''));
   L.push('');
   L.push(`| scenario | measure | ${cols.map(([, label]) => label).join(' | ')} |`);
   L.push(`| --- | --- | ${cols.map(() => '---:').join(' | ')} |`);
@@ -420,6 +423,7 @@ const COLORS = {
   iomux: '#1f77b4',
   'iomux-standalone': '#ff7f0e',
   'iomux-uring': '#2ca02c',
+  c: '#9467bd',
 };
 
 function xmlEsc(s) {

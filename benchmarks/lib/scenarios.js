@@ -42,6 +42,10 @@ const CANDIDATES = {
     id: 'iomux-http-uring', label: 'iomux http io_uring', impl: 'iomux-http', iomux: true, uring: true,
     env: { IOMUX_BACKEND: 'io_uring' },
   },
+  // The reference: servers/c_epoll.c, compiled at bench time, the same
+  // application work as the JS servers in a minimal C epoll loop: the floor
+  // that loopback TCP sets for any server on this machine.
+  c: { id: 'c', label: 'C epoll (reference)', impl: 'c', native: true, env: {} },
 };
 // The proxy rows: three TCP proxies in front of the same backend.
 Object.assign(CANDIDATES, {
@@ -53,6 +57,9 @@ const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-haproxy'];
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
 // The HTTP rows also compare the two full HTTP servers: node:http and iomux.http.
 const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES, 'iomux-http', 'iomux-http-uring'];
+// The C reference row closes the HTTP, echo and bulk tables (not idle,
+// timers, timeouts or the proxies: it has no idle timeouts, no V8 heap).
+const WITH_C = (ids) => [...ids, 'c'];
 
 // Timer micro-benchmark candidates (one process each, no server).
 const TIMER_CANDIDATES = {
@@ -69,6 +76,17 @@ const UNITS = {
   gb: { one: 'GB', rate: 'GB/s', cpu: 's/GB', scale: 1e9, cpuScale: 1, sys: '64 KiB', sysPlural: '64 KiB chunks', sysScale: 65536 },
 };
 
+// How a candidate's server starts: `node <script> <impl> <port> <mode>`, or
+// for the C reference `c_epoll <kind> <port> <mode>` (env.cServer, built at
+// the start of the run).
+function serverSpec(cand, env, script, kind, mode) {
+  if (cand.native) {
+    if (!env.cServer) throw new Error('the C reference server was not built');
+    return { exe: env.cServer, impl: kind, args: [mode] };
+  }
+  return { script, impl: cand.impl, args: [mode] };
+}
+
 function scenarios(cfg) {
   const http = (id, title, shortTitle, opts) => ({
     id,
@@ -76,10 +94,10 @@ function scenarios(cfg) {
     shortTitle,
     kind: 'load',
     group: 'http',
-    candidates: HTTP_CANDIDATES,
+    candidates: WITH_C(HTTP_CANDIDATES),
     baselines: ['net', 'http'],
     unit: opts.close ? UNITS.conn : UNITS.req,
-    server: (cand) => ({ script: HTTP_SERVER, impl: cand.impl, args: [opts.close ? 'close' : 'keepalive'] }),
+    server: (cand, env) => serverSpec(cand, env, HTTP_SERVER, 'http', opts.close ? 'close' : 'keepalive'),
     driver: (env, server) => httpDriver(env, server, { connections: cfg.connections, pipeline: opts.pipeline || 1, close: !!opts.close }),
     // Server-side count of units, for the strace run's per-unit numbers.
     serverUnits: (d) => (opts.close ? d.accepted : d.requests),
@@ -109,10 +127,10 @@ function scenarios(cfg) {
       shortTitle: `TCP echo ${cfg.echoSize} B`,
       kind: 'load',
       group: 'tcp',
-      candidates: TCP_CANDIDATES,
+      candidates: WITH_C(TCP_CANDIDATES),
       baselines: ['net'],
       unit: UNITS.msg,
-      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
+      server: (cand, env) => serverSpec(cand, env, TCP_SERVER, 'tcp', 'echo'),
       driver: (env, server) => echoDriver(env, server, 'echo', cfg.connections, cfg.echoSize),
       serverUnits: (d) => d.bytes / cfg.echoSize,
       describe: () => `C client (benchmarks/clients/echo_client.c, epoll, one thread), ${cfg.connections} connections, ` +
@@ -127,10 +145,10 @@ function scenarios(cfg) {
       shortTitle: 'Bulk 64 KiB writes',
       kind: 'load',
       group: 'tcp',
-      candidates: TCP_CANDIDATES,
+      candidates: WITH_C(TCP_CANDIDATES),
       baselines: ['net'],
       unit: UNITS.gb,
-      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['sink'] }),
+      server: (cand, env) => serverSpec(cand, env, TCP_SERVER, 'tcp', 'sink'),
       driver: (env, server) => echoDriver(env, server, 'bulk', 1, 65536),
       serverUnits: (d) => d.bytes,
       describe: () => 'C client, 1 connection writing 64 KiB chunks as fast as the server reads; the server counts bytes. ' +
@@ -227,7 +245,7 @@ async function loadRun(env, sc, cand, round, { strace = false } = {}) {
   let driver = null;
   let tracer = null;
   try {
-    const spec = sc.server(cand);
+    const spec = sc.server(cand, env);
     if (sc.backend) {
       // The proxy rows: the backend shares the generator's CPU; the proxy is
       // what is measured, on the server CPU.
@@ -349,7 +367,7 @@ async function idleRun(env, sc, cand, round, cfg) {
   let server = null;
   let client = null;
   try {
-    const spec = sc.server(cand);
+    const spec = sc.server(cand, env);
     server = await startServer(env, {
       label: `${sc.id}/${cand.id}`,
       ...spec,

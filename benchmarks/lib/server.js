@@ -1,8 +1,10 @@
 'use strict';
-// One benchmark server process (benchmarks/servers/*.js), pinned to the
-// server CPU, and its stats lines (see servers/common.js).
+// One benchmark server process (benchmarks/servers/*.js, or the C
+// reference servers/c_epoll.c), pinned to the server CPU, and its stats
+// lines (see servers/common.js).
 
-const { spawn } = require('child_process');
+const { spawn, execFileSync } = require('child_process');
+const path = require('path');
 const readline = require('readline');
 const { track, waitExit, sleep, freePort, indent } = require('./util');
 
@@ -85,11 +87,24 @@ class BenchServer {
   }
 }
 
-// Starts `node [nodeArgs] script impl port ...args` on the server CPU (or
-// on `cpu`) and waits for its "listening <port> <backend>" line.
-async function startServer(env, { label, script, impl, args = [], nodeArgs = [], extraEnv = {}, cpu = 0 }) {
+const C_SERVER_C = path.join(__dirname, '..', 'servers', 'c_epoll.c');
+
+// Compiles the C reference server into `outDir`, as loadgen.js does the
+// C client; returns the executable's path (throws with the compiler's stderr).
+function buildCServer(outDir, cc) {
+  const exe = path.join(outDir, 'c_epoll');
+  execFileSync(cc, ['-O2', '-Wall', '-o', exe, C_SERVER_C], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
+  return exe;
+}
+
+// Starts `node [nodeArgs] script impl port ...args` (or, with `exe`, the
+// executable: `exe impl port ...args`) on the server CPU (or on `cpu`) and
+// waits for its "listening <port> <backend>" line.
+async function startServer(env, { label, script, exe, impl, args = [], nodeArgs = [], extraEnv = {}, cpu = 0 }) {
   const port = await freePort();
-  const [cmd, argv] = env.pinned(cpu, process.execPath, [...nodeArgs, script, impl, String(port), ...args]);
+  const [cmd, argv] = exe
+    ? env.pinned(cpu, exe, [impl, String(port), ...args])
+    : env.pinned(cpu, process.execPath, [...nodeArgs, script, impl, String(port), ...args]);
   const childEnv = { ...process.env, ...extraEnv };
   for (const [k, v] of Object.entries(extraEnv)) if (v == null) delete childEnv[k];
   const child = track(spawn(cmd, argv, { cwd: env.root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -145,4 +160,4 @@ async function startServer(env, { label, script, impl, args = [], nodeArgs = [],
   return server;
 }
 
-module.exports = { BenchServer, startServer };
+module.exports = { BenchServer, startServer, buildCServer };
