@@ -136,10 +136,6 @@ const VERSION = /^HTTP\/\d\.\d$/;
 const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 // Methods taken without the token test.
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE']);
-// Field names already found valid, taken without the token test (bounded:
-// a client sending made-up names only costs the test).
-const validNames = new Set<string>();
-const VALID_NAMES_MAX = 1024;
 const TOKEN_ONLY = new RegExp(`^${TOKEN}$`);
 const DIGITS = /^\d+$/;
 const LEADING_ZEROS = /^0+/;
@@ -193,6 +189,16 @@ function lowerName(name: string): string {
   return LOWER.get(name) ?? name.toLowerCase();
 }
 
+/**
+ * Whether s is `lower` (lower-case letters and '-') in any case. c | 0x20
+ * maps only A-Z onto a-z, and only CR onto '-', and a field value holds no CR.
+ */
+function sameLetters(s: string, lower: string): boolean {
+  if (s.length !== lower.length) return false;
+  for (let i = 0; i < s.length; i++) if ((s.charCodeAt(i) | 0x20) !== lower.charCodeAt(i)) return false;
+  return true;
+}
+
 /** Splits a comma-separated header value into lower-cased, trimmed elements, empties dropped. */
 function listElements(value: string): string[] {
   const out: string[] = [];
@@ -224,23 +230,22 @@ function parseFieldLines(text: string, from: number, raw: string[], maxFields: n
   let pos = from;
   const end = text.length;
   while (pos < end) {
-    // name ":" value CRLF, the value free of CR and LF: the line ends at the
-    // first CRLF, and the name at the first colon, which must come before it.
-    const eol = text.indexOf('\r\n', pos);
+    // name ":" value CRLF: the line ends at the first LF, which must follow
+    // a CR; the name ends at the first colon, which must come before it; the
+    // value holds no CR or LF (the test of its bytes says so). Single-character
+    // searches: V8 runs them faster than a search for "\r\n".
+    const lf = text.indexOf('\n', pos);
     const colon = text.indexOf(':', pos);
-    if (eol < 0 || colon < 0 || colon > eol) throw fieldLineError(text, pos);
+    if (lf < 1 || text.charCodeAt(lf - 1) !== CR || colon < 0 || colon >= lf) throw fieldLineError(text, pos);
     const name = text.slice(pos, colon);
-    if (!validNames.has(name)) {
-      if (!TOKEN_ONLY.test(name)) throw fieldLineError(text, pos);
-      if (validNames.size < VALID_NAMES_MAX) validNames.add(name);
-    }
-    const value = text.slice(colon + 1, eol);
+    if (!TOKEN_ONLY.test(name)) throw fieldLineError(text, pos);
+    const value = text.slice(colon + 1, lf - 1);
     if (!FIELD_VALUE.test(value)) throw fieldLineError(text, pos);
     if (raw.length >= maxFields * 2) {
       throw head && hasBareLf(text) ? bareLfInHead() : tooLarge(`more than ${maxFields} header fields`);
     }
     raw.push(name, trimOws(value));
-    pos = eol + 2;
+    pos = lf + 1;
   }
 }
 
@@ -593,11 +598,13 @@ export class RequestParser {
     let expect: string | undefined;
     let hosts = 0;
     for (let i = 0; i < raw.length; i += 2) {
-      // Only five names matter to the framing; their lengths pick them out
-      // before any lower-casing.
+      // Only five names matter to the framing; their lengths and first
+      // letters pick them out before any lower-casing.
       const rawName = raw[i]!;
       const n = rawName.length;
-      if (n !== 4 && n !== 6 && n !== 10 && n !== 14 && n !== 17) continue;
+      const first = rawName.charCodeAt(0) | 0x20;
+      if (!((n === 4 && first === 104 /* h */) || (n === 6 && first === 101 /* e */) ||
+        ((n === 10 || n === 14) && first === 99 /* c */) || (n === 17 && first === 116 /* t */))) continue;
       const value = raw[i + 1]!;
       switch (lowerName(rawName)) {
         case 'content-length': {
@@ -668,7 +675,12 @@ export class RequestParser {
     }
 
     let keepAlive = minor === 1;
-    if (connection !== undefined) {
+    if (connection !== undefined && connection.indexOf(',') < 0) {
+      // One option, the usual case: compared without making a list.
+      const opt = trimOws(connection);
+      if (sameLetters(opt, 'close')) keepAlive = false;
+      else if (sameLetters(opt, 'keep-alive')) keepAlive = true;
+    } else if (connection !== undefined) {
       for (const opt of listElements(connection)) {
         if (opt === 'close') {
           keepAlive = false;
