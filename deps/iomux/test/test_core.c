@@ -3568,11 +3568,15 @@ static void test_forward_backpressure(void) {
     cb.verify = true;
     cb.seed = 61;
     uint32_t maxin = 0;
-    /* Nobody reads b: the writer must stall well short of n. */
+    /* Nobody reads b: the writer must stall well short of n. Stalled means
+     * no progress for 5 rounds of 20 ms in a row: under valgrind on a busy
+     * machine one quiet 10 ms round was not proof (the receive window may
+     * still be growing). */
     size_t stalled = 0;
-    for (int round = 0; round < 50; round++) {
-      RUN_FOR(h, 10, (cli_pump(&ca), fwd_watch(h, a, &maxin)));
-      if (ca.outpos == stalled && round > 10) break;
+    int quiet = 0;
+    for (int round = 0; round < 200 && quiet < 5; round++) {
+      RUN_FOR(h, 20, (cli_pump(&ca), fwd_watch(h, a, &maxin)));
+      quiet = round > 0 && ca.outpos == stalled ? quiet + 1 : 0;
       stalled = ca.outpos;
     }
     RUN_FOR(h, 50, (cli_pump(&ca), fwd_watch(h, a, &maxin)));
