@@ -59,8 +59,8 @@ const os = require('os');
 const path = require('path');
 const U = require('./lib/util');
 const { CANDIDATES, TIMER_CANDIDATES, scenarios, loadRun, idleRun, microRun } = require('./lib/scenarios');
-const { buildEchoClient } = require('./lib/loadgen');
-const { buildCServer } = require('./lib/server');
+const { ECHO_CLIENT_C } = require('./lib/loadgen');
+const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -366,34 +366,21 @@ async function main() {
   fs.mkdirSync(path.join(__dirname, '.work'), { recursive: true });
   workDir = fs.mkdtempSync(path.join(__dirname, '.work', 'run-'));
 
-  // The C compiler, for the C client and the C reference server.
+  // The C compiler, for the C client and the C reference server. Without
+  // the client the TCP rows fail; without the server its rows are skipped.
   const cc = needC || needCServer ? U.which('cc') || U.which('gcc') || U.which('clang') : null;
   let ccError = null;
   if (needC) {
-    if (!cc) {
-      ccError = 'no C compiler (cc) to build benchmarks/clients/echo_client.c';
-    } else {
-      try {
-        env.echoClient = buildEchoClient(workDir, cc);
-      } catch (err) {
-        ccError = `building echo_client.c failed: ${String(err.stderr || err.message).trim().split('\n').slice(-3).join(' | ')}`;
-      }
-    }
+    const built = U.buildC(cc, ECHO_CLIENT_C, workDir);
+    env.echoClient = built.exe;
+    ccError = built.error;
     if (ccError) log(`bench: ${ccError}`);
   }
-
-  // The C reference server: without a compiler its rows are skipped, not failed.
   let cServerError = null;
   if (needCServer) {
-    if (!cc) {
-      cServerError = 'no C compiler (cc) to build benchmarks/servers/c_epoll.c';
-    } else {
-      try {
-        env.cServer = buildCServer(workDir, cc);
-      } catch (err) {
-        cServerError = `building c_epoll.c failed: ${String(err.stderr || err.message).trim().split('\n').slice(-3).join(' | ')}`;
-      }
-    }
+    const built = U.buildC(cc, C_SERVER_C, workDir);
+    env.cServer = built.exe;
+    cServerError = built.error;
     if (cServerError) log(`bench: C reference server not available: ${cServerError}`);
   }
 

@@ -101,6 +101,8 @@ export class TimerQueue {
   private alarmId = -1;
   private alarmGen = 0;
   private alarmAt = Infinity;
+  /** onAlarm() is running the due timers: it sets the alarm once, at its end. */
+  private firing = false;
   private readonly scratch = new Int32Array(1);
   /** Calls into the core that armed or moved the alarm (tests assert on it). */
   alarmCalls = 0;
@@ -124,7 +126,7 @@ export class TimerQueue {
       this.siftUp(timer, i);
       this.siftDown(timer, timer._index);
     }
-    if (timer._index === 0 && timer._deadline < this.alarmAt) this.setAlarm(timer._deadline);
+    if (!this.firing && timer._index === 0 && timer._deadline < this.alarmAt) this.setAlarm(timer._deadline);
   }
 
   /** Cancels a timer. The alarm stays where it is. */
@@ -141,6 +143,7 @@ export class TimerQueue {
     this.alarmAt = Infinity;
     const heap = this.heap;
     const now = performance.now();
+    this.firing = true;
     // Timers re-armed by these callbacks are due at now + 1 ms or later, so
     // this ends; those that come due while it runs wait for the next alarm.
     while (heap.length > 0 && heap[0]!._deadline <= now) {
@@ -158,7 +161,8 @@ export class TimerQueue {
         process.nextTick(rethrow, err);
       }
     }
-    if (heap.length > 0 && heap[0]!._deadline < this.alarmAt) this.setAlarm(heap[0]!._deadline);
+    this.firing = false;
+    if (heap.length > 0) this.setAlarm(heap[0]!._deadline);
   }
 
   private remove(timer: Timer): void {

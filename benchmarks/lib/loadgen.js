@@ -5,7 +5,7 @@
 //   - TCP: benchmarks/clients/echo_client.c, compiled at bench time, driven
 //     over stdin/stdout ("go SECONDS" per phase), reporting its own CPU time.
 
-const { spawn, execFileSync } = require('child_process');
+const { spawn } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const readline = require('readline');
@@ -159,12 +159,6 @@ function httpDriver(env, server, opts) {
 // ---------------------------------------------------------------------------
 // The C client
 
-function buildEchoClient(outDir, cc) {
-  const exe = path.join(outDir, 'echo_client');
-  execFileSync(cc, ['-O2', '-Wall', '-o', exe, ECHO_CLIENT_C], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
-  return exe;
-}
-
 class EchoClient {
   constructor(child) {
     this.child = child;
@@ -293,5 +287,5 @@ async function echoDriver(env, server, mode, connections, size) {
 
 module.exports = {
   parseWrk, parseAutocannon, parseTimes, runHttp, httpDriver,
-  buildEchoClient, startEchoClient, echoDriver,
+  ECHO_CLIENT_C, startEchoClient, echoDriver,
 };

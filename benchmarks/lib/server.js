@@ -3,7 +3,7 @@
 // reference servers/c_epoll.c), pinned to the server CPU, and its stats
 // lines (see servers/common.js).
 
-const { spawn, execFileSync } = require('child_process');
+const { spawn } = require('child_process');
 const path = require('path');
 const readline = require('readline');
 const { track, waitExit, sleep, freePort, indent } = require('./util');
@@ -87,15 +87,8 @@ class BenchServer {
   }
 }
 
+// The C reference server, compiled at the start of a run (util.buildC).
 const C_SERVER_C = path.join(__dirname, '..', 'servers', 'c_epoll.c');
-
-// Compiles the C reference server into `outDir`, as loadgen.js does the
-// C client; returns the executable's path (throws with the compiler's stderr).
-function buildCServer(outDir, cc) {
-  const exe = path.join(outDir, 'c_epoll');
-  execFileSync(cc, ['-O2', '-Wall', '-o', exe, C_SERVER_C], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
-  return exe;
-}
 
 // Starts `node [nodeArgs] script impl port ...args` (or, with `exe`, the
 // executable: `exe impl port ...args`) on the server CPU (or on `cpu`) and
@@ -160,4 +153,4 @@ async function startServer(env, { label, script, exe, impl, args = [], nodeArgs 
   return server;
 }
 
-module.exports = { BenchServer, startServer, buildCServer };
+module.exports = { BenchServer, startServer, C_SERVER_C };

@@ -225,8 +225,22 @@ function writeAtomic(file, text) {
   fs.renameSync(tmp, file);
 }
 
+// Compiles one C file of the suite with `cc -O2 -Wall` into outDir, named
+// after the file; returns the executable's path, or why it could not be built.
+function buildC(cc, source, outDir) {
+  const rel = path.relative(path.join(__dirname, '..', '..'), source);
+  if (!cc) return { exe: null, error: `no C compiler (cc) to build ${rel}` };
+  const exe = path.join(outDir, path.basename(source, '.c'));
+  try {
+    execFileSync(cc, ['-O2', '-Wall', '-o', exe, source], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
+    return { exe, error: null };
+  } catch (err) {
+    return { exe: null, error: `building ${path.basename(source)} failed: ${String(err.stderr || err.message).trim().split('\n').slice(-3).join(' | ')}` };
+  }
+}
+
 module.exports = {
-  track, killEntry, killAll, waitExit, sleep,
+  track, killEntry, killAll, waitExit, sleep, buildC,
   which, clockTicks, toolVersion, freePort,
   readProcCpuTicks, readMachineTicks, readRssKb, loadAvg,
   median, summarize, diffNumbers,
