@@ -28,6 +28,13 @@ export interface ListenOptions {
   reusePort?: boolean;
   /** Only IPv6 on a '::' listener (no IPv4-mapped clients). */
   ipv6Only?: boolean;
+  /**
+   * The client speaks first (HTTP, TLS): a connection is accepted once its
+   * first bytes came, and they are read at once (TCP_DEFER_ACCEPT, Linux;
+   * ignored elsewhere and on unix sockets). A silent client is accepted
+   * about a second late.
+   */
+  deferAccept?: boolean;
 }
 
 /** ConnectOptions once checked: the port is a number. */
@@ -111,6 +118,7 @@ export interface NormalizedListen {
   backlog: number;
   reusePort: boolean;
   ipv6Only: boolean;
+  deferAccept: boolean;
 }
 
 function validateBacklog(value: unknown, name: string): number {
@@ -126,7 +134,7 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
   let cb: (() => void) | undefined;
   if (args.length && typeof args[args.length - 1] === 'function') cb = args.pop() as () => void;
   const first = args[0];
-  const out: NormalizedListen = { backlog: 511, reusePort: false, ipv6Only: false };
+  const out: NormalizedListen = { backlog: 511, reusePort: false, ipv6Only: false, deferAccept: false };
   if (first !== null && typeof first === 'object') {
     const o = first as ListenOptions;
     if (o.path !== undefined) {
@@ -138,6 +146,10 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
     out.backlog = validateBacklog(o.backlog, 'options.backlog');
     out.reusePort = Boolean(o.reusePort);
     out.ipv6Only = Boolean(o.ipv6Only);
+    if (o.deferAccept !== undefined && typeof o.deferAccept !== 'boolean') {
+      throw invalidArgType('options.deferAccept', 'of type boolean', o.deferAccept);
+    }
+    out.deferAccept = o.deferAccept === true;
   } else if (typeof first === 'string' && !isPortLike(first)) {
     out.path = validatePath(first, 'path');
     out.backlog = validateBacklog(args[1], 'backlog');

@@ -66,3 +66,4 @@ export const OP_NAMES = ['', 'read', 'write', 'connect', 'accept', 'shutdown'];
 
 export const LISTEN_REUSEPORT = 1;
 export const LISTEN_V6ONLY = 2;
+export const LISTEN_DEFER_ACCEPT = 4;

@@ -1,7 +1,7 @@
 // server.ts -- a listening socket with node:net's face.
 import { EventEmitter } from 'node:events';
 import { isIP } from 'node:net';
-import { AF_INET6, AF_UNIX, binding, LISTEN_REUSEPORT, LISTEN_V6ONLY } from './binding';
+import { AF_INET6, AF_UNIX, binding, LISTEN_DEFER_ACCEPT, LISTEN_REUSEPORT, LISTEN_V6ONLY } from './binding';
 import { lookupHost, normalizeListenArgs, type ListenOptions, type NormalizedListen } from './address';
 import { errnoException, invalidArgType, serverAlreadyListening, serverNotRunning, type SystemError } from './errors';
 import { loop, type ListenerHandle } from './loop';
@@ -109,7 +109,8 @@ export class Server extends EventEmitter implements ListenerHandle, SocketOwner 
   }
 
   private flags(opts: NormalizedListen): number {
-    return (opts.reusePort ? LISTEN_REUSEPORT : 0) | (opts.ipv6Only ? LISTEN_V6ONLY : 0);
+    return (opts.reusePort ? LISTEN_REUSEPORT : 0) | (opts.ipv6Only ? LISTEN_V6ONLY : 0) |
+      (opts.deferAccept ? LISTEN_DEFER_ACCEPT : 0);
   }
 
   private open(id: number, address: string, port: number | undefined): void {

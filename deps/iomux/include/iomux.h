@@ -161,7 +161,14 @@ const iomux_stats *iomux_loop_stats(const iomux_loop *loop);
 
 enum iomux_listen_flags {
   IOMUX_LISTEN_REUSEPORT = 1,
-  IOMUX_LISTEN_V6ONLY = 2
+  IOMUX_LISTEN_V6ONLY = 2,
+  /* The client speaks first (HTTP, TLS): the kernel holds a connection back
+   * until its first bytes arrive (TCP_DEFER_ACCEPT, Linux), and the core
+   * reads them as it accepts, so the ACCEPT and the first DATA come in one
+   * batch and a connection costs one wakeup, not two. A silent client is
+   * still accepted, about a second late. Ignored where the kernel has no
+   * such option, and on unix sockets. */
+  IOMUX_LISTEN_DEFER_ACCEPT = 4
 };
 
 /* Binds and listens. A unix listener unlinks its path when closed. */

@@ -51,7 +51,8 @@ enum sock_flag {
   SF_CLOSED = 1u << 12,
   SF_ERROR = 1u << 13,       /* an error was reported; no more I/O */
   SF_ACCEPT_PAUSED = 1u << 14,
-  SF_ACCEPT_REPORTED = 1u << 15 /* an accept error of this episode was sent */
+  SF_ACCEPT_REPORTED = 1u << 15, /* an accept error of this episode was sent */
+  SF_DEFER_ACCEPT = 1u << 16     /* listener: connections come with bytes */
 };
 
 /* Bytes the kernel refused, kept until the writable edge. */

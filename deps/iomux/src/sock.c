@@ -498,6 +498,7 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
   int fd = sys_socket(loop, family);
   if (fd < 0) return fd;
   int rc = 0;
+  bool defer = false;
   if (family != AF_UNIX) {
     rc = sys_setsockopt_int(loop, fd, SOL_SOCKET, SO_REUSEADDR, 1);
     if (!rc && (flags & IOMUX_LISTEN_REUSEPORT)) {
@@ -514,6 +515,14 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
      * it with the socket in sk_clone_lock(), FreeBSD's syncache copies
      * TF_NODELAY), which saves a setsockopt() per connection. */
     if (!rc) rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+#ifdef TCP_DEFER_ACCEPT
+    /* The value is the seconds a silent client waits before it is accepted
+     * all the same (Linux turns it into SYN-ACK retransmissions). */
+    if (!rc && (flags & IOMUX_LISTEN_DEFER_ACCEPT)) {
+      rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 1);
+      defer = rc == 0;
+    }
+#endif
   }
   bool bound = false;
   if (!rc) {
@@ -538,6 +547,7 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
     return slot;
   }
   loop->socks[slot]->path = path;
+  if (defer) loop->socks[slot]->flags |= SF_DEFER_ACCEPT;
   return slot;
 }
 
@@ -588,8 +598,14 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
     return;
   }
   l->served = loop->stats.iterations;
+  bool read_now = l->flags & SF_DEFER_ACCEPT;
   for (uint32_t i = 0; i < loop->cfg.accept_cap; i++) {
-    iomux__ensure_room(loop, 3, 0);
+    /* The ACCEPT and its address record, and with TCP_DEFER_ACCEPT the
+     * first DATA too. */
+    if (read_now)
+      iomux__ensure_room(loop, 4, loop->cfg.read_cap);
+    else
+      iomux__ensure_room(loop, 3, 0);
     if (l->flags & (SF_CLOSED | SF_ACCEPT_PAUSED)) return;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -621,6 +637,14 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
     memcpy(w, s->peer_addr, sizeof w);
     iomux__emit_words(loop, w); /* the address fills a whole record */
     l->flags &= ~SF_ACCEPT_REPORTED;
+    /* The kernel queued this connection once bytes came: read them now
+     * instead of waiting for the registration's first event. On epoll that
+     * event still comes (the bytes were there at EPOLL_CTL_ADD) and its read
+     * finds EAGAIN: one read per connection, against one wakeup saved. */
+    if (read_now) {
+      s->flags |= SF_READABLE;
+      read_some(loop, s, c);
+    }
   }
   ready_push(loop, l, lslot); /* the cap was reached: more may wait */
 }

@@ -178,7 +178,9 @@ typedef struct sstate {
   int eofs, drains, errors, err, err_op, timeouts, connects, connect_err;
   int64_t timeout_ns, data_ns;
   uint64_t fwd_since;     /* forwarded from this batch on (0: not) */
+  uint64_t accept_iter;   /* the iteration of its ACCEPT */
   uint64_t data_iter;     /* the iteration of the last DATA */
+  uint64_t eof_iter;      /* the iteration of its EOF */
   uint64_t iter_stamp;
   size_t iter_bytes, max_iter_bytes; /* DATA bytes per iteration */
   int echo_err;
@@ -354,6 +356,7 @@ static size_t on_flush(void *ud, const int32_t *r, size_t count) {
         violation(h, "ACCEPT reuses live id %d", id);
       sstate_reset(s);
       s->accepted = true;
+      s->accept_iter = h->iter;
       s->listener = w[2];
       s->family = (int)((uint32_t)w[3] >> 16);
       s->port = w[3] & 0xffff;
@@ -405,6 +408,7 @@ static size_t on_flush(void *ud, const int32_t *r, size_t count) {
     case IOMUX_EV_EOF:
       if (s->eofs) violation(h, "second EOF for id %d", id);
       s->eofs++;
+      s->eof_iter = h->iter;
       break;
     case IOMUX_EV_DRAIN:
       s->drains++;
@@ -1366,6 +1370,70 @@ static void test_connect_peer_speaks_first(void) {
 done:
   if (afd >= 0) close(afd);
   if (lfd >= 0) close(lfd);
+  h_free(h);
+}
+
+/* TCP_DEFER_ACCEPT: a connection is accepted once its first bytes (or its
+ * FIN) came, and they are read in the iteration that accepts it. A client
+ * that stays silent is accepted all the same, about a second later. */
+static void test_defer_accept(void) {
+  H *h = h_new(NULL);
+  cli c = CLI_INIT, fin = CLI_INIT, quiet = CLI_INIT;
+  CHECK(h);
+  struct sockaddr_storage a, b;
+  socklen_t alen = addr_lo(&a, AF_INET, 0), blen = sizeof b;
+  int l = iomux_listen(h->loop, (const struct sockaddr *)&a, alen, 64,
+                       IOMUX_LISTEN_DEFER_ACCEPT);
+  CHECK_GE(l, 0);
+  sstate_reset(S(h, l));
+  CHECK_EQ(iomux_local_address(h->loop, l, &b, &blen), 0);
+
+  c.fd = cli_connect(&b, blen);
+  quiet.fd = cli_connect(&b, blen);
+  CHECK(c.fd >= 0 && quiet.fd >= 0);
+  int port = cli_port(&c), qport = cli_port(&quiet);
+  RUN_FOR(h, 50, (void)0);
+  CHECK_EQ(accepted_by_port(h, port), -1); /* connected, silent: held back */
+
+  static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  uint64_t reads0 = ST(h)->read;
+  CHECK_EQ(send(c.fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)sizeof req - 1);
+  UNTIL(h, accepted_by_port(h, port) >= 0, 2000);
+  int id = accepted_by_port(h, port);
+  CHECK_EQ(S(h, id)->len, sizeof req - 1);
+  CHECK(memcmp(S(h, id)->data, req, sizeof req - 1) == 0);
+  CHECK_EQ(S(h, id)->data_iter, S(h, id)->accept_iter);
+  CHECK_EQ(ST(h)->read - reads0, 1); /* a short read: the socket is empty */
+  CHECK_GE(iomux_write(h->loop, id, "ok", 2, 0), 0);
+  UNTIL(h, (cli_pump(&c), c.inlen >= 2), 2000);
+  CHECK(memcmp(c.in, "ok", 2) == 0);
+
+  /* A FIN counts as the first bytes: ACCEPT and EOF come together. */
+  fin.fd = cli_connect(&b, blen);
+  CHECK_GE(fin.fd, 0);
+  int fport = cli_port(&fin);
+  CHECK_EQ(shutdown(fin.fd, SHUT_WR), 0);
+  UNTIL(h, accepted_by_port(h, fport) >= 0, 2000);
+  int fid = accepted_by_port(h, fport);
+  CHECK_EQ(S(h, fid)->eofs, 1);
+  CHECK_EQ(S(h, fid)->eof_iter, S(h, fid)->accept_iter);
+  CHECK_EQ(S(h, fid)->len, 0);
+  CHECK_EQ(h_close(h, fid), 0);
+
+  /* The silent one is accepted once the kernel's deferral runs out. */
+  UNTIL(h, accepted_by_port(h, qport) >= 0, 5000);
+  int qid = accepted_by_port(h, qport);
+  RUN_FOR(h, 20, (void)0);
+  CHECK_EQ(S(h, qid)->len, 0);
+  CHECK_EQ(S(h, qid)->errors, 0);
+  CHECK_EQ(send(quiet.fd, "late", 4, MSG_NOSIGNAL), 4);
+  UNTIL(h, S(h, qid)->len == 4, 2000);
+  CHECK(memcmp(S(h, qid)->data, "late", 4) == 0);
+  CHECK_EQ(h->violations, 0);
+done:
+  cli_close(&c);
+  cli_close(&fin);
+  cli_close(&quiet);
   h_free(h);
 }
 
@@ -3818,7 +3886,10 @@ static void on_alarm(int sig) {
   _exit(3);
 }
 
+/* IOMUX_TEST_ONLY=text runs only the tests whose names contain text. */
 static void run(const char *name, void (*fn)(void)) {
+  const char *only = getenv("IOMUX_TEST_ONLY");
+  if (only && !strstr(name, only)) return;
   t_failed = 0;
   t_skip[0] = '\0';
   int64_t t0 = now_ns();
@@ -3878,6 +3949,8 @@ int main(int argc, char **argv) {
   run("peer reset: ERROR or EOF, no SIGPIPE", test_peer_reset);
   run("the peer speaks first: its bytes follow the CONNECT, none lost",
       test_connect_peer_speaks_first);
+  run("defer accept: the first bytes are read in the accepting iteration",
+      test_defer_accept);
   run("connect refused, address in use", test_refused_and_in_use);
   run("timers: deadline order, never early, on time", test_timer_order);
   run("timers: stop, restart, stale (id, gen)", test_timer_stop_restart);
