@@ -117,6 +117,9 @@ function scenarios(cfg) {
         'Every server reads `socket.remoteAddress` on each connection (as a logger would) and answers with ' +
         '`socket.write(response)` then `socket.destroy()` (the request was read whole, so the close sends a FIN); ' +
         'node:http closes on its own after a `Connection: close` response (with a `shutdown` first).',
+        'The iomux servers listen with `deferAccept: true` (TCP_DEFER_ACCEPT: a connection is accepted with its request, ' +
+        'read at once, so it costs one wakeup, not two), and so does the C reference; node:net and node:http have no such option. ' +
+        'It matters in this row only: the other HTTP rows accept each connection once.',
         'In the strace window wrk keeps 100 connections open; those accepted but not yet closed when the window ends make ' +
         'the per-connection shutdown and close counts read a few percent under 1.',
       ],

@@ -25,7 +25,10 @@
  * registered once, edge-triggered, with EPOLLIN|EPOLLRDHUP|EPOLLOUT (so a
  * short send needs no epoll_ctl MOD later). TCP_NODELAY is set once, on the
  * listening socket: Linux copies it to every accepted one, so a connection
- * costs no setsockopt (iomux does the same). Reads go into one
+ * costs no setsockopt (iomux does the same). In the http modes the listener
+ * has TCP_DEFER_ACCEPT and a connection's first read follows its accept at
+ * once, as the iomux HTTP servers do (listen({ deferAccept: true })): the
+ * request comes with the connection. Reads go into one
  * static 64 KiB buffer until EAGAIN, or until a short read (the socket is
  * then drained) unless the peer's FIN was reported. What a send could not
  * take is queued on the connection and flushed on EPOLLOUT; reading stops
@@ -373,7 +376,10 @@ static void on_listener(void) {
     struct epoll_event ev = {0};
     ev.events = EPOLLIN | EPOLLRDHUP | EPOLLOUT | EPOLLET;
     ev.data.fd = fd;
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) close_conn(fd);
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+      close_conn(fd);
+    else if (mode == MODE_HTTP || mode == MODE_HTTP_CLOSE)
+      on_readable(fd, EPOLLIN); /* TCP_DEFER_ACCEPT: the request is here */
   }
 }
 
@@ -425,6 +431,9 @@ int main(int argc, char **argv) {
   int one = 1;
   if (setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR");
   if (setsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
+  if ((mode == MODE_HTTP || mode == MODE_HTTP_CLOSE) &&
+      setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one) < 0)
+    die("TCP_DEFER_ACCEPT");
   struct sockaddr_in sa = {0};
   sa.sin_family = AF_INET;
   sa.sin_port = htons((uint16_t)port);

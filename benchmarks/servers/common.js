@@ -39,8 +39,10 @@ function parsePort(v) {
 }
 
 // `app` is an object of numeric counters the server updates; it goes into
-// every stats line as it is.
-function serve({ name, impl, iomux, server, port, app }) {
+// every stats line as it is. `deferAccept` listens with TCP_DEFER_ACCEPT
+// (iomux's listen({ deferAccept: true })), for servers whose clients speak
+// first; node:net has no such option.
+function serve({ name, impl, iomux, server, port, app, deferAccept = false }) {
   const writeLine = (s) => fs.writeSync(1, s + '\n');
 
   function statsLine(gc) {
@@ -85,7 +87,8 @@ function serve({ name, impl, iomux, server, port, app }) {
     process.exit(1);
   });
 
-  server.listen(port, '127.0.0.1', () => {
+  const where = deferAccept ? [{ port, host: '127.0.0.1', deferAccept: true }] : [port, '127.0.0.1'];
+  server.listen(...where, () => {
     let actual = port;
     try {
       const addr = server.address && server.address();

@@ -131,4 +131,7 @@ if (impl === 'http' || impl === 'iomux-http' || impl === 'iomux-http-standalone'
   server = iomux.createServer(onConnection);
 }
 
-serve({ name: 'http-hello', impl, iomux, server, port, app });
+// HTTP clients speak first: the iomux servers listen with deferAccept, so a
+// connection is accepted with its request and costs one wakeup (the C
+// reference does the same). node:net and node:http cannot ask for it.
+serve({ name: 'http-hello', impl, iomux, server, port, app, deferAccept: iomux !== null });
