@@ -27,6 +27,9 @@ const USAGE = `Usage: iomux-proxy --listen HOST:PORT --upstream HOST:PORT[@WEIGH
   --stats HOST:PORT          serve the statistics as JSON over HTTP
   --config FILE              a JSON file of options (flags given on the command line win)
   --quiet                    log only warnings and errors
+  --integrated               run inside Node's own event loop instead of the core's
+                             wait (standalone, the default: this process's traffic is
+                             all iomux sockets, so each batch costs one wait, not two)
   --help
 
 Signals: SIGTERM, SIGINT drain and exit; SIGUSR2 prints the statistics as one JSON line.`;
@@ -59,6 +62,10 @@ function parseArgs(argv) {
     }
     if (arg === '--quiet') {
       flags.quiet = true;
+      continue;
+    }
+    if (arg === '--integrated') {
+      flags.integrated = true;
       continue;
     }
     const eq = arg.indexOf('=');
@@ -103,7 +110,10 @@ function main() {
     }
     if (file === null || typeof file !== 'object' || Array.isArray(file)) fail(`${flags.config} must hold a JSON object`);
   }
-  const { listen: fileListen, stats: fileStats, drainDeadline: fileDeadline, quiet: fileQuiet, ...fileOptions } = file;
+  const {
+    listen: fileListen, stats: fileStats, drainDeadline: fileDeadline, quiet: fileQuiet, integrated: fileIntegrated,
+    ...fileOptions
+  } = file;
   const options = { ...fileOptions };
   for (const k of ['mode', 'balance', 'acceptProxy', 'sendProxy', 'connectTimeout', 'responseTimeout', 'idleTimeout', 'upstreams']) {
     if (flags[k] !== undefined) options[k] = flags[k];
@@ -123,6 +133,7 @@ function main() {
   const statsText = flags.stats ?? fileStats;
   const deadline = flags.drainDeadline ?? fileDeadline ?? 30000;
   const quiet = flags.quiet ?? fileQuiet === true;
+  const integrated = flags.integrated ?? fileIntegrated === true;
 
   let proxy;
   let listen;
@@ -190,6 +201,10 @@ function main() {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+
+  // Standalone: the core's wait becomes the only poll of this thread, with
+  // libuv's fd in it, so signals and Node's timers still arrive.
+  if (!integrated) iomux.loop.run();
 }
 
 main();

@@ -136,27 +136,32 @@ t.test('bad arguments: a clear message and exit code 2', async (t) => {
   t.match(help.stdout, /Usage: iomux-proxy/);
 });
 
-t.test('TCP mode from the command line, with active health checks', async (t) => {
-  const echo = iomux.createServer((s) => {
-    s.on('data', (d: Buffer) => s.write(d));
-    s.on('end', () => s.end());
+for (const integrated of [false, true]) {
+  const how = integrated ? ' (--integrated: inside Node\'s loop)' : ' (standalone, the default)';
+  t.test(`TCP mode from the command line, with active health checks${how}`, async (t) => {
+    const echo = iomux.createServer((s) => {
+      s.on('data', (d: Buffer) => s.write(d));
+      s.on('end', () => s.end());
+    });
+    const eport = await listen(echo);
+    t.teardown(() => echo.close());
+    const r = start(['--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${eport},127.0.0.1:1`,
+      '--health-interval', '100', '--connect-timeout', '500', ...(integrated ? ['--integrated'] : [])]);
+    t.teardown(() => { r.child.kill('SIGKILL'); });
+    const port = await portFrom(r, /tcp proxy on 127\.0\.0\.1:(\d+)/);
+    t.ok(await waitFor(() => /upstream-down: upstream 127\.0\.0\.1:1 is down/.test(r.stderr()), 5000), 'the dead upstream is logged down');
+    for (let i = 0; i < 4; i++) {
+      const c = iomux.connect(port, '127.0.0.1');
+      const chunks: Buffer[] = [];
+      c.on('data', (d: Buffer) => chunks.push(d));
+      await once(c, 'connect');
+      c.end(`hello ${i}`);
+      await once(c, 'close');
+      t.equal(Buffer.concat(chunks).toString(), `hello ${i}`);
+    }
+    r.child.kill('SIGUSR2');
+    t.ok(await waitFor(() => /"upstreams"/.test(r.stdout()), 5000), 'SIGUSR2: the statistics on stdout');
+    r.child.kill('SIGTERM');
+    t.equal((await r.exited).code, 0);
   });
-  const eport = await listen(echo);
-  t.teardown(() => echo.close());
-  const r = start(['--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${eport},127.0.0.1:1`,
-    '--health-interval', '100', '--connect-timeout', '500']);
-  t.teardown(() => { r.child.kill('SIGKILL'); });
-  const port = await portFrom(r, /tcp proxy on 127\.0\.0\.1:(\d+)/);
-  t.ok(await waitFor(() => /upstream-down: upstream 127\.0\.0\.1:1 is down/.test(r.stderr()), 5000), 'the dead upstream is logged down');
-  for (let i = 0; i < 4; i++) {
-    const c = iomux.connect(port, '127.0.0.1');
-    const chunks: Buffer[] = [];
-    c.on('data', (d: Buffer) => chunks.push(d));
-    await once(c, 'connect');
-    c.end(`hello ${i}`);
-    await once(c, 'close');
-    t.equal(Buffer.concat(chunks).toString(), `hello ${i}`);
-  }
-  r.child.kill('SIGTERM');
-  t.equal((await r.exited).code, 0);
-});
+}

@@ -326,7 +326,7 @@ const SUMMARY_COLUMNS = [
   ['http', 'node:http'],
   ['net', 'node:net / node timers / node:net proxy'],
   ['iomux', 'iomux / iomux proxy'],
-  ['iomux-standalone', 'iomux standalone'],
+  ['iomux-standalone', 'iomux standalone / iomux proxy standalone'],
   ['iomux-uring', 'iomux io_uring'],
   ['iomux-http', 'iomux http'],
   ['iomux-http-uring', 'iomux http io_uring'],
@@ -338,7 +338,9 @@ const SUMMARY_COLUMNS = [
 function summaryColumnFor(sc, col) {
   if (sc.kind === 'micro') return col === 'net' ? 'node' : col === 'iomux' ? 'iomux' : null;
   if (sc.candidates.some((c) => c.id.startsWith('proxy-'))) {
-    return { net: 'proxy-net', iomux: 'proxy-iomux', haproxy: 'proxy-haproxy' }[col] || null;
+    return {
+      net: 'proxy-net', iomux: 'proxy-iomux', 'iomux-standalone': 'proxy-iomux-standalone', haproxy: 'proxy-haproxy',
+    }[col] || null;
   }
   return col;
 }
@@ -422,6 +424,8 @@ const COLORS = {
   node: '#4d4d4d',
   iomux: '#1f77b4',
   'iomux-standalone': '#ff7f0e',
+  'proxy-iomux': '#1f77b4',
+  'proxy-iomux-standalone': '#ff7f0e',
   'iomux-uring': '#2ca02c',
   c: '#9467bd',
 };

@@ -51,9 +51,14 @@ const CANDIDATES = {
 Object.assign(CANDIDATES, {
   'proxy-net': { id: 'proxy-net', label: 'node:net proxy', impl: 'net', env: { IOMUX_BACKEND: null } },
   'proxy-iomux': { id: 'proxy-iomux', label: 'iomux proxy', impl: 'iomux', iomux: true, env: { IOMUX_BACKEND: 'epoll' } },
+  // As the iomux-proxy command runs it: loop.run(), the core's wait the only poll.
+  'proxy-iomux-standalone': {
+    id: 'proxy-iomux-standalone', label: 'iomux proxy standalone', impl: 'iomux-standalone', iomux: true, standalone: true,
+    env: { IOMUX_BACKEND: 'epoll' },
+  },
   'proxy-haproxy': { id: 'proxy-haproxy', label: 'HAProxy', impl: 'haproxy', haproxy: true, env: { IOMUX_BACKEND: null } },
 });
-const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-haproxy'];
+const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-iomux-standalone', 'proxy-haproxy'];
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
 // The HTTP rows also compare the two full HTTP servers: node:http and iomux.http.
 const HTTP_CANDIDATES = ['http', ...TCP_CANDIDATES, 'iomux-http', 'iomux-http-uring'];
@@ -173,7 +178,8 @@ function scenarios(cfg) {
       describe: (env) => `${env.loadgen.version || env.loadgen.name}, ${cfg.connections} connections through the proxy (CPU 0) ` +
         'to the iomux hello-world server (benchmarks/servers/http-hello.js, on the generator\'s CPU 1); CPU per request is the proxy\'s',
       notes: ['node:net proxy: `client.pipe(upstream).pipe(client)` per connection. iomux proxy: `iomux.proxy.createProxy({ mode: ' +
-        '\'tcp\' })`. HAProxy: `mode tcp`, one thread (benchmarks/servers/proxy.js writes its configuration).'],
+        '\'tcp\' })` inside Node\'s loop; iomux proxy standalone: the same, then `loop.run()`, as the `iomux-proxy` command ' +
+        'runs. HAProxy: `mode tcp`, one thread (benchmarks/servers/proxy.js writes its configuration).'],
     },
     {
       id: 'proxy-bulk',

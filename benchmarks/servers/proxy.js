@@ -1,12 +1,14 @@
 'use strict';
 // TCP proxies in front of one backend, for the proxy rows of benchmarks/run.js:
 //
-//   node benchmarks/servers/proxy.js <net|iomux|haproxy> <port> <backendPort>
+//   node benchmarks/servers/proxy.js <net|iomux|iomux-standalone|haproxy> <port> <backendPort>
 //
 //   net      node:net, the way a proxy is written on it: for each client a
 //            connection to the backend and client.pipe(upstream).pipe(client)
 //   iomux    iomux.proxy.createProxy({ mode: 'tcp' }) with the backend as its one
 //            upstream (no health checks)
+//   iomux-standalone  the same, then loop.run(): the core's wait is the only
+//            poll (what the iomux-proxy command does)
 //   haproxy  HAProxy in TCP mode (mode tcp, one server, one thread), run in the
 //            foreground by this script; its pid is printed as "cpupid <pid>" so
 //            that the runner reads HAProxy's CPU time, not this script's
@@ -20,7 +22,7 @@ const net = require('net');
 const { spawn, spawnSync } = require('child_process');
 const { loadIomux, usage, parsePort, serve } = require('./common');
 
-const IMPLS = ['net', 'iomux', 'haproxy'];
+const IMPLS = ['net', 'iomux', 'iomux-standalone', 'haproxy'];
 const impl = process.argv[2];
 const port = parsePort(process.argv[3]);
 const backendPort = parsePort(process.argv[4]);
