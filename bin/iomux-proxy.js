@@ -27,6 +27,8 @@ const USAGE = `Usage: iomux-proxy --listen HOST:PORT --upstream HOST:PORT[@WEIGH
   --stats HOST:PORT          serve the statistics as JSON over HTTP
   --config FILE              a JSON file of options (flags given on the command line win)
   --quiet                    log only warnings and errors
+  --defer-accept             accept a client once its first bytes came (TCP_DEFER_ACCEPT,
+                             Linux): for HTTP mode and other protocols whose client speaks first
   --integrated               run inside Node's own event loop instead of the core's
                              wait (standalone, the default: this process's traffic is
                              all iomux sockets, so each batch costs one wait, not two)
@@ -62,6 +64,10 @@ function parseArgs(argv) {
     }
     if (arg === '--quiet') {
       flags.quiet = true;
+      continue;
+    }
+    if (arg === '--defer-accept') {
+      flags.deferAccept = true;
       continue;
     }
     if (arg === '--integrated') {
@@ -112,7 +118,7 @@ function main() {
   }
   const {
     listen: fileListen, stats: fileStats, drainDeadline: fileDeadline, quiet: fileQuiet, integrated: fileIntegrated,
-    ...fileOptions
+    deferAccept: fileDeferAccept, ...fileOptions
   } = file;
   const options = { ...fileOptions };
   for (const k of ['mode', 'balance', 'acceptProxy', 'sendProxy', 'connectTimeout', 'responseTimeout', 'idleTimeout', 'upstreams']) {
@@ -134,6 +140,7 @@ function main() {
   const deadline = flags.drainDeadline ?? fileDeadline ?? 30000;
   const quiet = flags.quiet ?? fileQuiet === true;
   const integrated = flags.integrated ?? fileIntegrated === true;
+  const deferAccept = flags.deferAccept ?? fileDeferAccept === true;
 
   let proxy;
   let listen;
@@ -149,7 +156,7 @@ function main() {
     process.stderr.write(`${new Date().toISOString()} ${e.level} ${e.event}: ${e.message}\n`);
   });
   proxy.on('error', (err) => fail(`${listenText}: ${err.message}`));
-  proxy.listen(listen.port, listen.host, () => {
+  proxy.listen({ port: listen.port, host: listen.host, deferAccept }, () => {
     const a = proxy.address();
     const where = typeof a === 'string' ? a : `${a.address}:${a.port}`;
     const names = proxy.upstreams.map((u) => `${u.name}${u.weight !== 1 ? `@${u.weight}` : ''}`).join(', ');

@@ -61,7 +61,7 @@ t.test('SIGTERM drains: the slow request completes, the process exits before the
   const dir = tempDir('iomux-proxy-cli-');
   const config = join(dir, 'proxy.json');
   writeFileSync(config, JSON.stringify({
-    mode: 'http', listen: '127.0.0.1:0', stats: '127.0.0.1:0', drainDeadline: 8000,
+    mode: 'http', listen: '127.0.0.1:0', stats: '127.0.0.1:0', drainDeadline: 8000, deferAccept: true,
     upstreams: [{ host: '127.0.0.1', port: bport, weight: 2, name: 'backend-a' }],
   }));
   const r = start(['--config', config]);
@@ -105,7 +105,8 @@ t.test('SIGTERM with a request outlasting the deadline: cut at the deadline', as
     backend.closeAllConnections(); // its handler never answers
     await closed;
   });
-  const r = start(['--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${bport}`, '--mode', 'http', '--drain-deadline', '400']);
+  const r = start(['--listen', '127.0.0.1:0', '--upstream', `127.0.0.1:${bport}`, '--mode', 'http', '--drain-deadline', '400',
+    '--defer-accept']);
   t.teardown(() => { r.child.kill('SIGKILL'); });
   const port = await portFrom(r, /http proxy on 127\.0\.0\.1:(\d+)/);
   const hung = get(port, '/hang').then(() => 'answered', () => 'cut');
