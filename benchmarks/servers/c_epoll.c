@@ -28,7 +28,8 @@
  * costs no setsockopt (iomux does the same). In the http modes the listener
  * has TCP_DEFER_ACCEPT and a connection's first read follows its accept at
  * once, as the iomux HTTP servers do (listen({ deferAccept: true })): the
- * request comes with the connection. Reads go into one
+ * request comes with the connection (IOMUX_BENCH_DEFER_ACCEPT=0 turns both
+ * off, as for the JS servers). Reads go into one
  * static 64 KiB buffer until EAGAIN, or until a short read (the socket is
  * then drained) unless the peer's FIN was reported. What a send could not
  * take is queued on the connection and flushed on EPOLLOUT; reading stops
@@ -78,6 +79,7 @@ typedef struct {
 } conn;
 
 static int mode;
+static int defer_accept; /* http modes: TCP_DEFER_ACCEPT, first read at accept */
 static int epfd, lfd, sfd;
 static int spare_fd = -1; /* given up on EMFILE to accept and drop a peer */
 static conn *conns;       /* indexed by descriptor */
@@ -378,7 +380,7 @@ static void on_listener(void) {
     ev.data.fd = fd;
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
       close_conn(fd);
-    else if (mode == MODE_HTTP || mode == MODE_HTTP_CLOSE)
+    else if (defer_accept)
       on_readable(fd, EPOLLIN); /* TCP_DEFER_ACCEPT: the request is here */
   }
 }
@@ -431,7 +433,10 @@ int main(int argc, char **argv) {
   int one = 1;
   if (setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) die("SO_REUSEADDR");
   if (setsockopt(lfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0) die("TCP_NODELAY");
-  if ((mode == MODE_HTTP || mode == MODE_HTTP_CLOSE) &&
+  const char *defer_env = getenv("IOMUX_BENCH_DEFER_ACCEPT");
+  defer_accept = (mode == MODE_HTTP || mode == MODE_HTTP_CLOSE) &&
+                 !(defer_env && !strcmp(defer_env, "0"));
+  if (defer_accept &&
       setsockopt(lfd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one) < 0)
     die("TCP_DEFER_ACCEPT");
   struct sockaddr_in sa = {0};

@@ -134,4 +134,6 @@ if (impl === 'http' || impl === 'iomux-http' || impl === 'iomux-http-standalone'
 // HTTP clients speak first: the iomux servers listen with deferAccept, so a
 // connection is accepted with its request and costs one wakeup (the C
 // reference does the same). node:net and node:http cannot ask for it.
-serve({ name: 'http-hello', impl, iomux, server, port, app, deferAccept: iomux !== null });
+// IOMUX_BENCH_DEFER_ACCEPT=0 turns it off, to measure what it saves.
+const deferAccept = iomux !== null && process.env.IOMUX_BENCH_DEFER_ACCEPT !== '0';
+serve({ name: 'http-hello', impl, iomux, server, port, app, deferAccept });
