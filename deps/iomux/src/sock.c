@@ -602,10 +602,7 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
   for (uint32_t i = 0; i < loop->cfg.accept_cap; i++) {
     /* The ACCEPT and its address record, and with TCP_DEFER_ACCEPT the
      * first DATA too. */
-    if (read_now)
-      iomux__ensure_room(loop, 4, loop->cfg.read_cap);
-    else
-      iomux__ensure_room(loop, 3, 0);
+    iomux__ensure_room(loop, read_now ? 4 : 3, read_now ? loop->cfg.read_cap : 0);
     if (l->flags & (SF_CLOSED | SF_ACCEPT_PAUSED)) return;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
