@@ -374,6 +374,78 @@ function renderSummary(report, L) {
   L.push('');
 }
 
+// The targets iomux holds itself to: the ratio of an iomux candidate's cost
+// (CPU per unit, RSS per connection, CPU per timer pair) to a baseline's in
+// the same run. `max` is the highest ratio that meets the target.
+const TARGETS = [
+  { scenario: 'keepalive', baseline: 'net', max: 0.70 },
+  { scenario: 'pipeline', baseline: 'net', max: 0.65 },
+  { scenario: 'churn', baseline: 'net', max: 0.55 },
+  { scenario: 'echo', baseline: 'net', max: 0.70 },
+  { scenario: 'bulk', baseline: 'net', max: 0.50 },
+  { scenario: 'idle', baseline: 'net', max: 0.30 },
+  { scenario: 'timers', baseline: 'node', max: 1 / 3, text: '≥ 3× faster' },
+  { scenario: 'proxy', baseline: 'proxy-net', max: 0.50 },
+  { scenario: 'proxy', baseline: 'proxy-haproxy', max: 1.00 },
+];
+
+// The candidates a target row shows: the default (integrated, epoll) first,
+// whose median decides the verdict.
+const TARGET_COLUMNS = [
+  ['iomux', 'proxy-iomux'],
+  ['iomux-standalone', 'proxy-iomux-standalone'],
+  ['iomux-uring'],
+  ['c'],
+];
+
+// The candidate's cost over the baseline's within each round: rounds run the
+// candidates back to back, so these pairs share the machine's state.
+function roundRatios(sc, id, baseline, field) {
+  const out = [];
+  for (const r of sc.runs) {
+    if (r.strace || !r.ok || r.candidate !== id || r[field] == null) continue;
+    const b = sc.runs.find((x) => !x.strace && x.ok && x.candidate === baseline && x.round === r.round);
+    if (b && b[field]) out.push(r[field] / b[field]);
+  }
+  return out;
+}
+
+function renderTargets(report, L) {
+  const rows = [];
+  for (const t of TARGETS) {
+    const sc = report.scenarios.find((x) => x.id === t.scenario);
+    if (!sc || !sc.summary[t.baseline]) continue;
+    const field = headlineOf(sc).cost.field;
+    const cells = TARGET_COLUMNS.map((ids) => {
+      const id = ids.find((x) => sc.summary[x]);
+      const s = id && sc.summary[id];
+      if (!s || !s.vs[t.baseline] || s.vs[t.baseline].cost == null) return { text: '' };
+      const ratio = s.vs[t.baseline].cost;
+      const per = roundRatios(sc, id, t.baseline, field);
+      const met = per.filter((x) => x <= t.max).length;
+      const spread = per.length > 1 ? ` (${fmtRatio(Math.min(...per))}–${fmtRatio(Math.max(...per))}; ${met}/${per.length} rounds)` : '';
+      return { text: fmtRatio(ratio) + spread, ratio };
+    });
+    const lead = cells[0];
+    const verdict = lead.ratio == null ? '–' : lead.ratio <= t.max ? '**met**' : 'not met';
+    rows.push(`| ${sc.shortTitle} | ${candLabel(sc, t.baseline)} | ${t.text || `≤ ${fmt(t.max, 2)}×`} | ` +
+      `${cells.map((c) => c.text).join(' | ')} | ${verdict} |`);
+  }
+  if (!rows.length) return;
+  L.push('## Targets');
+  L.push('');
+  L.push('Cost (CPU per unit; RSS per connection for idle; CPU per pair for timers) as a ratio to the baseline: the ratio ' +
+    'of the medians, then in brackets the range of the per-round ratios (each round runs every candidate back to back) ' +
+    'and in how many rounds the target held. The verdict is the median of the default candidate, iomux integrated in ' +
+    'Node\'s loop on epoll (the iomux proxy, for the proxy rows). The C reference shows what the same work costs with no ' +
+    'JavaScript at all.');
+  L.push('');
+  L.push('| scenario | baseline | target | iomux | iomux standalone | iomux io_uring | C epoll (reference) | verdict |');
+  L.push('| --- | --- | --- | ---: | ---: | ---: | ---: | --- |');
+  L.push(...rows);
+  L.push('');
+}
+
 function renderMarkdown(report) {
   const { config } = report;
   const L = [];
@@ -393,6 +465,7 @@ function renderMarkdown(report) {
   renderSummary(report, L);
   L.push('![ratios to node:net](latest.svg)');
   L.push('');
+  renderTargets(report, L);
   if (report.failures.length) {
     L.push(`**${report.failures.length} run(s) failed**: see the scenarios' notes.`);
     L.push('');
