@@ -31,7 +31,12 @@
 //                            iomux-http, iomux-http-uring, c
 //   --rounds N               rounds per candidate (default 3); the order
 //                            rotates each round: A B C, B C A, C A B
-//   --duration S             seconds per timed phase (default 3)
+//   --duration S             seconds measured per candidate and round (default 3)
+//   --phases N               load rows: the measured seconds come in N phases
+//                            of whole seconds, and within a round the
+//                            candidates take turns phase by phase, their
+//                            servers all started and warmed up first
+//                            (default 3: A B C A B C A B C, one second each)
 //   --warmup S               warm-up seconds per server start (default 1)
 //   --connections N          connections for HTTP and echo (default 100)
 //   --pipeline N             requests per write in "pipeline" (default 16)
@@ -58,7 +63,9 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const U = require('./lib/util');
-const { CANDIDATES, TIMER_CANDIDATES, scenarios, loadRun, idleRun, microRun } = require('./lib/scenarios');
+const {
+  CANDIDATES, TIMER_CANDIDATES, scenarios, loadRun, openLoad, measureLoad, closeLoad, idleRun, microRun,
+} = require('./lib/scenarios');
 const { ECHO_CLIENT_C } = require('./lib/loadgen');
 const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
@@ -76,6 +83,7 @@ function parseArgs(argv) {
     candidates: Object.keys(CANDIDATES),
     rounds: 3,
     duration: 3,
+    phases: 3,
     warmup: 1,
     connections: 100,
     pipeline: 16,
@@ -119,6 +127,7 @@ function parseArgs(argv) {
       case '--candidates': opts.candidates = list(value(), Object.keys(CANDIDATES), 'candidate'); break;
       case '--rounds': set('rounds', Math.floor(num(flag, value(), 1))); break;
       case '--duration': set('duration', num(flag, value(), 1)); break;
+      case '--phases': set('phases', Math.floor(num(flag, value(), 1))); break;
       case '--warmup': set('warmup', num(flag, value(), 0)); break;
       case '--connections': set('connections', Math.floor(num(flag, value(), 1))); break;
       case '--pipeline': set('pipeline', Math.floor(num(flag, value(), 1))); break;
@@ -149,11 +158,12 @@ function parseArgs(argv) {
     }
   }
   if (opts.quick) {
-    const q = { rounds: 1, duration: 1, warmup: 1, idleConnections: 2000, timeoutConnections: 2000, timerPairs: 100000, straceDuration: 1 };
+    const q = { rounds: 1, duration: 1, phases: 1, warmup: 1, idleConnections: 2000, timeoutConnections: 2000, timerPairs: 100000, straceDuration: 1 };
     for (const [k, v] of Object.entries(q)) if (!explicit.has(k)) opts[k] = v;
   }
   // The generators take whole seconds.
   opts.duration = Math.max(1, Math.round(opts.duration));
+  opts.phases = Math.min(opts.phases, opts.duration);
   opts.straceDuration = Math.max(1, Math.round(opts.straceDuration));
   opts.warmup = Math.round(opts.warmup);
   return opts;
@@ -400,7 +410,10 @@ async function main() {
   }
   if (iomuxError) log(`bench: iomux not available: ${iomuxError}`);
 
-  log(`bench: ${selected.map((s) => s.id).join(', ')}; ${opts.rounds} round(s) x ${opts.duration} s, warm-up ${opts.warmup} s` +
+  // The load rows measure `phases` phases of `phaseS` seconds per candidate and round.
+  const phases = opts.phases;
+  const phaseS = Math.max(1, Math.round(opts.duration / phases));
+  log(`bench: ${selected.map((s) => s.id).join(', ')}; ${opts.rounds} round(s) x ${phases} x ${phaseS} s, warm-up ${opts.warmup} s` +
     `${env.loadgen ? `, ${env.loadgen.name}` : ''}, ${pin ? 'pinned (server CPU 0, generator CPU 1)' : 'not pinned'}` +
     `${opts.strace && !env.strace ? '; strace not installed: no syscall counts' : ''}`);
 
@@ -465,16 +478,30 @@ async function main() {
       // no candidate always runs right after the same one (after a churn
       // run the kernel holds tens of thousands of TIME_WAIT sockets).
       const shift = (round - 1) % Math.max(1, cands.length);
-      for (const c of [...cands.slice(shift), ...cands.slice(0, shift)]) {
-        const t = Date.now();
-        let r;
-        if (sc.kind === 'load') r = await loadRun(env, sc, c, round);
-        else if (sc.kind === 'idle') r = await idleRun(env, sc, c, round, opts);
-        else r = await microRun(env, sc, c, round, opts);
+      const order = [...cands.slice(shift), ...cands.slice(0, shift)];
+      const done = (c, r, t) => {
         entry.runs.push(r);
         if (r.backend && !c.backend) c.backend = r.backend;
         log(`bench:   ${sc.id} round ${round}/${opts.rounds} ${c.id}: ${describeRun(sc, r)} [${((Date.now() - t) / 1000).toFixed(1)} s]`);
         if (!r.ok) failures.push(`${sc.id}/${c.id} round ${round}: ${r.error.split('\n')[0]}`);
+      };
+      if (sc.kind === 'load') {
+        // Every candidate's server up and warm first, then the timed phases
+        // in turns (A B C A B C ...): a drift of the machine's speed over
+        // the round then weighs on every candidate alike.
+        const t = Date.now();
+        const open = [];
+        for (const c of order) open.push(await openLoad(env, sc, c, round));
+        for (let k = 0; k < phases; k++) {
+          for (const h of open) await measureLoad(env, h, phaseS);
+        }
+        for (let i = 0; i < open.length; i++) done(order[i], await closeLoad(env, open[i]), t);
+        continue;
+      }
+      for (const c of order) {
+        const t = Date.now();
+        const r = sc.kind === 'idle' ? await idleRun(env, sc, c, round, opts) : await microRun(env, sc, c, round, opts);
+        done(c, r, t);
       }
     }
     if (sc.kind === 'load' && opts.strace) {
@@ -519,6 +546,8 @@ async function main() {
       scenarios: selected.map((s) => s.id),
       rounds: opts.rounds,
       duration: opts.duration,
+      phases,
+      phaseS,
       warmup: opts.warmup,
       connections: opts.connections,
       pipeline: opts.pipeline,

@@ -398,8 +398,8 @@ const TARGET_COLUMNS = [
   ['c'],
 ];
 
-// The candidate's cost over the baseline's within each round: rounds run the
-// candidates back to back, so these pairs share the machine's state.
+// The candidate's cost over the baseline's within each round: within a round
+// the candidates take turns, so these pairs share the machine's state.
 function roundRatios(sc, id, baseline, field) {
   const out = [];
   for (const r of sc.runs) {
@@ -435,7 +435,7 @@ function renderTargets(report, L) {
   L.push('## Targets');
   L.push('');
   L.push('Cost (CPU per unit; RSS per connection for idle; CPU per pair for timers) as a ratio to the baseline: the ratio ' +
-    'of the medians, then in brackets the range of the per-round ratios (each round runs every candidate back to back) ' +
+    'of the medians, then in brackets the range of the per-round ratios (within a round the candidates take turns) ' +
     'and in how many rounds the target held. The verdict is the median of the default candidate, iomux integrated in ' +
     'Node\'s loop on epoll (the iomux proxy, for the proxy rows). The C reference shows what the same work costs with no ' +
     'JavaScript at all.');
@@ -446,6 +446,21 @@ function renderTargets(report, L) {
   L.push('');
 }
 
+// How a round of the load rows ran. Reports from before phases existed have
+// no config.phases: each run then started its own server.
+function loadRoundText(config) {
+  const warm = config.warmup ? ` and warmed up for ${config.warmup} s` : '';
+  if (config.phases == null) {
+    return `Candidates alternating; each run starts a fresh server${warm}, then measures ${config.duration} s.`;
+  }
+  const turns = config.phases > 1
+    ? `then the candidates take turns, ${config.phases} timed phases of ${config.phaseS} s each (A B C A B C ...)`
+    : `then each is measured for ${config.phaseS} s in turn`;
+  return `In each round of the load rows every candidate's server is started${warm}, ${turns}, so that a drift of ` +
+    'the machine\'s speed weighs on all of them alike; the order rotates from round to round. The other rows run ' +
+    'one candidate after the other.';
+}
+
 function renderMarkdown(report) {
   const { config } = report;
   const L = [];
@@ -454,8 +469,7 @@ function renderMarkdown(report) {
   L.push(`${report.finishedAt} · ${machineLine(report)}`);
   L.push('');
   L.push(`${config.quick ? '**Quick smoke run** (CI): numbers are indicative only. ' : ''}` +
-    `${config.rounds} round(s) per candidate, candidates alternating; each run starts a fresh server` +
-    `${config.warmup ? ` and warms it up for ${config.warmup} s` : ''}, then measures ${config.duration} s. ` +
+    `${config.rounds} round(s) per candidate. ${loadRoundText(config)} ` +
     (config.pinned ? 'Server pinned to CPU 0, load generator to CPU 1 (taskset). ' : 'Processes not pinned. ') +
     `HTTP load: ${config.loadgenVersion || config.loadgen}, one thread. ` +
     `Took ${fmt(report.elapsedS, 0)} s.`);
@@ -474,9 +488,10 @@ function renderMarkdown(report) {
   L.push('## Method');
   L.push('');
   L.push(`Server CPU is utime+stime of the whole server process (all threads) from /proc/<pid>/stat, read just before and ` +
-    `right after the timed phase (clock ticks of 1/${report.machine.clkTck} s: ±${(1000 / report.machine.clkTck).toFixed(0)} ms ` +
-    'per reading, under 1% of a full-length run, coarser in quick mode), divided by the units of work the generator counted. ' +
-    'Generator CPU is wrk\'s or autocannon\'s user+system time (bash `times`), or the C client\'s own getrusage over the phase. ' +
+    `right after each timed phase (clock ticks of 1/${report.machine.clkTck} s: ±${(1000 / report.machine.clkTck).toFixed(0)} ms ` +
+    'per reading, about 1% of a full-length run, coarser in quick mode), summed over the phases and divided by the units ' +
+    'of work the generator counted in them. ' +
+    'Generator CPU is wrk\'s or autocannon\'s user+system time (bash `times`), or the C client\'s own getrusage over the phases. ' +
     '"Other CPU" is the machine\'s busy time from /proc/stat (steal included) minus server and generator (and the backend, in the proxy rows), in % of one CPU: ' +
     'well above 0 means something else competed for the CPUs, and the run is marked noisy above 15%. ' +
     'A run is "generator-bound" when the generator used 90% or more of its core and the server at least 5 points less of its own: ' +

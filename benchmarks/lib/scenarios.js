@@ -14,7 +14,7 @@ const { startServer } = require('./server');
 const { httpDriver, echoDriver, startEchoClient } = require('./loadgen');
 const { attach, groupCounts } = require('./strace');
 const {
-  track, waitExit, sleep, readProcCpuTicks, readMachineTicks, readRssKb, diffNumbers, indent,
+  track, waitExit, sleep, readProcCpuTicks, readMachineTicks, readRssKb, diffNumbers, indent, median,
 } = require('./util');
 
 const SERVERS = path.join(__dirname, '..', 'servers');
@@ -245,126 +245,190 @@ function scenarios(cfg) {
 }
 
 // ---------------------------------------------------------------------------
-// One measured run of a load scenario
+// One measured run of a load scenario, in three steps so that the runner can
+// interleave candidates: openLoad() starts the server (and a proxy row's
+// backend) and warms it up; measureLoad() times one phase of load and keeps
+// its raw counters; closeLoad() folds the phases into the run's figures and
+// stops the processes. loadRun() does the three in a row.
 
-async function loadRun(env, sc, cand, round, { strace = false } = {}) {
-  const run = { scenario: sc.id, candidate: cand.id, round, strace, ok: false, notes: [] };
-  let server = null;
-  let backend = null;
-  let driver = null;
-  let tracer = null;
+// Starts a candidate and warms it up. Never throws: a failure is left in
+// run.error, and closeLoad() still cleans up.
+async function openLoad(env, sc, cand, round, { strace = false } = {}) {
+  const h = {
+    run: { scenario: sc.id, candidate: cand.id, round, strace, ok: false, notes: [] },
+    sc, cand, strace, server: null, backend: null, driver: null, phases: [],
+  };
   try {
     const spec = sc.server(cand, env);
     if (sc.backend) {
       // The proxy rows: the backend shares the generator's CPU; the proxy is
       // what is measured, on the server CPU.
-      backend = await startServer(env, {
+      h.backend = await startServer(env, {
         label: `${sc.id}/backend`, ...sc.backend, cpu: 1, extraEnv: { IOMUX_BACKEND: 'epoll', ...env.iomuxEnv },
       });
-      spec.args = [...(spec.args || []), String(backend.port)];
+      spec.args = [...(spec.args || []), String(h.backend.port)];
     }
-    server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv } });
-    run.backend = server.backend;
-    driver = await sc.driver(env, server);
-    if (driver.connectMs != null) run.connectMs = driver.connectMs;
+    h.server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv } });
+    h.run.backend = h.server.backend;
+    h.driver = await sc.driver(env, h.server);
+    if (h.driver.connectMs != null) h.run.connectMs = h.driver.connectMs;
     const warm = strace ? env.straceWarmup : env.warmup;
-    if (warm > 0) await driver.warm(warm);
+    if (warm > 0) await h.driver.warm(warm);
+  } catch (err) {
+    h.run.error = err.message;
+  }
+  return h;
+}
+
+// One timed phase of `seconds` on an opened candidate. A failure ends the run
+// (run.error); later phases are skipped.
+async function measureLoad(env, h, seconds) {
+  if (h.run.error) return;
+  const { server, backend, driver } = h;
+  let tracer = null;
+  try {
     const s0 = await server.snapshot();
-    if (strace) tracer = await attach(env, server.cpuPid, `${sc.id}-${cand.id}`);
+    if (h.strace) tracer = await attach(env, server.cpuPid, `${h.sc.id}-${h.cand.id}`);
     const m0 = readMachineTicks();
     const cpu0 = readProcCpuTicks(server.cpuPid);
     const b0 = backend ? readProcCpuTicks(backend.cpuPid) : null;
     const t0 = process.hrtime.bigint();
-    const r = await driver.timed(strace ? env.straceDuration : env.duration);
+    const r = await driver.timed(seconds);
     const cpu1 = readProcCpuTicks(server.cpuPid);
     const b1 = backend ? readProcCpuTicks(backend.cpuPid) : null;
     const m1 = readMachineTicks();
     const t1 = process.hrtime.bigint();
-    run.rssKb = readRssKb(server.cpuPid);
+    const p = { r, wallS: Number(t1 - t0) / 1e9, rssKb: readRssKb(server.cpuPid) };
+    if (cpu0 != null && cpu1 != null) p.cpuTicks = cpu1 - cpu0;
+    if (b0 != null && b1 != null) p.backendTicks = b1 - b0;
+    if (m0 && m1) p.machine = { busy: m1.busy - m0.busy, steal: m1.steal - m0.steal };
     if (tracer) {
       const summary = await tracer.detach();
       tracer = null;
-      run.syscalls = summary.calls;
-      run.syscallErrors = summary.errors;
-      run.groups = groupCounts(summary.calls);
+      p.syscalls = summary.calls;
+      p.syscallErrors = summary.errors;
     }
     const s1 = await server.snapshot();
     if (server.exited) throw new Error(`server died during the run: ${server.describeExit()}`);
-    const wallS = Number(t1 - t0) / 1e9;
-    run.units = r.units;
-    run.durationS = r.durationS || wallS;
-    run.wallS = wallS;
-    run.latencyMs = r.latencyMs;
-    if (r.latencyHistogram) run.latencyHistogram = r.latencyHistogram;
-    run.errors = r.errors;
-    if (r.errors && r.errors.timeout > 0) run.notes.push(`${r.errors.timeout} request timeouts`);
     if (s0 && s1) {
-      run.appDelta = diffNumbers(s0.app, s1.app);
-      if (s0.loop && s1.loop) run.loopDelta = diffNumbers(s0.loop, s1.loop);
-      run.serverUnits = sc.serverUnits ? sc.serverUnits(run.appDelta) : null;
+      p.appDelta = diffNumbers(s0.app, s1.app);
+      if (s0.loop && s1.loop) p.loopDelta = diffNumbers(s0.loop, s1.loop);
     }
-    if (strace) {
-      // Per unit from the server's own count over the same window.
-      const units = run.serverUnits || run.units;
-      run.sysUnits = units / sc.unit.sysScale;
-      run.ok = true;
-      return run;
-    }
-    const u = sc.unit;
-    run.rate = run.units / u.scale / run.durationS;
-    if (cpu0 != null && cpu1 != null) {
-      run.serverCpuS = (cpu1 - cpu0) / env.clkTck;
-      run.serverCpuPct = (100 * run.serverCpuS) / wallS;
-      run.cpuPerUnit = (run.serverCpuS * u.cpuScale) / (run.units / u.scale);
-    }
-    if (r.genCpuS != null) {
-      run.genCpuS = r.genCpuS;
-      run.genCpuPct = (100 * r.genCpuS) / wallS;
-      run.genCpuPerUnit = (r.genCpuS * u.cpuScale) / (run.units / u.scale);
-    }
-    if (m0 && m1) {
-      // Everything else that ran meanwhile (other processes, this runner,
-      // steal), in % of one CPU: a busy machine makes the numbers noisy.
-      run.machineCpuPct = (100 * (m1.busy - m0.busy)) / env.clkTck / wallS;
-      run.stealPct = (100 * (m1.steal - m0.steal)) / env.clkTck / wallS;
-      // A proxy row's backend is part of the set-up, not other work.
-      const backendPct = b0 != null && b1 != null ? (100 * (b1 - b0)) / env.clkTck / wallS : 0;
-      if (backend) run.backendCpuPct = backendPct;
-      if (run.serverCpuPct != null && run.genCpuPct != null) {
-        run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct - backendPct);
-      }
-    }
-    if (run.otherCpuPct > 15) {
-      run.notes.push(`other work used ${run.otherCpuPct.toFixed(0)}% of a CPU` +
-        (run.stealPct > 5 ? ` (${run.stealPct.toFixed(0)}% steal)` : ''));
-    }
-    // The generator saturated its core and the server had room left: the
-    // generator set the pace, and the throughput is a lower bound.
-    if (run.genCpuPct >= 90 && run.serverCpuPct <= run.genCpuPct - 5) {
-      run.genBound = true;
-      run.notes.push(`generator saturated its core (${run.genCpuPct.toFixed(0)}%) while the server used ` +
-        `${run.serverCpuPct.toFixed(0)}%: the generator, not the server, set the pace`);
-    }
-    run.ok = true;
+    h.phases.push(p);
   } catch (err) {
-    run.error = err.message;
+    h.run.error = err.message;
   } finally {
     if (tracer) await tracer.abort();
-    if (driver) {
-      try {
-        await driver.close();
-      } catch (_) {
-        // The run already failed or is over.
-      }
-    }
-    if (server) {
-      const s = await server.stop();
-      if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
-      else if (s.code !== 0 && run.ok) run.notes.push(`server exited with code ${s.code} signal ${s.signal}`);
-    }
-    if (backend) await backend.stop();
   }
+}
+
+// Sums the numeric fields of objects (null when any is missing).
+function sumNumbers(list) {
+  if (!list.length || list.some((x) => !x)) return null;
+  const out = {};
+  for (const x of list) for (const [k, v] of Object.entries(x)) if (typeof v === 'number') out[k] = (out[k] || 0) + v;
+  return out;
+}
+
+// Folds the timed phases into the run's figures, then stops the processes.
+async function closeLoad(env, h) {
+  const { run, sc, phases } = h;
+  try {
+    if (!run.error && !phases.length) run.error = 'no timed phase ran';
+    if (!run.error) summarizePhases(env, sc, run, phases);
+  } catch (err) {
+    run.error = err.message;
+  }
+  if (h.driver) {
+    try {
+      await h.driver.close();
+    } catch (_) {
+      // The run already failed or is over.
+    }
+  }
+  if (h.server) {
+    const s = await h.server.stop();
+    if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
+    else if (s.code !== 0 && run.ok) run.notes.push(`server exited with code ${s.code} signal ${s.signal}`);
+  }
+  if (h.backend) await h.backend.stop();
   return run;
+}
+
+function summarizePhases(env, sc, run, phases) {
+  const rs = phases.map((p) => p.r);
+  const wallS = phases.reduce((a, p) => a + p.wallS, 0);
+  run.phases = phases.length;
+  run.units = rs.reduce((a, r) => a + r.units, 0);
+  run.durationS = rs.reduce((a, r, i) => a + (r.durationS || phases[i].wallS), 0);
+  run.wallS = wallS;
+  run.rssKb = phases[phases.length - 1].rssKb;
+  // Latency percentiles do not add up: the median phase's stand for the run.
+  const mid = (f) => median(rs.map(f).filter((x) => x != null));
+  run.latencyMs = { p50: mid((r) => r.latencyMs && r.latencyMs.p50), p99: mid((r) => r.latencyMs && r.latencyMs.p99) };
+  const hist = rs.filter((r) => r.latencyHistogram);
+  if (hist.length) run.latencyHistogram = hist[hist.length - 1].latencyHistogram;
+  run.errors = sumNumbers(rs.map((r) => r.errors || {}));
+  if (run.errors && run.errors.timeout > 0) run.notes.push(`${run.errors.timeout} request timeouts`);
+  run.appDelta = sumNumbers(phases.map((p) => p.appDelta));
+  run.loopDelta = sumNumbers(phases.map((p) => p.loopDelta));
+  if (!run.loopDelta) delete run.loopDelta;
+  if (run.appDelta) run.serverUnits = sc.serverUnits ? sc.serverUnits(run.appDelta) : null;
+  if (run.strace) {
+    run.syscalls = sumNumbers(phases.map((p) => p.syscalls));
+    run.syscallErrors = sumNumbers(phases.map((p) => p.syscallErrors));
+    run.groups = groupCounts(run.syscalls);
+    // Per unit from the server's own count over the same window.
+    const units = run.serverUnits || run.units;
+    run.sysUnits = units / sc.unit.sysScale;
+    run.ok = true;
+    return;
+  }
+  const u = sc.unit;
+  run.rate = run.units / u.scale / run.durationS;
+  const cpuTicks = phases.every((p) => p.cpuTicks != null) ? phases.reduce((a, p) => a + p.cpuTicks, 0) : null;
+  if (cpuTicks != null) {
+    run.serverCpuS = cpuTicks / env.clkTck;
+    run.serverCpuPct = (100 * run.serverCpuS) / wallS;
+    run.cpuPerUnit = (run.serverCpuS * u.cpuScale) / (run.units / u.scale);
+  }
+  if (rs.every((r) => r.genCpuS != null)) {
+    run.genCpuS = rs.reduce((a, r) => a + r.genCpuS, 0);
+    run.genCpuPct = (100 * run.genCpuS) / wallS;
+    run.genCpuPerUnit = (run.genCpuS * u.cpuScale) / (run.units / u.scale);
+  }
+  const machine = sumNumbers(phases.map((p) => p.machine));
+  if (machine) {
+    // Everything else that ran meanwhile (other processes, this runner,
+    // steal), in % of one CPU: a busy machine makes the numbers noisy.
+    run.machineCpuPct = (100 * machine.busy) / env.clkTck / wallS;
+    run.stealPct = (100 * machine.steal) / env.clkTck / wallS;
+    // A proxy row's backend is part of the set-up, not other work.
+    const backendTicks = phases.every((p) => p.backendTicks != null) ? phases.reduce((a, p) => a + p.backendTicks, 0) : null;
+    const backendPct = backendTicks != null ? (100 * backendTicks) / env.clkTck / wallS : 0;
+    if (backendTicks != null) run.backendCpuPct = backendPct;
+    if (run.serverCpuPct != null && run.genCpuPct != null) {
+      run.otherCpuPct = Math.max(0, run.machineCpuPct - run.serverCpuPct - run.genCpuPct - backendPct);
+    }
+  }
+  if (run.otherCpuPct > 15) {
+    run.notes.push(`other work used ${run.otherCpuPct.toFixed(0)}% of a CPU` +
+      (run.stealPct > 5 ? ` (${run.stealPct.toFixed(0)}% steal)` : ''));
+  }
+  // The generator saturated its core and the server had room left: the
+  // generator set the pace, and the throughput is a lower bound.
+  if (run.genCpuPct >= 90 && run.serverCpuPct <= run.genCpuPct - 5) {
+    run.genBound = true;
+    run.notes.push(`generator saturated its core (${run.genCpuPct.toFixed(0)}%) while the server used ` +
+      `${run.serverCpuPct.toFixed(0)}%: the generator, not the server, set the pace`);
+  }
+  run.ok = true;
+}
+
+async function loadRun(env, sc, cand, round, { strace = false } = {}) {
+  const h = await openLoad(env, sc, cand, round, { strace });
+  await measureLoad(env, h, strace ? env.straceDuration : env.duration);
+  return closeLoad(env, h);
 }
 
 // ---------------------------------------------------------------------------
@@ -484,4 +548,6 @@ async function microRun(env, sc, cand, round, cfg) {
   return run;
 }
 
-module.exports = { CANDIDATES, TIMER_CANDIDATES, UNITS, scenarios, loadRun, idleRun, microRun };
+module.exports = {
+  CANDIDATES, TIMER_CANDIDATES, UNITS, scenarios, loadRun, openLoad, measureLoad, closeLoad, idleRun, microRun,
+};
