@@ -163,7 +163,9 @@ function parseArgs(argv) {
   }
   // The generators take whole seconds.
   opts.duration = Math.max(1, Math.round(opts.duration));
+  // The load rows measure `phases` phases of `phaseS` seconds per candidate and round.
   opts.phases = Math.min(opts.phases, opts.duration);
+  opts.phaseS = Math.max(1, Math.round(opts.duration / opts.phases));
   opts.straceDuration = Math.max(1, Math.round(opts.straceDuration));
   opts.warmup = Math.round(opts.warmup);
   return opts;
@@ -410,10 +412,7 @@ async function main() {
   }
   if (iomuxError) log(`bench: iomux not available: ${iomuxError}`);
 
-  // The load rows measure `phases` phases of `phaseS` seconds per candidate and round.
-  const phases = opts.phases;
-  const phaseS = Math.max(1, Math.round(opts.duration / phases));
-  log(`bench: ${selected.map((s) => s.id).join(', ')}; ${opts.rounds} round(s) x ${phases} x ${phaseS} s, warm-up ${opts.warmup} s` +
+  log(`bench: ${selected.map((s) => s.id).join(', ')}; ${opts.rounds} round(s) x ${opts.phases} x ${opts.phaseS} s, warm-up ${opts.warmup} s` +
     `${env.loadgen ? `, ${env.loadgen.name}` : ''}, ${pin ? 'pinned (server CPU 0, generator CPU 1)' : 'not pinned'}` +
     `${opts.strace && !env.strace ? '; strace not installed: no syscall counts' : ''}`);
 
@@ -492,8 +491,8 @@ async function main() {
         const t = Date.now();
         const open = [];
         for (const c of order) open.push(await openLoad(env, sc, c, round));
-        for (let k = 0; k < phases; k++) {
-          for (const h of open) await measureLoad(env, h, phaseS);
+        for (let k = 0; k < opts.phases; k++) {
+          for (const h of open) await measureLoad(env, h, opts.phaseS);
         }
         for (let i = 0; i < open.length; i++) done(order[i], await closeLoad(env, open[i]), t);
         continue;
@@ -546,8 +545,8 @@ async function main() {
       scenarios: selected.map((s) => s.id),
       rounds: opts.rounds,
       duration: opts.duration,
-      phases,
-      phaseS,
+      phases: opts.phases,
+      phaseS: opts.phaseS,
       warmup: opts.warmup,
       connections: opts.connections,
       pipeline: opts.pipeline,

@@ -389,14 +389,9 @@ const TARGETS = [
   { scenario: 'proxy', baseline: 'proxy-haproxy', max: 1.00 },
 ];
 
-// The candidates a target row shows: the default (integrated, epoll) first,
-// whose median decides the verdict.
-const TARGET_COLUMNS = [
-  ['iomux', 'proxy-iomux'],
-  ['iomux-standalone', 'proxy-iomux-standalone'],
-  ['iomux-uring'],
-  ['c'],
-];
+// The summary columns a target row shows: the default (integrated, epoll)
+// first, whose median decides the verdict.
+const TARGET_COLUMNS = ['iomux', 'iomux-standalone', 'iomux-uring', 'c'];
 
 // The candidate's cost over the baseline's within each round: within a round
 // the candidates take turns, so these pairs share the machine's state.
@@ -416,8 +411,8 @@ function renderTargets(report, L) {
     const sc = report.scenarios.find((x) => x.id === t.scenario);
     if (!sc || !sc.summary[t.baseline]) continue;
     const field = headlineOf(sc).cost.field;
-    const cells = TARGET_COLUMNS.map((ids) => {
-      const id = ids.find((x) => sc.summary[x]);
+    const cells = TARGET_COLUMNS.map((col) => {
+      const id = summaryColumnFor(sc, col);
       const s = id && sc.summary[id];
       if (!s || !s.vs[t.baseline] || s.vs[t.baseline].cost == null) return { text: '' };
       const ratio = s.vs[t.baseline].cost;

@@ -14,7 +14,7 @@ const { startServer } = require('./server');
 const { httpDriver, echoDriver, startEchoClient } = require('./loadgen');
 const { attach, groupCounts } = require('./strace');
 const {
-  track, waitExit, sleep, readProcCpuTicks, readMachineTicks, readRssKb, diffNumbers, indent, median,
+  track, waitExit, sleep, readProcCpuTicks, readMachineTicks, readRssKb, diffNumbers, sumNumbers, total, indent, median,
 } = require('./util');
 
 const SERVERS = path.join(__dirname, '..', 'servers');
@@ -322,14 +322,6 @@ async function measureLoad(env, h, seconds) {
   }
 }
 
-// Sums the numeric fields of objects (null when any is missing).
-function sumNumbers(list) {
-  if (!list.length || list.some((x) => !x)) return null;
-  const out = {};
-  for (const x of list) for (const [k, v] of Object.entries(x)) if (typeof v === 'number') out[k] = (out[k] || 0) + v;
-  return out;
-}
-
 // Folds the timed phases into the run's figures, then stops the processes.
 async function closeLoad(env, h) {
   const { run, sc, phases } = h;
@@ -357,14 +349,14 @@ async function closeLoad(env, h) {
 
 function summarizePhases(env, sc, run, phases) {
   const rs = phases.map((p) => p.r);
-  const wallS = phases.reduce((a, p) => a + p.wallS, 0);
+  const wallS = total(phases, (p) => p.wallS);
   run.phases = phases.length;
-  run.units = rs.reduce((a, r) => a + r.units, 0);
-  run.durationS = rs.reduce((a, r, i) => a + (r.durationS || phases[i].wallS), 0);
+  run.units = total(rs, (r) => r.units);
+  run.durationS = total(phases, (p) => p.r.durationS || p.wallS);
   run.wallS = wallS;
   run.rssKb = phases[phases.length - 1].rssKb;
   // Latency percentiles do not add up: the median phase's stand for the run.
-  const mid = (f) => median(rs.map(f).filter((x) => x != null));
+  const mid = (f) => median(rs.map(f));
   run.latencyMs = { p50: mid((r) => r.latencyMs && r.latencyMs.p50), p99: mid((r) => r.latencyMs && r.latencyMs.p99) };
   const hist = rs.filter((r) => r.latencyHistogram);
   if (hist.length) run.latencyHistogram = hist[hist.length - 1].latencyHistogram;
@@ -386,14 +378,15 @@ function summarizePhases(env, sc, run, phases) {
   }
   const u = sc.unit;
   run.rate = run.units / u.scale / run.durationS;
-  const cpuTicks = phases.every((p) => p.cpuTicks != null) ? phases.reduce((a, p) => a + p.cpuTicks, 0) : null;
+  const cpuTicks = total(phases, (p) => p.cpuTicks);
   if (cpuTicks != null) {
     run.serverCpuS = cpuTicks / env.clkTck;
     run.serverCpuPct = (100 * run.serverCpuS) / wallS;
     run.cpuPerUnit = (run.serverCpuS * u.cpuScale) / (run.units / u.scale);
   }
-  if (rs.every((r) => r.genCpuS != null)) {
-    run.genCpuS = rs.reduce((a, r) => a + r.genCpuS, 0);
+  const genCpuS = total(rs, (r) => r.genCpuS);
+  if (genCpuS != null) {
+    run.genCpuS = genCpuS;
     run.genCpuPct = (100 * run.genCpuS) / wallS;
     run.genCpuPerUnit = (run.genCpuS * u.cpuScale) / (run.units / u.scale);
   }
@@ -404,7 +397,7 @@ function summarizePhases(env, sc, run, phases) {
     run.machineCpuPct = (100 * machine.busy) / env.clkTck / wallS;
     run.stealPct = (100 * machine.steal) / env.clkTck / wallS;
     // A proxy row's backend is part of the set-up, not other work.
-    const backendTicks = phases.every((p) => p.backendTicks != null) ? phases.reduce((a, p) => a + p.backendTicks, 0) : null;
+    const backendTicks = total(phases, (p) => p.backendTicks);
     const backendPct = backendTicks != null ? (100 * backendTicks) / env.clkTck / wallS : 0;
     if (backendTicks != null) run.backendCpuPct = backendPct;
     if (run.serverCpuPct != null && run.genCpuPct != null) {

@@ -184,6 +184,25 @@ function diffNumbers(a, b) {
   return out;
 }
 
+// Sums the numeric fields of objects (null when any object is missing).
+function sumNumbers(list) {
+  if (!list.length || list.some((x) => !x)) return null;
+  const out = {};
+  for (const x of list) for (const [k, v] of Object.entries(x)) if (typeof v === 'number') out[k] = (out[k] || 0) + v;
+  return out;
+}
+
+// The sum of f(x) over the list, or null when f gives null for any of them.
+function total(list, f) {
+  let sum = 0;
+  for (const x of list) {
+    const v = f(x);
+    if (v == null) return null;
+    sum += v;
+  }
+  return sum;
+}
+
 // ---------------------------------------------------------------------------
 // Formatting
 
@@ -243,6 +262,6 @@ module.exports = {
   track, killEntry, killAll, waitExit, sleep, buildC,
   which, clockTicks, toolVersion, freePort,
   readProcCpuTicks, readMachineTicks, readRssKb, loadAvg,
-  median, summarize, diffNumbers,
+  median, summarize, diffNumbers, sumNumbers, total,
   fmt, fmtRange, fmtRatio, indent, writeAtomic,
 };
