@@ -8,6 +8,8 @@
         "deps/iomux/src/timer.c",
         "deps/iomux/src/sock.c",
         "deps/iomux/src/sys.c",
+        "deps/iomux/src/batch.c",
+        "deps/iomux/src/uring.c",
         "deps/iomux/src/forward.c",
         "deps/iomux/src/backend_epoll.c",
         "deps/iomux/src/backend_io_uring.c",

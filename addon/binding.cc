@@ -273,6 +273,10 @@ class Binding : public Napi::Addon<Binding> {
     iomux_config cfg{};
     const char *forced = getenv("IOMUX_BACKEND");
     if (forced && *forced) cfg.backend = forced;
+    // IOMUX_BATCH=0: every read and write a syscall of its own (to measure
+    // what batching them saves).
+    const char *batch = getenv("IOMUX_BATCH");
+    cfg.no_batch = batch && strcmp(batch, "0") == 0;
 #ifdef IOMUX_KQUEUE_EMULATION
     // The test build (test/kqemu/binding.gyp, loaded by lib/binding.ts for
     // IOMUX_BACKEND=kqueue-emulated): its kqueue is the emulated one.
@@ -335,6 +339,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("runStandalone", &Binding::RunStandalone),
       InstanceMethod("stats", &Binding::Stats),
       InstanceMethod("backend", &Binding::Backend),
+      InstanceMethod("batching", &Binding::Batching),
       InstanceMethod("forward", &Binding::Forward),
     });
   }
@@ -632,6 +637,12 @@ class Binding : public Napi::Addon<Binding> {
     o.high_water = U32(info, 3);
     o.flags = U32(info, 4);
     return Num(info.Env(), iomux_forward(L(), I32(info, 0), I32(info, 1), &o));
+  }
+
+  Napi::Value Batching(const Napi::CallbackInfo &info) {
+    napi_value r = nullptr;
+    napi_get_boolean(info.Env(), iomux_loop_batching(L()) != 0, &r);
+    return Napi::Value(info.Env(), r);
   }
 
   Napi::Value Backend(const Napi::CallbackInfo &info) {

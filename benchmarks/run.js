@@ -296,6 +296,7 @@ function probeBackend(distDir, backend) {
     if (typeof m.createServer !== 'function') throw new Error('dist/index.js has no createServer()');
     process.stdout.write(JSON.stringify({
       backend: String(m.loop.backend),
+      batching: m.loop.batching === true,
       run: typeof m.loop.run === 'function',
       stats: typeof m.loop.stats === 'function',
     }));
@@ -408,7 +409,11 @@ async function main() {
     if (!probe.ok) iomuxError = `iomux does not load with IOMUX_BACKEND=epoll: ${probe.error}`;
     const uring = probeBackend(snap.dist, 'io_uring');
     backends.io_uring = uring.ok ? true : uring.error;
-    log(`bench: iomux backends: epoll ${backends.epoll === true ? 'yes' : 'no'}, io_uring ${uring.ok ? 'yes' : `no (${uring.error})`}`);
+    // Batched reads and writes (io_uring, whatever the backend): a property
+    // of the kernel, reported with the backends.
+    backends['batched I/O'] = probe.ok && probe.batching === true;
+    log(`bench: iomux backends: epoll ${backends.epoll === true ? 'yes' : 'no'}, io_uring ${uring.ok ? 'yes' : `no (${uring.error})`}, ` +
+      `batched I/O ${backends['batched I/O'] ? 'yes' : 'no'}`);
   }
   if (iomuxError) log(`bench: iomux not available: ${iomuxError}`);
 

@@ -28,6 +28,7 @@ export interface Binding {
   runStandalone(): number | undefined;
   stats(): Record<string, number>;
   backend(): string;
+  batching(): boolean;
   forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
 }
 

@@ -49,8 +49,8 @@ const VIEW_MIN = 16 * 1024;
 const TIMEOUT_MAX = 2 ** 31 - 1;
 
 // A slab is not zero-filled: only ranges the kernel just wrote are ever
-// handed out. `new ArrayBuffer` would clear all 256 KiB first, some 6 us
-// per slab and a seventh of the CPU of a bulk receive.
+// handed out. `new ArrayBuffer` would clear the whole slab first (some 6 us
+// for a 256 KiB one, a seventh of the CPU of a bulk receive).
 function newSlabBuffer(): Buffer {
   const buf = Buffer.allocUnsafeSlow(SLAB_SIZE);
   assert(buf.byteOffset === 0 && buf.buffer.byteLength === SLAB_SIZE);
@@ -91,6 +91,11 @@ export interface LoopStats {
   fcntl: number;
   /** forward(): signal-mask calls that keep splice(2) from raising SIGPIPE (only when SIGPIPE is not ignored). */
   sigmask: number;
+  /** io_uring_enter calls that made the reads or the writes of several sockets at once (see Loop.batching). */
+  batch: number;
+  /** Reads and writes made that way, each of which would otherwise have been a syscall of its own. */
+  batch_read: number;
+  batch_write: number;
 }
 
 /** The thread's iomux loop. Every socket, server and timer of the thread lives on it. */
@@ -118,6 +123,15 @@ export class Loop {
   /** The kernel interface in use: 'epoll', 'io_uring' or 'kqueue'. */
   get backend(): string {
     return binding.backend();
+  }
+
+  /**
+   * Whether the reads of many sockets, and the writes that end a batch of
+   * events, go to the kernel together in one call (Linux io_uring, whatever
+   * the backend) instead of a syscall each. IOMUX_BATCH=0 turns it off.
+   */
+  get batching(): boolean {
+    return binding.batching();
   }
 
   /** True once run() switched this thread to the standalone wait. */

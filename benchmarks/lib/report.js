@@ -8,15 +8,18 @@ const { GROUP_NAMES } = require('./strace');
 // ---------------------------------------------------------------------------
 // Summaries
 
-const LOOP_COLUMNS = ['iterations', 'events', 'wait', 'ctl', 'accept', 'read', 'write+writev', 'shutdown', 'close', 'getpeername'];
-// Counters that are not syscalls: loop iterations, kernel events, and
-// registrations that rode with a wait (io_uring SQEs, kqueue changelist).
-const LOOP_NOT_SYSCALLS = new Set(['iterations', 'events', 'changes']);
-const LOOP_NAMED = new Set(['wait', 'ctl', 'accept', 'read', 'write', 'writev', 'shutdown', 'close', 'getpeername']);
+const LOOP_COLUMNS = ['iterations', 'events', 'wait', 'ctl', 'accept', 'read', 'write+writev', 'batch', 'shutdown', 'close',
+  'getpeername'];
+// Counters that are not syscalls: loop iterations, kernel events,
+// registrations that rode with a wait (io_uring SQEs, kqueue changelist), and
+// reads and writes made inside a batched call (counted in 'batch').
+const LOOP_NOT_SYSCALLS = new Set(['iterations', 'events', 'changes', 'batch_read', 'batch_write']);
+const LOOP_NAMED = new Set(['wait', 'ctl', 'accept', 'read', 'write', 'writev', 'batch', 'shutdown', 'close', 'getpeername']);
 
 function loopValue(d, k) {
   if (!d) return null;
   if (k === 'write+writev') return (d.write || 0) + (d.writev || 0);
+  if (k === 'batched') return (d.batch_read || 0) + (d.batch_write || 0);
   if (k === 'other') {
     let o = 0;
     for (const [name, v] of Object.entries(d)) {
@@ -56,7 +59,7 @@ function summarizeScenario(sc) {
       const withLoop = ok.filter((r) => r.loopDelta && r.units);
       if (withLoop.length) {
         s.loopPerUnit = {};
-        for (const k of [...LOOP_COLUMNS, 'other', 'syscalls', 'changes']) {
+        for (const k of [...LOOP_COLUMNS, 'other', 'syscalls', 'changes', 'batched']) {
           s.loopPerUnit[k] = median(withLoop.map((r) => loopValue(r.loopDelta, k) / (r.units / sc.unit.sysScale)));
         }
         s.loopTotals = {};
@@ -193,16 +196,19 @@ function renderLoopTable(sc, L) {
   L.push(`iomux \`loop.stats()\` over the timed runs, per ${sc.unit.sys} (medians; the core counts every syscall it makes, ` +
     'without strace\'s overhead):');
   L.push('');
-  L.push(`| candidate | ${LOOP_COLUMNS.join(' | ')} | other | all syscalls | changes (no syscall) |`);
-  L.push(`| --- | ${LOOP_COLUMNS.map(() => '---:').join(' | ')} | ---: | ---: | ---: |`);
+  L.push(`| candidate | ${LOOP_COLUMNS.join(' | ')} | other | all syscalls | changes (no syscall) | ` +
+    'reads+writes batched (no syscall) |');
+  L.push(`| --- | ${LOOP_COLUMNS.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: |`);
   for (const c of rows) {
     const p = sc.summary[c.id].loopPerUnit;
     L.push(`| ${c.label} | ${LOOP_COLUMNS.map((k) => fmt(p[k], 3)).join(' | ')} | ${fmt(p.other, 3)} | **${fmt(p.syscalls, 3)}** | ` +
-      `${fmt(p.changes, 3)} |`);
+      `${fmt(p.changes, 3)} | ${fmt(p.batched, 3)} |`);
   }
   L.push('');
   L.push('iterations and events are not syscalls; "changes" are registrations that rode with a wait (io_uring submissions), ' +
-    'not syscalls either; accept counts the final accept4 that returns EAGAIN.');
+    'not syscalls either; "batch" counts the io_uring_enter calls that made the reads or the writes of several sockets ' +
+    'at once, and "reads+writes batched" those reads and writes, which cost no syscall of their own; accept counts the ' +
+    'final accept4 that returns EAGAIN.');
 }
 
 function renderIdleTable(sc, L, cfg) {

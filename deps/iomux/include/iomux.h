@@ -89,13 +89,18 @@ enum iomux_op {
  *   submission ring, kqueue's changelist) filled up within one iteration, or
  *   an io_uring listener closed (its removal cannot wait for the next wait).
  * changes: fd registrations and removals that rode with a wait instead of a
- *   call of their own (io_uring SQEs, kqueue changelist entries). */
+ *   call of their own (io_uring SQEs, kqueue changelist entries).
+ * batch: io_uring_enter calls that made the reads or the writes of several
+ *   sockets at once (see iomux_loop_batching).
+ * batch_read, batch_write: the reads and writes made that way, each of
+ *   which would otherwise have been a read or a write syscall. */
 #define IOMUX_STATS(X) \
   X(iterations)  X(events)     X(wait)       X(ctl)        X(accept)     \
   X(read)        X(write)      X(writev)     X(shutdown)   X(close)      \
   X(getpeername) X(getsockname) X(socket)    X(connect)    X(bind)       \
   X(listen)      X(setsockopt) X(getsockopt) X(unlink)     X(submit)     \
-  X(changes)     X(splice)     X(pipe)       X(fcntl)      X(sigmask)
+  X(changes)     X(splice)     X(pipe)       X(fcntl)      X(sigmask)     \
+  X(batch)       X(batch_read) X(batch_write)
 
 typedef struct iomux_stats {
 #define IOMUX_STAT_FIELD(name) uint64_t name;
@@ -120,6 +125,10 @@ typedef struct iomux_config {
   uint32_t accept_cap;   /* connections accepted per listener per iteration */
   uint32_t max_events;   /* kernel events harvested per wait */
   int32_t accept_retry_ms; /* back-off after EMFILE/ENFILE before accept retries */
+  /* Every read and write a syscall of its own, even where the kernel could
+   * make those of many sockets in one call (Linux io_uring, used whatever
+   * the backend; see src/batch.c). */
+  int no_batch;
 } iomux_config;
 
 /* cfg may be NULL for the defaults. On failure returns NULL and sets *err. */
@@ -128,6 +137,8 @@ iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err);
 void iomux_loop_free(iomux_loop *loop);
 
 const char *iomux_loop_backend(const iomux_loop *loop);
+/* Whether the reads and writes of many sockets go in one kernel call. */
+int iomux_loop_batching(const iomux_loop *loop);
 /* The fd an outer event loop watches for readability. */
 int iomux_loop_fd(const iomux_loop *loop);
 

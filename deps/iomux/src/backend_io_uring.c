@@ -46,7 +46,7 @@
  * 5.18 and IORING_SETUP_COOP_TASKRUN 5.19 (used when there).
  */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "uring.h"
 
 #ifdef IOMUX_HAVE_IO_URING
 
@@ -56,8 +56,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 /* 4096 SQEs (256 KiB) take far more changes than an iteration makes (an
@@ -90,18 +88,7 @@ typedef struct uslot {
 } uslot;
 
 typedef struct uring {
-  int fd;
-  /* The submission ring: head is the kernel's, tail (published at each
-   * enter) ours; sq_tail is our private, not yet published, tail. */
-  uint32_t *sq_khead, *sq_ktail, *sq_kflags;
-  uint32_t sq_mask, sq_entries, sq_tail;
-  struct io_uring_sqe *sqes;
-  /* The completion ring: tail is the kernel's, head ours. */
-  uint32_t *cq_khead, *cq_ktail;
-  uint32_t cq_mask;
-  struct io_uring_cqe *cqes;
-  void *sq_map, *cq_map;
-  size_t sq_map_len, cq_map_len, sqes_len;
+  uring_rings r;
 
   uint8_t skip_flag; /* IOSQE_CQE_SKIP_SUCCESS where the kernel has it */
 
@@ -118,41 +105,25 @@ typedef struct uring {
 
 /* ---- the rings -------------------------------------------------------------- */
 
-static int sys_uring_enter(int fd, unsigned submit, unsigned min_complete,
-                           unsigned flags, const void *arg, size_t argsz) {
-  long r = syscall(__NR_io_uring_enter, fd, submit, min_complete, flags, arg,
-                   argsz);
-  return r < 0 ? -errno : (int)r;
-}
+static uint32_t sq_head(const uring *u) { return uring_sq_head(&u->r); }
 
-/* Without SQPOLL the kernel moves the SQ head only inside io_uring_enter(),
- * so entries between its head and our tail are ours to rewrite until the
- * next enter. */
-static uint32_t sq_head(const uring *u) {
-  return __atomic_load_n(u->sq_khead, __ATOMIC_ACQUIRE);
-}
-
-static uint32_t sq_queued(const uring *u) { return u->sq_tail - sq_head(u); }
+static uint32_t sq_queued(const uring *u) { return uring_sq_queued(&u->r); }
 
 static bool sq_unsubmitted(const uring *u, uint32_t pos) {
   uint32_t head = sq_head(u);
-  return (uint32_t)(pos - head) < (uint32_t)(u->sq_tail - head);
+  return (uint32_t)(pos - head) < (uint32_t)(u->r.sq_tail - head);
 }
 
 /* Whether the POLL_ADD written at pos for ud still waits in the ring. The
  * user_data check makes an old position that the 32-bit ring counters have
  * since wrapped onto (after 2^32 SQEs) harmless. */
 static bool add_queued(const uring *u, uint32_t pos, uint64_t ud) {
-  const struct io_uring_sqe *e = &u->sqes[pos & u->sq_mask];
+  const struct io_uring_sqe *e = &u->r.sqes[pos & u->r.sq_mask];
   return sq_unsubmitted(u, pos) && e->user_data == ud &&
          e->opcode == IORING_OP_POLL_ADD;
 }
 
-static void sq_publish(const uring *u) {
-  /* Release: the SQE contents are visible before the tail that hands them
-   * over. */
-  __atomic_store_n(u->sq_ktail, u->sq_tail, __ATOMIC_RELEASE);
-}
+static void sq_publish(const uring *u) { uring_sq_publish(&u->r); }
 
 /* Submits what is queued without waiting, outside the wait: only when the
  * ring is full in the middle of an iteration, or a listener closes. */
@@ -160,7 +131,7 @@ static int submit_now(iomux_loop *loop) {
   uring *u = loop->backend;
   sq_publish(u);
   loop->stats.submit++;
-  int rc = sys_uring_enter(u->fd, sq_queued(u), 0, 0, NULL, 0);
+  int rc = uring_enter(&u->r, sq_queued(u), 0, 0, NULL, 0);
   return rc < 0 ? rc : 0;
 }
 
@@ -168,16 +139,16 @@ static int submit_now(iomux_loop *loop) {
  * *err) when even that fails. */
 static struct io_uring_sqe *sqe_get(iomux_loop *loop, int *err) {
   uring *u = loop->backend;
-  if (sq_queued(u) == u->sq_entries) {
+  if (sq_queued(u) == u->r.sq_entries) {
     int rc = submit_now(loop);
-    if (sq_queued(u) == u->sq_entries) {
+    if (sq_queued(u) == u->r.sq_entries) {
       *err = rc < 0 ? rc : -EBUSY;
       return NULL;
     }
   }
-  struct io_uring_sqe *e = &u->sqes[u->sq_tail & u->sq_mask];
+  struct io_uring_sqe *e = &u->r.sqes[u->r.sq_tail & u->r.sq_mask];
   memset(e, 0, sizeof *e);
-  u->sq_tail++;
+  u->r.sq_tail++;
   loop->stats.changes++;
   return e;
 }
@@ -208,16 +179,16 @@ static void prep_remove(const uring *u, struct io_uring_sqe *e,
  * simply taken back; one in the middle becomes a NOP. */
 static void sq_cancel(iomux_loop *loop, uint32_t pos) {
   uring *u = loop->backend;
-  struct io_uring_sqe *e = &u->sqes[pos & u->sq_mask];
+  struct io_uring_sqe *e = &u->r.sqes[pos & u->r.sq_mask];
   memset(e, 0, sizeof *e);
   e->opcode = IORING_OP_NOP;
   e->flags = u->skip_flag;
   e->user_data = UD_MAKE(K_NOP, 0);
   loop->stats.changes--; /* it never happens */
-  while (u->sq_tail != sq_head(u)) {
-    e = &u->sqes[(u->sq_tail - 1) & u->sq_mask];
+  while (u->r.sq_tail != sq_head(u)) {
+    e = &u->r.sqes[(u->r.sq_tail - 1) & u->r.sq_mask];
     if (e->opcode != IORING_OP_NOP) break;
-    u->sq_tail--;
+    u->r.sq_tail--;
   }
 }
 
@@ -263,7 +234,7 @@ static void queue_rearm(iomux_loop *loop, uslot *s) {
   }
   prep_poll(e, s->fd, POLL_EVENTS, true, s->token);
   s->state = ST_POLL;
-  s->pos = u->sq_tail - 1;
+  s->pos = u->r.sq_tail - 1;
 }
 
 static int queue_foreign(iomux_loop *loop) {
@@ -280,7 +251,7 @@ static int queue_foreign(iomux_loop *loop) {
    * multishot poll only reports wakeups, which is edge-triggered.) */
   prep_poll(e, u->foreign_fd, POLLIN, false, UD_MAKE(K_FOREIGN, u->foreign_gen));
   u->foreign_state = ST_POLL;
-  u->foreign_pos = u->sq_tail - 1;
+  u->foreign_pos = u->r.sq_tail - 1;
   return 0;
 }
 
@@ -322,7 +293,7 @@ static int uring_add(iomux_loop *loop, int fd, uint64_t token) {
   if (!e) return rc;
   prep_poll(e, fd, POLL_EVENTS, true, token);
   u->slots[slot] = (uslot){
-      .token = token, .fd = fd, .state = ST_POLL, .pos = u->sq_tail - 1};
+      .token = token, .fd = fd, .state = ST_POLL, .pos = u->r.sq_tail - 1};
   return 0;
 }
 
@@ -472,10 +443,10 @@ static int completion(iomux_loop *loop, uint64_t ud, int32_t res,
  * max_events events; the rest stay in the ring for the next poll. */
 static int harvest(iomux_loop *loop, int n) {
   uring *u = loop->backend;
-  uint32_t head = *u->cq_khead; /* only we write it */
-  uint32_t tail = __atomic_load_n(u->cq_ktail, __ATOMIC_ACQUIRE);
+  uint32_t head = *u->r.cq_khead; /* only we write it */
+  uint32_t tail = __atomic_load_n(u->r.cq_ktail, __ATOMIC_ACQUIRE);
   while (head != tail && (uint32_t)n < loop->cfg.max_events) {
-    const struct io_uring_cqe *c = &u->cqes[head & u->cq_mask];
+    const struct io_uring_cqe *c = &u->r.cqes[head & u->r.cq_mask];
     uint64_t ud = c->user_data;
     int32_t res = c->res;
     uint32_t flags = c->flags;
@@ -484,7 +455,7 @@ static int harvest(iomux_loop *loop, int n) {
   }
   /* Release: our reads of the entries are done before the kernel may reuse
    * them. */
-  __atomic_store_n(u->cq_khead, head, __ATOMIC_RELEASE);
+  __atomic_store_n(u->r.cq_khead, head, __ATOMIC_RELEASE);
   return n;
 }
 
@@ -495,8 +466,8 @@ static int harvest(iomux_loop *loop, int n) {
  * removal posts two; one is counted, which errs on the safe side.) */
 static uint32_t quiet_completions(const uring *u) {
   uint32_t n = 0;
-  for (uint32_t pos = sq_head(u); pos != u->sq_tail; pos++) {
-    const struct io_uring_sqe *e = &u->sqes[pos & u->sq_mask];
+  for (uint32_t pos = sq_head(u); pos != u->r.sq_tail; pos++) {
+    const struct io_uring_sqe *e = &u->r.sqes[pos & u->r.sq_mask];
     if (e->opcode == IORING_OP_POLL_REMOVE ||
         (e->opcode == IORING_OP_NOP && !u->skip_flag))
       n++;
@@ -517,7 +488,7 @@ static int uring_poll(iomux_loop *loop, int timeout_ms) {
   int n = harvest(loop, 0);
   uint32_t submit = sq_queued(u);
   bool overflow =
-      __atomic_load_n(u->sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW;
+      __atomic_load_n(u->r.sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW;
   bool wait = timeout_ms != 0 && n == 0;
   /* With nothing to submit, nothing to wait for and no overflow backlog to
    * fetch, the ring already held every completion there is: no system call
@@ -542,7 +513,7 @@ static int uring_poll(iomux_loop *loop, int timeout_ms) {
     sq_publish(u);
     loop->stats.wait++;
     /* GETEVENTS also flushes an overflow backlog into the ring. */
-    int rc = sys_uring_enter(u->fd, submit, min,
+    int rc = uring_enter(&u->r, submit, min,
                              IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
                              &arg, sizeof arg);
     /* ETIME: the timeout. EINTR: a signal. EBUSY (before 5.19, an overflow
@@ -564,61 +535,10 @@ static bool uring_pending(const iomux_loop *loop) {
 /* ---- set-up and tear-down ------------------------------------------------------ */
 
 static void uring_release(uring *u) {
-  if (u->sqes) munmap(u->sqes, u->sqes_len);
-  if (u->cq_map && u->cq_map != u->sq_map) munmap(u->cq_map, u->cq_map_len);
-  if (u->sq_map) munmap(u->sq_map, u->sq_map_len);
-  /* Closing the ring cancels every poll and drops its file reference. */
-  if (u->fd >= 0) close(u->fd);
+  uring_close(&u->r); /* which cancels every poll and drops its file reference */
   free(u->slots);
   free(u->deferred.v);
   free(u);
-}
-
-static void *map_ring(int fd, size_t len, off_t off, int *err) {
-  void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
-                 fd, off);
-  if (p == MAP_FAILED) {
-    *err = -errno;
-    return NULL;
-  }
-  return p;
-}
-
-static int map_rings(uring *u, const struct io_uring_params *p) {
-  int err = 0;
-  u->sq_map_len = p->sq_off.array + p->sq_entries * sizeof(uint32_t);
-  u->cq_map_len = p->cq_off.cqes + p->cq_entries * sizeof(struct io_uring_cqe);
-  /* IORING_FEAT_SINGLE_MMAP (5.4): both rings live in one mapping. */
-  bool single = p->features & IORING_FEAT_SINGLE_MMAP;
-  if (single && u->cq_map_len > u->sq_map_len) u->sq_map_len = u->cq_map_len;
-  u->sq_map = map_ring(u->fd, u->sq_map_len, IORING_OFF_SQ_RING, &err);
-  if (!u->sq_map) return err;
-  if (single) {
-    u->cq_map = u->sq_map;
-  } else {
-    u->cq_map = map_ring(u->fd, u->cq_map_len, IORING_OFF_CQ_RING, &err);
-    if (!u->cq_map) return err;
-  }
-  u->sqes_len = p->sq_entries * sizeof(struct io_uring_sqe);
-  u->sqes = map_ring(u->fd, u->sqes_len, IORING_OFF_SQES, &err);
-  if (!u->sqes) return err;
-
-  uint8_t *sq = u->sq_map, *cq = u->cq_map;
-  u->sq_khead = (uint32_t *)(sq + p->sq_off.head);
-  u->sq_ktail = (uint32_t *)(sq + p->sq_off.tail);
-  u->sq_kflags = (uint32_t *)(sq + p->sq_off.flags);
-  u->sq_mask = *(uint32_t *)(sq + p->sq_off.ring_mask);
-  u->sq_entries = p->sq_entries;
-  u->sq_tail = *u->sq_ktail;
-  /* SQE i always goes in array slot i: filled once, never touched again. */
-  uint32_t *array = (uint32_t *)(sq + p->sq_off.array);
-  for (uint32_t i = 0; i < p->sq_entries; i++) array[i] = i;
-  u->cq_khead = (uint32_t *)(cq + p->cq_off.head);
-  u->cq_ktail = (uint32_t *)(cq + p->cq_off.tail);
-  u->cq_mask = *(uint32_t *)(cq + p->cq_off.ring_mask);
-  u->cqes = (struct io_uring_cqe *)(cq + p->cq_off.cqes);
-  assert(u->sq_mask == u->sq_entries - 1);
-  return 0;
 }
 
 /* Multishot poll (5.13) has no feature bit: arm one on an eventfd that is
@@ -628,10 +548,10 @@ static int probe_multishot(uring *u) {
   int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (efd < 0) return -errno;
   uint64_t probe = UD_MAKE(K_PROBE, 0);
-  struct io_uring_sqe *e = &u->sqes[u->sq_tail++ & u->sq_mask];
+  struct io_uring_sqe *e = &u->r.sqes[u->r.sq_tail++ & u->r.sq_mask];
   memset(e, 0, sizeof *e);
   prep_poll(e, efd, POLLIN, true, probe);
-  e = &u->sqes[u->sq_tail++ & u->sq_mask];
+  e = &u->r.sqes[u->r.sq_tail++ & u->r.sq_mask];
   memset(e, 0, sizeof *e);
   prep_remove(u, e, probe, UD_MAKE(K_NOP, 0));
   e->flags = 0; /* both completions are awaited below */
@@ -640,58 +560,40 @@ static int probe_multishot(uring *u) {
   struct io_uring_getevents_arg arg;
   memset(&arg, 0, sizeof arg);
   arg.ts = (uint64_t)(uintptr_t)&ts;
-  int rc = sys_uring_enter(u->fd, 2, 2,
+  int rc = uring_enter(&u->r, 2, 2,
                            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg,
                            sizeof arg);
   close(efd);
   if (rc < 0) return rc;
   int32_t res = 1; /* no completion for the poll: not a kernel we know */
-  uint32_t head = *u->cq_khead;
-  uint32_t tail = __atomic_load_n(u->cq_ktail, __ATOMIC_ACQUIRE);
+  uint32_t head = *u->r.cq_khead;
+  uint32_t tail = __atomic_load_n(u->r.cq_ktail, __ATOMIC_ACQUIRE);
   for (; head != tail; head++)
-    if (u->cqes[head & u->cq_mask].user_data == probe)
-      res = u->cqes[head & u->cq_mask].res;
-  __atomic_store_n(u->cq_khead, head, __ATOMIC_RELEASE);
+    if (u->r.cqes[head & u->r.cq_mask].user_data == probe)
+      res = u->r.cqes[head & u->r.cq_mask].res;
+  __atomic_store_n(u->r.cq_khead, head, __ATOMIC_RELEASE);
   if (sq_queued(u) != 0) return -EIO;
   return res == -ECANCELED ? 0 : -EOPNOTSUPP;
-}
-
-static int setup(struct io_uring_params *p, uint32_t flags) {
-  memset(p, 0, sizeof *p);
-  /* CQSIZE (5.5) sets the completion ring's size; CLAMP (5.6) clamps both
-   * sizes to the kernel's limits instead of failing. */
-  p->flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | flags;
-  p->cq_entries = CQ_ENTRIES;
-  long fd = syscall(__NR_io_uring_setup, SQ_ENTRIES, p);
-  return fd < 0 ? -errno : (int)fd;
 }
 
 static int uring_init(iomux_loop *loop) {
   uring *u = calloc(1, sizeof *u);
   if (!u) return -ENOMEM;
-  u->fd = -1;
   u->foreign_fd = -1;
-  struct io_uring_params p;
   /* SUBMIT_ALL (5.18): an SQE that fails does not stop the rest of the
    * batch. COOP_TASKRUN (5.19): completions are posted at our next kernel
    * entry instead of interrupting us with an IPI; a task asleep (in our wait
    * or in the outer loop's) is still woken. Both are optional: an older
-   * kernel refuses them with EINVAL, and we go without. */
-  int fd = setup(&p, IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN);
-  if (fd == -EINVAL) fd = setup(&p, 0);
-  /* ENOSYS: no io_uring (or a seccomp filter); EPERM: disabled by
-   * kernel.io_uring_disabled or a filter; ENOMEM: RLIMIT_MEMLOCK (before
-   * 5.12 the rings were charged to it). */
-  if (fd < 0) {
+   * kernel refuses them, and we go without. */
+  uint32_t optional = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  int rc = uring_open(&u->r, SQ_ENTRIES, CQ_ENTRIES, optional, optional);
+  if (rc < 0) {
     free(u);
-    return fd;
+    return rc;
   }
-  u->fd = fd;
-  if (p.features & IORING_FEAT_CQE_SKIP) u->skip_flag = IOSQE_CQE_SKIP_SUCCESS;
-  int rc = -EOPNOTSUPP;
+  if (u->r.features & IORING_FEAT_CQE_SKIP) u->skip_flag = IOSQE_CQE_SKIP_SUCCESS;
   uint32_t need = IORING_FEAT_NODROP | IORING_FEAT_EXT_ARG;
-  if ((p.features & need) == need) rc = map_rings(u, &p);
-  if (rc == 0) rc = probe_multishot(u);
+  rc = (u->r.features & need) == need ? probe_multishot(u) : -EOPNOTSUPP;
   if (rc < 0) {
     uring_release(u);
     return rc;
@@ -708,7 +610,7 @@ static void uring_free(iomux_loop *loop) {
 }
 
 static int uring_fd(const iomux_loop *loop) {
-  return ((const uring *)loop->backend)->fd;
+  return ((const uring *)loop->backend)->r.fd;
 }
 
 const backend_ops iomux__backend_io_uring = {

@@ -22,6 +22,7 @@
 #define TOKEN_FOREIGN UINT64_MAX /* the outer loop's fd in standalone mode */
 
 typedef struct backend_ops backend_ops;
+typedef struct iomux_batch iomux_batch;
 
 /* Readiness as the backends report it. */
 enum { RD_READ = 1, RD_WRITE = 2, RD_HUP = 4, RD_ERROR = 8 };
@@ -30,6 +31,20 @@ typedef struct fired_event {
   uint64_t token;
   uint32_t mask;
 } fired_event;
+
+/* Reads made together (iomux__read_pending): at most this many sockets per
+ * kernel call, each with a region of the slab of at least this many bytes. */
+#define IOMUX_READ_CHUNK 64u
+#define IOMUX_READ_REGION_MIN 2048u
+
+/* One nonblocking receive or send of several made together (sys_io_batch). */
+typedef struct io_op {
+  int fd;
+  bool send;
+  uint8_t *buf;
+  size_t len;
+  ssize_t res; /* bytes, or -errno */
+} io_op;
 
 /* ---- sockets -------------------------------------------------------------- */
 
@@ -112,6 +127,7 @@ struct iomux_loop {
   iomux_config cfg;
   const backend_ops *ops;
   void *backend;      /* the backend's own state */
+  iomux_batch *batch; /* batched reads and writes (batch.c); NULL: none */
   iomux_stats stats;
 
   sock **socks;       /* by slot; NULL when free */
@@ -128,6 +144,8 @@ struct iomux_loop {
   uint64_t timer_seq;
 
   vec64 ready;        /* sockets with readiness left over (caps, pauses) */
+  uint64_t reads[IOMUX_READ_CHUNK]; /* sockets to read with the others */
+  uint32_t nreads;
   vec64 flush;        /* sockets whose queue waits for the end of a batch */
   uint32_t paused_listeners;
 
@@ -160,9 +178,18 @@ int vec32_push(vec32 *v, int32_t x);
 
 /* sock.c */
 sock *iomux__sock(iomux_loop *loop, int id, int kind);
+/* Handles one harvested event. A plain socket's read, and the first read of
+ * a connection accepted with its bytes, wait in loop->reads to be made with
+ * the others of the harvest: iomux__read_pending() makes them, up to
+ * IOMUX_READ_CHUNK in one kernel call where the loop batches (each into a
+ * region of the slab of at least IOMUX_READ_REGION_MIN bytes; more sockets
+ * than the slab has room for take several calls). */
 void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask);
+void iomux__read_pending(iomux_loop *loop);
 void iomux__service_ready(iomux_loop *loop, uint64_t token);
-void iomux__flush_listed(iomux_loop *loop, uint64_t token);
+/* Sockets flushed together at the end of a delivery (one batch's worth). */
+#define IOMUX_FLUSH_CHUNK 128u
+void iomux__flush_listed(iomux_loop *loop, const uint64_t *tokens, uint32_t n);
 void iomux__idle_expired(iomux_loop *loop, int32_t slot, int64_t now);
 void iomux__accept_retry(iomux_loop *loop, int32_t slot);
 void iomux__close_all(iomux_loop *loop);
@@ -255,6 +282,17 @@ int sys_accept(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
 ssize_t sys_read(iomux_loop *loop, int fd, void *buf, size_t len);
 ssize_t sys_write(iomux_loop *loop, int fd, const void *buf, size_t len);
 ssize_t sys_writev(iomux_loop *loop, int fd, const struct iovec *iov, int n);
+/* Makes every op: together in one kernel call when there are two or more
+ * and the loop can batch (batch.c), else (and for what a batch leaves) one
+ * sys_read or sys_write each. */
+void sys_io_batch(iomux_loop *loop, io_op *ops, uint32_t n);
+
+/* batch.c: reads and writes of many sockets in one io_uring_enter(). */
+void iomux__batch_open(iomux_loop *loop); /* leaves loop->batch NULL if not */
+void iomux__batch_close(iomux_loop *loop);
+/* Makes a prefix of ops[0..n) together and returns its length; 0 when the
+ * loop cannot batch or n < 2. */
+uint32_t iomux__batch_run(iomux_loop *loop, io_op *ops, uint32_t n);
 int sys_shutdown_wr(iomux_loop *loop, int fd);
 int sys_close(iomux_loop *loop, int fd);
 int sys_socket_error(iomux_loop *loop, int fd);

@@ -76,13 +76,20 @@ void iomux__emit_words(iomux_loop *loop, const int32_t *words) {
 }
 
 /* Writes queued while records were being delivered (or uncorked since):
- * one write or writev per socket, however many writes were issued. */
+ * one write per socket, however many writes were issued, and the writes of
+ * up to IOMUX_FLUSH_CHUNK sockets in one kernel call where the backend can. */
 static void flush_queued_writes(iomux_loop *loop) {
   vec64 batch = loop->flush;
   loop->flush = (vec64){0};
-  for (uint32_t i = 0; i < batch.len; i++) {
-    iomux__ensure_room(loop, 2, 0);
-    iomux__flush_listed(loop, batch.v[i]);
+  /* Two records at most per socket, and the record buffer holds 64 or more. */
+  uint32_t chunk = (uint32_t)(loop->rec_cap / IOMUX_RECORD_WORDS / 2);
+  if (chunk > IOMUX_FLUSH_CHUNK) chunk = IOMUX_FLUSH_CHUNK;
+  if (chunk == 0) chunk = 1;
+  for (uint32_t i = 0; i < batch.len; i += chunk) {
+    uint32_t n = batch.len - i < chunk ? batch.len - i : chunk;
+    /* Room first: making it may run the embedder. */
+    iomux__ensure_room(loop, 2 * (size_t)n, 0);
+    iomux__flush_listed(loop, batch.v + i, n);
   }
   /* Keep whichever array is larger for reuse. */
   if (loop->flush.cap == 0) {
@@ -217,16 +224,22 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
   }
   loop->stats.events += (uint64_t)n;
 
-  /* 3. I/O for every event: accept, read into the slab, flush queues. */
+  /* 3. I/O for every event: accept, flush queues, read into the slab; the
+   *    reads of many sockets together, in one kernel call where the loop can
+   *    batch them (batch.c). */
   for (int i = 0; i < n; i++) {
     if (loop->fired[i].token == TOKEN_FOREIGN)
       loop->foreign_ready = true;
     else
       iomux__handle_event(loop, loop->fired[i].token, loop->fired[i].mask);
   }
+  iomux__read_pending(loop);
 
   /* 4. Sockets left readable by a cap in an earlier iteration. */
-  if (loop->ready.len) service_ready(loop);
+  if (loop->ready.len) {
+    service_ready(loop);
+    iomux__read_pending(loop); /* what its listeners accepted */
+  }
 
   /* 5. Timers: user timers, idle timeouts, accept retries. */
   expire_timers(loop);
@@ -297,6 +310,7 @@ iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err) {
     *err = rc;
     return NULL;
   }
+  if (!loop->cfg.no_batch) iomux__batch_open(loop);
   *err = 0;
   return loop;
 }
@@ -317,6 +331,7 @@ void iomux_loop_free(iomux_loop *loop) {
   free(loop->flush.v);
   iomux__timers_free(loop);
   if (loop->ops) loop->ops->free(loop);
+  iomux__batch_close(loop);
   free(loop->fired);
   free(loop);
 }
@@ -324,6 +339,8 @@ void iomux_loop_free(iomux_loop *loop) {
 const char *iomux_loop_backend(const iomux_loop *loop) {
   return loop->ops->name;
 }
+
+int iomux_loop_batching(const iomux_loop *loop) { return loop->batch != NULL; }
 
 int iomux_loop_fd(const iomux_loop *loop) { return loop->ops->fd(loop); }
 

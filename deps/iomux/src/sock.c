@@ -287,39 +287,70 @@ static void after_flush(iomux_loop *loop, sock *s, int32_t slot) {
   }
 }
 
-/* Writes the queue until it is empty or the kernel refuses. Emits at most
- * two records (callers make room). */
-static void flush_out(iomux_loop *loop, sock *s, int32_t slot) {
-  while (s->out.len) {
-    ssize_t n = sys_write(loop, s->fd, s->out.buf + s->out.head, s->out.len);
-    if (n < 0) {
-      if (would_block((int)-n)) {
-        s->flags &= ~SF_WRITABLE;
-        return;
-      }
-      outq_free(&s->out);
-      report_error(loop, s, slot, (int)-n, IOMUX_OP_WRITE);
-      return;
-    }
-    outq_consume(&s->out, (size_t)n);
-    if (s->out.len) { /* a short write: the send buffer is full */
+/* What one write of the whole queue came back with. Emits at most two
+ * records (callers make room). */
+static void sent(iomux_loop *loop, sock *s, int32_t slot, ssize_t n) {
+  if (n < 0) {
+    if (would_block((int)-n)) {
       s->flags &= ~SF_WRITABLE;
       return;
     }
+    outq_free(&s->out);
+    report_error(loop, s, slot, (int)-n, IOMUX_OP_WRITE);
+    return;
+  }
+  outq_consume(&s->out, (size_t)n);
+  if (s->out.len) { /* a short write: the send buffer is full */
+    s->flags &= ~SF_WRITABLE;
+    return;
   }
   after_flush(loop, s, slot);
 }
 
-void iomux__flush_listed(iomux_loop *loop, uint64_t token) {
-  sock *s = sock_by_token(loop, token);
-  if (!s) return;
-  s->flags &= ~SF_FLUSH_LISTED;
-  if (s->fwd) { /* written to before the forwarder started: it flushes */
-    iomux__fwd_service(loop, s);
+/* Writes the queue until it is empty or the kernel refuses. Emits at most
+ * two records (callers make room). */
+static void flush_out(iomux_loop *loop, sock *s, int32_t slot) {
+  if (!s->out.len) {
+    after_flush(loop, s, slot);
     return;
   }
-  if (s->flags & (SF_CORKED | SF_CONNECTING | SF_ERROR)) return;
-  if (s->flags & SF_WRITABLE) flush_out(loop, s, (int32_t)TOKEN_SLOT(token));
+  sent(loop, s, slot, sys_write(loop, s->fd, s->out.buf + s->out.head, s->out.len));
+}
+
+/* The end of a delivery: the queues of every socket written to in it go out
+ * together, one write each, in one kernel call where the loop can batch
+ * (batch.c); forwarders flush their own. n is at most IOMUX_FLUSH_CHUNK,
+ * with room for two records per socket. */
+void iomux__flush_listed(iomux_loop *loop, const uint64_t *tokens, uint32_t n) {
+  assert(n <= IOMUX_FLUSH_CHUNK);
+  io_op ops[IOMUX_FLUSH_CHUNK];
+  int32_t slots[IOMUX_FLUSH_CHUNK];
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    sock *s = sock_by_token(loop, tokens[i]);
+    if (!s) continue;
+    s->flags &= ~SF_FLUSH_LISTED;
+    if (s->fwd || (s->flags & (SF_CORKED | SF_CONNECTING | SF_ERROR)) ||
+        !(s->flags & SF_WRITABLE))
+      continue;
+    int32_t slot = (int32_t)TOKEN_SLOT(tokens[i]);
+    if (!s->out.len) {
+      after_flush(loop, s, slot);
+      continue;
+    }
+    ops[m] = (io_op){.fd = s->fd, .send = true,
+                     .buf = s->out.buf + s->out.head, .len = s->out.len};
+    slots[m++] = slot;
+  }
+  sys_io_batch(loop, ops, m);
+  for (uint32_t j = 0; j < m; j++)
+    sent(loop, loop->socks[slots[j]], slots[j], ops[j].res);
+  /* Written to before their forwarder started: it flushes them, after the
+   * batch, since it may end a forwarding and close sockets. */
+  for (uint32_t i = 0; i < n; i++) {
+    sock *s = sock_by_token(loop, tokens[i]);
+    if (s && s->fwd) iomux__fwd_service(loop, s);
+  }
 }
 
 ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
@@ -422,57 +453,158 @@ int iomux_cork(iomux_loop *loop, int id, int on) {
 
 /* ---- reading -------------------------------------------------------------- */
 
-/* Reads once into the slab (twice when the peer's FIN was seen, to reach
- * EOF). A read that fills the per-socket cap leaves the socket on the ready
- * list, so one flooding peer gets one cap's worth per iteration. A short read
- * means the receive queue is empty: any later byte raises a new edge. */
-static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
+/* Whether s may be read now; a socket that may not but should be later goes
+ * on the ready list. */
+static bool may_read(iomux_loop *loop, sock *s, int32_t slot) {
   if ((s->flags & (SF_READABLE | SF_PAUSED | SF_EOF | SF_ERROR |
                    SF_CONNECTING)) != SF_READABLE)
-    return; /* a connecting socket reads once its CONNECT is reported */
-  size_t room = loop->slab_size - loop->slab_pos;
-  size_t cap = loop->cfg.read_cap < room ? loop->cfg.read_cap : room;
-  if (cap < 1024 || !loop->slab) { /* the embedder kept the slab: later */
-    ready_push(loop, s, slot);
-    return;
+    return false; /* a connecting socket reads once its CONNECT is reported */
+  if (loop->slab_size - loop->slab_pos < 1024 || !loop->slab) {
+    ready_push(loop, s, slot); /* the embedder kept the slab: later */
+    return false;
   }
   /* One share per iteration: a socket that filled its cap when its event was
    * handled is on the ready list, which is serviced later in the same
    * iteration; reading it again there would double the cap. */
   if (s->served == loop->stats.iterations) {
     ready_push(loop, s, slot);
-    return;
+    return false;
   }
   s->served = loop->stats.iterations;
-  size_t total = 0;
-  for (int reads = 0;; reads++) {
-    ssize_t n = sys_read(loop, s->fd, loop->slab + loop->slab_pos, cap - total);
-    if (n > 0) {
-      iomux__emit(loop, IOMUX_EV_DATA, slot, (int32_t)loop->slab_pos,
-                  (int32_t)n);
-      loop->slab_pos += (size_t)n;
-      total += (size_t)n;
-      if (total == cap || reads == 1) {
-        ready_push(loop, s, slot);
-        break;
-      }
-      if (s->flags & SF_RDHUP) continue;
+  return true;
+}
+
+/* What read number `reads` (0 or 1) of this iteration came back with: n
+ * bytes of the `asked` it asked for, which were read into the slab at
+ * loop->slab_pos, with *total read before it and cap the most this
+ * iteration may take. Returns whether to read again. A read that reaches the
+ * cap leaves the socket on the ready list, so one flooding peer gets one
+ * cap's worth per iteration; a short read means the receive queue is empty,
+ * and any later byte raises a new edge. Two reads at most per iteration: the
+ * second reaches the EOF once the peer's FIN was seen, or takes the rest of
+ * what a batched first read had too little room for. */
+static bool read_done(iomux_loop *loop, sock *s, int32_t slot, ssize_t n,
+                      size_t asked, size_t *total, size_t cap, int reads) {
+  if (n > 0) {
+    iomux__emit(loop, IOMUX_EV_DATA, slot, (int32_t)loop->slab_pos, (int32_t)n);
+    loop->slab_pos += (size_t)n;
+    *total += (size_t)n;
+    if (*total == cap) {
+      ready_push(loop, s, slot);
+      return false;
+    }
+    if ((size_t)n < asked && !(s->flags & SF_RDHUP)) {
       s->flags &= ~SF_READABLE;
-      break;
+      return false;
     }
-    if (n == 0) {
-      s->flags = (s->flags | SF_EOF) & ~SF_READABLE;
-      iomux__emit(loop, IOMUX_EV_EOF, slot, 0, 0);
-      break;
+    if (reads == 1) {
+      ready_push(loop, s, slot);
+      return false;
     }
-    if (would_block((int)-n)) {
-      s->flags &= ~SF_READABLE;
-      break;
-    }
+    return true;
+  }
+  if (n == 0) {
+    s->flags = (s->flags | SF_EOF) & ~SF_READABLE;
+    iomux__emit(loop, IOMUX_EV_EOF, slot, 0, 0);
+  } else if (would_block((int)-n)) {
+    s->flags &= ~SF_READABLE;
+  } else {
     report_error(loop, s, slot, (int)-n, IOMUX_OP_READ);
-    break;
+  }
+  return false;
+}
+
+/* Reads on, from read number `reads` with `total` bytes read so far. */
+static void read_on(iomux_loop *loop, sock *s, int32_t slot, size_t total,
+                    int reads) {
+  size_t room = loop->slab_size - loop->slab_pos;
+  size_t cap = loop->cfg.read_cap < total + room ? loop->cfg.read_cap
+                                                   : total + room;
+  while (reads < 2) {
+    if (total == cap) { /* no room left here: the rest next time */
+      ready_push(loop, s, slot);
+      break;
+    }
+    size_t asked = cap - total;
+    ssize_t n = sys_read(loop, s->fd, loop->slab + loop->slab_pos, asked);
+    if (!read_done(loop, s, slot, n, asked, &total, cap, reads++)) break;
   }
   if (total) touch(loop, s);
+}
+
+static void read_some(iomux_loop *loop, sock *s, int32_t slot) {
+  if (may_read(loop, s, slot)) read_on(loop, s, slot, 0, 0);
+}
+
+/* The first read of up to IOMUX_READ_CHUNK readable sockets, in one kernel
+ * call where the loop can batch: each reads into a region of its own
+ * past loop->slab_pos, and what came is then moved down to lie end to end
+ * (requests are mostly far smaller than a region). A socket that filled its
+ * region reads on alone, into the room left after everyone's bytes. */
+static void read_batch(iomux_loop *loop, const uint64_t *tokens, uint32_t n) {
+  io_op ops[IOMUX_READ_CHUNK];
+  int32_t slots[IOMUX_READ_CHUNK];
+  assert(n <= IOMUX_READ_CHUNK);
+  while (n > 0) {
+    /* Two records per socket at most, and a region's room: making them may
+     * run the embedder. */
+    iomux__ensure_room(loop, 2 * (size_t)(n < IOMUX_READ_CHUNK ? n : IOMUX_READ_CHUNK),
+                       IOMUX_READ_REGION_MIN);
+    size_t room = loop->slab_size - loop->slab_pos;
+    uint32_t k = n;
+    if (loop->slab && room / IOMUX_READ_REGION_MIN < k)
+      k = (uint32_t)(room / IOMUX_READ_REGION_MIN);
+    if (k > loop->rec_cap / IOMUX_RECORD_WORDS / 2)
+      k = (uint32_t)(loop->rec_cap / IOMUX_RECORD_WORDS / 2);
+    if (k == 0) k = 1; /* may_read() puts it on the ready list */
+    size_t region = room / k;
+    if (region > loop->cfg.read_cap) region = loop->cfg.read_cap;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < k; i++) {
+      sock *s = sock_by_token(loop, tokens[i]);
+      int32_t slot = (int32_t)TOKEN_SLOT(tokens[i]);
+      if (!s || !may_read(loop, s, slot)) continue;
+      ops[m] = (io_op){.fd = s->fd, .buf = loop->slab + loop->slab_pos + m * region,
+                       .len = region};
+      slots[m++] = slot;
+    }
+    sys_io_batch(loop, ops, m);
+    uint32_t more = 0; /* sockets that read on: slots[0..more) */
+    size_t more_total[IOMUX_READ_CHUNK];
+    for (uint32_t j = 0; j < m; j++) {
+      sock *s = loop->socks[slots[j]];
+      ssize_t got = ops[j].res;
+      if (got > 0 && ops[j].buf != loop->slab + loop->slab_pos)
+        memmove(loop->slab + loop->slab_pos, ops[j].buf, (size_t)got);
+      size_t total = 0;
+      if (read_done(loop, s, slots[j], got, region, &total,
+                    loop->cfg.read_cap, 0)) {
+        more_total[more] = total;
+        slots[more++] = slots[j];
+      } else if (total) {
+        touch(loop, s);
+      }
+    }
+    for (uint32_t j = 0; j < more; j++)
+      read_on(loop, loop->socks[slots[j]], slots[j], more_total[j], 1);
+    tokens += k;
+    n -= k;
+  }
+}
+
+void iomux__read_pending(iomux_loop *loop) {
+  uint64_t tokens[IOMUX_READ_CHUNK];
+  uint32_t n = loop->nreads;
+  memcpy(tokens, loop->reads, n * sizeof *tokens);
+  loop->nreads = 0;
+  if (n) read_batch(loop, tokens, n);
+}
+
+/* Lists s for a read with the others of this harvest (iomux__read_pending),
+ * which go to the kernel together. */
+static void read_later(iomux_loop *loop, sock *s, int32_t slot) {
+  loop->reads[loop->nreads++] = TOKEN(slot, s->gen);
+  if (loop->nreads == IOMUX_READ_CHUNK) iomux__read_pending(loop);
 }
 
 int iomux_set_reading(iomux_loop *loop, int id, int on) {
@@ -602,7 +734,7 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
   for (uint32_t i = 0; i < loop->cfg.accept_cap; i++) {
     /* The ACCEPT and its address record, and with TCP_DEFER_ACCEPT the
      * first DATA too. */
-    iomux__ensure_room(loop, read_now ? 4 : 3, read_now ? loop->cfg.read_cap : 0);
+    iomux__ensure_room(loop, 3, 0);
     if (l->flags & (SF_CLOSED | SF_ACCEPT_PAUSED)) return;
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -640,7 +772,7 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
      * finds EAGAIN: one read per connection, against one wakeup saved. */
     if (read_now) {
       s->flags |= SF_READABLE;
-      read_some(loop, s, c);
+      read_later(loop, s, c);
     }
   }
   ready_push(loop, l, lslot); /* the cap was reached: more may wait */
@@ -693,7 +825,8 @@ static void finish_connect(iomux_loop *loop, sock *s, int32_t slot) {
 void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
   sock *s = sock_by_token(loop, token);
   if (!s) return; /* closed earlier in this batch, or long ago */
-  iomux__ensure_room(loop, 4, loop->cfg.read_cap);
+  bool plain = !s->fwd && s->kind == SK_STREAM;
+  iomux__ensure_room(loop, 4, plain ? 0 : loop->cfg.read_cap);
   if (s->flags & SF_CLOSED) return; /* closed by the delivery just made */
   int32_t slot = (int32_t)TOKEN_SLOT(token);
 
@@ -718,10 +851,16 @@ void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
     if (s->flags & SF_ERROR) return;
     if (s->flags & SF_READABLE) mask |= RD_READ;
   }
-  if (mask & RD_HUP) s->flags |= SF_RDHUP;
   if (mask & (RD_READ | RD_HUP | RD_ERROR)) {
     s->flags |= SF_READABLE;
-    read_some(loop, s, slot);
+    /* A hang-up or an error is read at once, so that what ended the
+     * stream is reported by the read that finds it, ahead of any write. */
+    if (mask & (RD_HUP | RD_ERROR)) {
+      if (mask & RD_HUP) s->flags |= SF_RDHUP;
+      read_some(loop, s, slot);
+    } else {
+      read_later(loop, s, slot);
+    }
   }
   if (mask & (RD_WRITE | RD_ERROR | RD_HUP)) {
     s->flags |= SF_WRITABLE;

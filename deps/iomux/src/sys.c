@@ -140,6 +140,20 @@ ssize_t sys_write(iomux_loop *loop, int fd, const void *buf, size_t len) {
   }
 }
 
+void sys_io_batch(iomux_loop *loop, io_op *ops, uint32_t n) {
+  uint32_t made = 0;
+  if (n >= 2) made = iomux__batch_run(loop, ops, n);
+  assert(made <= n);
+  for (uint32_t i = 0; i < n; i++) {
+    /* What the batch left, and what a signal interrupted there (a send
+     * that said EINTR would otherwise wait for a writable edge that may
+     * never come): one syscall each, which retries EINTR itself. */
+    if (i < made && ops[i].res != -EINTR) continue;
+    ops[i].res = ops[i].send ? sys_write(loop, ops[i].fd, ops[i].buf, ops[i].len)
+                             : sys_read(loop, ops[i].fd, ops[i].buf, ops[i].len);
+  }
+}
+
 ssize_t sys_writev(iomux_loop *loop, int fd, const struct iovec *iov, int n) {
   if (n == 1) return sys_write(loop, fd, iov[0].iov_base, iov[0].iov_len);
   struct msghdr msg = {0};
