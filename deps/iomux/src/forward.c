@@ -83,6 +83,7 @@ struct iomux_fwd {
   int32_t a, b;
   uint32_t hwm;
   bool guard_sigpipe;  /* block SIGPIPE around splices (not ignored) */
+  bool listed;         /* in loop->fwds, to be pumped with the others */
   bool ended;
   uint8_t reason;
   int err;
@@ -281,6 +282,16 @@ void iomux__fwd_free_ended(iomux_loop *loop) {
 
 /* ---- the pump ------------------------------------------------------------------ */
 
+/* Bytes a direction may still move this iteration start from its budget. */
+static size_t dir_budget(iomux_loop *loop, const iomux_fwd *f, fwd_dir *d) {
+  if (d->iter != loop->stats.iterations) {
+    d->iter = loop->stats.iterations;
+    d->moved = 0;
+  }
+  size_t budget = (size_t)loop->cfg.read_cap * BUDGET_READ_CAPS;
+  return budget < f->hwm ? f->hwm : budget;
+}
+
 /* Moves one direction until the kernel refuses, the budget is spent or the
  * forwarding ends. Out before in: the destination's own queue (bytes the
  * embedder wrote) first, then what is in flight, so what was read earlier
@@ -289,12 +300,7 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
                      bool *moved_any) {
   sock *src = d->src, *dst = d->dst;
   if (d->state == D_DONE) return;
-  if (d->iter != loop->stats.iterations) {
-    d->iter = loop->stats.iterations;
-    d->moved = 0;
-  }
-  size_t budget = (size_t)loop->cfg.read_cap * BUDGET_READ_CAPS;
-  if (budget < f->hwm) budget = f->hwm;
+  size_t budget = dir_budget(loop, f, d);
   ssize_t n = 0; /* what failed, for the exits at the end */
   int rc = 0;
 
@@ -451,6 +457,124 @@ static void pump(iomux_loop *loop, iomux_fwd *f) {
 #endif
 }
 
+/* ---- many forwardings at once --------------------------------------------------- */
+
+/* The forwardings whose sockets had events in one harvest are pumped
+ * together (iomux__fwd_pending): first the reads of every direction that
+ * copies and has nothing in flight, in one kernel call where the loop
+ * batches (batch.c); then the writes of what they read; then each pump goes
+ * on alone for whatever is left (splices, FINs, a full buffer, the
+ * embedder's queue), which for a small message is nothing: no call at all.
+ * Small messages through many pairs then cost two calls per harvest instead
+ * of two per message. The steps are the pump's own (pump_dir, steps 3 and
+ * 1), in the same order for each direction. */
+
+/* A direction whose next step is a plain read into its empty buffer. */
+static bool may_batch_read(iomux_loop *loop, iomux_fwd *f, fwd_dir *d) {
+  if (d->state != D_FLOWING || d->pipe_w >= 0 || d->bulk || d->pipe_full ||
+      d->inflight || !(d->src->flags & SF_READABLE) || d->dst->out.len)
+    return false;
+  if (d->moved >= dir_budget(loop, f, d)) return false;
+  if (!d->buf && !(d->buf = malloc(d->cap))) return false; /* the pump fails it */
+  d->head = 0;
+  return true;
+}
+
+/* The read's result, as pump_dir's step 3 takes it. */
+static void batch_read_done(iomux_loop *loop, iomux_fwd *f, fwd_dir *d,
+                            ssize_t n, size_t want, bool *moved) {
+  sock *src = d->src;
+  if (n > 0) {
+    d->inflight = (uint32_t)n;
+    *moved = true;
+    if ((size_t)n < want && !(src->flags & SF_RDHUP)) src->flags &= ~SF_READABLE;
+    else if (d->may_splice) d->bulk = true;
+  } else if (n == 0) {
+    d->state = D_SRC_EOF;
+    src->flags = (src->flags | SF_EOF) & ~SF_READABLE;
+  } else if (would_block(n)) {
+    src->flags &= ~SF_READABLE; /* empty: the next byte is an edge */
+  } else {
+    fail_io(loop, f, src, (int)-n);
+  }
+}
+
+/* The write's result, as pump_dir's step 1 takes it. */
+static void batch_write_done(iomux_loop *loop, iomux_fwd *f, fwd_dir *d,
+                             ssize_t n, bool *moved) {
+  if (n > 0) {
+    assert((size_t)n <= d->inflight);
+    d->head += (uint32_t)n;
+    d->inflight -= (uint32_t)n;
+    if (d->inflight == 0) d->head = 0;
+    d->bytes += (uint64_t)n;
+    d->moved += (size_t)n;
+    *moved = true;
+  } else if (would_block(n)) {
+    d->dst->flags &= ~SF_WRITABLE;
+  } else {
+    fail_io(loop, f, d->dst, (int)-n);
+  }
+}
+
+static void pump_listed(iomux_loop *loop, iomux_fwd **fs, uint32_t n) {
+  io_op ops[2 * IOMUX_READ_CHUNK];
+  fwd_dir *dirs[2 * IOMUX_READ_CHUNK];
+  uint32_t of[2 * IOMUX_READ_CHUNK]; /* the forwarding: fs[of[j]] */
+  bool moved[IOMUX_READ_CHUNK] = {0};
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    for (int k = 0; k < 2; k++) {
+      fwd_dir *d = &fs[i]->d[k];
+      if (fs[i]->ended || !may_batch_read(loop, fs[i], d)) continue;
+      d->started = true;
+      ops[m] = (io_op){.fd = d->src->fd, .buf = d->buf, .len = d->cap};
+      dirs[m] = d;
+      of[m++] = i;
+    }
+  }
+  sys_io_batch(loop, ops, m);
+  for (uint32_t j = 0; j < m; j++) {
+    iomux_fwd *f = fs[of[j]];
+    if (!f->ended) batch_read_done(loop, f, dirs[j], ops[j].res, ops[j].len, &moved[of[j]]);
+  }
+  /* The writes: what was just read (or was in flight already), unless the
+   * embedder's own queue for that destination must go first. */
+  m = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    for (int k = 0; k < 2; k++) {
+      fwd_dir *d = &fs[i]->d[k];
+      if (fs[i]->ended || d->pipe_r >= 0 || !d->inflight ||
+          !(d->dst->flags & SF_WRITABLE) || d->dst->out.len)
+        continue;
+      ops[m] = (io_op){.fd = d->dst->fd, .send = true, .buf = d->buf + d->head,
+                       .len = d->inflight};
+      dirs[m] = d;
+      of[m++] = i;
+    }
+  }
+  sys_io_batch(loop, ops, m);
+  for (uint32_t j = 0; j < m; j++) {
+    iomux_fwd *f = fs[of[j]];
+    if (!f->ended) batch_write_done(loop, f, dirs[j], ops[j].res, &moved[of[j]]);
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    iomux_fwd *f = fs[i];
+    if (f->ended) continue;
+    if (moved[i]) iomux__touch(loop, loop->socks[f->a]);
+    pump(loop, f);
+  }
+}
+
+void iomux__fwd_pending(iomux_loop *loop) {
+  iomux_fwd *fs[IOMUX_READ_CHUNK];
+  uint32_t n = loop->nfwds;
+  memcpy(fs, loop->fwds, n * sizeof *fs);
+  loop->nfwds = 0;
+  for (uint32_t i = 0; i < n; i++) fs[i]->listed = false;
+  if (n) pump_listed(loop, fs, n);
+}
+
 /* ---- what the socket layer hands over ------------------------------------------ */
 
 void iomux__fwd_event(iomux_loop *loop, sock *s, uint32_t mask) {
@@ -468,7 +592,11 @@ void iomux__fwd_event(iomux_loop *loop, sock *s, uint32_t mask) {
       return;
     }
   }
-  pump(loop, f);
+  /* Pumped with the others of this harvest (iomux__fwd_pending). */
+  if (f->listed) return;
+  f->listed = true;
+  loop->fwds[loop->nfwds++] = f;
+  if (loop->nfwds == IOMUX_READ_CHUNK) iomux__fwd_pending(loop);
 }
 
 void iomux__fwd_service(iomux_loop *loop, sock *s) {

@@ -146,6 +146,8 @@ struct iomux_loop {
   vec64 ready;        /* sockets with readiness left over (caps, pauses) */
   uint64_t reads[IOMUX_READ_CHUNK]; /* sockets to read with the others */
   uint32_t nreads;
+  iomux_fwd *fwds[IOMUX_READ_CHUNK]; /* forwardings to pump with the others */
+  uint32_t nfwds;
   vec64 flush;        /* sockets whose queue waits for the end of a batch */
   uint32_t paused_listeners;
 
@@ -203,7 +205,10 @@ int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset);
 
 /* forward.c: the socket layer hands a forwarding socket's readiness, ready
  * listing, queued flush and idle expiry here. */
+/* A forwarded socket's event: its forwarding waits in loop->fwds to be
+ * pumped with the others of the harvest, by iomux__fwd_pending(). */
 void iomux__fwd_event(iomux_loop *loop, sock *s, uint32_t mask);
+void iomux__fwd_pending(iomux_loop *loop);
 void iomux__fwd_service(iomux_loop *loop, sock *s);
 void iomux__fwd_idle(iomux_loop *loop, sock *s, int64_t now);
 /* The embedder closes a forwarding socket: the forwarding ends. */

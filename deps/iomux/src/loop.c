@@ -234,6 +234,7 @@ int iomux_loop_run_once(iomux_loop *loop, int timeout_ms) {
       iomux__handle_event(loop, loop->fired[i].token, loop->fired[i].mask);
   }
   iomux__read_pending(loop);
+  iomux__fwd_pending(loop);
 
   /* 4. Sockets left readable by a cap in an earlier iteration. */
   if (loop->ready.len) {

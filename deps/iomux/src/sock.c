@@ -825,8 +825,8 @@ static void finish_connect(iomux_loop *loop, sock *s, int32_t slot) {
 void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
   sock *s = sock_by_token(loop, token);
   if (!s) return; /* closed earlier in this batch, or long ago */
-  bool plain = !s->fwd && s->kind == SK_STREAM;
-  iomux__ensure_room(loop, 4, plain ? 0 : loop->cfg.read_cap);
+  /* Reads make their own room (iomux__read_pending), accepts too. */
+  iomux__ensure_room(loop, 4, 0);
   if (s->flags & SF_CLOSED) return; /* closed by the delivery just made */
   int32_t slot = (int32_t)TOKEN_SLOT(token);
 
