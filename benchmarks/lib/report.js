@@ -172,7 +172,7 @@ function renderStraceTable(sc, L) {
     return;
   }
   const cols = GROUP_NAMES.filter((g) => g !== 'wait');
-  L.push(`| candidate | ${sc.unit.sysPlural} traced | wait | ${cols.join(' | ')} | ` +
+  L.push(`| candidate | ${sc.unit.sysPlural} traced | wait, io_uring_enter | ${cols.join(' | ')} | ` +
     'other (threads, mm) | socket syscalls excl. wait | all |');
   L.push(`| --- | ---: | ---: | ${cols.map(() => '---:').join(' | ')} | ---: | ---: | ---: |`);
   for (const r of st.runs) {

@@ -41,7 +41,10 @@ function parseStraceSummary(text) {
 }
 
 // The columns of the syscall tables. "other" is everything else: futex,
-// mmap, madvise, ... of V8's and libuv's threads, timerfd, io_uring_enter.
+// mmap, madvise, ... of V8's and libuv's threads, timerfd. io_uring_enter
+// goes with the waits: it is the wait of the io_uring backend, and under any
+// backend also the call that makes a batch of reads or writes (loop.stats()
+// tells those apart).
 const GROUPS = {
   wait: ['epoll_wait', 'epoll_pwait', 'epoll_pwait2', 'io_uring_enter'],
   ctl: ['epoll_ctl'],
