@@ -175,6 +175,9 @@ void iomux__emit(iomux_loop *loop, int32_t type, int32_t id, int32_t a,
                  int32_t b);
 void iomux__emit_words(iomux_loop *loop, const int32_t *words);
 void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes);
+/* How many sockets one round of reads or of writes may take, at two records
+ * each, so that making room for them never needs more than the buffer. */
+uint32_t iomux__sockets_per_round(const iomux_loop *loop, uint32_t max);
 int vec64_push(vec64 *v, uint64_t x);
 int vec32_push(vec32 *v, int32_t x);
 

@@ -81,10 +81,7 @@ void iomux__emit_words(iomux_loop *loop, const int32_t *words) {
 static void flush_queued_writes(iomux_loop *loop) {
   vec64 batch = loop->flush;
   loop->flush = (vec64){0};
-  /* Two records at most per socket, and the record buffer holds 64 or more. */
-  uint32_t chunk = (uint32_t)(loop->rec_cap / IOMUX_RECORD_WORDS / 2);
-  if (chunk > IOMUX_FLUSH_CHUNK) chunk = IOMUX_FLUSH_CHUNK;
-  if (chunk == 0) chunk = 1;
+  uint32_t chunk = iomux__sockets_per_round(loop, IOMUX_FLUSH_CHUNK);
   for (uint32_t i = 0; i < batch.len; i += chunk) {
     uint32_t n = batch.len - i < chunk ? batch.len - i : chunk;
     /* Room first: making it may run the embedder. */
@@ -120,6 +117,12 @@ void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes) {
   if (loop->rec_len + records * IOMUX_RECORD_WORDS > loop->rec_cap ||
       loop->slab_size - loop->slab_pos < slab_bytes)
     deliver(loop);
+}
+
+uint32_t iomux__sockets_per_round(const iomux_loop *loop, uint32_t max) {
+  size_t n = loop->rec_cap / IOMUX_RECORD_WORDS / 2;
+  if (n > max) n = max;
+  return n ? (uint32_t)n : 1;
 }
 
 /* ---- the iteration -------------------------------------------------------- */

@@ -554,8 +554,8 @@ static void read_batch(iomux_loop *loop, const uint64_t *tokens, uint32_t n) {
     uint32_t k = n;
     if (loop->slab && room / IOMUX_READ_REGION_MIN < k)
       k = (uint32_t)(room / IOMUX_READ_REGION_MIN);
-    if (k > loop->rec_cap / IOMUX_RECORD_WORDS / 2)
-      k = (uint32_t)(loop->rec_cap / IOMUX_RECORD_WORDS / 2);
+    uint32_t per_round = iomux__sockets_per_round(loop, IOMUX_READ_CHUNK);
+    if (k > per_round) k = per_round;
     if (k == 0) k = 1; /* may_read() puts it on the ready list */
     size_t region = room / k;
     if (region > loop->cfg.read_cap) region = loop->cfg.read_cap;

@@ -1184,6 +1184,23 @@ done:
   h_free(h);
 }
 
+/* Runs the loop, pumping the n clients, until each has received want[i]
+ * bytes (want_all each when want is NULL); false at the deadline. */
+static bool run_until_received(H *h, cli *c, size_t n, const size_t *want,
+                               size_t want_all, int ms) {
+  int64_t dl = now_ns() + MS(ms) * g_slow;
+  for (;;) {
+    bool all = true;
+    for (size_t i = 0; i < n; i++) {
+      cli_pump(&c[i]);
+      all = all && c[i].inlen >= (want ? want[i] : want_all);
+    }
+    if (all) return true;
+    if (now_ns() > dl) return false;
+    h_run(h, 2);
+  }
+}
+
 /* Many readable sockets in one harvest: their first reads go together, each
  * into a region of the slab, and the echoes written in the callback go
  * together too. Every fourth peer sends more than a region holds, so its
@@ -1230,16 +1247,7 @@ static void batch_io(bool no_batch, size_t slab_kb) {
   usleep(20000);
   uint64_t v0[NSTATS], v1[NSTATS];
   stats_get(h->loop, v0);
-  bool all = false;
-  int64_t dl = now_ns() + MS(3000) * g_slow;
-  while (!all && now_ns() < dl) {
-    h_run(h, 2);
-    all = true;
-    for (int i = 0; i < N; i++) {
-      cli_pump(&c[i]);
-      all = all && c[i].inlen >= len[i];
-    }
-  }
+  (void)run_until_received(h, c, N, len, 0, 3000); /* checked below */
   stats_get(h->loop, v1);
   for (int i = 0; i < N; i++) {
     sstate *s = S(h, id[i]);
@@ -3955,7 +3963,8 @@ done:
  * loop batches), and every byte arrives in order. */
 static void test_forward_batched(void) {
   enum { PAIRS = 24, ROUNDS = 20, MSG = 100 };
-  cli ca[PAIRS], cb[PAIRS];
+  cli ends[2][PAIRS]; /* the a sides, then the b sides */
+  cli *ca = ends[0], *cb = ends[1];
   uint8_t *pa[PAIRS], *pb[PAIRS];
   for (int i = 0; i < PAIRS; i++) {
     ca[i] = (cli)CLI_INIT;
@@ -3983,19 +3992,8 @@ static void test_forward_batched(void) {
       cli_pump(&ca[i]);
       cli_pump(&cb[i]);
     }
-    size_t want = (size_t)(r + 1) * MSG;
-    bool all = false;
-    int64_t dl = now_ns() + MS(3000) * g_slow;
-    while (!all && now_ns() < dl) {
-      h_run(h, 2);
-      all = true;
-      for (int i = 0; i < PAIRS; i++) {
-        cli_pump(&ca[i]);
-        cli_pump(&cb[i]);
-        all = all && ca[i].inlen >= want && cb[i].inlen >= want;
-      }
-    }
-    CHECK(all);
+    CHECK(run_until_received(h, &ends[0][0], 2 * PAIRS, NULL,
+                             (size_t)(r + 1) * MSG, 3000));
   }
   stats_get(h->loop, v1);
   for (int i = 0; i < PAIRS; i++) {
