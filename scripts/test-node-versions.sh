@@ -8,6 +8,7 @@
 #   worker_threads (per-environment instance data, cleanup hooks): workers
 #   http: http, http-parser, http-node (serveNode on node:http internals)
 #   proxy: proxy-tcp, proxy-http, proxy-protocol
+#   examples/ (require('iomux') by name, fetch): examples
 # Left to the default Node (they test the core or the OS, not Node): batch,
 # bulk, concurrency, defer-accept, emfile, http-c10k/-close/-fuzz/-malformed/
 # -slowloris/-timeouts, proxy-cli, ref.
@@ -17,7 +18,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-subset=${IOMUX_NODE_SUBSET:-"smoke echo streams errors timers address forward load standalone workers http http-parser http-node proxy-tcp proxy-http proxy-protocol"}
+subset=${IOMUX_NODE_SUBSET:-"smoke echo streams errors timers address forward load standalone workers http http-parser http-node proxy-tcp proxy-http proxy-protocol examples"}
 files=()
 for f in $subset; do files+=("test/$f.test.ts"); done
 nodes=$(bash scripts/extra-nodes.sh)
