@@ -14,7 +14,7 @@ const MAX_FRAME = 1024 * 1024;
 function readFrames(socket, onMessage) {
   let buf = Buffer.alloc(0);
   socket.on('data', (chunk) => {
-    buf = buf.length ? Buffer.concat([buf, chunk]) : Buffer.from(chunk); // copy: chunks are views
+    buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
     while (buf.length >= 4) {
       const len = buf.readUInt32BE(0);
       if (len > MAX_FRAME) {
