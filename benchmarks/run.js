@@ -260,7 +260,7 @@ function ensureHaproxy(log) {
 }
 
 // Copies dist/ and the addon into the work dir (inside the repository, so
-// dist's require('node-gyp-build') still resolves to node_modules/).
+// addon/load.js's require('node-gyp-build') still resolves to node_modules/).
 function snapshotIomux(dir) {
   const dist = path.join(ROOT, 'dist');
   if (!fs.existsSync(path.join(dist, 'index.js'))) {
@@ -270,6 +270,9 @@ function snapshotIomux(dir) {
   fs.mkdirSync(path.join(snap, 'dist'), { recursive: true });
   fs.cpSync(dist, path.join(snap, 'dist'), { recursive: true, filter: (f) => !/\.(map|d\.ts)$/.test(f) });
   fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(snap, 'package.json'));
+  // dist/binding.js loads the addon through addon/load.js.
+  fs.mkdirSync(path.join(snap, 'addon'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'addon', 'load.js'), path.join(snap, 'addon', 'load.js'));
   let copied = false;
   for (const sub of ['build/Release', 'build/Debug']) {
     const src = path.join(ROOT, sub);

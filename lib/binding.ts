@@ -32,14 +32,17 @@ export interface Binding {
   forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
 }
 
+// addon/load.js: a local build, else the prebuild that fits this system
+// (platform, arch, N-API, libc and its version), else an error saying what
+// was looked for and why it did not fit.
+const root = path.join(__dirname, '..');
 // eslint-disable-next-line @typescript-eslint/no-var-requires
-const load = require('node-gyp-build') as (dir: string) => unknown;
+const { load } = require(path.join(root, 'addon', 'load.js')) as { load: (dir: string) => unknown };
 
 // Test hook: IOMUX_BACKEND=kqueue-emulated loads the test build whose kqueue
 // backend runs over an emulated kqueue (Linux only; test/kqemu/binding.gyp,
 // `npm run build:kqemu`), so the suites can run on kqueue here. Never loaded
 // otherwise.
-const root = path.join(__dirname, '..');
 export const binding = (process.env.IOMUX_BACKEND === 'kqueue-emulated'
   ? require(path.join(root, 'test', 'kqemu', 'build', 'Release', 'iomux_kqemu.node'))
   : load(root)) as Binding;

@@ -150,9 +150,11 @@ export interface ChildResult {
 /**
  * Runs `node ...args` and resolves when it exits; kills it (SIGKILL) after
  * timeoutMs. With `killAfterMs` it is sent SIGTERM at that point instead
- * (to check that it was still running).
+ * (to check that it was still running); with `killAfterOutput` too, that
+ * delay starts when its stdout first matches (a loaded machine may take
+ * longer than killAfterMs just to start node).
  */
-export function runNode(args: string[], opts: { timeoutMs?: number; killAfterMs?: number; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<ChildResult> {
+export function runNode(args: string[], opts: { timeoutMs?: number; killAfterMs?: number; killAfterOutput?: RegExp; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<ChildResult> {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { spawn } = require('node:child_process') as typeof import('node:child_process');
   return new Promise((resolve) => {
@@ -162,12 +164,19 @@ export function runNode(args: string[], opts: { timeoutMs?: number; killAfterMs?
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '', stderr = '', timedOut = false;
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     const timers: NodeJS.Timeout[] = [];
-    if (opts.killAfterMs !== undefined) {
+    let armed = false;
+    const arm = () => {
+      if (armed || opts.killAfterMs === undefined) return;
+      armed = true;
       timers.push(setTimeout(() => { timedOut = true; child.kill('SIGTERM'); }, opts.killAfterMs));
-    }
+    };
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+      if (opts.killAfterOutput && opts.killAfterOutput.test(stdout)) arm();
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    if (!opts.killAfterOutput) arm();
     timers.push(setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs ?? 20000));
     child.on('close', (code, signal) => {
       for (const t of timers) clearTimeout(t);

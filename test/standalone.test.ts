@@ -8,9 +8,9 @@ import { fixturesDir, jsonLines, runNode } from './helpers';
 const DIST = join(__dirname, '..', 'dist');
 const LATE_MS = 30;
 
-function run(code: string, opts: { timeoutMs?: number; killAfterMs?: number } = {}) {
+function run(code: string, opts: { timeoutMs?: number; killAfterMs?: number; killAfterOutput?: RegExp } = {}) {
   const prelude = `const iomux = require(${JSON.stringify(DIST)}); const net = require('node:net');\n`;
-  return runNode(['-e', prelude + code], { timeoutMs: opts.timeoutMs ?? 15000, killAfterMs: opts.killAfterMs });
+  return runNode(['-e', prelude + code], { timeoutMs: opts.timeoutMs ?? 15000, killAfterMs: opts.killAfterMs, killAfterOutput: opts.killAfterOutput });
 }
 
 /** Whether IOMUX_BACKEND=name loads here: true, or the reason it does not. */
@@ -96,7 +96,7 @@ t.test('standalone: unref\'d handles do not keep the process alive, ref\'d ones 
 
   const r2 = await run(`
     iomux.loop.run();
-    iomux.createServer().listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 300 });
+    iomux.createServer().listen(0, '127.0.0.1', () => console.log('listening'));`, { killAfterMs: 300, killAfterOutput: /listening/ });
   t.equal(r2.timedOut, true, 'a ref\'d server keeps it alive');
   t.equal(r2.signal, 'SIGTERM');
   t.match(r2.stdout, /listening/);
