@@ -31,6 +31,36 @@ const TIMEOUT_MAX = 2 ** 31 - 1;
 // Node 20's default stream high-water mark, for a node server that names none.
 const DEFAULT_HWM = 16 * 1024;
 
+const HEAD_END = Buffer.from('\r\n\r\n');
+const UPGRADE = Buffer.from('pgrade'); // [Uu]pgrade, in an Upgrade or Connection header
+const CONNECT = Buffer.from('CONNECT ');
+
+/** A head that may start an upgrade or a CONNECT tunnel: its following bytes stay with it. */
+function mayUpgrade(chunk: Buffer, headEnd: number): boolean {
+  const u = chunk.indexOf(UPGRADE);
+  return (u >= 0 && u < headEnd) || chunk.indexOf(CONNECT) === 0;
+}
+
+function flushHeld(s: NodeSocket): void {
+  s._flushHeld();
+}
+
+/** net.Socket's own 'end' listener: without allowHalfOpen, the writable side ends too. */
+function onReadableEnd(this: NodeSocket): void {
+  if (!this.allowHalfOpen && !this.writableEnded) this.end();
+}
+
+/** The part of node's HTTP parser that deliver() looks at (node sets socket.parser). */
+interface NodeParserView {
+  incoming?: { complete: boolean } | null;
+}
+
+/** The part of node's net.Server that a socket reports its end to (socket._server). */
+interface ServerView {
+  _connections: number;
+  _emitCloseIfDrained(): void;
+}
+
 /** What the node server sees of a local address when the listener is bound to a specific one. */
 interface LocalInfo {
   address: string | undefined;
@@ -59,6 +89,20 @@ export class NodeSocket extends Duplex {
   private keepAliveDelay: number;
   /** A write the iomux socket's queue could not take yet: released by 'drain' or by destroy. */
   private blockedWrite: ((err?: Error | null) => void) | null = null;
+  /** Bytes of the blocked write(s): already counted by the iomux socket, still in the stream's buffer. */
+  private blockedBytes = 0;
+  /** Bytes (and null for the FIN) read but handed to the stream later: see deliver(). */
+  private held: (Buffer | null)[] | null = null;
+  private flushScheduled = false;
+  /** The peer's FIN arrived: the socket reads no more. */
+  private readDone = false;
+  /** As asked with ref() and unref(). */
+  private userRef = true;
+  /** Node's HTTP parser while node's http server reads this socket (node sets it). */
+  parser: NodeParserView | null | undefined = undefined;
+  /** The node server that accepted it, as net.Socket's: told when it closes. */
+  _server: ServerView | null = null;
+  server: ServerView | null = null;
 
   /** @internal */
   constructor(sock: Socket, local: LocalInfo | null, highWaterMark: number, noDelay: boolean, keepAlive: [boolean, number]) {
@@ -71,11 +115,21 @@ export class NodeSocket extends Duplex {
     this.keepAliveOn = keepAlive[0];
     this.keepAliveDelay = keepAlive[1];
     sock.on('data', (chunk: Buffer) => {
-      // The stream's buffer is full: stop reading from the kernel (TCP
-      // backpressure) until _read() asks for more.
-      if (!this.push(chunk)) sock.pause();
+      if (this.held !== null) this.held.push(chunk);
+      else this.deliver(chunk);
     });
-    sock.on('end', () => this.push(null));
+    sock.on('end', () => {
+      // The kernel stops reading for this socket: as a net.Socket's handle,
+      // it holds the process only while bytes are still to be written.
+      this.readDone = true;
+      this.updateRef();
+      // Node processes the bytes it was just given in ticks to come (a
+      // request's 'end', the handler's response); its 'end' handling on a
+      // socket must come after them, as with node's own sockets, where the
+      // FIN is a later read callback.
+      (this.held ??= []).push(null);
+      if (!this.flushScheduled) this.scheduleFlush();
+    });
     sock.on('drain', () => this.releaseWrite());
     sock.on('timeout', () => this.emit('timeout'));
     sock.on('error', (err: Error) => {
@@ -88,6 +142,76 @@ export class NodeSocket extends Duplex {
     sock.on('close', () => {
       if (!this.destroyed) this.destroy();
     });
+    // As net.Socket's own 'end' listener, the one listener a detached
+    // (upgraded, CONNECT) socket keeps.
+    this.on('end', onReadableEnd);
+  }
+
+  /**
+   * Hands a chunk to the stream. Node's http parser runs as the chunk is
+   * pushed; with node's own sockets, the parser gives back control between a
+   * request's head and what follows it (the body, or the next request), and
+   * the handler's process.nextTick and promise jobs run first: a handler that
+   * attaches 'data' then sees the body arrive while it consumes, and node
+   * does not dump it. The same happens here: the bytes after a head go to the
+   * stream in the next turn of the loop. An upgrade or CONNECT head keeps its
+   * following bytes (node hands them to the 'upgrade' or 'connect' listener).
+   */
+  private deliver(chunk: Buffer): void {
+    const parser = this.parser;
+    if (parser !== null && parser !== undefined) {
+      const incoming = parser.incoming;
+      // Between requests (not inside a body): look for the end of a head.
+      if (incoming === null || incoming === undefined || incoming.complete) {
+        const end = chunk.indexOf(HEAD_END);
+        if (end >= 0 && end + 4 < chunk.length && !mayUpgrade(chunk, end)) {
+          (this.held ??= []).push(chunk.subarray(end + 4));
+          if (!this.flushScheduled) this.scheduleFlush();
+          chunk = chunk.subarray(0, end + 4);
+        }
+      }
+    }
+    // The stream's buffer is full: stop reading from the kernel (TCP
+    // backpressure) until _read() asks for more.
+    if (!this.push(chunk)) this.iomuxSocket.pause();
+  }
+
+  private scheduleFlush(): void {
+    this.flushScheduled = true;
+    setImmediate(flushHeld, this);
+  }
+
+  /** @internal The bytes (and the FIN) held back by deliver(), in order. */
+  _flushHeld(): void {
+    this.flushScheduled = false;
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    if (this.destroyed) return;
+    for (let i = 0; i < held.length; i++) {
+      const item = held[i]!;
+      if (item === null) {
+        this.push(null);
+        // As net.Socket: 'end' comes now if nothing is left unread, whether
+        // or not anyone reads (an upgraded socket nobody reads still ends).
+        this.read(0);
+      } else {
+        this.deliver(item);
+      }
+      const again = this.held as (Buffer | null)[] | null;
+      if (again !== null) {
+        // deliver() held back part of a chunk: the rest waits behind it.
+        for (let j = i + 1; j < held.length; j++) again.push(held[j]!);
+        return;
+      }
+    }
+  }
+
+  /** Whether the iomux socket holds the process: as asked with ref()/unref(), and while reading or writing. */
+  private updateRef(): void {
+    const sock = this.iomuxSocket;
+    if (this.userRef && (!this.readDone || sock.writableLength > 0 || this.blockedWrite !== null)) sock.ref();
+    else sock.unref();
   }
 
   override _read(): void {
@@ -98,8 +222,11 @@ export class NodeSocket extends Duplex {
   // mark (so consecutive writes reach the kernel together); past it, the next
   // write waits for 'drain'.
   override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.iomuxSocket.write(chunk)) cb();
-    else this.blockedWrite = cb;
+    const ok = this.iomuxSocket.write(chunk);
+    if (this.readDone) this.updateRef();
+    if (ok) return cb();
+    this.blockedWrite = cb;
+    this.blockedBytes = chunk.length;
   }
 
   // Corked writes (node's http corks the head and the first body chunk)
@@ -110,8 +237,12 @@ export class NodeSocket extends Duplex {
     sock.cork();
     for (const c of chunks) ok = sock.write(c.chunk);
     sock.uncork();
-    if (ok) cb();
-    else this.blockedWrite = cb;
+    if (this.readDone) this.updateRef();
+    if (ok) return cb();
+    this.blockedWrite = cb;
+    let n = 0;
+    for (const c of chunks) n += c.chunk.length;
+    this.blockedBytes = n;
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -124,6 +255,15 @@ export class NodeSocket extends Duplex {
 
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     this.iomuxSocket.destroy();
+    this.held = null;
+    // As net.Socket: the server counts its connections down here, not in a
+    // 'close' listener an application could remove.
+    const server = this._server;
+    if (server !== null) {
+      this._server = null;
+      server._connections--;
+      server._emitCloseIfDrained();
+    }
     // A write left waiting for a drain that will never come completes
     // without error, as net.Socket's do when the handle closes under them.
     this.releaseWrite();
@@ -134,6 +274,8 @@ export class NodeSocket extends Duplex {
     const cb = this.blockedWrite;
     if (cb !== null) {
       this.blockedWrite = null;
+      this.blockedBytes = 0;
+      if (this.readDone) this.updateRef();
       cb();
     }
   }
@@ -178,8 +320,9 @@ export class NodeSocket extends Duplex {
     return this.iomuxSocket.bytesRead;
   }
 
+  /** As net.Socket's: the bytes sent, and those written and still queued in this stream. */
   get bytesWritten(): number {
-    return this.iomuxSocket.bytesWritten;
+    return this.iomuxSocket.bytesWritten + this.writableLength - this.blockedBytes;
   }
 
   /** As net.Socket's: 'open', 'readOnly', 'writeOnly' or 'closed'. */
@@ -235,11 +378,13 @@ export class NodeSocket extends Duplex {
   }
 
   ref(): this {
-    this.iomuxSocket.ref();
+    this.userRef = true;
+    this.updateRef();
     return this;
   }
 
   unref(): this {
+    this.userRef = false;
     this.iomuxSocket.unref();
     return this;
   }
@@ -411,10 +556,8 @@ class NodeHttpBridge extends Server {
       return;
     }
     node._connections++;
-    d.once('close', () => {
-      node._connections--;
-      node._emitCloseIfDrained();
-    });
+    d._server = node;
+    d.server = node;
     node.emit('connection', d);
   }
 
