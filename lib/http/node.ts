@@ -21,7 +21,7 @@
 // closeAllConnections() work from.
 import { Duplex } from 'node:stream';
 import { Server as NetServer } from 'node:net';
-import type { Server as HttpServer } from 'node:http';
+import { Server as HttpServerClass, type Server as HttpServer } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
@@ -59,6 +59,16 @@ interface NodeParserView {
 interface ServerView {
   _connections: number;
   _emitCloseIfDrained(): void;
+}
+
+/** serveNode()'s options: the iomux server's, and takeOverListen. */
+export interface ServeNodeOptions extends ServerOptions {
+  /**
+   * The node server's own listen() listens through iomux (with the iomux
+   * server serveNode returns): code that calls server.listen() itself, a
+   * framework's listen() included, moves over unchanged. Default false.
+   */
+  takeOverListen?: boolean;
 }
 
 /** What the node server sees of a local address when the listener is bound to a specific one. */
@@ -488,6 +498,7 @@ class NodeHttpBridge extends Server {
   private readonly noDelayDefault: boolean;
   private readonly keepAliveDefault: [boolean, number];
   private local: LocalInfo | null = null;
+  private warnedAccept = false;
 
   constructor(bridge: Bridge, options: ServerOptions, highWaterMark: number) {
     super(options);
@@ -497,15 +508,43 @@ class NodeHttpBridge extends Server {
     this.keepAliveDefault = options.keepAlive ? [true, Math.trunc((options.keepAliveInitialDelay ?? 0) / 1000)] : [false, 0];
     this.on('listening', () => this.onListening());
     this.on('connection', (sock: Socket) => this.onConnection(sock));
+    this.on('error', (err: Error) => this.onError(err));
   }
 
   // The node server listens as soon as this one does (synchronously for an IP
   // or a path, as node's listen()), so that its listening, address() and
-  // close() are right from the next line on.
+  // close() are right from the next line on. The callback runs with `this`
+  // the node server, as a callback given to node's listen() does.
   override listen(...args: any[]): this {
+    const last = args.length - 1;
+    if (last >= 0 && typeof args[last] === 'function') {
+      const cb = args[last] as () => void;
+      const node = this.bridge.node;
+      args[last] = function listening() {
+        cb.call(node);
+      };
+    }
     (super.listen as (...a: unknown[]) => this)(...args);
     if (this.listening) this.join();
     return this;
+  }
+
+  /**
+   * An error of this server (the listen failed: EADDRINUSE, EACCES, a failed
+   * lookup; accepting ran out of descriptors) is the node server's, as if its
+   * own listen() had met it: emitted on the node server, which crashes the
+   * process when nobody listens there, as node does. Accept errors, which
+   * iomux recovers from, only go there when someone listens; otherwise a
+   * warning, once.
+   */
+  private onError(err: Error): void {
+    const node = this.bridge.node;
+    if ((err as { syscall?: string }).syscall !== 'accept' || node.listenerCount('error') > 0) {
+      node.emit('error', err);
+    } else if (!this.warnedAccept) {
+      this.warnedAccept = true;
+      process.emitWarning(`iomux server: ${err.message}; accepting resumes when descriptors free up`, 'IomuxWarning');
+    }
   }
 
   private onListening(): void {
@@ -585,7 +624,7 @@ class NodeHttpBridge extends Server {
  *
  *   iomux.http.serveNode(http.createServer(app)).listen(3000);
  */
-export function serveNode(nodeServer: HttpServer, options?: ServerOptions): Server {
+export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): Server {
   if (!(nodeServer instanceof NetServer)) throw invalidArgType('nodeServer', 'an instance of http.Server', nodeServer);
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw invalidArgType('options', 'of type object', options);
@@ -608,5 +647,70 @@ export function serveNode(nodeServer: HttpServer, options?: ServerOptions): Serv
     keepAliveInitialDelay: options?.keepAliveInitialDelay ?? (node.keepAliveInitialDelay ?? 0) * 1000,
     writableHighWaterMark: hwm,
   };
-  return new NodeHttpBridge(bridge, opts, hwm);
+  delete (opts as ServeNodeOptions).takeOverListen;
+  const server = new NodeHttpBridge(bridge, opts, hwm);
+  if (options?.takeOverListen !== undefined && typeof options.takeOverListen !== 'boolean') {
+    throw invalidArgType('options.takeOverListen', 'of type boolean', options.takeOverListen);
+  }
+  if (options?.takeOverListen === true) takeOver(node, server);
+  return server;
+}
+
+/** A listen() that node must do itself: on a handle or a file descriptor it was given. */
+function handleLike(first: unknown): boolean {
+  if (first === null || typeof first !== 'object') return false;
+  const o = first as { _handle?: unknown; handle?: unknown; fd?: unknown };
+  return o._handle !== undefined || o.handle !== undefined || o.fd !== undefined;
+}
+
+/** The node server's own listen() now listens with server (serveNode's takeOverListen). */
+function takeOver(node: NodeServer, server: NodeHttpBridge): void {
+  Object.defineProperty(node, 'listen', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function listen(this: NodeServer, ...args: unknown[]): NodeServer {
+      if (this !== node || handleLike(args[0])) return NetServer.prototype.listen.apply(this, args as never) as unknown as NodeServer;
+      (server.listen as (...a: unknown[]) => Server)(...args);
+      return node;
+    },
+  });
+}
+
+let takeOverAll: (() => void) | null = null;
+
+/**
+ * Process-wide takeOverListen: from now on, every node http.Server's own
+ * listen() (the one inside Express's app.listen(), Fastify's and Koa's
+ * listen, or an application's) is served by iomux, as
+ * serveNode(server, { takeOverListen: true, ...options }) would.
+ * https servers, and listen() on a handle or an fd, stay with node.
+ * Returns a function that gives listen() back to node for servers that
+ * have not listened yet.
+ */
+export function takeOverListen(options?: ServerOptions): () => void {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw invalidArgType('options', 'of type object', options);
+  }
+  if (takeOverAll !== null) throw new Error('takeOverListen() is already in effect; call the function it returned first');
+  const proto = HttpServerClass.prototype as unknown as { listen?: unknown };
+  const had = Object.getOwnPropertyDescriptor(proto, 'listen');
+  Object.defineProperty(proto, 'listen', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function listen(this: NodeServer, ...args: unknown[]): NodeServer {
+      if (handleLike(args[0]) || Object.hasOwn(this, 'listen')) return NetServer.prototype.listen.apply(this, args as never) as unknown as NodeServer;
+      serveNode(this as unknown as HttpServer, { ...options, takeOverListen: true });
+      return (this.listen as (...a: unknown[]) => NodeServer)(...args);
+    },
+  });
+  const restore = () => {
+    if (takeOverAll !== restore) return;
+    takeOverAll = null;
+    if (had !== undefined) Object.defineProperty(proto, 'listen', had);
+    else delete proto.listen;
+  };
+  takeOverAll = restore;
+  return restore;
 }
