@@ -26,13 +26,15 @@ if (require.main !== module) {
 
 /** The preloaded part: route node http servers' listen() through iomux. */
 function preload() {
-  const http = require('node:http');
+  // node:http and iomux (which loads node:http) are loaded at the first
+  // listen(): tests check that node loads its http parser lazily.
   const net = require('node:net');
-  const iomux = require(path.join(__dirname, '..', 'dist'));
   const route = process.env.IOMUX_NODE_TESTS_ROUTE || 'serve';
   const originalListen = net.Server.prototype.listen;
   const routed = new WeakSet();
   net.Server.prototype.listen = function listen(...args) {
+    const http = require('node:http');
+    const iomux = require(process.env.IOMUX_DIST || path.join(__dirname, '..', 'dist'));
     const first = args[0];
     // Only http.Server (not https, not net), and only ports and paths: a
     // handle or an fd stays with node.

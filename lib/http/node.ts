@@ -41,8 +41,20 @@ function mayUpgrade(chunk: Buffer, headEnd: number): boolean {
   return (u >= 0 && u < headEnd) || chunk.indexOf(CONNECT) === 0;
 }
 
+function isGetOrHead(c: Buffer): boolean {
+  return (c[0] === 0x47 && c[1] === 0x45 && c[2] === 0x54 && c[3] === 0x20) || // 'GET '
+    (c[0] === 0x48 && c[1] === 0x45 && c[2] === 0x41 && c[3] === 0x44 && c[4] === 0x20); // 'HEAD '
+}
+
 function flushHeld(s: NodeSocket): void {
   s._flushHeld();
+}
+
+// After the ticks queued so far and those they queue (the tick queue drains
+// before promise jobs run), and after the promise jobs queued before it: what
+// node's own sockets get between two callbacks from the native side.
+function queueFlush(s: NodeSocket): void {
+  queueMicrotask(() => flushHeld(s));
 }
 
 /** net.Socket's own 'end' listener: without allowHalfOpen, the writable side ends too. */
@@ -159,26 +171,37 @@ export class NodeSocket extends Duplex {
 
   /**
    * Hands a chunk to the stream. Node's http parser runs as the chunk is
-   * pushed; with node's own sockets, the parser gives back control between a
-   * request's head and what follows it (the body, or the next request), and
-   * the handler's process.nextTick and promise jobs run first: a handler that
-   * attaches 'data' then sees the body arrive while it consumes, and node
-   * does not dump it. The same happens here: the bytes after a head go to the
-   * stream in the next turn of the loop. An upgrade or CONNECT head keeps its
+   * pushed. With node's own sockets, the parser gives back control after a
+   * request's head, and the handler's process.nextTick and promise jobs run
+   * before the body is parsed: a handler that attaches 'data' and pauses
+   * then still counts as reading, and node does not dump the body at the
+   * response's end. The same happens here: when a head that announces a body
+   * is followed by more bytes in the chunk, they go to the stream once the
+   * ticks and promise jobs queued by then have run. GET and HEAD requests
+   * and heads without a body go on at once. An upgrade or CONNECT head keeps its
    * following bytes (node hands them to the 'upgrade' or 'connect' listener).
    */
   private deliver(chunk: Buffer): void {
-    const parser = this.parser;
-    if (parser !== null && parser !== undefined) {
-      const incoming = parser.incoming;
-      // Between requests (not inside a body): look for the end of a head.
-      if (incoming === null || incoming === undefined || incoming.complete) {
-        const end = chunk.indexOf(HEAD_END);
-        if (end >= 0 && end + 4 < chunk.length && !mayUpgrade(chunk, end)) {
-          (this.held ??= []).push(chunk.subarray(end + 4));
-          if (!this.flushScheduled) this.scheduleFlush();
-          chunk = chunk.subarray(0, end + 4);
-        }
+    for (;;) {
+      const parser = this.parser;
+      // Node parses synchronously only while the stream flows with nothing buffered.
+      if (parser === null || parser === undefined || this.readableFlowing !== true || this.readableLength !== 0) break;
+      const before = parser.incoming;
+      if (before !== null && before !== undefined && !before.complete) break; // inside a body
+      // GET and HEAD carry no body in practice: pipelined ones go to node
+      // in one piece, as before (node parses a piece to its end even when
+      // a request pauses the socket).
+      if (isGetOrHead(chunk)) break;
+      const end = chunk.indexOf(HEAD_END);
+      if (end < 0 || end + 4 >= chunk.length || mayUpgrade(chunk, end)) break;
+      this.push(chunk.subarray(0, end + 4));
+      chunk = chunk.subarray(end + 4);
+      if (this.destroyed) return;
+      const now = this.parser === parser ? parser.incoming : null;
+      if (now !== null && now !== undefined && now !== before && !now.complete) {
+        (this.held ??= []).push(chunk);
+        if (!this.flushScheduled) this.scheduleFlush();
+        return;
       }
     }
     // The stream's buffer is full: stop reading from the kernel (TCP
@@ -188,7 +211,7 @@ export class NodeSocket extends Duplex {
 
   private scheduleFlush(): void {
     this.flushScheduled = true;
-    setImmediate(flushHeld, this);
+    process.nextTick(queueFlush, this);
   }
 
   /** @internal The bytes (and the FIN) held back by deliver(), in order. */
