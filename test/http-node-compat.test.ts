@@ -271,3 +271,31 @@ t.test('takeOverListen(): every node http server listens through iomux until res
   after.closeAllConnections();
   await new Promise<void>((resolve) => after.close(() => resolve()));
 });
+
+t.test('keep-alive timeout: off while a request runs, so a slow handler is not cut off; on again after', async (t) => {
+  const node = http.createServer((req, res) => {
+    if (req.url === '/slow') setTimeout(() => res.end('slow'), 1500);
+    else res.end('quick');
+  });
+  // Node arms keepAliveTimeout + 1 s after each response, and turns it off at the next request.
+  node.keepAliveTimeout = 100;
+  const { port } = await serve(t, node);
+  const sock = net.connect(port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  const closed = new Promise<number>((resolve) => sock.on('close', () => resolve(Date.now())));
+  await once(sock, 'connect');
+  sock.write('GET /quick HTTP/1.1\r\nHost: h\r\n\r\n');
+  await waitFor(() => got.includes('quick'));
+  sock.write('GET /slow HTTP/1.1\r\nHost: h\r\n\r\n');
+  const answered = await new Promise<number>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (got.includes('slow')) { clearInterval(timer); resolve(Date.now()); }
+      if (sock.destroyed) { clearInterval(timer); reject(new Error(`closed before the slow answer: ${JSON.stringify(got)}`)); }
+    }, 10);
+  });
+  t.ok(got.endsWith('slow'), 'the slow request was answered on the same connection');
+  const closedAt = await closed;
+  t.ok(closedAt - answered >= 900 && closedAt - answered < 5000,
+    `then the idle connection was closed by the keep-alive timeout (${closedAt - answered} ms after the answer)`);
+});

@@ -62,6 +62,14 @@ function onReadableEnd(this: NodeSocket): void {
   if (!this.allowHalfOpen && !this.writableEnded) this.end();
 }
 
+/** The parts of a Readable's state that deliver() reads (node's own field names). */
+interface ReadableStateView {
+  flowing: boolean | null;
+  length: number;
+  ended: boolean;
+  dataEmitted: boolean;
+}
+
 /** The part of node's HTTP parser that deliver() looks at (node sets socket.parser). */
 interface NodeParserView {
   incoming?: { complete: boolean } | null;
@@ -111,8 +119,6 @@ export class NodeSocket extends Duplex {
   private keepAliveDelay: number;
   /** A write the iomux socket's queue could not take yet: released by 'drain' or by destroy. */
   private blockedWrite: ((err?: Error | null) => void) | null = null;
-  /** Bytes of the blocked write(s): already counted by the iomux socket, still in the stream's buffer. */
-  private blockedBytes = 0;
   /** Bytes (and null for the FIN) read but handed to the stream later: see deliver(). */
   private held: (Buffer | null)[] | null = null;
   private flushScheduled = false;
@@ -120,8 +126,11 @@ export class NodeSocket extends Duplex {
   private readDone = false;
   /** As asked with ref() and unref(). */
   private userRef = true;
+  /** The timeout the iomux socket has (setTimeout(0) leaves it, see there). */
+  private armedTimeout = 0;
   /** Node's HTTP parser while node's http server reads this socket (node sets it). */
   parser: NodeParserView | null | undefined = undefined;
+  declare _readableState: ReadableStateView;
   /** The node server that accepted it, as net.Socket's: told when it closes. */
   _server: ServerView | null = null;
   server: ServerView | null = null;
@@ -130,7 +139,10 @@ export class NodeSocket extends Duplex {
   constructor(sock: Socket, local: LocalInfo | null, highWaterMark: number, noDelay: boolean, keepAlive: [boolean, number]) {
     // allowHalfOpen: node's http server decides when to end its side (as it
     // does on node's own sockets), not the peer's FIN.
-    super({ allowHalfOpen: true, highWaterMark });
+    // decodeStrings: false, as net.Socket: node's http writes heads (and
+    // often head and body together) as strings, which iomux encodes itself,
+    // with no Buffer made for them.
+    super({ allowHalfOpen: true, highWaterMark, decodeStrings: false });
     this.iomuxSocket = sock;
     this.local = local;
     this.noDelay = noDelay;
@@ -153,7 +165,12 @@ export class NodeSocket extends Duplex {
       if (!this.flushScheduled) this.scheduleFlush();
     });
     sock.on('drain', () => this.releaseWrite());
-    sock.on('timeout', () => this.emit('timeout'));
+    sock.on('timeout', () => {
+      if (this.timeout) return void this.emit('timeout');
+      // Turned off by setTimeout(0) since it was armed.
+      this.armedTimeout = 0;
+      sock.setTimeout(0);
+    });
     sock.on('error', (err: Error) => {
       if (this.destroyed) return;
       // As with iomux sockets, a peer's reset reaches 'error' listeners only:
@@ -203,6 +220,15 @@ export class NodeSocket extends Duplex {
         if (!this.flushScheduled) this.scheduleFlush();
         return;
       }
+    }
+    const state = this._readableState;
+    if (state.flowing === true && state.length === 0 && !state.ended && !this.destroyed) {
+      // What push() does for a flowing stream with nothing buffered, without
+      // its per-chunk tick to read more (this stream has no more to read:
+      // the iomux socket pushes as bytes come).
+      state.dataEmitted = true;
+      this.emit('data', chunk);
+      return;
     }
     // The stream's buffer is full: stop reading from the kernel (TCP
     // backpressure) until _read() asks for more.
@@ -254,28 +280,27 @@ export class NodeSocket extends Duplex {
   // Writes go to the iomux socket while its queue is below the high-water
   // mark (so consecutive writes reach the kernel together); past it, the next
   // write waits for 'drain'.
-  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const ok = this.iomuxSocket.write(chunk);
+  override _write(chunk: Buffer | string, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const ok = typeof chunk === 'string' ? this.iomuxSocket.write(chunk, encoding) : this.iomuxSocket.write(chunk);
     if (this.readDone) this.updateRef();
     if (ok) return cb();
     this.blockedWrite = cb;
-    this.blockedBytes = chunk.length;
   }
 
   // Corked writes (node's http corks the head and the first body chunk)
   // leave as one write/writev.
-  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
+  override _writev(chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
     const sock = this.iomuxSocket;
     let ok = true;
     sock.cork();
-    for (const c of chunks) ok = sock.write(c.chunk);
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding) : sock.write(c.chunk);
+    }
     sock.uncork();
     if (this.readDone) this.updateRef();
     if (ok) return cb();
     this.blockedWrite = cb;
-    let n = 0;
-    for (const c of chunks) n += c.chunk.length;
-    this.blockedBytes = n;
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -307,7 +332,6 @@ export class NodeSocket extends Duplex {
     const cb = this.blockedWrite;
     if (cb !== null) {
       this.blockedWrite = null;
-      this.blockedBytes = 0;
       if (this.readDone) this.updateRef();
       cb();
     }
@@ -353,9 +377,18 @@ export class NodeSocket extends Duplex {
     return this.iomuxSocket.bytesRead;
   }
 
-  /** As net.Socket's: the bytes sent, and those written and still queued in this stream. */
+  /**
+   * As net.Socket's: the bytes written so far, those the iomux socket took
+   * and those still queued in this stream (corked, or behind a full queue).
+   */
   get bytesWritten(): number {
-    return this.iomuxSocket.bytesWritten + this.writableLength - this.blockedBytes;
+    let n = this.iomuxSocket.bytesWritten;
+    const queued = (this as unknown as { writableBuffer: { chunk: Buffer | string; encoding: BufferEncoding }[] }).writableBuffer;
+    for (let i = 0; i < queued.length; i++) {
+      const c = queued[i]!.chunk;
+      n += typeof c === 'string' ? Buffer.byteLength(c, queued[i]!.encoding) : c.length;
+    }
+    return n;
   }
 
   /** As net.Socket's: 'open', 'readOnly', 'writeOnly' or 'closed'. */
@@ -379,7 +412,13 @@ export class NodeSocket extends Duplex {
     if (!(ms >= 0)) throw outOfRange('msecs', '>= 0', ms);
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
     this.timeout = ms;
-    this.iomuxSocket.setTimeout(Math.min(ms, TIMEOUT_MAX));
+    // Node's http server turns the keep-alive timeout off at each request
+    // and on again at its response: turning it off costs nothing here (a
+    // timer that fires while it is off is dropped and disarmed then).
+    if (ms !== 0) {
+      this.armedTimeout = Math.min(ms, TIMEOUT_MAX);
+      this.iomuxSocket.setTimeout(this.armedTimeout);
+    }
     if (cb !== undefined) {
       if (ms === 0) this.removeListener('timeout', cb);
       else this.once('timeout', cb);
