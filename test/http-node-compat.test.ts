@@ -299,3 +299,42 @@ t.test('keep-alive timeout: off while a request runs, so a slow handler is not c
   t.ok(closedAt - answered >= 900 && closedAt - answered < 5000,
     `then the idle connection was closed by the keep-alive timeout (${closedAt - answered} ms after the answer)`);
 });
+
+t.test('req.socket is a net.Socket: instanceof, its members, and its events in node\'s order', async (t) => {
+  const seen: Record<string, unknown>[] = [];
+  const events: string[] = [];
+  const node = http.createServer((req, res) => {
+    const s = req.socket;
+    seen.push({
+      isNetSocket: s instanceof net.Socket, isNodeSocket: s instanceof NodeSocket, readyState: s.readyState,
+      bufferSize: s.bufferSize, bytesReadPositive: s.bytesRead > 0, pending: s.pending, connecting: s.connecting,
+      setTimeoutReturns: s.setTimeout(1000) === s,
+    });
+    if (req.url === '/reset') {
+      s.on('close', (hadError: boolean) => events.push(`close ${hadError}`));
+      s.resetAndDestroy();
+      return;
+    }
+    if (req.url === '/error') {
+      s.on('error', (e: Error) => events.push(`error ${e.message}`));
+      s.on('close', (hadError: boolean) => events.push(`close ${hadError}`));
+      s.destroy(new Error('boom'));
+      return;
+    }
+    res.end('ok');
+  });
+  const { port } = await serve(t, node);
+  const ok = rawExchange(port, 'GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n', false);
+  await ok.ended;
+  t.match(ok.bytes().toString(), /\r\n\r\nok$/);
+  t.same(seen[0], {
+    isNetSocket: true, isNodeSocket: true, readyState: 'open', bufferSize: 0, bytesReadPositive: true,
+    pending: false, connecting: false, setTimeoutReturns: true,
+  });
+  const reset = rawExchange(port, 'GET /reset HTTP/1.1\r\nHost: h\r\n\r\n', false);
+  await new Promise<void>((resolve) => reset.sock.on('close', () => resolve()));
+  const errored = rawExchange(port, 'GET /error HTTP/1.1\r\nHost: h\r\n\r\n', false);
+  await new Promise<void>((resolve) => errored.sock.on('close', () => resolve()));
+  await waitFor(() => events.length >= 3);
+  t.same(events, ['close false', 'error boom', 'close true'], "'close' once per socket, after 'error'");
+});

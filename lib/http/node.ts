@@ -3,9 +3,9 @@
 //
 //   iomux.http.serveNode(http.createServer(app)).listen(3000);
 //
-// Each accepted iomux socket is wrapped in a NodeSocket, a stream.Duplex with
-// the parts of net.Socket's surface that node's http server and applications
-// use, and handed to the node server as a 'connection'. Node's HTTP parser,
+// Each accepted iomux socket is wrapped in a NodeSocket, a net.Socket without
+// a libuv handle whose bytes come from and go to the iomux socket, and handed
+// to the node server as a 'connection'. Node's HTTP parser,
 // keep-alive, pipelining, timeouts and backpressure then run unchanged.
 //
 // Node's http.Server is a net.Server: whether it is listening, its address(),
@@ -19,8 +19,7 @@
 // 'listening' on the node server starts node's connection tracking, which is
 // what headersTimeout, requestTimeout, closeIdleConnections() and
 // closeAllConnections() work from.
-import { Duplex } from 'node:stream';
-import { Server as NetServer } from 'node:net';
+import { Server as NetServer, Socket as NetSocket } from 'node:net';
 import { Server as HttpServerClass, type Server as HttpServer } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
 import { Server, type ServerOptions } from '../server';
@@ -46,6 +45,10 @@ function isGetOrHead(c: Buffer): boolean {
     (c[0] === 0x48 && c[1] === 0x45 && c[2] === 0x41 && c[3] === 0x44 && c[4] === 0x20); // 'HEAD '
 }
 
+function emitClose(s: NodeSocket, hadError: boolean): void {
+  s.emit('close', hadError);
+}
+
 function flushHeld(s: NodeSocket): void {
   s._flushHeld();
 }
@@ -55,11 +58,6 @@ function flushHeld(s: NodeSocket): void {
 // node's own sockets get between two callbacks from the native side.
 function queueFlush(s: NodeSocket): void {
   queueMicrotask(() => flushHeld(s));
-}
-
-/** net.Socket's own 'end' listener: without allowHalfOpen, the writable side ends too. */
-function onReadableEnd(this: NodeSocket): void {
-  if (!this.allowHalfOpen && !this.writableEnded) this.end();
 }
 
 /** The parts of a Readable's state that deliver() reads (node's own field names). */
@@ -99,18 +97,19 @@ interface LocalInfo {
 }
 
 /**
- * A stream.Duplex over an accepted iomux socket, with net.Socket's surface as
- * node's http server and applications use it: remote and local addresses
- * (kept by iomux, no syscall), setTimeout, setNoDelay, setKeepAlive, ref,
- * unref, destroySoon, bytesRead, bytesWritten. It is what req.socket is.
+ * A net.Socket (without a libuv handle) over an accepted iomux socket: what
+ * req.socket is, so that code checking `instanceof net.Socket` and using its
+ * members works. Bytes come from and go to the iomux socket; remote and local
+ * addresses come from iomux (kept at accept, no syscall); setTimeout,
+ * setNoDelay, setKeepAlive, ref, unref, destroySoon, resetAndDestroy,
+ * bytesRead, bytesWritten and bufferSize act on it.
  */
-export class NodeSocket extends Duplex {
+export class NodeSocket extends NetSocket {
   /** The iomux socket underneath. */
   readonly iomuxSocket: Socket;
   /** The idle timeout in ms set with setTimeout(), as net.Socket's. */
-  timeout: number | undefined = undefined;
-  readonly connecting = false;
-  readonly pending = false;
+  override timeout: number | undefined = undefined;
+  override readonly pending = false;
   private readonly local: LocalInfo | null;
   // The last values asked for: node's http and applications call these per
   // request; only a change costs a setsockopt, as with net.Socket.
@@ -139,10 +138,11 @@ export class NodeSocket extends Duplex {
   constructor(sock: Socket, local: LocalInfo | null, highWaterMark: number, noDelay: boolean, keepAlive: [boolean, number]) {
     // allowHalfOpen: node's http server decides when to end its side (as it
     // does on node's own sockets), not the peer's FIN.
-    // decodeStrings: false, as net.Socket: node's http writes heads (and
-    // often head and body together) as strings, which iomux encodes itself,
-    // with no Buffer made for them.
-    super({ allowHalfOpen: true, highWaterMark, decodeStrings: false });
+    // Strings are not made into Buffers (decodeStrings: false) as with any
+    // net.Socket: node's http writes heads (often head and body together)
+    // as strings, which iomux encodes itself.
+    // (net.Socket makes its streams so.) No handle: the bytes come from iomux.
+    super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark } as ConstructorParameters<typeof NetSocket>[0]);
     this.iomuxSocket = sock;
     this.local = local;
     this.noDelay = noDelay;
@@ -181,9 +181,6 @@ export class NodeSocket extends Duplex {
     sock.on('close', () => {
       if (!this.destroyed) this.destroy();
     });
-    // As net.Socket's own 'end' listener, the one listener a detached
-    // (upgraded, CONNECT) socket keeps.
-    this.on('end', onReadableEnd);
   }
 
   /**
@@ -326,6 +323,20 @@ export class NodeSocket extends Duplex {
     // without error, as net.Socket's do when the handle closes under them.
     this.releaseWrite();
     cb(err);
+    // net.Socket emits 'close' itself (its streams have emitClose: false),
+    // after 'error'.
+    process.nextTick(emitClose, this, err !== null);
+  }
+
+  /**
+   * As net.Socket's: closes the connection with a TCP RST where the iomux
+   * socket offers one, else closes it now.
+   */
+  override resetAndDestroy(): this {
+    const sock = this.iomuxSocket as Socket & { resetAndDestroy?: () => unknown };
+    if (typeof sock.resetAndDestroy === 'function' && !this.destroyed) sock.resetAndDestroy();
+    this.destroy();
+    return this;
   }
 
   private releaseWrite(): void {
@@ -338,65 +349,30 @@ export class NodeSocket extends Duplex {
   }
 
   // ---- addresses: kept by iomux at accept time, or the listener's ----------------
+  // (remoteAddress, remotePort, remoteFamily, localAddress, localPort,
+  // localFamily, bytesRead, bytesWritten and bufferSize are accessors on the
+  // prototype, defined after the class: net.Socket declares them as fields.)
+  declare readonly remoteAddress: string | undefined;
+  declare readonly remotePort: number | undefined;
+  declare readonly remoteFamily: string | undefined;
+  declare readonly localAddress: string | undefined;
+  declare readonly localPort: number | undefined;
+  declare readonly localFamily: string | undefined;
+  declare readonly bytesRead: number;
+  declare readonly bytesWritten: number;
+  declare readonly bufferSize: number;
 
-  get remoteAddress(): string | undefined {
-    return this.iomuxSocket.remoteAddress;
+  /** @internal */
+  _local(): LocalInfo | null {
+    return this.local;
   }
 
-  get remotePort(): number | undefined {
-    return this.iomuxSocket.remotePort;
-  }
-
-  get remoteFamily(): string | undefined {
-    return this.iomuxSocket.remoteFamily;
-  }
-
-  // An accepted connection's local address is its listener's unless the
-  // listener is bound to a wildcard; only then does iomux ask the kernel (once).
-  get localAddress(): string | undefined {
-    return this.local !== null ? this.local.address : this.iomuxSocket.localAddress;
-  }
-
-  get localPort(): number | undefined {
-    return this.local !== null ? this.local.port : this.iomuxSocket.localPort;
-  }
-
-  get localFamily(): string | undefined {
-    return this.local !== null ? this.local.family : this.iomuxSocket.localFamily;
-  }
-
-  address(): AddressInfo | Record<string, never> {
+  override address(): AddressInfo | Record<string, never> {
     const l = this.local;
     if (l !== null && l.address !== undefined && l.family !== undefined && l.port !== undefined) {
       return { address: l.address, family: l.family, port: l.port };
     }
     return this.iomuxSocket.address();
-  }
-
-  get bytesRead(): number {
-    return this.iomuxSocket.bytesRead;
-  }
-
-  /**
-   * As net.Socket's: the bytes written so far, those the iomux socket took
-   * and those still queued in this stream (corked, or behind a full queue).
-   */
-  get bytesWritten(): number {
-    let n = this.iomuxSocket.bytesWritten;
-    const queued = (this as unknown as { writableBuffer: { chunk: Buffer | string; encoding: BufferEncoding }[] }).writableBuffer;
-    for (let i = 0; i < queued.length; i++) {
-      const c = queued[i]!.chunk;
-      n += typeof c === 'string' ? Buffer.byteLength(c, queued[i]!.encoding) : c.length;
-    }
-    return n;
-  }
-
-  /** As net.Socket's: 'open', 'readOnly', 'writeOnly' or 'closed'. */
-  get readyState(): string {
-    if (this.readable && this.writable) return 'open';
-    if (this.readable) return 'readOnly';
-    if (this.writable) return 'writeOnly';
-    return 'closed';
   }
 
   // ---- net.Socket's options ---------------------------------------------------------
@@ -406,7 +382,7 @@ export class NodeSocket extends Duplex {
    * cb is a once-listener for 'timeout'. iomux re-arms it on activity with no
    * syscall.
    */
-  setTimeout(ms: number, cb?: () => void): this {
+  override setTimeout(ms: number, cb?: () => void): this {
     if (this.destroyed) return this;
     if (typeof ms !== 'number') throw invalidArgType('msecs', 'of type number', ms);
     if (!(ms >= 0)) throw outOfRange('msecs', '>= 0', ms);
@@ -429,7 +405,7 @@ export class NodeSocket extends Duplex {
   /** Node's streams call this on consumed sockets to refresh the timeout; iomux does that natively on every read and write. */
   _unrefTimer(): void {}
 
-  setNoDelay(noDelay?: boolean): this {
+  override setNoDelay(noDelay?: boolean): this {
     const on = noDelay === undefined ? true : Boolean(noDelay);
     if (on !== this.noDelay && !this.destroyed) {
       this.noDelay = on;
@@ -438,7 +414,7 @@ export class NodeSocket extends Duplex {
     return this;
   }
 
-  setKeepAlive(enable?: boolean, initialDelayMs?: number): this {
+  override setKeepAlive(enable?: boolean, initialDelayMs?: number): this {
     const on = Boolean(enable);
     const delay = Math.max(0, Math.trunc(Number(initialDelayMs) / 1000) || 0);
     if ((on !== this.keepAliveOn || (on && delay !== this.keepAliveDelay)) && !this.destroyed) {
@@ -449,25 +425,64 @@ export class NodeSocket extends Duplex {
     return this;
   }
 
-  ref(): this {
+  override ref(): this {
     this.userRef = true;
     this.updateRef();
     return this;
   }
 
-  unref(): this {
+  override unref(): this {
     this.userRef = false;
     this.iomuxSocket.unref();
     return this;
   }
 
   /** Ends the writable side, then destroys once everything was flushed (as net.Socket's). */
-  destroySoon(): void {
+  override destroySoon(): void {
     if (this.writable) this.end();
     if (this.writableFinished) this.destroy();
     else this.once('finish', () => this.destroy());
   }
 }
+
+// An accepted connection's local address is its listener's unless the
+// listener is bound to a wildcard; only then does iomux ask the kernel (once).
+Object.defineProperties(NodeSocket.prototype, {
+  remoteAddress: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remoteAddress; } },
+  remotePort: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remotePort; } },
+  remoteFamily: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remoteFamily; } },
+  localAddress: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.address : this.iomuxSocket.localAddress; },
+  },
+  localPort: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.port : this.iomuxSocket.localPort; },
+  },
+  localFamily: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.family : this.iomuxSocket.localFamily; },
+  },
+  bytesRead: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.bytesRead; } },
+  /**
+   * As net.Socket's: the bytes written so far, those the iomux socket took
+   * and those still queued in this stream (corked, or behind a full queue).
+   */
+  bytesWritten: {
+    configurable: true,
+    get(this: NodeSocket) {
+      let n = this.iomuxSocket.bytesWritten;
+      const queued = (this as unknown as { writableBuffer: { chunk: Buffer | string; encoding: BufferEncoding }[] }).writableBuffer;
+      for (let i = 0; i < queued.length; i++) {
+        const c = queued[i]!.chunk;
+        n += typeof c === 'string' ? Buffer.byteLength(c, queued[i]!.encoding) : c.length;
+      }
+      return n;
+    },
+  },
+  /** As net.Socket's (deprecated there): what write() queued and the iomux socket did not take yet. */
+  bufferSize: { configurable: true, get(this: NodeSocket) { return this.writableLength; } },
+});
 
 // ---- the node server's side ------------------------------------------------------------
 
