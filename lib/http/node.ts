@@ -125,8 +125,6 @@ export class NodeSocket extends NetSocket {
   private readDone = false;
   /** As asked with ref() and unref(). */
   private userRef = true;
-  /** The timeout the iomux socket has (setTimeout(0) leaves it, see there). */
-  private armedTimeout = 0;
   /** Node's HTTP parser while node's http server reads this socket (node sets it). */
   parser: NodeParserView | null | undefined = undefined;
   declare _readableState: ReadableStateView;
@@ -136,12 +134,11 @@ export class NodeSocket extends NetSocket {
 
   /** @internal */
   constructor(sock: Socket, local: LocalInfo | null, highWaterMark: number, noDelay: boolean, keepAlive: [boolean, number]) {
-    // allowHalfOpen: node's http server decides when to end its side (as it
-    // does on node's own sockets), not the peer's FIN.
-    // Strings are not made into Buffers (decodeStrings: false) as with any
-    // net.Socket: node's http writes heads (often head and body together)
-    // as strings, which iomux encodes itself.
-    // (net.Socket makes its streams so.) No handle: the bytes come from iomux.
+    // No handle: the bytes come from and go to iomux. allowHalfOpen: node's
+    // http server decides when to end its side (as it does on node's own
+    // sockets), not the peer's FIN. Strings are not made into Buffers
+    // (net.Socket's streams have decodeStrings: false): node's http writes
+    // heads (often head and body together) as strings, which iomux encodes.
     super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark } as ConstructorParameters<typeof NetSocket>[0]);
     this.iomuxSocket = sock;
     this.local = local;
@@ -167,8 +164,7 @@ export class NodeSocket extends NetSocket {
     sock.on('drain', () => this.releaseWrite());
     sock.on('timeout', () => {
       if (this.timeout) return void this.emit('timeout');
-      // Turned off by setTimeout(0) since it was armed.
-      this.armedTimeout = 0;
+      // Turned off by setTimeout(0) since it was armed: disarm it now.
       sock.setTimeout(0);
     });
     sock.on('error', (err: Error) => {
@@ -263,6 +259,8 @@ export class NodeSocket extends NetSocket {
     }
   }
 
+  private readonly onSentAfterEof = (): void => this.updateRef();
+
   /** Whether the iomux socket holds the process: as asked with ref()/unref(), and while reading or writing. */
   private updateRef(): void {
     const sock = this.iomuxSocket;
@@ -278,7 +276,10 @@ export class NodeSocket extends NetSocket {
   // mark (so consecutive writes reach the kernel together); past it, the next
   // write waits for 'drain'.
   override _write(chunk: Buffer | string, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    const ok = typeof chunk === 'string' ? this.iomuxSocket.write(chunk, encoding) : this.iomuxSocket.write(chunk);
+    const sock = this.iomuxSocket;
+    // After the FIN, the socket holds the process until this write is out.
+    const sent = this.readDone ? this.onSentAfterEof : undefined;
+    const ok = typeof chunk === 'string' ? sock.write(chunk, encoding, sent) : sock.write(chunk, sent);
     if (this.readDone) this.updateRef();
     if (ok) return cb();
     this.blockedWrite = cb;
@@ -290,9 +291,11 @@ export class NodeSocket extends NetSocket {
     const sock = this.iomuxSocket;
     let ok = true;
     sock.cork();
-    for (let i = 0; i < chunks.length; i++) {
+    const last = chunks.length - 1;
+    for (let i = 0; i <= last; i++) {
       const c = chunks[i]!;
-      ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding) : sock.write(c.chunk);
+      const sent = i === last && this.readDone ? this.onSentAfterEof : undefined;
+      ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding, sent) : sock.write(c.chunk, sent);
     }
     sock.uncork();
     if (this.readDone) this.updateRef();
@@ -391,10 +394,7 @@ export class NodeSocket extends NetSocket {
     // Node's http server turns the keep-alive timeout off at each request
     // and on again at its response: turning it off costs nothing here (a
     // timer that fires while it is off is dropped and disarmed then).
-    if (ms !== 0) {
-      this.armedTimeout = Math.min(ms, TIMEOUT_MAX);
-      this.iomuxSocket.setTimeout(this.armedTimeout);
-    }
+    if (ms !== 0) this.iomuxSocket.setTimeout(Math.min(ms, TIMEOUT_MAX));
     if (cb !== undefined) {
       if (ms === 0) this.removeListener('timeout', cb);
       else this.once('timeout', cb);
