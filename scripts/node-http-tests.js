@@ -12,7 +12,9 @@
 //   node scripts/node-http-tests.js --tests /path/to/test --mode iomux
 //
 // Options: --jobs N (default 2), --timeout ms (per test, default 60000),
-// --filter REGEX (test file names), --json FILE (results), --list-failures.
+// --filter REGEX (test file names), --json FILE (results, with the output of
+// each failure), --quiet (no list of failures). IOMUX_DIST=dir loads iomux
+// from another build's dist/ (to compare two builds).
 // The preloaded part routes listen() the way an application would move over:
 //   IOMUX_NODE_TESTS_ROUTE=serve     serveNode(server).listen(...) (default)
 //   IOMUX_NODE_TESTS_ROUTE=takeover  serveNode(server, { takeOverListen: true }), then server.listen(...)
