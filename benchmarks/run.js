@@ -6,6 +6,9 @@
 //   pipeline   the same with 16 pipelined requests per write (wrk + Lua)
 //   churn      one request per connection, Connection: close; the server
 //              reads remoteAddress on every connection
+//   express    an Express app (JSON route with a route parameter) on node:http
+//              and on iomux.http.serveNode(), every response checked
+//   fastify    the same with Fastify
 //   echo       TCP echo, 64-byte ping-pong on 100 connections (C client)
 //   bulk       one connection streaming 64 KiB writes, the server consumes
 //   proxy      keep-alive hello world through a TCP proxy: node:net, iomux, HAProxy
@@ -28,7 +31,7 @@
 //                            connections, 100k timer pairs (about 2 minutes)
 //   --only a,b               scenarios to run (ids above; default all)
 //   --candidates a,b         subset of: http, net, iomux, iomux-standalone, iomux-uring,
-//                            iomux-http, iomux-http-uring, c
+//                            iomux-http, iomux-http-uring, iomux-node, c
 //   --rounds N               rounds per candidate (default 3); the order
 //                            rotates each round: A B C, B C A, C A B
 //   --duration S             seconds measured per candidate and round (default 3)
@@ -71,7 +74,7 @@ const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts'];
 
 // ---------------------------------------------------------------------------
 // Command line

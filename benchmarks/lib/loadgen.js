@@ -13,6 +13,7 @@ const { track, killEntry, waitExit } = require('./util');
 
 const TIMES_MARK = '__iomux_bench_times__';
 const PIPELINE_LUA = path.join(__dirname, '..', 'clients', 'pipeline.lua');
+const CHECK_CLIENT = path.join(__dirname, '..', 'clients', 'http-check.js');
 const ECHO_CLIENT_C = path.join(__dirname, '..', 'clients', 'echo_client.c');
 
 function parseDuration(s) {
@@ -65,7 +66,12 @@ function parseAutocannon(out) {
     return null;
   }
   const total = j.requests ? j.requests.total : null;
+  // clients/http-check.js: every response compared with what its request asked for.
+  const checked = j.checked != null ? {
+    checked: j.checked, mismatches: j.mismatches, firstMismatch: j.firstMismatch || null,
+  } : null;
   return {
+    checked,
     units: total,
     durationS: j.duration != null ? j.duration : null,
     latencyMs: j.latency ? { p50: j.latency.p50, p90: j.latency.p90, p99: j.latency.p99 } : {},
@@ -83,8 +89,10 @@ function parseAutocannon(out) {
 }
 
 // The generator's command for `seconds` of HTTP load.
-// opts: { connections, pipeline (requests per write), close (Connection: close) }
+// opts: { connections, pipeline (requests per write), close (Connection: close),
+// check (clients/http-check.js: GET /users/<n>, every response checked) }
 function httpCommand(env, port, seconds, opts) {
+  if (opts.check) return [process.execPath, [CHECK_CLIENT, String(port), String(seconds), String(opts.connections)]];
   const url = `http://127.0.0.1:${port}/`;
   const c = String(opts.connections);
   if (env.loadgen.name === 'wrk') {
@@ -133,7 +141,7 @@ async function runHttp(env, port, seconds, opts) {
     throw new Error(`load generator did not finish within ${limitMs / 1000} s`);
   }
   const [genOut, timesOut] = stdout.split(TIMES_MARK);
-  const parsed = (env.loadgen.name === 'wrk' ? parseWrk(genOut) : parseAutocannon(genOut)) || { units: null, errors: {} };
+  const parsed = (env.loadgen.name === 'wrk' && !opts.check ? parseWrk(genOut) : parseAutocannon(genOut)) || { units: null, errors: {} };
   parsed.exitCode = exit.code;
   parsed.genCpuS = timesOut != null ? parseTimes(timesOut) : null;
   parsed.stderr = stderr;
@@ -144,6 +152,12 @@ async function runHttp(env, port, seconds, opts) {
   const e = parsed.errors || {};
   const hard = (e.connect || 0) + (e.read || 0) + (e.write || 0) + (e.non2xx || 0);
   if (hard > 0) throw new Error(`the generator saw errors: ${JSON.stringify(e)}`);
+  if (opts.check) {
+    const c = parsed.checked;
+    if (!c) throw new Error('the checking client reported no check counts');
+    if (c.mismatches > 0) throw new Error(`${c.mismatches} responses were wrong, first: ${JSON.stringify(c.firstMismatch)}`);
+    if (c.checked !== parsed.units) throw new Error(`${parsed.units} responses counted, ${c.checked} checked`);
+  }
   return parsed;
 }
 

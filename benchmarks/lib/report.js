@@ -343,6 +343,8 @@ const SUMMARY_COLUMNS = [
 // Which candidate of a row a summary column shows.
 function summaryColumnFor(sc, col) {
   if (sc.kind === 'micro') return col === 'net' ? 'node' : col === 'iomux' ? 'iomux' : null;
+  // The framework rows: serveNode() stands in the iomux column.
+  if (sc.candidates.some((c) => c.id === 'iomux-node')) return { http: 'http', iomux: 'iomux-node' }[col] || null;
   if (sc.candidates.some((c) => c.id.startsWith('proxy-'))) {
     return {
       net: 'proxy-net', iomux: 'proxy-iomux', 'iomux-standalone': 'proxy-iomux-standalone', haproxy: 'proxy-haproxy',
@@ -387,6 +389,8 @@ const TARGETS = [
   { scenario: 'keepalive', baseline: 'net', max: 0.70 },
   { scenario: 'pipeline', baseline: 'net', max: 0.65 },
   { scenario: 'churn', baseline: 'net', max: 0.55 },
+  { scenario: 'express', baseline: 'http', max: 0.65 },
+  { scenario: 'fastify', baseline: 'http', max: 0.65 },
   { scenario: 'echo', baseline: 'net', max: 0.70 },
   { scenario: 'bulk', baseline: 'net', max: 0.50 },
   { scenario: 'idle', baseline: 'net', max: 0.30 },

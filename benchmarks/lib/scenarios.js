@@ -19,6 +19,7 @@ const {
 
 const SERVERS = path.join(__dirname, '..', 'servers');
 const HTTP_SERVER = path.join(SERVERS, 'http-hello.js');
+const FRAMEWORK_SERVER = path.join(SERVERS, 'http-framework.js');
 const TCP_SERVER = path.join(SERVERS, 'tcp.js');
 const PROXY_SERVER = path.join(SERVERS, 'proxy.js');
 const TIMERS_MICRO = path.join(__dirname, '..', 'micro', 'timers.js');
@@ -58,6 +59,12 @@ Object.assign(CANDIDATES, {
   },
   'proxy-haproxy': { id: 'proxy-haproxy', label: 'HAProxy', impl: 'haproxy', haproxy: true, env: { IOMUX_BACKEND: null } },
 });
+// The framework rows: the same node:http application (Express, Fastify) on
+// node's sockets and, through serveNode(), on iomux's.
+CANDIDATES['iomux-node'] = {
+  id: 'iomux-node', label: 'iomux serveNode', impl: 'iomux-node', iomux: true, env: { IOMUX_BACKEND: 'epoll' },
+};
+const FRAMEWORK_CANDIDATES = ['http', 'iomux-node'];
 const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-iomux-standalone', 'proxy-haproxy'];
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
 // The HTTP rows also compare the two full HTTP servers: node:http and iomux.http.
@@ -110,6 +117,24 @@ function scenarios(cfg) {
       `pipelining ${opts.pipeline || 1}${opts.close ? ', `Connection: close` (one request per connection)' : ''}`,
     notes: opts.notes || [],
   });
+  const framework = (id, name) => ({
+    id,
+    title: `${name}: a JSON route with a route parameter, on node:http and on serveNode()`,
+    shortTitle: `${name} JSON route`,
+    kind: 'load',
+    group: 'http',
+    candidates: FRAMEWORK_CANDIDATES,
+    baselines: ['http'],
+    unit: UNITS.req,
+    server: (cand) => ({ script: FRAMEWORK_SERVER, impl: cand.impl, args: [id] }),
+    driver: (env, server) => httpDriver(env, server, { connections: cfg.connections, pipeline: 1, close: false, check: true }),
+    serverUnits: (d) => d.requests,
+    describe: () => `autocannon (programmatic, benchmarks/clients/http-check.js), ${cfg.connections} connections, keep-alive: ` +
+      'GET /users/<n> for 16 values of n in turn, and every response checked (status 200, the JSON of its own n); ' +
+      'a wrong or missing response fails the run',
+    notes: [`benchmarks/servers/http-framework.js: the same ${name} application; "iomux serveNode" runs it unchanged with ` +
+      '`serveNode(server, { takeOverListen: true })`, so its server\'s own listen() goes through iomux.'],
+  });
   return [
     http('keepalive', 'HTTP/1.1 keep-alive hello world', 'HTTP keep-alive', {}),
     http('pipeline', `HTTP/1.1 keep-alive, ${cfg.pipeline} pipelined requests per write`, `HTTP pipelined ×${cfg.pipeline}`, {
@@ -129,6 +154,8 @@ function scenarios(cfg) {
         'the per-connection shutdown and close counts read a few percent under 1.',
       ],
     }),
+    framework('express', 'Express'),
+    framework('fastify', 'Fastify'),
     {
       id: 'echo',
       title: `TCP echo: ${cfg.echoSize}-byte ping-pong`,

@@ -17,7 +17,7 @@
 const fs = require('fs');
 const path = require('path');
 
-const IOMUX_IMPLS = ['iomux', 'iomux-standalone', 'iomux-http', 'iomux-http-standalone'];
+const IOMUX_IMPLS = ['iomux', 'iomux-standalone', 'iomux-http', 'iomux-http-standalone', 'iomux-node'];
 
 function isIomux(impl) {
   return IOMUX_IMPLS.includes(impl);

@@ -6,4 +6,5 @@ export { ServerResponse, httpDate } from './response';
 export type { OutgoingHeaders, OutgoingHeaderValue } from './response';
 export { HttpError, RequestParser, DEFAULT_LIMITS } from './parser';
 export type { ParserLimits, ParserHandler, RequestHead } from './parser';
-export { serveNode, NodeSocket } from './node';
+export { serveNode, takeOverListen, NodeSocket } from './node';
+export type { ServeNodeOptions } from './node';

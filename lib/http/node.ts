@@ -3,9 +3,9 @@
 //
 //   iomux.http.serveNode(http.createServer(app)).listen(3000);
 //
-// Each accepted iomux socket is wrapped in a NodeSocket, a stream.Duplex with
-// the parts of net.Socket's surface that node's http server and applications
-// use, and handed to the node server as a 'connection'. Node's HTTP parser,
+// Each accepted iomux socket is wrapped in a NodeSocket, a net.Socket without
+// a libuv handle whose bytes come from and go to the iomux socket, and handed
+// to the node server as a 'connection'. Node's HTTP parser,
 // keep-alive, pipelining, timeouts and backpressure then run unchanged.
 //
 // Node's http.Server is a net.Server: whether it is listening, its address(),
@@ -19,9 +19,8 @@
 // 'listening' on the node server starts node's connection tracking, which is
 // what headersTimeout, requestTimeout, closeIdleConnections() and
 // closeAllConnections() work from.
-import { Duplex } from 'node:stream';
-import { Server as NetServer } from 'node:net';
-import type { Server as HttpServer } from 'node:http';
+import { Server as NetServer, Socket as NetSocket } from 'node:net';
+import { Server as HttpServerClass, type Server as HttpServer } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
@@ -31,6 +30,65 @@ const TIMEOUT_MAX = 2 ** 31 - 1;
 // Node 20's default stream high-water mark, for a node server that names none.
 const DEFAULT_HWM = 16 * 1024;
 
+const HEAD_END = Buffer.from('\r\n\r\n');
+const UPGRADE = Buffer.from('pgrade'); // [Uu]pgrade, in an Upgrade or Connection header
+const CONNECT = Buffer.from('CONNECT ');
+
+/** A head that may start an upgrade or a CONNECT tunnel: its following bytes stay with it. */
+function mayUpgrade(chunk: Buffer, headEnd: number): boolean {
+  const u = chunk.indexOf(UPGRADE);
+  return (u >= 0 && u < headEnd) || chunk.indexOf(CONNECT) === 0;
+}
+
+function isGetOrHead(c: Buffer): boolean {
+  return (c[0] === 0x47 && c[1] === 0x45 && c[2] === 0x54 && c[3] === 0x20) || // 'GET '
+    (c[0] === 0x48 && c[1] === 0x45 && c[2] === 0x41 && c[3] === 0x44 && c[4] === 0x20); // 'HEAD '
+}
+
+function emitClose(s: NodeSocket, hadError: boolean): void {
+  s.emit('close', hadError);
+}
+
+function flushHeld(s: NodeSocket): void {
+  s._flushHeld();
+}
+
+// After the ticks queued so far and those they queue (the tick queue drains
+// before promise jobs run), and after the promise jobs queued before it: what
+// node's own sockets get between two callbacks from the native side.
+function queueFlush(s: NodeSocket): void {
+  queueMicrotask(() => flushHeld(s));
+}
+
+/** The parts of a Readable's state that deliver() reads (node's own field names). */
+interface ReadableStateView {
+  flowing: boolean | null;
+  length: number;
+  ended: boolean;
+  dataEmitted: boolean;
+}
+
+/** The part of node's HTTP parser that deliver() looks at (node sets socket.parser). */
+interface NodeParserView {
+  incoming?: { complete: boolean } | null;
+}
+
+/** The part of node's net.Server that a socket reports its end to (socket._server). */
+interface ServerView {
+  _connections: number;
+  _emitCloseIfDrained(): void;
+}
+
+/** serveNode()'s options: the iomux server's, and takeOverListen. */
+export interface ServeNodeOptions extends ServerOptions {
+  /**
+   * The node server's own listen() listens through iomux (with the iomux
+   * server serveNode returns): code that calls server.listen() itself, a
+   * framework's listen() included, moves over unchanged. Default false.
+   */
+  takeOverListen?: boolean;
+}
+
 /** What the node server sees of a local address when the listener is bound to a specific one. */
 interface LocalInfo {
   address: string | undefined;
@@ -39,18 +97,19 @@ interface LocalInfo {
 }
 
 /**
- * A stream.Duplex over an accepted iomux socket, with net.Socket's surface as
- * node's http server and applications use it: remote and local addresses
- * (kept by iomux, no syscall), setTimeout, setNoDelay, setKeepAlive, ref,
- * unref, destroySoon, bytesRead, bytesWritten. It is what req.socket is.
+ * A net.Socket (without a libuv handle) over an accepted iomux socket: what
+ * req.socket is, so that code checking `instanceof net.Socket` and using its
+ * members works. Bytes come from and go to the iomux socket; remote and local
+ * addresses come from iomux (kept at accept, no syscall); setTimeout,
+ * setNoDelay, setKeepAlive, ref, unref, destroySoon, resetAndDestroy,
+ * bytesRead, bytesWritten and bufferSize act on it.
  */
-export class NodeSocket extends Duplex {
+export class NodeSocket extends NetSocket {
   /** The iomux socket underneath. */
   readonly iomuxSocket: Socket;
   /** The idle timeout in ms set with setTimeout(), as net.Socket's. */
-  timeout: number | undefined = undefined;
-  readonly connecting = false;
-  readonly pending = false;
+  override timeout: number | undefined = undefined;
+  override readonly pending = false;
   private readonly local: LocalInfo | null;
   // The last values asked for: node's http and applications call these per
   // request; only a change costs a setsockopt, as with net.Socket.
@@ -59,25 +118,55 @@ export class NodeSocket extends Duplex {
   private keepAliveDelay: number;
   /** A write the iomux socket's queue could not take yet: released by 'drain' or by destroy. */
   private blockedWrite: ((err?: Error | null) => void) | null = null;
+  /** Bytes (and null for the FIN) read but handed to the stream later: see deliver(). */
+  private held: (Buffer | null)[] | null = null;
+  private flushScheduled = false;
+  /** The peer's FIN arrived: the socket reads no more. */
+  private readDone = false;
+  /** As asked with ref() and unref(). */
+  private userRef = true;
+  /** Node's HTTP parser while node's http server reads this socket (node sets it). */
+  parser: NodeParserView | null | undefined = undefined;
+  declare _readableState: ReadableStateView;
+  /** The node server that accepted it, as net.Socket's: told when it closes. */
+  _server: ServerView | null = null;
+  server: ServerView | null = null;
 
   /** @internal */
   constructor(sock: Socket, local: LocalInfo | null, highWaterMark: number, noDelay: boolean, keepAlive: [boolean, number]) {
-    // allowHalfOpen: node's http server decides when to end its side (as it
-    // does on node's own sockets), not the peer's FIN.
-    super({ allowHalfOpen: true, highWaterMark });
+    // No handle: the bytes come from and go to iomux. allowHalfOpen: node's
+    // http server decides when to end its side (as it does on node's own
+    // sockets), not the peer's FIN. Strings are not made into Buffers
+    // (net.Socket's streams have decodeStrings: false): node's http writes
+    // heads (often head and body together) as strings, which iomux encodes.
+    super({ allowHalfOpen: true, readableHighWaterMark: highWaterMark, writableHighWaterMark: highWaterMark } as ConstructorParameters<typeof NetSocket>[0]);
     this.iomuxSocket = sock;
     this.local = local;
     this.noDelay = noDelay;
     this.keepAliveOn = keepAlive[0];
     this.keepAliveDelay = keepAlive[1];
     sock.on('data', (chunk: Buffer) => {
-      // The stream's buffer is full: stop reading from the kernel (TCP
-      // backpressure) until _read() asks for more.
-      if (!this.push(chunk)) sock.pause();
+      if (this.held !== null) this.held.push(chunk);
+      else this.deliver(chunk);
     });
-    sock.on('end', () => this.push(null));
+    sock.on('end', () => {
+      // The kernel stops reading for this socket: as a net.Socket's handle,
+      // it holds the process only while bytes are still to be written.
+      this.readDone = true;
+      this.updateRef();
+      // Node processes the bytes it was just given in ticks to come (a
+      // request's 'end', the handler's response); its 'end' handling on a
+      // socket must come after them, as with node's own sockets, where the
+      // FIN is a later read callback.
+      (this.held ??= []).push(null);
+      if (!this.flushScheduled) this.scheduleFlush();
+    });
     sock.on('drain', () => this.releaseWrite());
-    sock.on('timeout', () => this.emit('timeout'));
+    sock.on('timeout', () => {
+      if (this.timeout) return void this.emit('timeout');
+      // Turned off by setTimeout(0) since it was armed: disarm it now.
+      sock.setTimeout(0);
+    });
     sock.on('error', (err: Error) => {
       if (this.destroyed) return;
       // As with iomux sockets, a peer's reset reaches 'error' listeners only:
@@ -90,6 +179,95 @@ export class NodeSocket extends Duplex {
     });
   }
 
+  /**
+   * Hands a chunk to the stream. Node's http parser runs as the chunk is
+   * pushed. With node's own sockets, the parser gives back control after a
+   * request's head, and the handler's process.nextTick and promise jobs run
+   * before the body is parsed: a handler that attaches 'data' and pauses
+   * then still counts as reading, and node does not dump the body at the
+   * response's end. The same happens here: when a head that announces a body
+   * is followed by more bytes in the chunk, they go to the stream once the
+   * ticks and promise jobs queued by then have run. GET and HEAD requests
+   * and heads without a body go on at once. An upgrade or CONNECT head keeps its
+   * following bytes (node hands them to the 'upgrade' or 'connect' listener).
+   */
+  private deliver(chunk: Buffer): void {
+    for (;;) {
+      const parser = this.parser;
+      // Node parses synchronously only while the stream flows with nothing buffered.
+      if (parser === null || parser === undefined || this.readableFlowing !== true || this.readableLength !== 0) break;
+      const before = parser.incoming;
+      if (before !== null && before !== undefined && !before.complete) break; // inside a body
+      // GET and HEAD carry no body in practice: pipelined ones go to node
+      // in one piece, as before (node parses a piece to its end even when
+      // a request pauses the socket).
+      if (isGetOrHead(chunk)) break;
+      const end = chunk.indexOf(HEAD_END);
+      if (end < 0 || end + 4 >= chunk.length || mayUpgrade(chunk, end)) break;
+      this.push(chunk.subarray(0, end + 4));
+      chunk = chunk.subarray(end + 4);
+      if (this.destroyed) return;
+      const now = this.parser === parser ? parser.incoming : null;
+      if (now !== null && now !== undefined && now !== before && !now.complete) {
+        (this.held ??= []).push(chunk);
+        if (!this.flushScheduled) this.scheduleFlush();
+        return;
+      }
+    }
+    const state = this._readableState;
+    if (state.flowing === true && state.length === 0 && !state.ended && !this.destroyed) {
+      // What push() does for a flowing stream with nothing buffered, without
+      // its per-chunk tick to read more (this stream has no more to read:
+      // the iomux socket pushes as bytes come).
+      state.dataEmitted = true;
+      this.emit('data', chunk);
+      return;
+    }
+    // The stream's buffer is full: stop reading from the kernel (TCP
+    // backpressure) until _read() asks for more.
+    if (!this.push(chunk)) this.iomuxSocket.pause();
+  }
+
+  private scheduleFlush(): void {
+    this.flushScheduled = true;
+    process.nextTick(queueFlush, this);
+  }
+
+  /** @internal The bytes (and the FIN) held back by deliver(), in order. */
+  _flushHeld(): void {
+    this.flushScheduled = false;
+    const held = this.held;
+    if (held === null) return;
+    this.held = null;
+    if (this.destroyed) return;
+    for (let i = 0; i < held.length; i++) {
+      const item = held[i]!;
+      if (item === null) {
+        this.push(null);
+        // As net.Socket: 'end' comes now if nothing is left unread, whether
+        // or not anyone reads (an upgraded socket nobody reads still ends).
+        this.read(0);
+      } else {
+        this.deliver(item);
+      }
+      const again = this.held as (Buffer | null)[] | null;
+      if (again !== null) {
+        // deliver() held back part of a chunk: the rest waits behind it.
+        for (let j = i + 1; j < held.length; j++) again.push(held[j]!);
+        return;
+      }
+    }
+  }
+
+  private readonly onSentAfterEof = (): void => this.updateRef();
+
+  /** Whether the iomux socket holds the process: as asked with ref()/unref(), and while reading or writing. */
+  private updateRef(): void {
+    const sock = this.iomuxSocket;
+    if (this.userRef && (!this.readDone || sock.writableLength > 0 || this.blockedWrite !== null)) sock.ref();
+    else sock.unref();
+  }
+
   override _read(): void {
     this.iomuxSocket.resume();
   }
@@ -97,21 +275,32 @@ export class NodeSocket extends Duplex {
   // Writes go to the iomux socket while its queue is below the high-water
   // mark (so consecutive writes reach the kernel together); past it, the next
   // write waits for 'drain'.
-  override _write(chunk: Buffer, _encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
-    if (this.iomuxSocket.write(chunk)) cb();
-    else this.blockedWrite = cb;
+  override _write(chunk: Buffer | string, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    const sock = this.iomuxSocket;
+    // After the FIN, the socket holds the process until this write is out.
+    const sent = this.readDone ? this.onSentAfterEof : undefined;
+    const ok = typeof chunk === 'string' ? sock.write(chunk, encoding, sent) : sock.write(chunk, sent);
+    if (this.readDone) this.updateRef();
+    if (ok) return cb();
+    this.blockedWrite = cb;
   }
 
   // Corked writes (node's http corks the head and the first body chunk)
   // leave as one write/writev.
-  override _writev(chunks: { chunk: Buffer; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
+  override _writev(chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
     const sock = this.iomuxSocket;
     let ok = true;
     sock.cork();
-    for (const c of chunks) ok = sock.write(c.chunk);
+    const last = chunks.length - 1;
+    for (let i = 0; i <= last; i++) {
+      const c = chunks[i]!;
+      const sent = i === last && this.readDone ? this.onSentAfterEof : undefined;
+      ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding, sent) : sock.write(c.chunk, sent);
+    }
     sock.uncork();
-    if (ok) cb();
-    else this.blockedWrite = cb;
+    if (this.readDone) this.updateRef();
+    if (ok) return cb();
+    this.blockedWrite = cb;
   }
 
   override _final(cb: (err?: Error | null) => void): void {
@@ -124,70 +313,69 @@ export class NodeSocket extends Duplex {
 
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     this.iomuxSocket.destroy();
+    this.held = null;
+    // As net.Socket: the server counts its connections down here, not in a
+    // 'close' listener an application could remove.
+    const server = this._server;
+    if (server !== null) {
+      this._server = null;
+      server._connections--;
+      server._emitCloseIfDrained();
+    }
     // A write left waiting for a drain that will never come completes
     // without error, as net.Socket's do when the handle closes under them.
     this.releaseWrite();
     cb(err);
+    // net.Socket emits 'close' itself (its streams have emitClose: false),
+    // after 'error'.
+    process.nextTick(emitClose, this, err !== null);
+  }
+
+  /**
+   * As net.Socket's: closes the connection with a TCP RST where the iomux
+   * socket offers one, else closes it now.
+   */
+  override resetAndDestroy(): this {
+    const sock = this.iomuxSocket as Socket & { resetAndDestroy?: () => unknown };
+    if (typeof sock.resetAndDestroy === 'function' && !this.destroyed) sock.resetAndDestroy();
+    this.destroy();
+    return this;
   }
 
   private releaseWrite(): void {
     const cb = this.blockedWrite;
     if (cb !== null) {
       this.blockedWrite = null;
+      if (this.readDone) this.updateRef();
       cb();
     }
   }
 
   // ---- addresses: kept by iomux at accept time, or the listener's ----------------
+  // (remoteAddress, remotePort, remoteFamily, localAddress, localPort,
+  // localFamily, bytesRead, bytesWritten and bufferSize are accessors on the
+  // prototype, defined after the class: net.Socket declares them as fields.)
+  declare readonly remoteAddress: string | undefined;
+  declare readonly remotePort: number | undefined;
+  declare readonly remoteFamily: string | undefined;
+  declare readonly localAddress: string | undefined;
+  declare readonly localPort: number | undefined;
+  declare readonly localFamily: string | undefined;
+  declare readonly bytesRead: number;
+  declare readonly bytesWritten: number;
+  declare readonly bufferSize: number;
 
-  get remoteAddress(): string | undefined {
-    return this.iomuxSocket.remoteAddress;
+  /** @internal */
+  _local(): LocalInfo | null {
+    return this.local;
   }
 
-  get remotePort(): number | undefined {
-    return this.iomuxSocket.remotePort;
-  }
-
-  get remoteFamily(): string | undefined {
-    return this.iomuxSocket.remoteFamily;
-  }
-
-  // An accepted connection's local address is its listener's unless the
-  // listener is bound to a wildcard; only then does iomux ask the kernel (once).
-  get localAddress(): string | undefined {
-    return this.local !== null ? this.local.address : this.iomuxSocket.localAddress;
-  }
-
-  get localPort(): number | undefined {
-    return this.local !== null ? this.local.port : this.iomuxSocket.localPort;
-  }
-
-  get localFamily(): string | undefined {
-    return this.local !== null ? this.local.family : this.iomuxSocket.localFamily;
-  }
-
-  address(): AddressInfo | Record<string, never> {
+  override address(): AddressInfo | Record<string, never> {
     const l = this.local;
     if (l !== null && l.address !== undefined && l.family !== undefined && l.port !== undefined) {
       return { address: l.address, family: l.family, port: l.port };
     }
     return this.iomuxSocket.address();
-  }
-
-  get bytesRead(): number {
-    return this.iomuxSocket.bytesRead;
-  }
-
-  get bytesWritten(): number {
-    return this.iomuxSocket.bytesWritten;
-  }
-
-  /** As net.Socket's: 'open', 'readOnly', 'writeOnly' or 'closed'. */
-  get readyState(): string {
-    if (this.readable && this.writable) return 'open';
-    if (this.readable) return 'readOnly';
-    if (this.writable) return 'writeOnly';
-    return 'closed';
   }
 
   // ---- net.Socket's options ---------------------------------------------------------
@@ -197,13 +385,16 @@ export class NodeSocket extends Duplex {
    * cb is a once-listener for 'timeout'. iomux re-arms it on activity with no
    * syscall.
    */
-  setTimeout(ms: number, cb?: () => void): this {
+  override setTimeout(ms: number, cb?: () => void): this {
     if (this.destroyed) return this;
     if (typeof ms !== 'number') throw invalidArgType('msecs', 'of type number', ms);
     if (!(ms >= 0)) throw outOfRange('msecs', '>= 0', ms);
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
     this.timeout = ms;
-    this.iomuxSocket.setTimeout(Math.min(ms, TIMEOUT_MAX));
+    // Node's http server turns the keep-alive timeout off at each request
+    // and on again at its response: turning it off costs nothing here (a
+    // timer that fires while it is off is dropped and disarmed then).
+    if (ms !== 0) this.iomuxSocket.setTimeout(Math.min(ms, TIMEOUT_MAX));
     if (cb !== undefined) {
       if (ms === 0) this.removeListener('timeout', cb);
       else this.once('timeout', cb);
@@ -214,7 +405,7 @@ export class NodeSocket extends Duplex {
   /** Node's streams call this on consumed sockets to refresh the timeout; iomux does that natively on every read and write. */
   _unrefTimer(): void {}
 
-  setNoDelay(noDelay?: boolean): this {
+  override setNoDelay(noDelay?: boolean): this {
     const on = noDelay === undefined ? true : Boolean(noDelay);
     if (on !== this.noDelay && !this.destroyed) {
       this.noDelay = on;
@@ -223,7 +414,7 @@ export class NodeSocket extends Duplex {
     return this;
   }
 
-  setKeepAlive(enable?: boolean, initialDelayMs?: number): this {
+  override setKeepAlive(enable?: boolean, initialDelayMs?: number): this {
     const on = Boolean(enable);
     const delay = Math.max(0, Math.trunc(Number(initialDelayMs) / 1000) || 0);
     if ((on !== this.keepAliveOn || (on && delay !== this.keepAliveDelay)) && !this.destroyed) {
@@ -234,23 +425,64 @@ export class NodeSocket extends Duplex {
     return this;
   }
 
-  ref(): this {
-    this.iomuxSocket.ref();
+  override ref(): this {
+    this.userRef = true;
+    this.updateRef();
     return this;
   }
 
-  unref(): this {
+  override unref(): this {
+    this.userRef = false;
     this.iomuxSocket.unref();
     return this;
   }
 
   /** Ends the writable side, then destroys once everything was flushed (as net.Socket's). */
-  destroySoon(): void {
+  override destroySoon(): void {
     if (this.writable) this.end();
     if (this.writableFinished) this.destroy();
     else this.once('finish', () => this.destroy());
   }
 }
+
+// An accepted connection's local address is its listener's unless the
+// listener is bound to a wildcard; only then does iomux ask the kernel (once).
+Object.defineProperties(NodeSocket.prototype, {
+  remoteAddress: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remoteAddress; } },
+  remotePort: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remotePort; } },
+  remoteFamily: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.remoteFamily; } },
+  localAddress: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.address : this.iomuxSocket.localAddress; },
+  },
+  localPort: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.port : this.iomuxSocket.localPort; },
+  },
+  localFamily: {
+    configurable: true,
+    get(this: NodeSocket) { const l = this._local(); return l !== null ? l.family : this.iomuxSocket.localFamily; },
+  },
+  bytesRead: { configurable: true, get(this: NodeSocket) { return this.iomuxSocket.bytesRead; } },
+  /**
+   * As net.Socket's: the bytes written so far, those the iomux socket took
+   * and those still queued in this stream (corked, or behind a full queue).
+   */
+  bytesWritten: {
+    configurable: true,
+    get(this: NodeSocket) {
+      let n = this.iomuxSocket.bytesWritten;
+      const queued = (this as unknown as { writableBuffer: { chunk: Buffer | string; encoding: BufferEncoding }[] }).writableBuffer;
+      for (let i = 0; i < queued.length; i++) {
+        const c = queued[i]!.chunk;
+        n += typeof c === 'string' ? Buffer.byteLength(c, queued[i]!.encoding) : c.length;
+      }
+      return n;
+    },
+  },
+  /** As net.Socket's (deprecated there): what write() queued and the iomux socket did not take yet. */
+  bufferSize: { configurable: true, get(this: NodeSocket) { return this.writableLength; } },
+});
 
 // ---- the node server's side ------------------------------------------------------------
 
@@ -343,6 +575,7 @@ class NodeHttpBridge extends Server {
   private readonly noDelayDefault: boolean;
   private readonly keepAliveDefault: [boolean, number];
   private local: LocalInfo | null = null;
+  private warnedAccept = false;
 
   constructor(bridge: Bridge, options: ServerOptions, highWaterMark: number) {
     super(options);
@@ -352,15 +585,43 @@ class NodeHttpBridge extends Server {
     this.keepAliveDefault = options.keepAlive ? [true, Math.trunc((options.keepAliveInitialDelay ?? 0) / 1000)] : [false, 0];
     this.on('listening', () => this.onListening());
     this.on('connection', (sock: Socket) => this.onConnection(sock));
+    this.on('error', (err: Error) => this.onError(err));
   }
 
   // The node server listens as soon as this one does (synchronously for an IP
   // or a path, as node's listen()), so that its listening, address() and
-  // close() are right from the next line on.
+  // close() are right from the next line on. The callback runs with `this`
+  // the node server, as a callback given to node's listen() does.
   override listen(...args: any[]): this {
+    const last = args.length - 1;
+    if (last >= 0 && typeof args[last] === 'function') {
+      const cb = args[last] as () => void;
+      const node = this.bridge.node;
+      args[last] = function listening() {
+        cb.call(node);
+      };
+    }
     (super.listen as (...a: unknown[]) => this)(...args);
     if (this.listening) this.join();
     return this;
+  }
+
+  /**
+   * An error of this server (the listen failed: EADDRINUSE, EACCES, a failed
+   * lookup; accepting ran out of descriptors) is the node server's, as if its
+   * own listen() had met it: emitted on the node server, which crashes the
+   * process when nobody listens there, as node does. Accept errors, which
+   * iomux recovers from, only go there when someone listens; otherwise a
+   * warning, once.
+   */
+  private onError(err: Error): void {
+    const node = this.bridge.node;
+    if ((err as { syscall?: string }).syscall !== 'accept' || node.listenerCount('error') > 0) {
+      node.emit('error', err);
+    } else if (!this.warnedAccept) {
+      this.warnedAccept = true;
+      process.emitWarning(`iomux server: ${err.message}; accepting resumes when descriptors free up`, 'IomuxWarning');
+    }
   }
 
   private onListening(): void {
@@ -411,10 +672,8 @@ class NodeHttpBridge extends Server {
       return;
     }
     node._connections++;
-    d.once('close', () => {
-      node._connections--;
-      node._emitCloseIfDrained();
-    });
+    d._server = node;
+    d.server = node;
     node.emit('connection', d);
   }
 
@@ -442,7 +701,7 @@ class NodeHttpBridge extends Server {
  *
  *   iomux.http.serveNode(http.createServer(app)).listen(3000);
  */
-export function serveNode(nodeServer: HttpServer, options?: ServerOptions): Server {
+export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): Server {
   if (!(nodeServer instanceof NetServer)) throw invalidArgType('nodeServer', 'an instance of http.Server', nodeServer);
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw invalidArgType('options', 'of type object', options);
@@ -465,5 +724,70 @@ export function serveNode(nodeServer: HttpServer, options?: ServerOptions): Serv
     keepAliveInitialDelay: options?.keepAliveInitialDelay ?? (node.keepAliveInitialDelay ?? 0) * 1000,
     writableHighWaterMark: hwm,
   };
-  return new NodeHttpBridge(bridge, opts, hwm);
+  delete (opts as ServeNodeOptions).takeOverListen;
+  const server = new NodeHttpBridge(bridge, opts, hwm);
+  if (options?.takeOverListen !== undefined && typeof options.takeOverListen !== 'boolean') {
+    throw invalidArgType('options.takeOverListen', 'of type boolean', options.takeOverListen);
+  }
+  if (options?.takeOverListen === true) takeOver(node, server);
+  return server;
+}
+
+/** A listen() that node must do itself: on a handle or a file descriptor it was given. */
+function handleLike(first: unknown): boolean {
+  if (first === null || typeof first !== 'object') return false;
+  const o = first as { _handle?: unknown; handle?: unknown; fd?: unknown };
+  return o._handle !== undefined || o.handle !== undefined || o.fd !== undefined;
+}
+
+/** The node server's own listen() now listens with server (serveNode's takeOverListen). */
+function takeOver(node: NodeServer, server: NodeHttpBridge): void {
+  Object.defineProperty(node, 'listen', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function listen(this: NodeServer, ...args: unknown[]): NodeServer {
+      if (this !== node || handleLike(args[0])) return NetServer.prototype.listen.apply(this, args as never) as unknown as NodeServer;
+      (server.listen as (...a: unknown[]) => Server)(...args);
+      return node;
+    },
+  });
+}
+
+let takeOverAll: (() => void) | null = null;
+
+/**
+ * Process-wide takeOverListen: from now on, every node http.Server's own
+ * listen() (the one inside Express's app.listen(), Fastify's and Koa's
+ * listen, or an application's) is served by iomux, as
+ * serveNode(server, { takeOverListen: true, ...options }) would.
+ * https servers, and listen() on a handle or an fd, stay with node.
+ * Returns a function that gives listen() back to node for servers that
+ * have not listened yet.
+ */
+export function takeOverListen(options?: ServerOptions): () => void {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw invalidArgType('options', 'of type object', options);
+  }
+  if (takeOverAll !== null) throw new Error('takeOverListen() is already in effect; call the function it returned first');
+  const proto = HttpServerClass.prototype as unknown as { listen?: unknown };
+  const had = Object.getOwnPropertyDescriptor(proto, 'listen');
+  Object.defineProperty(proto, 'listen', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function listen(this: NodeServer, ...args: unknown[]): NodeServer {
+      if (handleLike(args[0]) || Object.hasOwn(this, 'listen')) return NetServer.prototype.listen.apply(this, args as never) as unknown as NodeServer;
+      serveNode(this as unknown as HttpServer, { ...options, takeOverListen: true });
+      return (this.listen as (...a: unknown[]) => NodeServer)(...args);
+    },
+  });
+  const restore = () => {
+    if (takeOverAll !== restore) return;
+    takeOverAll = null;
+    if (had !== undefined) Object.defineProperty(proto, 'listen', had);
+    else delete proto.listen;
+  };
+  takeOverAll = restore;
+  return restore;
 }
