@@ -538,15 +538,22 @@ static uint32_t block_need(size_t klen, size_t vlen) {
   return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 }
 
+/* The deadline of a write with ttl: counted from the current millisecond
+ * rounded up, so an entry lives at least ttl ms (reads compare the rounded
+ * down millisecond): expiry is never early, at most 1 ms late. */
 static uint64_t expiry(iomux_shm *s, uint64_t ttl, uint64_t now) {
+  (void)now;
   if (ttl == UINT64_MAX) ttl = s->h->default_ttl;
-  return ttl ? now + ttl : 0;
+  if (!ttl) return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + ((uint64_t)ts.tv_nsec + 999999u) / 1000000u + ttl;
 }
 
 static void fill_item(iomux_shm_item *item, const entry *e, uint64_t now) {
   if (!item) return;
   item->version = e->version;
-  item->ttl = e->expires ? (int64_t)e->expires - (int64_t)now : -1;
+  item->ttl = !e->expires ? -1 : expired(e, now) ? (int64_t)e->expires - (int64_t)now : (int64_t)(e->expires - now - 1);
   item->len = e->vlen;
   item->type = e->type;
   item->stale = expired(e, now);
@@ -854,7 +861,8 @@ int iomux_shm_get(iomux_shm *s, const void *key, size_t klen, int stale, void *d
   uint64_t exp = (uint64_t)item->ttl;
   uint64_t now = iomux_shm_now();
   item->stale = exp && exp <= now;
-  item->ttl = exp ? (int64_t)(exp - now) : -1;
+  /* whole ms left, rounded down (the deadline is a rounded-up ms) */
+  item->ttl = !exp ? -1 : item->stale ? (int64_t)exp - (int64_t)now : (int64_t)(exp - now - 1);
   if (item->stale && !stale) {
     __atomic_fetch_add(&sl->misses, 1, __ATOMIC_RELAXED);
     memset(item, 0, sizeof *item);
