@@ -89,6 +89,7 @@ class SharedCacheHandle : public Napi::ObjectWrap<SharedCacheHandle> {
       InstanceMethod("config", &SharedCacheHandle::Config),
       InstanceMethod("fd", &SharedCacheHandle::Fd),
       InstanceMethod("close", &SharedCacheHandle::Close),
+      InstanceMethod("fast", &SharedCacheHandle::Fast),
     });
   }
 
@@ -328,6 +329,71 @@ class SharedCacheHandle : public Napi::ObjectWrap<SharedCacheHandle> {
 
   Napi::Value Fd(const Napi::CallbackInfo &info) {
     return Num(info.Env(), shm_ ? iomux_shm_fd(shm_) : -1);
+  }
+
+  // fast() -> { get, put }: the hot calls as plain functions bound to this
+  // handle through their data pointer (raw N-API: no unwrap, no
+  // CallbackInfo). The JavaScript object that holds them also holds this
+  // handle, so they never outlive it; after close() they return -EBADF.
+  //   get(klen) -> as Get without stale or target
+  //   put(klen, value, ttl) -> as Put(SET, klen, value, value.length, BYTES, ttl, 0)
+  Napi::Value Fast(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    napi_value o, fn;
+    napi_create_object(env, &o);
+    napi_create_function(env, "get", NAPI_AUTO_LENGTH, FastGet, this, &fn);
+    napi_set_named_property(env, o, "get", fn);
+    napi_create_function(env, "put", NAPI_AUTO_LENGTH, FastPut, this, &fn);
+    napi_set_named_property(env, o, "put", fn);
+    return Napi::Value(env, o);
+  }
+
+  static napi_value FastGet(napi_env env, napi_callback_info cbi) {
+    size_t argc = 1;
+    napi_value argv[1];
+    void *data;
+    napi_value r;
+    napi_get_cb_info(env, cbi, &argc, argv, nullptr, &data);
+    SharedCacheHandle *self = static_cast<SharedCacheHandle *>(data);
+    int rc = -EBADF;
+    if (self->shm_ && self->io_ && argc == 1) {
+      double k = 0;
+      napi_get_value_double(env, argv[0], &k);
+      size_t klen = k < 0 || k > kKeyMax ? 0 : static_cast<size_t>(k);
+      iomux_shm_item it;
+      rc = iomux_shm_get(self->shm_, self->io_, klen, 0, self->ValueArea(), self->ValueCap(), &it);
+      self->FillMeta(it);
+      if (rc == 0 && it.len > self->ValueCap()) rc = 1;
+    }
+    napi_create_int32(env, rc, &r);
+    return r;
+  }
+
+  static napi_value FastPut(napi_env env, napi_callback_info cbi) {
+    size_t argc = 3;
+    napi_value argv[3];
+    void *data;
+    napi_value r;
+    napi_get_cb_info(env, cbi, &argc, argv, nullptr, &data);
+    SharedCacheHandle *self = static_cast<SharedCacheHandle *>(data);
+    int rc = -EBADF;
+    uint8_t *val;
+    size_t vlen;
+    if (self->shm_ && self->io_ && argc == 3) {
+      if (!Bytes(env, argv[1], &val, &vlen)) {
+        rc = -EINVAL;
+      } else {
+        double k = 0, ttl = -1;
+        napi_get_value_double(env, argv[0], &k);
+        napi_get_value_double(env, argv[2], &ttl);
+        size_t klen = k < 0 || k > kKeyMax ? 0 : static_cast<size_t>(k);
+        iomux_shm_item it;
+        rc = iomux_shm_put(self->shm_, IOMUX_SHM_SET, self->io_, klen, val, vlen, IOMUX_SHM_BYTES, Ttl(ttl), 0, &it);
+        self->FillMeta(it);
+      }
+    }
+    napi_create_int32(env, rc, &r);
+    return r;
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {

@@ -50,6 +50,7 @@ export interface SharedCacheHandle {
   config(): [number, number, number, boolean] | undefined;
   fd(): number;
   close(): void;
+  fast(): { get(klen: number): number; put(klen: number, value: Uint8Array, ttl: number): number };
 }
 
 export interface SharedCacheHandleClass {

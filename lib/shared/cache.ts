@@ -147,6 +147,7 @@ type BufferInternals = Buffer & {
 
 export class SharedCache {
   #h: SharedCacheHandle | null;
+  #fast: { get(klen: number): number; put(klen: number, value: Uint8Array, ttl: number): number };
   #io: Buffer & BufferInternals;
   #meta: Float64Array;
   #heap: number;
@@ -158,6 +159,7 @@ export class SharedCache {
 
   private constructor(h: SharedCacheHandle, name: string | null) {
     this.#h = h;
+    this.#fast = h.fast();
     const ab = new ArrayBuffer(VALUE_OFF + IO_VALUE_CAP);
     h.setIo(ab);
     this.#io = Buffer.from(ab) as Buffer & BufferInternals;
@@ -269,7 +271,17 @@ export class SharedCache {
   #key(key: CacheKey): number {
     const io = this.#io;
     if (typeof key === 'string') {
-      if (key.length === 0) throw invalidArgValue('key', key, 'must not be empty');
+      const n = key.length;
+      if (n !== 0 && n <= 64) { // short keys: ASCII by hand, cheaper than a call into utf8Write
+        let i = 0;
+        for (; i < n; i++) {
+          const c = key.charCodeAt(i);
+          if (c >= 0x80) break;
+          io[i] = c;
+        }
+        if (i === n) return n;
+      }
+      if (n === 0) throw invalidArgValue('key', key, 'must not be empty');
       if (key.length > KEY_MAX / 3 && Buffer.byteLength(key) > KEY_MAX) {
         throw invalidArgValue('key', key, `is too long: at most ${KEY_MAX} bytes`);
       }
@@ -287,7 +299,7 @@ export class SharedCache {
   // Reads into the io buffer (or a larger buffer); returns the value's bytes
   // and the start in them, or null on a miss. meta holds type, version, ttl.
   #read(h: SharedCacheHandle, klen: number, stale: boolean): [Buffer, number] | null {
-    let rc = h.get(klen, stale);
+    let rc = stale ? h.get(klen, stale) : this.#fast.get(klen);
     if (rc < 0) return null;
     if (rc === 0) return [this.#io, VALUE_OFF];
     for (;;) { // bigger than the io buffer: into its own
@@ -311,7 +323,11 @@ export class SharedCache {
       default: {
         if (start === 0 && buf !== this.#io) return buf;
         const out = Buffer.allocUnsafe(len);
-        buf.copy(out, 0, start, start + len);
+        if (len <= 512) {
+          for (let i = 0; i < len; i++) out[i] = buf[start + i]; // small: no call
+        } else {
+          buf.copy(out, 0, start, start + len);
+        }
         return out;
       }
     }
@@ -394,7 +410,15 @@ export class SharedCache {
    * ERR_SHARED_CACHE_FULL when there is no room (evict: false, or a value
    * that no eviction makes room for). */
   set(key: CacheKey, value: unknown, options?: WriteOptions): SetResult {
-    const rc = this.#write(M_SET, key, value, ttlOption(options), 0);
+    const ttl = ttlOption(options);
+    let rc: number;
+    if (value instanceof Uint8Array && value.length <= this.#heap) { // the common case, one call
+      this.#handle(); // throws when closed
+      rc = this.#fast.put(this.#key(key), value, ttl);
+      if (rc === -ENOSPC || rc === -E2BIG) rc = this.#write(M_SET, key, value, ttl, 0); // for its error
+    } else {
+      rc = this.#write(M_SET, key, value, ttl, 0);
+    }
     if (rc < 0) throw errnoException(-rc, 'set');
     return { evicted: this.#meta[5] === 1, version: this.#meta[2] };
   }

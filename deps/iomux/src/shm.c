@@ -63,7 +63,7 @@
 #define UNDO_MAX 1024
 #define SPIN_ODD 256      /* spins on an odd stripe before taking the lock */
 #define MAX_RETRIES 64    /* seqlock retries before taking the lock */
-#define SWEEP_BLOCKS 16   /* blocks the sweep looks at per write */
+#define SWEEP_BLOCKS 8    /* blocks the sweep looks at per write */
 #define SWEEP_RECLAIM 2   /* expired entries it reclaims per write */
 
 #define B_USED 1u
@@ -473,11 +473,15 @@ static uint32_t next_block(iomux_shm *s, uint32_t off) {
   return n >= s->h->heap_end ? s->h->heap_off : n;
 }
 
-/* Reclaims expired entries, a few blocks per call. */
+/* Reclaims expired entries, a few blocks per call. The hand's old position
+ * is logged once per run of blocks it passes over (a position any rollback
+ * can return to: it is a block start until something is freed, and every
+ * free is followed by a checkpoint and a new log record). */
 static uint32_t sweep(iomux_shm *s, uint64_t now, uint32_t blocks, uint32_t max) {
   hdr *h = s->h;
   uint32_t done = 0;
   uint64_t walked = 0, heap = h->heap_end - h->heap_off;
+  log_word(s, &h->sweep_hand, 4);
   for (uint32_t i = 0; i < blocks && done < max && walked < heap; i++) {
     uint32_t off = h->sweep_hand;
     uint32_t nx = next_block(s, off);
@@ -488,12 +492,13 @@ static uint32_t sweep(iomux_shm *s, uint64_t now, uint32_t blocks, uint32_t max)
       h->expirations++;
       done++;
       checkpoint(s);
+      log_word(s, &h->sweep_hand, 4);
     } else {
       /* a reclaimed block is walked again as part of the free block it
        * merged into: only blocks passed over count */
       walked += B_SIZE(e->szf);
-      w32(s, &h->sweep_hand, nx);
-      checkpoint(s);
+      h->sweep_hand = nx;
+      step(s);
     }
   }
   checkpoint(s);
@@ -859,7 +864,7 @@ int iomux_shm_get(iomux_shm *s, const void *key, size_t klen, int stale, void *d
     return -ENOENT;
   }
   uint64_t exp = (uint64_t)item->ttl;
-  uint64_t now = iomux_shm_now();
+  uint64_t now = exp ? iomux_shm_now() : 0; /* no deadline: no clock read */
   item->stale = exp && exp <= now;
   /* whole ms left, rounded down (the deadline is a rounded-up ms) */
   item->ttl = !exp ? -1 : item->stale ? (int64_t)exp - (int64_t)now : (int64_t)(exp - now - 1);
