@@ -170,8 +170,29 @@ function freePort() {
   });
 }
 
+function findRedis() {
+  return ['redis-server', '/usr/bin/redis-server', '/usr/sbin/redis-server'].find((b) => spawnSync(b, ['--version']).status === 0);
+}
+
+// Finds redis-server, or installs the Debian package (apt-get, as root).
+function ensureRedis() {
+  let bin = findRedis();
+  if (bin) return bin;
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0 ||
+      spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status !== 0) return null;
+  process.stderr.write('cache: installing redis-server (apt-get install redis-server)\n');
+  const install = () => spawnSync('apt-get', ['install', '-y', '-q', 'redis-server'],
+    { stdio: 'ignore', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).status === 0;
+  if (!install()) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
+    install();
+  }
+  bin = findRedis();
+  return bin || null;
+}
+
 async function startRedis(dir, pin) {
-  const bin = ['redis-server', '/usr/bin/redis-server', '/usr/sbin/redis-server'].find((b) => spawnSync(b, ['--version']).status === 0);
+  const bin = ensureRedis();
   if (!bin) return { error: 'redis-server is not installed (apt-get install redis-server)' };
   const port = await freePort();
   const [cmd, args] = pinned(1, bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
