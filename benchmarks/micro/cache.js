@@ -2,7 +2,7 @@
 // The "cache" scenario: iomux's SharedCache against lmdb, Redis (ioredis on
 // loopback, redis-server started here) and a Map in one process (the floor).
 //
-//   node benchmarks/micro/cache.js [--duration MS] [--rounds N] [--quick] [--json FILE] [--no-pin]
+//   node benchmarks/micro/cache.js [--duration MS] [--rounds N] [--quick] [--json FILE] [--no-pin] [--ops get,set,mix]
 //
 // Rows: get of 100 B and 4 KiB values at 100% and 90% hits, set of 100 B and
 // 4 KiB values (lmdb: putSync, and put batched 1000 at a time), and a
@@ -133,6 +133,7 @@ function parse(argv) {
     else if (a === '--json') o.json = argv[++i];
     else if (a === '--no-pin') o.pin = false;
     else if (a === '--quick') o.quick = true;
+    else if (a === '--ops') o.ops = argv[++i].split(',');
     else throw new Error(`cache bench: unknown argument ${a}`);
   }
   if (o.quick) {
@@ -272,6 +273,7 @@ async function main(o = parse(process.argv.slice(2))) {
     return true;
   });
   for (const row of spec) {
+    if (o.ops && !o.ops.includes(row.op)) continue;
     await prefill(row.size);
     const cands = candidates.filter((c) => {
       if (c === 'map' && row.procs > 1) return false; // one process's Map

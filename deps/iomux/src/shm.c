@@ -62,8 +62,9 @@
 #define NSMALL 64 /* exact classes: 16 .. 1024 bytes */
 #define UNDO_MAX 1024
 #define SPIN_ODD 256      /* spins on an odd stripe before taking the lock */
+#define SPIN_LOCK 200     /* trylocks on a held mutex before sleeping on it */
 #define MAX_RETRIES 64    /* seqlock retries before taking the lock */
-#define SWEEP_BLOCKS 8    /* blocks the sweep looks at per write */
+#define SWEEP_BLOCKS 4    /* blocks the sweep looks at per write */
 #define SWEEP_RECLAIM 2   /* expired entries it reclaims per write */
 
 #define B_USED 1u
@@ -263,6 +264,14 @@ static void seq_end(stripe *st) {
 
 /* ---- the lock ------------------------------------------------------------- */
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 static void do_clear(iomux_shm *s);
 
 __attribute__((unused)) static void repair(iomux_shm *s) {
@@ -282,9 +291,15 @@ static int lock(iomux_shm *s) {
   int rc = pthread_mutex_trylock(&h->lock);
   bool contended = false;
   if (rc == EBUSY) {
+    /* Critical sections are short: spin a little while the holder runs
+     * before sleeping in the kernel (a futex wait and wake cost
+     * microseconds; robust mutexes cannot be glibc's adaptive kind). */
     contended = true;
-    do rc = pthread_mutex_lock(&h->lock);
-    while (rc == EINTR);
+    for (int i = 0; i < SPIN_LOCK && rc == EBUSY; i++) {
+      cpu_relax();
+      rc = pthread_mutex_trylock(&h->lock);
+    }
+    while (rc == EBUSY || rc == EINTR) rc = pthread_mutex_lock(&h->lock);
   }
 #if HAVE_ROBUST
   if (rc == EOWNERDEAD) {
