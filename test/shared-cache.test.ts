@@ -290,6 +290,27 @@ t.test('a child process attaches through an inherited fd', async (t) => {
   t.equal(c.get('hits'), 5);
 });
 
+t.test('the contents outlive the worker processes: the parent holds the region', async (t) => {
+  const c = small();
+  t.teardown(() => c.close());
+  const run = async (code: string): Promise<number> => {
+    const child = spawn(process.execPath, ['-e', `
+      const { SharedCache } = require(${JSON.stringify(join(__dirname, '..', 'dist'))});
+      const c = SharedCache.fromFd(3);
+      ${code}
+    `], { stdio: ['ignore', 'inherit', 'inherit', c.fd] });
+    const [exitCode] = await once(child, 'exit');
+    return exitCode as number;
+  };
+  // a generation of workers fills the cache and exits; the next finds it warm
+  t.equal(await run(`for (let i = 0; i < 100; i++) c.set('w' + i, { gen: 1, i }); c.incr('gens');`), 0);
+  t.equal(await run(`
+    for (let i = 0; i < 100; i++) if (c.get('w' + i).i !== i) process.exit(2);
+    c.incr('gens');`), 0, 'the second generation read every entry of the first');
+  t.equal(c.get('gens'), 2);
+  t.equal(c.stats().entries, 101);
+});
+
 t.test('worker threads attach with fromFd(cache.fd)', async (t) => {
   const c = small();
   t.teardown(() => c.close());
