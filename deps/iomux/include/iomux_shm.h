@@ -15,9 +15,9 @@
  * in the header; a writer killed at any instruction leaves the mutex in
  * EOWNERDEAD, and the next locker rolls the log back, evens the stripes,
  * counts a repair and marks the mutex consistent. Where the platform has no
- * robust mutexes (macOS), the mutex is a plain process-shared one, and a
- * holder that dies leaves it held: there, a supervisor must restart the
- * group that maps the region.
+ * robust mutexes (macOS, OpenBSD, NetBSD), the mutex is a plain
+ * process-shared one, and a holder that dies leaves it held: there, a
+ * supervisor must restart the group that maps the region.
  *
  * Offsets, never pointers, are stored in the region: each process maps it at
  * its own address. Offsets are 32-bit, so a region is at most 4 GiB - 64 KiB.

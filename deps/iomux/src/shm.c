@@ -48,12 +48,12 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Robust mutexes: glibc, musl, FreeBSD and NetBSD have them; macOS and
- * OpenBSD do not (see the header for what replaces them there). */
-#if defined(__APPLE__) || defined(__OpenBSD__)
-#define HAVE_ROBUST 0
-#else
+/* Robust mutexes: Linux (glibc, musl) and FreeBSD have them; macOS, OpenBSD
+ * and NetBSD do not (see the header for what replaces them there). */
+#if defined(__linux__) || defined(__FreeBSD__)
 #define HAVE_ROBUST 1
+#else
+#define HAVE_ROBUST 0
 #endif
 
 #define NSTRIPES 64
@@ -1085,8 +1085,9 @@ int iomux_shm_fd_new(const char *name, int create) {
   for (int tries = 0; tries < 16; tries++) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(path, sizeof path, "/iomux-%lu-anon-%ld-%ld-%d", (unsigned long)geteuid(), (long)getpid(),
-             (long)ts.tv_nsec, tries);
+    /* short: macOS limits these names to 31 bytes */
+    snprintf(path, sizeof path, "/iomux.%lx.%lx.%x", (unsigned long)getpid(), (unsigned long)ts.tv_nsec,
+             (unsigned)tries);
     fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
       shm_unlink(path);
@@ -1149,7 +1150,8 @@ int iomux_shm_create(int fd0, const iomux_shm_config *cfg, iomux_shm **out, char
     return -errno;
   }
   int rc;
-  if (fchmod(fd, 0600) < 0 || ftruncate(fd, (off_t)size) < 0) {
+  (void)fchmod(fd, 0600); /* memfds start 0777; shm objects (0600 already) may refuse it */
+  if (ftruncate(fd, (off_t)size) < 0) {
     rc = -errno;
     errf(errbuf, errlen, "sizing the region: %s", strerror(errno));
     close(fd);
