@@ -323,11 +323,7 @@ export class SharedCache {
       default: {
         if (start === 0 && buf !== this.#io) return buf;
         const out = Buffer.allocUnsafe(len);
-        if (len <= 512) {
-          for (let i = 0; i < len; i++) out[i] = buf[start + i]; // small: no call
-        } else {
-          buf.copy(out, 0, start, start + len);
-        }
+        out.set(buf.subarray(start, start + len)); // a memcpy, no call into node's C++
         return out;
       }
     }
@@ -336,7 +332,11 @@ export class SharedCache {
   /** The value, or undefined when absent or expired. A copy. */
   get(key: CacheKey): unknown {
     const h = this.#handle();
-    const r = this.#read(h, this.#key(key), false);
+    const klen = this.#key(key);
+    const rc = this.#fast.get(klen); // the common case without a tuple
+    if (rc === 0) return this.#decode(this.#io, VALUE_OFF);
+    if (rc < 0) return undefined;
+    const r = this.#read(h, klen, false);
     return r === null ? undefined : this.#decode(r[0], r[1]);
   }
 
