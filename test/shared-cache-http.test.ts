@@ -9,7 +9,7 @@ import t from 'tap';
 import { sleep } from './helpers';
 
 const FRONT = join(__dirname, '..', 'examples', 'shared-cache', 'front.js');
-const TTL = 1500;
+const TTL = 3000;
 
 function get(port: number, path: string): Promise<{ status: number; body: string; cache: string; worker: string }> {
   return new Promise((resolve, reject) => {

@@ -92,15 +92,15 @@ t.test('incr: atomic counters', async (t) => {
 t.test('TTLs: ms precision, getStale, ttl, expire, flushExpired', async (t) => {
   const c = SharedCache.create({ size: 1 << 20, defaultTtl: 0 });
   t.teardown(() => c.close());
+  const t0 = process.hrtime.bigint(); // before the set: a lower bound on its deadline
   c.set('short', 'v', { ttl: 30 });
   c.set('forever', 'v');
   t.equal(c.ttl('forever'), Infinity);
   const left = c.ttl('short')!;
-  t.ok(left > 0 && left <= 30, `ttl ${left}`);
-  const t0 = process.hrtime.bigint();
+  t.ok(left >= 0 && left <= 30, `ttl ${left}`);
   while (c.get('short') !== undefined) await sleep(1);
-  const took = Number((process.hrtime.bigint() - t0) / 1000000n);
-  t.ok(took >= 28 && took < 1000, `expired after ${took} ms, never early`);
+  const took = Number(process.hrtime.bigint() - t0) / 1e6;
+  t.ok(took >= 30 && took < 5000, `expired after ${took.toFixed(2)} ms, never early`);
   t.equal(c.has('short'), false);
   const stale = c.getStale('short')!;
   t.equal(stale.value, 'v');

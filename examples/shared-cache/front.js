@@ -97,6 +97,10 @@ async function cached(cache, o, p) {
     // the fill lock: one worker fetches, the others wait for its result
     if (cache.add(`fill:${p}`, process.pid, { ttl: 10000 })) {
       try {
+        // the lock may have been taken just after another worker's fill
+        // released it: look again before fetching
+        const late = cache.get(key);
+        if (late !== undefined) return { ...late, cache: 'hit' };
         const r = await fetchBackend(o.backend + p);
         cache.set(key, { status: r.status, type: r.type, body: r.body }, { ttl: o.ttl });
         return { ...r, cache: 'miss' };
