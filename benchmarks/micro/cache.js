@@ -199,6 +199,7 @@ async function startRedis(dir, pin) {
   const [cmd, args] = pinned(1, bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
     '--dir', dir, '--daemonize', 'no', '--protected-mode', 'yes'], pin);
   const child = spawn(cmd, args, { stdio: 'ignore' });
+  process.on('exit', () => { if (child.exitCode === null) child.kill('SIGKILL'); }); // also when the bench fails
   for (let i = 0; i < 100; i++) {
     const ok = await new Promise((resolve) => {
       const s = net.connect(port, '127.0.0.1', () => { s.end(); resolve(true); });
