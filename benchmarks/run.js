@@ -585,6 +585,8 @@ async function main() {
       });
       report.cache = out;
       cacheMd = cacheBench.render(out);
+      report.finishedAt = new Date().toISOString();
+      report.elapsedS = (Date.now() - started) / 1000;
     } catch (e) {
       failures.push(`cache: ${e.message.split('\n')[0]}`);
       log(`bench:   cache FAILED: ${e.message}`);
