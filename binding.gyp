@@ -4,6 +4,8 @@
       "target_name": "iomux",
       "sources": [
         "addon/binding.cc",
+        "addon/shm_binding.cc",
+        "deps/iomux/src/shm.c",
         "deps/iomux/src/loop.c",
         "deps/iomux/src/timer.c",
         "deps/iomux/src/sock.c",

@@ -34,6 +34,9 @@ extern "C" {
 #include "iomux.h"
 }
 
+// The shared-memory cache's class (addon/shm_binding.cc).
+Napi::Function DefineSharedCacheHandle(Napi::Env env);
+
 namespace {
 
 // What must outlive the JavaScript side until libuv has closed the handles.
@@ -341,6 +344,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("backend", &Binding::Backend),
       InstanceMethod("batching", &Binding::Batching),
       InstanceMethod("forward", &Binding::Forward),
+      InstanceValue("SharedCacheHandle", DefineSharedCacheHandle(env), napi_enumerable),
     });
   }
 

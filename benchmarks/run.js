@@ -16,6 +16,9 @@
 //   idle       15,000 idle connections: server RSS per connection
 //   timers     1,000,000 timer schedule-and-cancel pairs, iomux vs node
 //   timeouts   15,000 sockets with an idle timeout refreshed on every read
+//   cache      SharedCache get/set against lmdb, Redis (ioredis) and a Map,
+//              from 1 and 2 processes (benchmarks/micro/cache.js; its own
+//              table after the others, in latest.md, and "cache" in latest.json)
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
 // loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
@@ -74,7 +77,7 @@ const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts', 'cache'];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -577,7 +580,26 @@ async function main() {
   };
   report.machine.loadAvgStart = startLoad;
 
-  const md = renderMarkdown(report);
+  // The shared-memory cache: no server, its own runner and table.
+  let cacheMd = '';
+  if (opts.only.includes('cache')) {
+    const cacheBench = require('./micro/cache');
+    log('bench: == cache: SharedCache against lmdb, Redis and a Map');
+    try {
+      const out = await cacheBench.main({
+        duration: opts.quick ? 300 : opts.duration * 1000, rounds: opts.rounds, json: null, pin: opts.pin, quick: opts.quick,
+      });
+      report.cache = out;
+      cacheMd = cacheBench.render(out);
+      report.finishedAt = new Date().toISOString();
+      report.elapsedS = (Date.now() - started) / 1000;
+    } catch (e) {
+      failures.push(`cache: ${e.message.split('\n')[0]}`);
+      log(`bench:   cache FAILED: ${e.message}`);
+    }
+  }
+
+  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');
   fs.mkdirSync(opts.out, { recursive: true });

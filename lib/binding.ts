@@ -30,6 +30,34 @@ export interface Binding {
   backend(): string;
   batching(): boolean;
   forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
+  SharedCacheHandle: SharedCacheHandleClass;
+}
+
+/** The native shared-memory cache (addon/shm_binding.cc); lib/shared/cache.ts wraps it. */
+export interface SharedCacheHandle {
+  setIo(io: ArrayBuffer): void;
+  get(klen: number, stale: boolean, target?: Uint8Array): number;
+  put(mode: number, klen: number, value: Uint8Array | null, vlen: number, type: number, ttl: number, version: number): number;
+  del(klen: number): number;
+  incr(klen: number, by: number, initial: number, ttl: number): number;
+  ttl(klen: number): number;
+  expire(klen: number, ttl: number): number;
+  clear(): number;
+  flushExpired(max: number): number;
+  keys(cursor: number): number;
+  stats(): Record<string, number>;
+  verify(): string | null;
+  config(): [number, number, number, boolean] | undefined;
+  fd(): number;
+  close(): void;
+  fast(): { get(klen: number): number; put(klen: number, value: Uint8Array, ttl: number): number };
+}
+
+export interface SharedCacheHandleClass {
+  new (fd: number, create: boolean, size: number, maxEntries: number, defaultTtl: number, evict: boolean): SharedCacheHandle;
+  fdNew(name: string | null, create: boolean): number;
+  unlink(name: string): number;
+  closeFd(fd: number): number;
 }
 
 // addon/load.js: a local build, else the prebuild that fits this system

@@ -11,3 +11,8 @@ export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
+export { SharedCache } from './shared';
+export type {
+  SharedCacheOptions, SharedCacheStats, WriteOptions as SharedCacheWriteOptions, IncrOptions as SharedCacheIncrOptions,
+  SetResult as SharedCacheSetResult, StaleValue as SharedCacheStaleValue, VersionedValue as SharedCacheVersionedValue,
+} from './shared';

@@ -17,6 +17,7 @@
       # to nothing where its kernel interface does not exist.
       "sources": [
         "../../addon/binding.cc",
+        "../../addon/shm_binding.cc",
         "<!@(ls ../../deps/iomux/src/*.c)",
         "../../deps/iomux/test/kqueue_emu.c"
       ],

@@ -1,0 +1,408 @@
+// shm_binding.cc -- the binding of the shared-memory cache (deps/iomux/src/shm.c).
+//
+// One SharedCacheHandle per mapping. Keys and small values travel through
+// an ArrayBuffer that the JavaScript side owns and hands over once (setIo):
+// the key's bytes at 0, a Float64Array of results at KEY_MAX, values after
+// it. Each call passes only lengths and numbers, returns 0 or -errno, and
+// leaves lengths, versions and TTLs in the result words. No pointer into the
+// shared region ever reaches JavaScript: reads copy into the io buffer or
+// into a Uint8Array the caller passes.
+
+#define NAPI_VERSION 8
+#include <napi.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
+
+extern "C" {
+#include "iomux_shm.h"
+}
+
+namespace {
+
+constexpr size_t kKeyMax = IOMUX_SHM_MAX_KEY;
+constexpr size_t kMetaWords = 8;
+constexpr size_t kValueOff = kKeyMax + kMetaWords * 8;
+
+double Dbl(const Napi::CallbackInfo &info, size_t i) {
+  double v = 0;
+  napi_get_value_double(info.Env(), info[i], &v);
+  return v;
+}
+
+int32_t Int(const Napi::CallbackInfo &info, size_t i) {
+  int32_t v = 0;
+  napi_get_value_int32(info.Env(), info[i], &v);
+  return v;
+}
+
+bool Bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  void *p = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, len, &p, &ab, &off) != napi_ok || type != napi_uint8_array)
+    return false;
+  *data = static_cast<uint8_t *>(p);
+  return true;
+}
+
+Napi::Value Num(napi_env env, double v) {
+  napi_value r = nullptr;
+  napi_create_double(env, v, &r);
+  return Napi::Value(env, r);
+}
+
+// TTL from JavaScript: ms >= 0, or -1 for the region's default.
+uint64_t Ttl(double v) { return v < 0 ? UINT64_MAX : static_cast<uint64_t>(v); }
+
+void ThrowShm(napi_env env, int rc, const char *msg) {
+  Napi::Error e = Napi::Error::New(env, std::string("SharedCache: ") + msg);
+  e.Set("code", Napi::String::New(env, rc == -EACCES ? "EACCES" : "ERR_IOMUX_SHM"));
+  e.Set("errno", Napi::Number::New(env, rc));
+  e.ThrowAsJavaScriptException();
+}
+
+class SharedCacheHandle : public Napi::ObjectWrap<SharedCacheHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "SharedCacheHandle", {
+      StaticMethod("fdNew", &SharedCacheHandle::FdNew),
+      StaticMethod("unlink", &SharedCacheHandle::Unlink),
+      StaticMethod("closeFd", &SharedCacheHandle::CloseFd),
+      InstanceMethod("setIo", &SharedCacheHandle::SetIo),
+      InstanceMethod("get", &SharedCacheHandle::Get),
+      InstanceMethod("put", &SharedCacheHandle::Put),
+      InstanceMethod("del", &SharedCacheHandle::Del),
+      InstanceMethod("incr", &SharedCacheHandle::Incr),
+      InstanceMethod("ttl", &SharedCacheHandle::TtlOf),
+      InstanceMethod("expire", &SharedCacheHandle::Expire),
+      InstanceMethod("clear", &SharedCacheHandle::Clear),
+      InstanceMethod("flushExpired", &SharedCacheHandle::FlushExpired),
+      InstanceMethod("keys", &SharedCacheHandle::Keys),
+      InstanceMethod("stats", &SharedCacheHandle::Stats),
+      InstanceMethod("verify", &SharedCacheHandle::Verify),
+      InstanceMethod("config", &SharedCacheHandle::Config),
+      InstanceMethod("fd", &SharedCacheHandle::Fd),
+      InstanceMethod("close", &SharedCacheHandle::Close),
+      InstanceMethod("fast", &SharedCacheHandle::Fast),
+    });
+  }
+
+  // new SharedCacheHandle(fd, create, size, maxEntries, defaultTtl, evict):
+  // formats (create) or attaches to the region on fd, keeping a dup of it.
+  explicit SharedCacheHandle(const Napi::CallbackInfo &info) : Napi::ObjectWrap<SharedCacheHandle>(info) {
+    napi_env env = info.Env();
+    int fd = Int(info, 0);
+    bool create = false;
+    napi_get_value_bool(env, info[1], &create);
+    char err[256] = "";
+    int rc;
+    if (create) {
+      iomux_shm_config cfg{};
+      cfg.size = static_cast<uint64_t>(Dbl(info, 2));
+      cfg.max_entries = static_cast<uint32_t>(Dbl(info, 3));
+      cfg.default_ttl = static_cast<uint64_t>(Dbl(info, 4));
+      bool evict = true;
+      napi_get_value_bool(env, info[5], &evict);
+      cfg.evict = evict;
+      rc = iomux_shm_create(fd, &cfg, &shm_, err, sizeof err);
+    } else {
+      rc = iomux_shm_attach(fd, &shm_, err, sizeof err);
+    }
+    if (rc) ThrowShm(env, rc, err[0] ? err : strerror(-rc));
+  }
+
+  ~SharedCacheHandle() override {
+    iomux_shm_close(shm_);
+    if (io_ref_) napi_delete_reference(Env(), io_ref_);
+  }
+
+ private:
+  iomux_shm *shm_ = nullptr;
+  napi_ref io_ref_ = nullptr;
+  uint8_t *io_ = nullptr;
+  size_t io_len_ = 0;
+
+  double *Meta() { return reinterpret_cast<double *>(io_ + kKeyMax); }
+  uint8_t *ValueArea() { return io_ + kValueOff; }
+  size_t ValueCap() { return io_len_ - kValueOff; }
+
+  // Every instance method but setIo needs an open handle and the io buffer.
+  bool Ready(const Napi::CallbackInfo &info) {
+    if (shm_ && io_) return true;
+    Napi::Error::New(info.Env(), "SharedCache is closed").ThrowAsJavaScriptException();
+    return false;
+  }
+  size_t KeyLen(const Napi::CallbackInfo &info, size_t i) {
+    double k = Dbl(info, i);
+    return k < 0 || k > kKeyMax ? 0 : static_cast<size_t>(k);
+  }
+
+  static Napi::Value FdNew(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    bool create = false;
+    napi_get_value_bool(env, info[1], &create);
+    if (info[0].IsString()) {
+      std::string name = info[0].As<Napi::String>().Utf8Value();
+      return Num(env, iomux_shm_fd_new(name.c_str(), create));
+    }
+    return Num(env, iomux_shm_fd_new(nullptr, 1));
+  }
+
+  static Napi::Value Unlink(const Napi::CallbackInfo &info) {
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    return Num(info.Env(), iomux_shm_unlink(name.c_str()));
+  }
+
+  static Napi::Value CloseFd(const Napi::CallbackInfo &info) {
+    int fd = Int(info, 0);
+    return Num(info.Env(), fd >= 0 && close(fd) == 0 ? 0 : -errno);
+  }
+
+  Napi::Value SetIo(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    void *data = nullptr;
+    size_t len = 0;
+    if (napi_get_arraybuffer_info(env, info[0], &data, &len) != napi_ok || len < kValueOff + 1024) {
+      napi_throw_type_error(env, nullptr, "setIo: an ArrayBuffer of at least KEY_MAX + 1088 bytes");
+      return info.Env().Undefined();
+    }
+    if (io_ref_) napi_delete_reference(env, io_ref_);
+    napi_create_reference(env, info[0], 1, &io_ref_);
+    io_ = static_cast<uint8_t *>(data);
+    io_len_ = len;
+    return info.Env().Undefined();
+  }
+
+  void FillMeta(const iomux_shm_item &it) {
+    double *m = Meta();
+    m[0] = it.len;
+    m[1] = it.type;
+    m[2] = static_cast<double>(it.version);
+    m[3] = static_cast<double>(it.ttl);
+    m[4] = it.stale;
+    m[5] = it.evicted;
+  }
+
+  // get(klen, stale, target?) -> 0 | -ENOENT | 1 when the value did not fit
+  // (meta[0] is its length). Without target the value lands in the io
+  // buffer's value area.
+  Napi::Value Get(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    if (!Ready(info)) return Num(env, -EBADF);
+    bool stale = false;
+    napi_get_value_bool(env, info[1], &stale);
+    uint8_t *dst = ValueArea();
+    size_t cap = ValueCap();
+    if (info.Length() > 2 && !info[2].IsUndefined() && !Bytes(env, info[2], &dst, &cap)) return Num(env, -EINVAL);
+    iomux_shm_item it;
+    int rc = iomux_shm_get(shm_, io_, KeyLen(info, 0), stale, dst, cap, &it);
+    FillMeta(it);
+    if (rc == 0 && it.len > cap) return Num(env, 1);
+    return Num(env, rc);
+  }
+
+  // put(mode, klen, value | null, vlen, type, ttl, version): value null means
+  // vlen bytes in the io buffer's value area.
+  Napi::Value Put(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    if (!Ready(info)) return Num(env, -EBADF);
+    uint8_t *val = ValueArea();
+    size_t vlen = static_cast<size_t>(Dbl(info, 3));
+    if (!info[2].IsNull()) {
+      if (!Bytes(env, info[2], &val, &vlen)) return Num(env, -EINVAL);
+    } else if (vlen > ValueCap()) {
+      return Num(env, -EINVAL);
+    }
+    iomux_shm_item it;
+    int rc = iomux_shm_put(shm_, Int(info, 0), io_, KeyLen(info, 1), val, vlen, static_cast<uint8_t>(Int(info, 4)),
+                           Ttl(Dbl(info, 5)), static_cast<uint64_t>(Dbl(info, 6)), &it);
+    FillMeta(it);
+    return Num(env, rc);
+  }
+
+  Napi::Value Del(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    return Num(info.Env(), iomux_shm_delete(shm_, io_, KeyLen(info, 0)));
+  }
+
+  // incr(klen, by, initial, ttl) -> rc; meta[6] the new value
+  Napi::Value Incr(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    int64_t result = 0;
+    iomux_shm_item it;
+    int rc = iomux_shm_incr(shm_, io_, KeyLen(info, 0), static_cast<int64_t>(Dbl(info, 1)),
+                            static_cast<int64_t>(Dbl(info, 2)), Ttl(Dbl(info, 3)), &result, &it);
+    FillMeta(it);
+    Meta()[6] = static_cast<double>(result);
+    return Num(info.Env(), rc);
+  }
+
+  Napi::Value TtlOf(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    int64_t ms = 0;
+    int rc = iomux_shm_ttl(shm_, io_, KeyLen(info, 0), &ms);
+    Meta()[3] = static_cast<double>(ms);
+    return Num(info.Env(), rc);
+  }
+
+  Napi::Value Expire(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    return Num(info.Env(), iomux_shm_expire(shm_, io_, KeyLen(info, 0), Ttl(Dbl(info, 1))));
+  }
+
+  Napi::Value Clear(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    iomux_shm_clear(shm_);
+    return Num(info.Env(), 0);
+  }
+
+  Napi::Value FlushExpired(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    return Num(info.Env(), iomux_shm_flush_expired(shm_, static_cast<uint32_t>(Dbl(info, 0))));
+  }
+
+  // keys(cursor) -> bytes written to the value area; meta[0] the next cursor
+  Napi::Value Keys(const Napi::CallbackInfo &info) {
+    if (!Ready(info)) return Num(info.Env(), -EBADF);
+    uint32_t cursor = static_cast<uint32_t>(Dbl(info, 0));
+    size_t n = iomux_shm_keys(shm_, &cursor, ValueArea(), ValueCap());
+    Meta()[0] = cursor;
+    return Num(info.Env(), static_cast<double>(n));
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Ready(info)) return env.Undefined();
+    iomux_shm_stats s;
+    iomux_shm_stats_get(shm_, &s);
+    Napi::Object o = Napi::Object::New(env);
+#define SET(js, field) o.Set(js, Napi::Number::New(env, static_cast<double>(s.field)))
+    SET("size", size);
+    SET("heapSize", heap_size);
+    SET("entries", entries);
+    SET("maxEntries", max_entries);
+    SET("bytesUsed", bytes_used);
+    SET("bytesFree", bytes_free);
+    SET("hits", hits);
+    SET("misses", misses);
+    SET("staleHits", stale_hits);
+    SET("sets", sets);
+    SET("deletes", deletes);
+    SET("evictions", evictions);
+    SET("expirations", expirations);
+    SET("contention", contention);
+    SET("readRetries", read_retries);
+    SET("lockedReads", locked_reads);
+    SET("repairs", repairs);
+#undef SET
+    return o;
+  }
+
+  // verify() -> null when every invariant holds, else the first broken one
+  Napi::Value Verify(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!Ready(info)) return env.Undefined();
+    char err[512] = "";
+    int rc = iomux_shm_verify(shm_, err, sizeof err);
+    if (rc == 0) return env.Null();
+    return Napi::String::New(env, err[0] ? err : strerror(-rc));
+  }
+
+  Napi::Value Config(const Napi::CallbackInfo &info) {
+    Napi::Env env = info.Env();
+    if (!shm_) return env.Undefined();
+    iomux_shm_config c;
+    iomux_shm_config_get(shm_, &c);
+    Napi::Array a = Napi::Array::New(env, 4);
+    a.Set(0u, Napi::Number::New(env, static_cast<double>(c.size)));
+    a.Set(1u, Napi::Number::New(env, c.max_entries));
+    a.Set(2u, Napi::Number::New(env, static_cast<double>(c.default_ttl)));
+    a.Set(3u, Napi::Boolean::New(env, c.evict != 0));
+    return a;
+  }
+
+  Napi::Value Fd(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), shm_ ? iomux_shm_fd(shm_) : -1);
+  }
+
+  // fast() -> { get, put }: the hot calls as plain functions bound to this
+  // handle through their data pointer (raw N-API: no unwrap, no
+  // CallbackInfo). The JavaScript object that holds them also holds this
+  // handle, so they never outlive it; after close() they return -EBADF.
+  //   get(klen) -> as Get without stale or target
+  //   put(klen, value, ttl) -> as Put(SET, klen, value, value.length, BYTES, ttl, 0)
+  Napi::Value Fast(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    napi_value o, fn;
+    napi_create_object(env, &o);
+    napi_create_function(env, "get", NAPI_AUTO_LENGTH, FastGet, this, &fn);
+    napi_set_named_property(env, o, "get", fn);
+    napi_create_function(env, "put", NAPI_AUTO_LENGTH, FastPut, this, &fn);
+    napi_set_named_property(env, o, "put", fn);
+    return Napi::Value(env, o);
+  }
+
+  static napi_value FastGet(napi_env env, napi_callback_info cbi) {
+    size_t argc = 1;
+    napi_value argv[1];
+    void *data;
+    napi_value r;
+    napi_get_cb_info(env, cbi, &argc, argv, nullptr, &data);
+    SharedCacheHandle *self = static_cast<SharedCacheHandle *>(data);
+    int rc = -EBADF;
+    if (self->shm_ && self->io_ && argc == 1) {
+      double k = 0;
+      napi_get_value_double(env, argv[0], &k);
+      size_t klen = k < 0 || k > kKeyMax ? 0 : static_cast<size_t>(k);
+      iomux_shm_item it;
+      rc = iomux_shm_get(self->shm_, self->io_, klen, 0, self->ValueArea(), self->ValueCap(), &it);
+      self->FillMeta(it);
+      if (rc == 0 && it.len > self->ValueCap()) rc = 1;
+    }
+    napi_create_int32(env, rc, &r);
+    return r;
+  }
+
+  static napi_value FastPut(napi_env env, napi_callback_info cbi) {
+    size_t argc = 3;
+    napi_value argv[3];
+    void *data;
+    napi_value r;
+    napi_get_cb_info(env, cbi, &argc, argv, nullptr, &data);
+    SharedCacheHandle *self = static_cast<SharedCacheHandle *>(data);
+    int rc = -EBADF;
+    uint8_t *val;
+    size_t vlen;
+    if (self->shm_ && self->io_ && argc == 3) {
+      if (!Bytes(env, argv[1], &val, &vlen)) {
+        rc = -EINVAL;
+      } else {
+        double k = 0, ttl = -1;
+        napi_get_value_double(env, argv[0], &k);
+        napi_get_value_double(env, argv[2], &ttl);
+        size_t klen = k < 0 || k > kKeyMax ? 0 : static_cast<size_t>(k);
+        iomux_shm_item it;
+        rc = iomux_shm_put(self->shm_, IOMUX_SHM_SET, self->io_, klen, val, vlen, IOMUX_SHM_BYTES, Ttl(ttl), 0, &it);
+        self->FillMeta(it);
+      }
+    }
+    napi_create_int32(env, rc, &r);
+    return r;
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo &info) {
+    iomux_shm_close(shm_);
+    shm_ = nullptr;
+    return info.Env().Undefined();
+  }
+};
+
+}  // namespace
+
+Napi::Function DefineSharedCacheHandle(Napi::Env env) { return SharedCacheHandle::Define(env); }
