@@ -328,6 +328,10 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("setKeepAlive", &Binding::SetKeepAlive),
       InstanceMethod("listen", &Binding::Listen),
       InstanceMethod("listenUnix", &Binding::ListenUnix),
+      InstanceMethod("listenFd", &Binding::ListenFd),
+      InstanceMethod("listenSocket", &Binding::ListenSocket),
+      InstanceMethod("listenSocketUnix", &Binding::ListenSocketUnix),
+      InstanceMethod("adopt", &Binding::Adopt),
       InstanceMethod("connect", &Binding::Connect),
       InstanceMethod("connectUnix", &Binding::ConnectUnix),
       InstanceMethod("localAddress", &Binding::LocalAddress),
@@ -529,6 +533,35 @@ class Binding : public Napi::Addon<Binding> {
     if (!SockaddrUnix(Str(info, 0), &ss, &len)) return Num(info.Env(), -ENAMETOOLONG);
     return Num(info.Env(), iomux_listen(L(), reinterpret_cast<sockaddr *>(&ss), len,
                                         I32(info, 1), 0));
+  }
+
+  // listenSocket(host, port, family, backlog, flags) -> fd or -errno: a
+  // listening socket no loop watches (to hand down to other processes).
+  Napi::Value ListenSocket(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrFrom(Str(info, 0), I32(info, 1), I32(info, 2), &ss, &len))
+      return Num(info.Env(), -EINVAL);
+    return Num(info.Env(), iomux_listen_socket(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                               I32(info, 3), U32(info, 4)));
+  }
+
+  Napi::Value ListenSocketUnix(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrUnix(Str(info, 0), &ss, &len)) return Num(info.Env(), -ENAMETOOLONG);
+    return Num(info.Env(), iomux_listen_socket(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                               I32(info, 1), 0));
+  }
+
+  // listenFd(fd) -> id or -errno: adopts a listening socket.
+  Napi::Value ListenFd(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_listen_fd(L(), I32(info, 0), 0));
+  }
+
+  // adopt(fd) -> id or -errno: adopts a connected stream socket.
+  Napi::Value Adopt(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_adopt(L(), I32(info, 0)));
   }
 
   // connect(host, port, family) -> id or -errno
