@@ -332,6 +332,9 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("listenSocket", &Binding::ListenSocket),
       InstanceMethod("listenSocketUnix", &Binding::ListenSocketUnix),
       InstanceMethod("adopt", &Binding::Adopt),
+      InstanceMethod("socketpair", &Binding::Socketpair),
+      InstanceMethod("peerCred", &Binding::PeerCred),
+      InstanceMethod("fdLocalAddress", &Binding::FdLocalAddress),
       InstanceMethod("connect", &Binding::Connect),
       InstanceMethod("connectUnix", &Binding::ConnectUnix),
       InstanceMethod("localAddress", &Binding::LocalAddress),
@@ -559,6 +562,31 @@ class Binding : public Napi::Addon<Binding> {
     return Num(info.Env(), iomux_listen_fd(L(), I32(info, 0), 0));
   }
 
+  // socketpair() -> [fd, fd] or -errno
+  Napi::Value Socketpair(const Napi::CallbackInfo &info) {
+    int fds[2];
+    int rc = iomux_socketpair(L(), fds);
+    if (rc < 0) return Num(info.Env(), rc);
+    Napi::Array a = Napi::Array::New(info.Env(), 2);
+    a.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+    a.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+    return a;
+  }
+
+  // peerCred(id) -> [pid, uid, gid] or -errno
+  Napi::Value PeerCred(const Napi::CallbackInfo &info) {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    int rc = iomux_peer_cred(L(), I32(info, 0), &uid, &gid, &pid);
+    if (rc < 0) return Num(info.Env(), rc);
+    Napi::Array a = Napi::Array::New(info.Env(), 3);
+    a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(pid)));
+    a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(uid)));
+    a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(gid)));
+    return a;
+  }
+
   // adopt(fd) -> id or -errno: adopts a connected stream socket.
   Napi::Value Adopt(const Napi::CallbackInfo &info) {
     return Num(info.Env(), iomux_adopt(L(), I32(info, 0)));
@@ -581,6 +609,14 @@ class Binding : public Napi::Addon<Binding> {
   }
 
   // localAddress(id) -> [address, port, family] or -errno
+  Napi::Value FdLocalAddress(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len = 0;
+    int rc = iomux_fd_local_address(L(), I32(info, 0), &ss, &len);
+    if (rc < 0) return Num(info.Env(), rc);
+    return AddressTriple(info.Env(), ss, len);
+  }
+
   Napi::Value LocalAddress(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len = 0;

@@ -11,3 +11,4 @@ export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
+export * as cluster from './cluster';

@@ -264,6 +264,19 @@ int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s);
  * until the id is recycled. */
 int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                        socklen_t *len);
+/* The credentials of a unix socket's peer, as the kernel recorded them at
+ * connect time (SO_PEERCRED; getpeereid() where there is no such option,
+ * which gives no pid: *pid is then -1). -EBADF, -ENOTSUP (no way to ask),
+ * or the getsockopt's -errno (a TCP socket: -EINVAL or -ENOTCONN...). */
+int iomux_peer_cred(iomux_loop *loop, int id, uid_t *uid, gid_t *gid,
+                    pid_t *pid);
+/* A connected pair of unix stream sockets, non-blocking and close-on-exec,
+ * which no loop watches yet: one end to hand to a child process, the other
+ * to adopt (iomux_adopt). 0 or -errno. */
+int iomux_socketpair(iomux_loop *loop, int fds[2]);
+/* getsockname() of an fd no loop watches (iomux_listen_socket's), counted. */
+int iomux_fd_local_address(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                           socklen_t *len);
 /* getsockname(), counted. */
 int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                         socklen_t *len);

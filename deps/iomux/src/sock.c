@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* Inside a delivery, writes are queued and flushed together when it ends;
  * a write this large goes out at once instead of being copied. */
@@ -159,6 +160,61 @@ int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
     *len = (socklen_t)offsetof(struct sockaddr_un, sun_path);
   }
   return 0;
+}
+
+int iomux_peer_cred(iomux_loop *loop, int id, uid_t *uid, gid_t *gid,
+                    pid_t *pid) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+#if defined(SO_PEERCRED) && defined(__linux__)
+  struct ucred uc;
+  socklen_t len = sizeof uc;
+  loop->stats.getsockopt++;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0) return -errno;
+  *uid = uc.uid;
+  *gid = uc.gid;
+  *pid = uc.pid;
+  return 0;
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__)
+  loop->stats.getsockopt++;
+  if (getpeereid(s->fd, uid, gid) < 0) return -errno;
+  *pid = -1;
+  return 0;
+#else
+  (void)uid;
+  (void)gid;
+  (void)pid;
+  return -ENOTSUP;
+#endif
+}
+
+int iomux_socketpair(iomux_loop *loop, int fds[2]) {
+  loop->stats.socket++;
+#ifdef SOCK_NONBLOCK
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+    return -errno;
+  return 0;
+#else
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) return -errno;
+  for (int i = 0; i < 2; i++) {
+    int rc = sys_adopt_flags(loop, fds[i]);
+    if (rc < 0) {
+      sys_close(loop, fds[0]);
+      sys_close(loop, fds[1]);
+      return rc;
+    }
+  }
+  return 0;
+#endif
+}
+
+int iomux_fd_local_address(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                           socklen_t *len) {
+  if (fd < 0) return -EBADF;
+  memset(ss, 0, sizeof *ss);
+  *len = sizeof *ss;
+  return sys_getsockname(loop, fd, ss, len);
 }
 
 int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,

@@ -4193,9 +4193,30 @@ static void test_listen_fd(void) {
   CHECK_EQ(write(sp[1], "abc", 3), 3);
   UNTIL(h, S(h, a)->len == 3, 2000);
   CHECK(memcmp(S(h, a)->data, "abc", 3) == 0);
+  uid_t uid;
+  gid_t gid;
+  pid_t pid;
+  CHECK_EQ(iomux_peer_cred(h->loop, a, &uid, &gid, &pid), 0);
+  CHECK_EQ(uid, getuid());
+  CHECK_EQ(gid, getgid());
+  CHECK_EQ(pid, getpid());
+  CHECK_EQ(iomux_peer_cred(h->loop, l, &uid, &gid, &pid), -EBADF); /* a listener */
   close(sp[1]);
   sp[1] = -1;
   UNTIL(h, S(h, a)->eofs == 1, 2000);
+  {
+    int pair[2];
+    CHECK_EQ(iomux_socketpair(h->loop, pair), 0);
+    CHECK(fcntl(pair[0], F_GETFL) & O_NONBLOCK);
+    CHECK(fcntl(pair[1], F_GETFD) & FD_CLOEXEC);
+    int b0 = iomux_adopt(h->loop, pair[0]);
+    CHECK_GE(b0, 0);
+    sstate_reset(S(h, b0));
+    CHECK_EQ(write(pair[1], "x", 1), 1);
+    UNTIL(h, S(h, b0)->len == 1, 2000);
+    close(pair[1]);
+    CHECK_EQ(h_close(h, b0), 0);
+  }
 
   /* Closing the adopted listener closes the fd. */
   CHECK_EQ(h_close(h, l), 0);
