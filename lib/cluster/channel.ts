@@ -55,6 +55,13 @@ export class Channel extends EventEmitter {
     return true;
   }
 
+  /** Sends a frame already encoded (encodeFrame): one encoding for many channels. */
+  sendEncoded(frame: Buffer): boolean {
+    if (this.closed) return false;
+    this.socket.write(frame);
+    return true;
+  }
+
   /** A REQUEST { op, ...args }; resolves with the REPLY, rejects with the ERROR or the close. */
   request(op: string, args: Record<string, unknown> = {}, timeoutMs = 0): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('control channel closed'));

@@ -13,7 +13,7 @@ import type { Socket } from '../socket';
 import { Channel, adoptSocket } from './channel';
 import { resolveConfig, type MasterHooks, type ResolvedService, type SupervisorOptions } from './config';
 import type { WorkerSpec } from './container';
-import { FrameType, type Frame } from './protocol';
+import { encodeFrame, FrameType, type Frame } from './protocol';
 import { adminPath, defaultRunDir, ensureRunDir } from './rundir';
 
 const WORKER_MAIN = path.join(__dirname, 'worker-main.js');
@@ -266,7 +266,9 @@ export class Supervisor extends EventEmitter {
       return 1;
     }
     const ws = this.targets(target);
-    for (const w of ws) w.channel.send(FrameType.MESSAGE, { name, args, from });
+    if (ws.length === 0) return 0;
+    const frame = encodeFrame(FrameType.MESSAGE, { name, args, from }); // once for all of them
+    for (const w of ws) w.channel.sendEncoded(frame);
     return ws.length;
   }
 
