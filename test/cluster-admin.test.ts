@@ -131,3 +131,32 @@ t.test('the run directory must be ours and closed to others', async (t) => {
   const sup = iomux.cluster.createSupervisor({ runDir: open, signals: false, services: [{ name: 'x', worker: WORKER, count: 1 }] });
   await t.rejects(sup.start(), /mode 755: others may enter it/);
 });
+
+t.test('the admin socket refuses another user even when the file modes would let it in', async (t) => {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    t.skip('needs root to run a client as another uid');
+    return;
+  }
+  const dir = tempDir('iomux-peer-');
+  const runDir = join(dir, 'run');
+  const sup = iomux.cluster.createSupervisor({ runDir, signals: false, services: [{ name: 'x', worker: WORKER, count: 1 }] });
+  await sup.start();
+  t.teardown(() => sup.stop());
+  // Loosen everything on the way (never do this): only SO_PEERCRED is left.
+  chmodSync(dir, 0o711);
+  chmodSync(runDir, 0o711);
+  chmodSync(join(runDir, 'admin.sock'), 0o666);
+  // Asynchronously: this process is the supervisor that must answer.
+  const run = (uid?: number) => new Promise<{ code: number | null; err: string }>((resolve) => {
+    const p = spawn(process.execPath, [CTL, '--run-dir', runDir, 'list'], {
+      env: childEnv(), stdio: ['ignore', 'ignore', 'pipe'], ...(uid === undefined ? {} : { uid, gid: uid }),
+    });
+    let err = '';
+    p.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+    p.on('exit', (code) => resolve({ code, err }));
+  });
+  const other = await run(65534);
+  t.equal(other.code, 1, 'refused');
+  t.match(other.err, /permission denied: not the supervisor's user/);
+  t.equal((await run()).code, 0, 'the owner still gets in');
+});

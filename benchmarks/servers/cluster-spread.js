@@ -9,7 +9,13 @@ function countSpread() {
   const dir = process.env.SPREAD_DIR;
   if (dir) {
     const file = path.join(dir, `${process.pid}.json`);
-    const write = () => { try { fs.writeFileSync(file, JSON.stringify(counts)); } catch (_) { /* gone */ } };
+    // Written aside and renamed, so that a reader never sees half a file.
+    const write = () => {
+      try {
+        fs.writeFileSync(`${file}.tmp`, JSON.stringify(counts));
+        fs.renameSync(`${file}.tmp`, file);
+      } catch (_) { /* the directory is gone */ }
+    };
     write();
     setInterval(write, 100).unref();
   }

@@ -19,11 +19,13 @@ export async function adminRequest(op: string, args: Record<string, unknown> = {
       }
     });
   });
+  refused.catch(() => {}); // handled by the race below, maybe after it settled
   try {
     if (socket.connecting) {
       await Promise.race([once(socket, 'connect'), once(socket, 'error').then(([e]) => { throw e; })]);
     }
-    return await Promise.race([channel.request(op, args, timeoutMs), refused]);
+    // The refusal first: it may have come (and the channel closed) before the request went.
+    return await Promise.race([refused, channel.request(op, args, timeoutMs)]);
   } finally {
     channel.destroy();
   }

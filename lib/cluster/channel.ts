@@ -105,8 +105,13 @@ export class Channel extends EventEmitter {
     for (const f of frames) {
       if (this.closed) return;
       if (f.type === FrameType.REPLY || f.type === FrameType.ERROR) {
-        const p = this.pending.get(f.id);
-        if (!p) continue; // timed out meanwhile
+        const p = f.id === 0 ? undefined : this.pending.get(f.id);
+        if (!p) {
+          // Not an answer to a request of ours: an ERROR with id 0 is the
+          // peer's word on the channel itself (the admin socket's refusal).
+          if (f.id === 0) this.emit('frame', f);
+          continue; // else: a request that timed out meanwhile
+        }
         this.pending.delete(f.id);
         if (f.type === FrameType.REPLY) p.resolve(f.body);
         else p.reject(toError(f.body));

@@ -100,6 +100,8 @@ class Service {
   readonly workers = new Set<Worker>();
   readonly timers = new Set<NodeJS.Timeout>();
   rolling: Promise<void> = Promise.resolve();
+  /** Workers a rolling restart is replacing: a crash of one is not restarted twice. */
+  readonly replacing = new Set<Worker>();
   constructor(readonly cfg: ResolvedService, readonly listeners: Listener[]) {}
 }
 
@@ -294,7 +296,14 @@ export class Supervisor extends EventEmitter {
       .then(() => this.hooks.postFinish?.(svc.cfg.name, w.id, status))
       .catch((e) => this.log(`iomux-cluster: postFinish hook failed: ${(e as Error).message}`));
     if (w.retiring || this.stopping) return;
-    // A crash.
+    // A crash. One that a rolling restart is about to replace gets no
+    // replacement of its own: the count stays what it was.
+    if (svc.replacing.has(w)) {
+      svc.replacing.delete(w);
+      this.log(`iomux-cluster: ${svc.cfg.name} worker ${w.id} (pid ${w.pid}) exited with ` +
+        `${status.signal ? `signal ${status.signal}` : `code ${status.code}`} during a rolling restart`);
+      return;
+    }
     const now = Date.now();
     const ran = now - w.started;
     svc.crashTimes = svc.crashTimes.filter((t) => now - t < svc.cfg.restart.window);
@@ -356,15 +365,20 @@ export class Supervisor extends EventEmitter {
         svc.consecutive = 0;
       }
       const old = [...svc.workers].filter((w) => w.state !== 'exited' && !w.retiring);
-      for (let i = 0; i < Math.max(old.length, svc.cfg.count); i++) {
-        if (this.stopping) return;
-        const fresh = await this.spawnWorker(svc);
-        try {
-          await fresh.ready;
-        } catch (err) {
-          throw new Error(`rolling restart of ${service} stopped: ${(err as Error).message}`);
+      for (const w of old) svc.replacing.add(w);
+      try {
+        for (let i = 0; i < Math.max(old.length, svc.cfg.count); i++) {
+          if (this.stopping) return;
+          const fresh = await this.spawnWorker(svc);
+          try {
+            await fresh.ready;
+          } catch (err) {
+            throw new Error(`rolling restart of ${service} stopped: ${(err as Error).message}`);
+          }
+          if (old[i]) await this.retire(old[i]!, this.config.grace);
         }
-        if (old[i]) await this.retire(old[i]!, this.config.grace);
+      } finally {
+        for (const w of old) svc.replacing.delete(w);
       }
     });
     svc.rolling = run.catch(() => {});
