@@ -75,3 +75,21 @@ t.test('SIGKILL in a loop under load: still answering, no fd leak, no zombie', a
   t.same(children(), [], 'no child and no zombie left');
   t.equal(await settleFds(fds0), fds0, 'the master leaks no fd');
 });
+
+t.test('connections queued while no worker runs are served by the replacement, not lost', async (t) => {
+  const h = makeSupervisor([{ count: 1, restart: { initialDelay: 300 } }]);
+  await h.sup.start();
+  t.teardown(() => h.sup.stop());
+  const port = h.port();
+  const [c] = (await h.sup.list())[0]!.containers;
+  const exited = new Promise((r) => h.sup.once('exit', r));
+  process.kill(c!.pid, 'SIGKILL');
+  await exited;
+  // No worker for the next 300 ms (the backoff): the master's copy of the
+  // listening socket keeps its queue, and these wait in it.
+  const t0 = Date.now();
+  const answers = await Promise.all(Array.from({ length: 5 }, () => httpGet(port)));
+  t.same(answers.map((a) => a.status), [200, 200, 200, 200, 200], 'every queued connection answered');
+  t.ok(answers.every((a) => a.body === 'web.2'), 'by the replacement');
+  t.ok(Date.now() - t0 >= 250, `they waited for it (${Date.now() - t0} ms)`);
+});
