@@ -46,3 +46,32 @@ t.test('violations: version, header length, size, payload', async (t) => {
   t.throws(() => new FrameDecoder().push(bad((b) => { b.fill(0xff, HEADER_SIZE); })), { code: 'ERR_IOMUX_CLUSTER_PROTOCOL' }, 'garbage payload');
   t.throws(() => encodeFrame(FrameType.MESSAGE, Buffer.alloc(MAX_PAYLOAD + 1)), RangeError);
 });
+
+t.test('a large frame in 64 KiB chunks', async (t) => {
+  const big = Buffer.alloc(8 * 1024 * 1024, 7);
+  const bytes = encodeFrame(FrameType.MESSAGE, { big });
+  const d = new FrameDecoder();
+  const got: unknown[] = [];
+  for (let i = 0; i < bytes.length; i += 65536) got.push(...d.push(bytes.subarray(i, i + 65536)));
+  t.equal(got.length, 1);
+  t.ok(Buffer.from((got[0] as { body: { big: Uint8Array } }).body.big).equals(big));
+});
+
+t.test('a channel whose peer breaks the framing closes with the error; nothing throws', async (t) => {
+  const { binding } = await import('../dist/binding');
+  const { Channel, adoptSocket } = await import('../dist/cluster/channel');
+  const net = await import('node:net');
+  const pair = binding.socketpair();
+  if (typeof pair === 'number') throw new Error(`socketpair: ${pair}`);
+  const ch = new Channel(adoptSocket(pair[0]));
+  const peer = new net.Socket({ fd: pair[1], readable: true, writable: true });
+  peer.on('error', () => {});
+  const pending = ch.request('anything');
+  const closed = new Promise<Error | undefined>((r) => ch.once('close', r));
+  peer.write(Buffer.from([0, 0, 0, 4, 9, 12, 1, 0, 0, 0, 0, 0, 1, 2, 3, 4])); // version 9
+  const err = await closed;
+  t.match(err, { code: 'ERR_IOMUX_CLUSTER_PROTOCOL', message: /frame version 9/ });
+  await t.rejects(pending, /frame version 9/, 'the request under way fails with it');
+  t.equal(ch.send(FrameType.MESSAGE, 1), false, 'no more sends');
+  peer.destroy();
+});

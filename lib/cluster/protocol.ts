@@ -81,27 +81,39 @@ export function encodeFrame(type: number, body: unknown, id = 0, flags = 0): Buf
  * Throws ProtocolError on a bad version, header length, size or payload.
  */
 export class FrameDecoder {
-  private buf: Buffer = Buffer.alloc(0);
+  // Chunks are kept as they come and joined only once a whole frame is
+  // there: a large frame in many chunks is copied once, not once per chunk.
+  private chunks: Buffer[] = [];
+  private length = 0;
+  private need = 6; // bytes before anything can be parsed
 
   push(chunk: Buffer): Frame[] {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : Buffer.from(chunk);
+    if (chunk.length === 0) return [];
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    if (this.length < this.need) return [];
+    const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.length);
     const out: Frame[] = [];
     let off = 0;
-    while (this.buf.length - off >= 6) {
-      const len = this.buf.readUInt32BE(off);
-      const version = this.buf[off + 4]!;
-      const hlen = this.buf[off + 5]!;
+    this.need = 6;
+    while (buf.length - off >= 6) {
+      const len = buf.readUInt32BE(off);
+      const version = buf[off + 4]!;
+      const hlen = buf[off + 5]!;
       if (version !== VERSION) throw new ProtocolError(`frame version ${version}, expected ${VERSION}`);
       if (hlen < HEADER_SIZE) throw new ProtocolError(`frame header length ${hlen} is below ${HEADER_SIZE}`);
       if (len > MAX_PAYLOAD) throw new ProtocolError(`frame payload of ${len} bytes exceeds ${MAX_PAYLOAD}`);
-      if (this.buf.length - off < hlen + len) break;
-      const type = this.buf[off + 6]!;
-      const flags = this.buf[off + 7]!;
-      const id = this.buf.readUInt32BE(off + 8);
+      if (buf.length - off < hlen + len) {
+        this.need = hlen + len;
+        break;
+      }
+      const type = buf[off + 6]!;
+      const flags = buf[off + 7]!;
+      const id = buf.readUInt32BE(off + 8);
       let body: unknown;
       if (len > 0) {
         try {
-          body = deserialize(this.buf.subarray(off + hlen, off + hlen + len));
+          body = deserialize(buf.subarray(off + hlen, off + hlen + len));
         } catch (err) {
           throw new ProtocolError(`frame payload does not deserialize: ${(err as Error).message}`);
         }
@@ -109,11 +121,14 @@ export class FrameDecoder {
       out.push({ type, flags, id, body });
       off += hlen + len;
     }
-    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+    const rest = buf.subarray(off);
+    this.chunks = rest.length ? [rest] : [];
+    this.length = rest.length;
     return out;
   }
 
+  /** Bytes held of a frame not yet complete. */
   get buffered(): number {
-    return this.buf.length;
+    return this.length;
   }
 }
