@@ -93,3 +93,15 @@ t.test('connections queued while no worker runs are served by the replacement, n
   t.ok(answers.every((a) => a.body === 'web.2'), 'by the replacement');
   t.ok(Date.now() - t0 >= 250, `they waited for it (${Date.now() - t0} ms)`);
 });
+
+t.test('a worker that runs out of memory is logged and restarted', async (t) => {
+  const h = makeSupervisor([{ count: 1, listen: [], execArgv: ['--max-old-space-size=24'], restart: { initialDelay: 10 } }]);
+  await h.sup.start();
+  t.teardown(() => h.sup.stop());
+  const exit = new Promise<{ code: number | null; signal: string | null }>((r) => h.sup.once('exit', (_id: string, _s: string, st: any) => r(st)));
+  h.sup.send('web', 'oom');
+  const st = await exit;
+  t.ok(st.signal === 'SIGABRT' || st.signal === 'SIGTRAP' || (st.code !== null && st.code !== 0), `died: ${JSON.stringify(st)}`);
+  t.ok(await waitFor(() => h.events().some((e) => e.event === 'postStart' && e.id === 'web.2'), 10000), 'restarted');
+  t.ok(h.lines.some((l) => /web worker web\.1 \(pid \d+\) exited with (signal|code) .*; restart 1 in 10 ms/.test(l)), 'logged with the restart count');
+});
