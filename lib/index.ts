@@ -11,4 +11,12 @@ export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
-export * as cluster from './cluster';
+// The supervisor is loaded on first use: a plain server does not pay for
+// child_process and the rest at start-up.
+import type * as ClusterModule from './cluster';
+export declare const cluster: typeof ClusterModule;
+Object.defineProperty(exports, 'cluster', {
+  enumerable: true,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  get: () => require('./cluster') as typeof ClusterModule,
+});

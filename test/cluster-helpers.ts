@@ -3,14 +3,14 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fixturesDir, iomux, tempDir } from './helpers';
-import type { ServiceConfig, SupervisorOptions } from '../dist/cluster';
+import type { ServiceConfig, Supervisor, SupervisorOptions } from '../dist/cluster';
 
 export const WORKER = join(fixturesDir, 'cluster-worker.js');
 
 export interface Harness {
   dir: string;
   logFile: string;
-  sup: iomux.cluster.Supervisor;
+  sup: Supervisor;
   lines: string[];
   port(service?: string): number;
   events(): any[];
