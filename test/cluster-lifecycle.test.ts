@@ -67,6 +67,24 @@ t.test('messages: service, container id, \'*\', master; order kept per sender', 
   t.ok(await waitFor(() => h.events().filter((e) => e.event === 'admin').length === 3, 5000));
   t.same(h.events().find((e) => e.event === 'admin').args, [{ level: 2 }]);
   t.throws(() => h.sup.send('', 'x'), TypeError);
+
+  // Requests to the master: a registered op answers, by id; an unknown one,
+  // or a handler that throws, comes back as an error.
+  let count = 0;
+  h.sup.handle('counter.add', (a, from) => ({ value: (count += Number(a.n)), from: from.id }));
+  h.sup.handle('boom', () => { throw new Error('no such thing'); });
+  t.throws(() => h.sup.handle('boom', () => 1), /exists already/);
+  const called: unknown[] = [];
+  h.sup.on('message', (name: string, args: unknown[]) => { if (name === 'called') called.push(args[0]); });
+  h.sup.send('web.1', 'call', 'counter.add', { n: 2 });
+  h.sup.send('web.2', 'call', 'counter.add', { n: 3 });
+  h.sup.send('aux.1', 'call', 'nope', {});
+  h.sup.send('aux.1', 'call', 'boom', {});
+  t.ok(await waitFor(() => called.length === 4, 5000));
+  t.same(called.filter((c: any) => c.value).map((c: any) => c.from).sort(), ['web.1', 'web.2']);
+  t.equal(count, 5);
+  t.ok(called.some((c: any) => c.error === 'unknown request op nope'));
+  t.ok(called.some((c: any) => c.error === 'no such thing'));
 });
 
 t.test('container timers stop at shutdown; a worker past the grace is killed', async (t) => {

@@ -4,7 +4,7 @@
 import { getContainer, type Container } from './container';
 
 export { Supervisor, createSupervisor } from './supervisor';
-export type { ContainerInfo, ExitStatus, ServiceInfo, WorkerState } from './supervisor';
+export type { ContainerInfo, ExitStatus, RequestHandler, ServiceInfo, WorkerState } from './supervisor';
 export { Container } from './container';
 export type { MessageFrom, WorkerHooks } from './container';
 export { ConfigError, resolveConfig } from './config';

@@ -48,6 +48,9 @@ export interface ServiceInfo {
   containers: ContainerInfo[];
 }
 
+/** A master-side request handler (Supervisor.handle). */
+export type RequestHandler = (args: Record<string, unknown>, from: { id: string; service: string }) => unknown;
+
 interface Listener {
   fd: number;
   address: string;
@@ -122,6 +125,7 @@ export class Supervisor extends EventEmitter {
   private started: Promise<void> | null = null;
   private stopped: Promise<void> | null = null;
   private signalHandlers: [string, () => void][] = [];
+  private readonly handlers = new Map<string, RequestHandler>();
 
   constructor(options: SupervisorOptions, baseDir?: string) {
     super();
@@ -212,8 +216,17 @@ export class Supervisor extends EventEmitter {
     const w = new Worker(id, svc, proc, channel);
     svc.workers.add(w);
     channel.on('frame', (f: Frame) => this.onFrame(w, f));
-    channel.on('request', (op: string, _body: unknown, reply: (r: unknown) => void) => {
-      reply(new Error(`unknown request op ${op}`));
+    channel.on('request', (op: string, body: Record<string, unknown>, reply: (r: unknown) => void) => {
+      const handler = this.handlers.get(op);
+      if (!handler) {
+        reply(new Error(`unknown request op ${op}`));
+        return;
+      }
+      const { op: _op, ...args } = body;
+      void _op;
+      Promise.resolve()
+        .then(() => handler(args, { id, service: svc.cfg.name }))
+        .then(reply, (e: unknown) => reply(e instanceof Error ? e : new Error(String(e))));
     });
     void w.exited.then((status) => this.onExit(w, status));
     const timer = setTimeout(() => {
@@ -272,6 +285,21 @@ export class Supervisor extends EventEmitter {
     const frame = encodeFrame(FrameType.MESSAGE, { name, args, from }); // once for all of them
     for (const w of ws) w.channel.sendEncoded(frame);
     return ws.length;
+  }
+
+  /**
+   * Answers the workers' container.request(op, args): handler(args, from)
+   * returns the reply (or a promise of it); what it throws goes back as the
+   * request's error. The way for master-side state (the shared-state
+   * operations: semaphores, mutexes, shared variables) to ride on the
+   * control channel; 'exit' tells a handler's owner that a container ended.
+   */
+  handle(op: string, handler: RequestHandler): this {
+    if (typeof op !== 'string' || op === '') throw new TypeError('op must be a non-empty string');
+    if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+    if (this.handlers.has(op)) throw new Error(`a handler for ${op} exists already`);
+    this.handlers.set(op, handler);
+    return this;
   }
 
   /** Sends a message to target (service name, container id or '*'); returns how many containers it went to. */
