@@ -97,7 +97,9 @@ async function measure(env, cand, mode, seconds, connections) {
   try {
     for (const spec of cand.procs) procs.push(await start(env, mode, port, spec, spreadDir));
     const close = mode === 'close';
-    if (env.warmup > 0) await runHttp(env, port, env.warmup, { connections, close, pipeline: 1 });
+    // Two seconds at least: node:cluster's workers take longer than a
+    // second to reach their pace here.
+    await runHttp(env, port, Math.max(2, env.warmup), { connections, close, pipeline: 1 });
     const roots = procs.map((p) => p.child.pid);
     const c0 = snapshot(roots);
     const s0 = spread(spreadDir);
