@@ -331,6 +331,13 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("setKeepAlive", &Binding::SetKeepAlive),
       InstanceMethod("listen", &Binding::Listen),
       InstanceMethod("listenUnix", &Binding::ListenUnix),
+      InstanceMethod("listenFd", &Binding::ListenFd),
+      InstanceMethod("listenSocket", &Binding::ListenSocket),
+      InstanceMethod("listenSocketUnix", &Binding::ListenSocketUnix),
+      InstanceMethod("adopt", &Binding::Adopt),
+      InstanceMethod("socketpair", &Binding::Socketpair),
+      InstanceMethod("peerCred", &Binding::PeerCred),
+      InstanceMethod("fdLocalAddress", &Binding::FdLocalAddress),
       InstanceMethod("connect", &Binding::Connect),
       InstanceMethod("connectUnix", &Binding::ConnectUnix),
       InstanceMethod("localAddress", &Binding::LocalAddress),
@@ -535,6 +542,60 @@ class Binding : public Napi::Addon<Binding> {
                                         I32(info, 1), 0));
   }
 
+  // listenSocket(host, port, family, backlog, flags) -> fd or -errno: a
+  // listening socket no loop watches (to hand down to other processes).
+  Napi::Value ListenSocket(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrFrom(Str(info, 0), I32(info, 1), I32(info, 2), &ss, &len))
+      return Num(info.Env(), -EINVAL);
+    return Num(info.Env(), iomux_listen_socket(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                               I32(info, 3), U32(info, 4)));
+  }
+
+  Napi::Value ListenSocketUnix(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (!SockaddrUnix(Str(info, 0), &ss, &len)) return Num(info.Env(), -ENAMETOOLONG);
+    return Num(info.Env(), iomux_listen_socket(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                               I32(info, 1), 0));
+  }
+
+  // listenFd(fd) -> id or -errno: adopts a listening socket.
+  Napi::Value ListenFd(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_listen_fd(L(), I32(info, 0), 0));
+  }
+
+  // socketpair() -> [fd, fd] or -errno
+  Napi::Value Socketpair(const Napi::CallbackInfo &info) {
+    int fds[2];
+    int rc = iomux_socketpair(L(), fds);
+    if (rc < 0) return Num(info.Env(), rc);
+    Napi::Array a = Napi::Array::New(info.Env(), 2);
+    a.Set(0u, Napi::Number::New(info.Env(), fds[0]));
+    a.Set(1u, Napi::Number::New(info.Env(), fds[1]));
+    return a;
+  }
+
+  // peerCred(id) -> [pid, uid, gid] or -errno
+  Napi::Value PeerCred(const Napi::CallbackInfo &info) {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    int rc = iomux_peer_cred(L(), I32(info, 0), &uid, &gid, &pid);
+    if (rc < 0) return Num(info.Env(), rc);
+    Napi::Array a = Napi::Array::New(info.Env(), 3);
+    a.Set(0u, Napi::Number::New(info.Env(), static_cast<double>(pid)));
+    a.Set(1u, Napi::Number::New(info.Env(), static_cast<double>(uid)));
+    a.Set(2u, Napi::Number::New(info.Env(), static_cast<double>(gid)));
+    return a;
+  }
+
+  // adopt(fd) -> id or -errno: adopts a connected stream socket.
+  Napi::Value Adopt(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_adopt(L(), I32(info, 0)));
+  }
+
   // connect(host, port, family) -> id or -errno
   Napi::Value Connect(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
@@ -552,6 +613,14 @@ class Binding : public Napi::Addon<Binding> {
   }
 
   // localAddress(id) -> [address, port, family] or -errno
+  Napi::Value FdLocalAddress(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss;
+    socklen_t len = 0;
+    int rc = iomux_fd_local_address(L(), I32(info, 0), &ss, &len);
+    if (rc < 0) return Num(info.Env(), rc);
+    return AddressTriple(info.Env(), ss, len);
+  }
+
   Napi::Value LocalAddress(const Napi::CallbackInfo &info) {
     sockaddr_storage ss;
     socklen_t len = 0;

@@ -19,6 +19,11 @@
 //   cache      SharedCache get/set against lmdb, Redis (ioredis) and a Map,
 //              from 1 and 2 processes (benchmarks/micro/cache.js; its own
 //              table after the others, in latest.md, and "cache" in latest.json)
+//   cluster    HTTP keep-alive and churn on 2 worker processes: an iomux
+//              supervisor vs node:cluster vs 2 iomux processes with
+//              reusePort; CPU over master and workers, the spread across
+//              workers, a killed worker's replacement time, broadcasts to 8
+//              workers (benchmarks/lib/cluster.js)
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
 // loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
@@ -77,7 +82,8 @@ const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts', 'cache'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts', 'cache', 'cluster'];
+const { runCluster } = require('./lib/cluster');
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -356,7 +362,8 @@ async function main() {
   if (taskset && opts.pin && nproc < 2) log('bench: fewer than 2 CPUs: processes are not pinned');
 
   const selected = scenarios(opts).filter((sc) => opts.only.includes(sc.id));
-  const needHttp = selected.some((sc) => sc.group === 'http' || sc.id === 'proxy');
+  const wantCluster = opts.only.includes('cluster');
+  const needHttp = wantCluster || selected.some((sc) => sc.group === 'http' || sc.id === 'proxy');
   const needC = selected.some((sc) => sc.group === 'tcp' || sc.cClient);
   // The C reference server, when a selected scenario has it as a candidate.
   const needCServer = opts.candidates.includes('c') && selected.some((sc) => sc.candidates.includes('c'));
@@ -426,7 +433,7 @@ async function main() {
   }
   if (iomuxError) log(`bench: iomux not available: ${iomuxError}`);
 
-  log(`bench: ${selected.map((s) => s.id).join(', ')}; ${opts.rounds} round(s) x ${opts.phases} x ${opts.phaseS} s, warm-up ${opts.warmup} s` +
+  log(`bench: ${[...selected.map((s) => s.id), ...(wantCluster ? ['cluster'] : [])].join(', ')}; ${opts.rounds} round(s) x ${opts.phases} x ${opts.phaseS} s, warm-up ${opts.warmup} s` +
     `${env.loadgen ? `, ${env.loadgen.name}` : ''}, ${pin ? 'pinned (server CPU 0, generator CPU 1)' : 'not pinned'}` +
     `${opts.strace && !env.strace ? '; strace not installed: no syscall counts' : ''}`);
 
@@ -538,6 +545,18 @@ async function main() {
     entry.summary = summarizeScenario(entry);
   }
 
+  // The multi-process scenario has its own runner and table.
+  let cluster = null;
+  if (wantCluster) {
+    log('bench: == cluster: HTTP on 2 worker processes: iomux supervisor, node:cluster, reusePort x2');
+    if (iomuxError) {
+      failures.push(`cluster: ${iomuxError}`);
+    } else {
+      cluster = await runCluster(env, opts, log);
+      failures.push(...cluster.failures);
+    }
+  }
+
   const report = {
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date().toISOString(),
@@ -576,6 +595,7 @@ async function main() {
       pinned: pin,
     },
     scenarios: reportScenarios,
+    cluster: cluster ? cluster.json : null,
     failures,
   };
   report.machine.loadAvgStart = startLoad;
@@ -599,7 +619,7 @@ async function main() {
     }
   }
 
-  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '');
+  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');
   fs.mkdirSync(opts.out, { recursive: true });

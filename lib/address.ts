@@ -20,6 +20,12 @@ export interface ConnectOptions {
 }
 
 export interface ListenOptions {
+  /**
+   * Adopt this already listening socket (one inherited from a parent
+   * process) instead of binding: port, host and path are then ignored.
+   * The server owns the fd from then on; close() closes it.
+   */
+  fd?: number;
   port?: number | string;
   host?: string;
   path?: string;
@@ -112,6 +118,7 @@ export function normalizeConnectArgs(args: unknown[]): [NormalizedConnect, (() =
 }
 
 export interface NormalizedListen {
+  fd?: number;
   port?: number;
   host?: string;
   path?: string;
@@ -137,7 +144,13 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
   const out: NormalizedListen = { backlog: 511, reusePort: false, ipv6Only: false, deferAccept: false };
   if (first !== null && typeof first === 'object') {
     const o = first as ListenOptions;
-    if (o.path !== undefined) {
+    if (o.fd !== undefined) {
+      if (typeof o.fd !== 'number') throw invalidArgType('options.fd', 'of type number', o.fd);
+      if (!Number.isInteger(o.fd) || o.fd < 0 || o.fd > 0x7fffffff) {
+        throw outOfRange('options.fd', '>= 0 and <= 2147483647', o.fd);
+      }
+      out.fd = o.fd;
+    } else if (o.path !== undefined) {
       out.path = validatePath(o.path, 'options.path');
     } else {
       out.port = o.port === undefined ? 0 : validatePort(o.port, 'options.port');

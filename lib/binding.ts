@@ -17,6 +17,13 @@ export interface Binding {
   setKeepAlive(id: number, on: boolean, delaySeconds: number): number;
   listen(host: string, port: number, family: number, backlog: number, flags: number): number;
   listenUnix(path: string, backlog: number): number;
+  listenFd(fd: number): number;
+  listenSocket(host: string, port: number, family: number, backlog: number, flags: number): number;
+  listenSocketUnix(path: string, backlog: number): number;
+  adopt(fd: number): number;
+  socketpair(): [number, number] | number;
+  peerCred(id: number): [number, number, number] | number;
+  fdLocalAddress(fd: number): [string, number, number] | number;
   connect(host: string, port: number, family: number): number;
   connectUnix(path: string): number;
   localAddress(id: number): [string, number, number] | number;

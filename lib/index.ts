@@ -16,3 +16,12 @@ export type {
   SharedCacheOptions, SharedCacheStats, WriteOptions as SharedCacheWriteOptions, IncrOptions as SharedCacheIncrOptions,
   SetResult as SharedCacheSetResult, StaleValue as SharedCacheStaleValue, VersionedValue as SharedCacheVersionedValue,
 } from './shared';
+// The supervisor is loaded on first use: a plain server does not pay for
+// child_process and the rest at start-up.
+import type * as ClusterModule from './cluster';
+export declare const cluster: typeof ClusterModule;
+Object.defineProperty(exports, 'cluster', {
+  enumerable: true,
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  get: () => require('./cluster') as typeof ClusterModule,
+});

@@ -96,6 +96,10 @@ export interface LoopStats {
   /** Reads and writes made that way, each of which would otherwise have been a syscall of its own. */
   batch_read: number;
   batch_write: number;
+  /** Readiness events of listening sockets: wakeups by incoming connections (one per connection across processes sharing a listener). */
+  accept_wakeups: number;
+  /** io_uring: listener polls armed again after their connections were accepted (ride with the next wait). */
+  rearm: number;
 }
 
 /** The thread's iomux loop. Every socket, server and timer of the thread lives on it. */

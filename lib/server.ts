@@ -78,6 +78,12 @@ export class Server extends EventEmitter implements ListenerHandle, SocketOwner 
     const [opts, cb] = normalizeListenArgs(args);
     if (cb) this.once('listening', cb);
     this.closing = false;
+    if (opts.fd !== undefined) {
+      // Adopted as it is: the core checks that it is a listening stream
+      // socket (EINVAL, ENOTSOCK, EBADF otherwise, as node reports them).
+      this.open(binding.listenFd(opts.fd), undefined, undefined);
+      return this;
+    }
     if (opts.path !== undefined) {
       this.open(binding.listenUnix(opts.path, opts.backlog), opts.path, undefined);
       return this;
@@ -113,7 +119,7 @@ export class Server extends EventEmitter implements ListenerHandle, SocketOwner 
       (opts.deferAccept ? LISTEN_DEFER_ACCEPT : 0);
   }
 
-  private open(id: number, address: string, port: number | undefined): void {
+  private open(id: number, address: string | undefined, port: number | undefined): void {
     if (id < 0) {
       process.nextTick(emitError, this, errnoException(-id, 'listen', address, port));
       return;

@@ -12,8 +12,9 @@ const LOOP_COLUMNS = ['iterations', 'events', 'wait', 'ctl', 'accept', 'read', '
   'getpeername'];
 // Counters that are not syscalls: loop iterations, kernel events,
 // registrations that rode with a wait (io_uring SQEs, kqueue changelist), and
-// reads and writes made inside a batched call (counted in 'batch').
-const LOOP_NOT_SYSCALLS = new Set(['iterations', 'events', 'changes', 'batch_read', 'batch_write']);
+// reads and writes made inside a batched call (counted in 'batch'),
+// listener wakeups, and io_uring listener re-arms (SQEs riding with a wait).
+const LOOP_NOT_SYSCALLS = new Set(['iterations', 'events', 'changes', 'batch_read', 'batch_write', 'accept_wakeups', 'rearm']);
 const LOOP_NAMED = new Set(['wait', 'ctl', 'accept', 'read', 'write', 'writev', 'batch', 'shutdown', 'close', 'getpeername']);
 
 function loopValue(d, k) {

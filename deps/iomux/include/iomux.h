@@ -93,14 +93,22 @@ enum iomux_op {
  * batch: io_uring_enter calls that made the reads or the writes of several
  *   sockets at once (see iomux_loop_batching).
  * batch_read, batch_write: the reads and writes made that way, each of
- *   which would otherwise have been a read or a write syscall. */
+ *   which would otherwise have been a read or a write syscall.
+ * accept_wakeups: readiness events of listening sockets, each one a wakeup
+ *   of this loop by an incoming connection. Several processes that share a
+ *   listener are woken one per connection, not all at once (EPOLLEXCLUSIVE
+ *   on epoll, an exclusive one-shot poll on io_uring; see iomux_listen).
+ * rearm: io_uring: a listener's one-shot poll armed again once its
+ *   connections were accepted (an SQE that rides with the next wait; not
+ *   counted in changes, which are registrations and removals). */
 #define IOMUX_STATS(X) \
   X(iterations)  X(events)     X(wait)       X(ctl)        X(accept)     \
   X(read)        X(write)      X(writev)     X(shutdown)   X(close)      \
   X(getpeername) X(getsockname) X(socket)    X(connect)    X(bind)       \
   X(listen)      X(setsockopt) X(getsockopt) X(unlink)     X(submit)     \
   X(changes)     X(splice)     X(pipe)       X(fcntl)      X(sigmask)     \
-  X(batch)       X(batch_read) X(batch_write)
+  X(batch)       X(batch_read) X(batch_write) X(accept_wakeups) \
+  X(rearm)
 
 typedef struct iomux_stats {
 #define IOMUX_STAT_FIELD(name) uint64_t name;
@@ -182,9 +190,42 @@ enum iomux_listen_flags {
   IOMUX_LISTEN_DEFER_ACCEPT = 4
 };
 
-/* Binds and listens. A unix listener unlinks its path when closed. */
+/* Binds and listens. A unix listener unlinks its path when closed.
+ *
+ * Every listener (this one or an adopted one) waits for connections as an
+ * exclusive waiter: when several loops, in one process or in several, watch
+ * the same listening socket (one inherited from a parent), a connection
+ * wakes one of them, not all (stats.accept_wakeups counts the wakeups).
+ * epoll: EPOLLEXCLUSIVE, Linux 4.5. io_uring: a one-shot POLL_ADD with
+ * EPOLLEXCLUSIVE (the kernel refuses it on a multishot poll), armed again
+ * once the accepts of the iteration are made. Exclusivity holds where the
+ * loop itself sleeps on its kernel queue: always on io_uring (the ring
+ * takes the wakeup whoever waits on the ring fd), on epoll only in the
+ * standalone mode; an epoll set that is itself watched by another epoll
+ * (the embedded mode under libuv) passes the wakeup on to the other
+ * waiters (the kernel's ep_poll_callback takes an exclusive wakeup only
+ * for a task asleep in epoll_wait on that very set). */
 int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
                  socklen_t len, int backlog, unsigned flags);
+/* Binds and listens as iomux_listen, but only makes the socket: returns its
+ * fd (non-blocking, close-on-exec), which no loop watches. For a process
+ * that hands listeners down to others (a supervisor to its workers, which
+ * adopt it with iomux_listen_fd) and never accepts itself. The caller closes
+ * it (and unlinks a unix socket's path). */
+int iomux_listen_socket(iomux_loop *loop, const struct sockaddr *addr,
+                        socklen_t len, int backlog, unsigned flags);
+/* Adopts fd, a listening stream socket made elsewhere (inherited from a
+ * parent process, passed over a unix socket): the loop accepts from it as
+ * from its own listeners and owns the fd from then on (iomux_close closes
+ * it; a unix socket's path is not unlinked). It is made non-blocking and
+ * close-on-exec. Returns the id, or -errno and the fd is left untouched:
+ * -EBADF (not an open fd), -ENOTSOCK (not a socket), -EINVAL (not a stream
+ * socket, or not listening). flags: none yet, must be 0. */
+int iomux_listen_fd(iomux_loop *loop, int fd, unsigned flags);
+/* Adopts fd, a connected stream socket made elsewhere (a socketpair end
+ * inherited from a parent, say): as iomux_listen_fd, for a stream socket
+ * that is not listening. Its peer address is read once (getpeername). */
+int iomux_adopt(iomux_loop *loop, int fd);
 /* Starts a non-blocking connect; IOMUX_EV_CONNECT reports the outcome. */
 int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
                   socklen_t len);
@@ -223,6 +264,19 @@ int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s);
  * until the id is recycled. */
 int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                        socklen_t *len);
+/* The credentials of a unix socket's peer, as the kernel recorded them at
+ * connect time (SO_PEERCRED; getpeereid() where there is no such option,
+ * which gives no pid: *pid is then -1). -EBADF, -ENOTSUP (no way to ask),
+ * or the getsockopt's -errno (a TCP socket: -EINVAL or -ENOTCONN...). */
+int iomux_peer_cred(iomux_loop *loop, int id, uid_t *uid, gid_t *gid,
+                    pid_t *pid);
+/* A connected pair of unix stream sockets, non-blocking and close-on-exec,
+ * which no loop watches yet: one end to hand to a child process, the other
+ * to adopt (iomux_adopt). 0 or -errno. */
+int iomux_socketpair(iomux_loop *loop, int fds[2]);
+/* getsockname() of an fd no loop watches (iomux_listen_socket's), counted. */
+int iomux_fd_local_address(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                           socklen_t *len);
 /* getsockname(), counted. */
 int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
                         socklen_t *len);

@@ -62,6 +62,27 @@ static int epoll_add(iomux_loop *loop, int fd, uint64_t token) {
   return epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+/* A listener needs read readiness only. EPOLLEXCLUSIVE: a connection wakes
+ * one of the epoll sets that wait on this socket, not all of them (see
+ * iomux_listen); it goes with EPOLLIN and EPOLLET, not with EPOLLRDHUP. */
+static int epoll_add_listener(iomux_loop *loop, int fd, uint64_t token) {
+  epoll_state *st = loop->backend;
+  struct epoll_event ev = {0};
+#ifdef EPOLLEXCLUSIVE
+  ev.events = EPOLLIN | EPOLLET | EPOLLEXCLUSIVE;
+#else
+  ev.events = EPOLLIN | EPOLLET;
+#endif
+  ev.data.u64 = token;
+  loop->stats.ctl++;
+  if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) == 0) return 0;
+  if (errno != EINVAL) return -errno;
+  /* Before Linux 4.5 the flag is refused. */
+  ev.events = EPOLLIN | EPOLLET;
+  loop->stats.ctl++;
+  return epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
 static void epoll_del(iomux_loop *loop, int fd, uint64_t token) {
   (void)loop;
   (void)fd;
@@ -108,6 +129,7 @@ const backend_ops iomux__backend_epoll = {
     .free = epoll_free,
     .fd = epoll_fd,
     .add = epoll_add,
+    .add_listener = epoll_add_listener,
     .del = epoll_del,
     .watch_foreign = epoll_watch_foreign,
     .poll = epoll_poll,

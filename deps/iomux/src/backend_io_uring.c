@@ -21,7 +21,9 @@
  *          or armed in the kernel;
  *   REARM  the kernel ended the poll and its re-arm is parked in `deferred`
  *          because the ring was full and could not be flushed;
- *   IDLE   the poll ended with an error: nothing is armed.
+ *   IDLE   the poll ended with an error: nothing is armed;
+ *   DRAINING  a listener's one-shot poll completed: the socket layer
+ *          accepts until EAGAIN, then asks for the next (listener_drained).
  * A close (del) turns a queued, unsubmitted POLL_ADD into a NOP: submitted
  * later, it would resolve the fd number at submission time, which by then may
  * name another socket. An armed poll gets a POLL_REMOVE: the poll holds a
@@ -68,6 +70,9 @@
 #define CQ_ENTRIES (4 * SQ_ENTRIES)
 
 #define POLL_EVENTS (POLLIN | POLLOUT | POLLRDHUP)
+/* The kernel's EPOLLEXCLUSIVE, which IORING_OP_POLL_ADD takes too (not in
+ * <poll.h>; <sys/epoll.h> has it, with names that clash with <poll.h>'s). */
+#define POLL_EXCLUSIVE (1u << 28)
 
 #define UD_OWN (UINT64_C(1) << 31)
 #define UD_MISC (UINT64_C(1) << 30)
@@ -76,7 +81,7 @@
 #define UD_MAKE(kind, high) (((uint64_t)(high) << 32) | UD_OWN | UD_MISC | (kind))
 enum { K_NOP = 1, K_PROBE, K_FOREIGN, K_FOREIGN_REMOVE };
 
-enum { ST_FREE = 0, ST_POLL, ST_REARM, ST_IDLE };
+enum { ST_FREE = 0, ST_POLL, ST_REARM, ST_IDLE, ST_DRAINING };
 
 typedef struct uslot {
   uint64_t token;
@@ -85,6 +90,11 @@ typedef struct uslot {
   uint32_t pos;   /* ring position of its latest POLL_ADD */
   uint32_t seen;  /* the harvest that last reported it... */
   uint32_t fired; /* ...and its index in loop->fired there */
+  /* A listener: a one-shot POLLIN poll, exclusive while `excl`, armed again
+   * at each completion (see uring_add_listener). */
+  uint8_t oneshot;
+  uint8_t excl;
+  uint8_t rearmed; /* its latest POLL_ADD is a re-arm (stats.rearm) */
 } uslot;
 
 typedef struct uring {
@@ -177,14 +187,17 @@ static void prep_remove(const uring *u, struct io_uring_sqe *e,
 
 /* A queued POLL_ADD that must never reach the kernel. The last entry is
  * simply taken back; one in the middle becomes a NOP. */
-static void sq_cancel(iomux_loop *loop, uint32_t pos) {
+static void sq_cancel(iomux_loop *loop, uint32_t pos, bool rearm) {
   uring *u = loop->backend;
   struct io_uring_sqe *e = &u->r.sqes[pos & u->r.sq_mask];
   memset(e, 0, sizeof *e);
   e->opcode = IORING_OP_NOP;
   e->flags = u->skip_flag;
   e->user_data = UD_MAKE(K_NOP, 0);
-  loop->stats.changes--; /* it never happens */
+  if (rearm) /* it never happens */
+    loop->stats.rearm--;
+  else
+    loop->stats.changes--;
   while (u->r.sq_tail != sq_head(u)) {
     e = &u->r.sqes[(u->r.sq_tail - 1) & u->r.sq_mask];
     if (e->opcode != IORING_OP_NOP) break;
@@ -232,7 +245,14 @@ static void queue_rearm(iomux_loop *loop, uslot *s) {
     defer(u, s->token);
     return;
   }
-  prep_poll(e, s->fd, POLL_EVENTS, true, s->token);
+  if (s->oneshot) {
+    prep_poll(e, s->fd, POLLIN | (s->excl ? POLL_EXCLUSIVE : 0), false,
+              s->token);
+    loop->stats.changes--; /* counted apart, not a registration */
+    loop->stats.rearm++;
+    s->rearmed = 1;
+  } else
+    prep_poll(e, s->fd, POLL_EVENTS, true, s->token);
   s->state = ST_POLL;
   s->pos = u->r.sq_tail - 1;
 }
@@ -297,6 +317,36 @@ static int uring_add(iomux_loop *loop, int fd, uint64_t token) {
   return 0;
 }
 
+/* A listener gets a one-shot exclusive poll: a connection wakes one of the
+ * rings (or epoll sets) that wait on the socket, not all of them. The kernel
+ * refuses EPOLLEXCLUSIVE on a multishot poll, so once the socket layer has
+ * accepted until EAGAIN it asks for the next poll (listener_drained); that
+ * rides with the next wait, and a poll armed on a socket that has
+ * connections queued again completes at once: none is missed. While it is
+ * not armed the other waiters take the connections, which is the point. A
+ * listener that stopped accepting (out of fds) is not re-armed until it
+ * accepts again, so it never spins. */
+static int uring_add_listener(iomux_loop *loop, int fd, uint64_t token) {
+  uring *u = loop->backend;
+  int rc = uring_add(loop, fd, token);
+  if (rc < 0) return rc;
+  uslot *s = &u->slots[TOKEN_SLOT(token)];
+  s->oneshot = 1;
+  s->excl = 1;
+  struct io_uring_sqe *e = &u->r.sqes[s->pos & u->r.sq_mask];
+  prep_poll(e, fd, POLLIN | POLL_EXCLUSIVE, false, token);
+  return 0;
+}
+
+static void uring_listener_drained(iomux_loop *loop, int fd, uint64_t token) {
+  uring *u = loop->backend;
+  uint32_t slot = TOKEN_SLOT(token);
+  (void)fd;
+  if (slot >= u->nslots || u->slots[slot].token != token) return;
+  uslot *s = &u->slots[slot];
+  if (s->oneshot && s->state == ST_DRAINING) queue_rearm(loop, s);
+}
+
 static void uring_del(iomux_loop *loop, int fd, uint64_t token) {
   uring *u = loop->backend;
   uint32_t slot = TOKEN_SLOT(token);
@@ -307,7 +357,7 @@ static void uring_del(iomux_loop *loop, int fd, uint64_t token) {
   uslot *s = &u->slots[slot];
   if (s->state == ST_POLL) {
     if (add_queued(u, s->pos, token)) {
-      sq_cancel(loop, s->pos);
+      sq_cancel(loop, s->pos, s->rearmed);
     } else {
       queue_remove(loop, UD_OWN | token);
       /* Until the poll lets go of the file, a listener stays in LISTEN: new
@@ -334,7 +384,7 @@ static int uring_watch_foreign(iomux_loop *loop, int fd, int old_fd) {
     assert(old_fd == u->foreign_fd);
     if (u->foreign_state == ST_POLL) {
       if (add_queued(u, u->foreign_pos, UD_MAKE(K_FOREIGN, u->foreign_gen)))
-        sq_cancel(loop, u->foreign_pos);
+        sq_cancel(loop, u->foreign_pos, false);
       else
         queue_remove(loop, UD_MAKE(K_FOREIGN_REMOVE, u->foreign_gen));
     }
@@ -425,7 +475,21 @@ static int completion(iomux_loop *loop, uint64_t ud, int32_t res,
     mask = mask_of(res);
   else if (res != -ECANCELED)
     mask = RD_ERROR; /* the socket layer finds out what went wrong */
-  if (!(flags & IORING_CQE_F_MORE)) {
+  if (s->oneshot) {
+    /* A listener's poll ends at every completion: the next is armed once
+     * its connections are accepted. A kernel that refuses EPOLLEXCLUSIVE
+     * on a poll (-EINVAL) gets a plain one; -ECANCELED (the kernel dropped
+     * it) is re-armed at once. */
+    if (res == -EINVAL && s->excl) {
+      s->excl = 0;
+      queue_rearm(loop, s);
+      return n;
+    }
+    if (res == -ECANCELED)
+      queue_rearm(loop, s);
+    else
+      s->state = res >= 0 ? ST_DRAINING : ST_IDLE;
+  } else if (!(flags & IORING_CQE_F_MORE)) {
     /* The kernel ended the poll without our asking: the completion ring was
      * full when it had an event to post (it posts that event with this
      * completion), or it cancelled it (-ECANCELED, e.g. a wait queue that
@@ -619,6 +683,8 @@ const backend_ops iomux__backend_io_uring = {
     .free = uring_free,
     .fd = uring_fd,
     .add = uring_add,
+    .add_listener = uring_add_listener,
+    .listener_drained = uring_listener_drained,
     .del = uring_del,
     .watch_foreign = uring_watch_foreign,
     .poll = uring_poll,

@@ -246,6 +246,14 @@ struct backend_ops {
    * backend that can batch only queues the change; it rides with the next
    * wait (see pending). On failure nothing is registered or queued. */
   int (*add)(iomux_loop *loop, int fd, uint64_t token);
+  /* The same for a listening socket: read readiness only, as an exclusive
+   * waiter (see iomux_listen). Optional: add() otherwise. */
+  int (*add_listener)(iomux_loop *loop, int fd, uint64_t token);
+  /* Optional: a listener accepted until EAGAIN. A backend whose listener
+   * registration ends at each wakeup (io_uring's one-shot exclusive poll)
+   * arms the next one here, and only here: a listener that stopped
+   * accepting (out of fds) is not woken again until it accepts. */
+  void (*listener_drained)(iomux_loop *loop, int fd, uint64_t token);
   /* Called before fd is closed; token is what add() was given. Changes
    * still queued for fd must go: after the close its number may be reused. */
   void (*del)(iomux_loop *loop, int fd, uint64_t token);
@@ -304,6 +312,12 @@ uint32_t iomux__batch_run(iomux_loop *loop, io_op *ops, uint32_t n);
 int sys_shutdown_wr(iomux_loop *loop, int fd);
 int sys_close(iomux_loop *loop, int fd);
 int sys_socket_error(iomux_loop *loop, int fd);
+/* getsockopt() of an int option: 0 and *v, or -errno. */
+int sys_getsockopt_int(iomux_loop *loop, int fd, int level, int name, int *v);
+/* O_NONBLOCK and FD_CLOEXEC on an fd made elsewhere. */
+int sys_adopt_flags(iomux_loop *loop, int fd);
+int sys_getpeername(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                    socklen_t *len);
 int sys_getsockname(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
                     socklen_t *len);
 int sys_unlink(iomux_loop *loop, const char *path);

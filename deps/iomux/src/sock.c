@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 /* Inside a delivery, writes are queued and flushed together when it ends;
  * a write this large goes out at once instead of being copied. */
@@ -89,7 +90,9 @@ static int32_t sock_register(iomux_loop *loop, uint8_t kind, int fd) {
   int32_t slot = sock_new(loop, kind, fd);
   if (slot < 0) return slot;
   sock *s = loop->socks[slot];
-  int rc = loop->ops->add(loop, fd, TOKEN(slot, s->gen));
+  int rc = kind == SK_LISTENER && loop->ops->add_listener
+               ? loop->ops->add_listener(loop, fd, TOKEN(slot, s->gen))
+               : loop->ops->add(loop, fd, TOKEN(slot, s->gen));
   if (rc < 0) {
     s->flags = SF_CLOSED;
     s->gen++;
@@ -157,6 +160,61 @@ int iomux_peer_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
     *len = (socklen_t)offsetof(struct sockaddr_un, sun_path);
   }
   return 0;
+}
+
+int iomux_peer_cred(iomux_loop *loop, int id, uid_t *uid, gid_t *gid,
+                    pid_t *pid) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+#if defined(SO_PEERCRED) && defined(__linux__)
+  struct ucred uc;
+  socklen_t len = sizeof uc;
+  loop->stats.getsockopt++;
+  if (getsockopt(s->fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) < 0) return -errno;
+  *uid = uc.uid;
+  *gid = uc.gid;
+  *pid = uc.pid;
+  return 0;
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__OpenBSD__) || \
+    defined(__NetBSD__) || defined(__DragonFly__)
+  loop->stats.getsockopt++;
+  if (getpeereid(s->fd, uid, gid) < 0) return -errno;
+  *pid = -1;
+  return 0;
+#else
+  (void)uid;
+  (void)gid;
+  (void)pid;
+  return -ENOTSUP;
+#endif
+}
+
+int iomux_socketpair(iomux_loop *loop, int fds[2]) {
+  loop->stats.socket++;
+#ifdef SOCK_NONBLOCK
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) < 0)
+    return -errno;
+  return 0;
+#else
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) return -errno;
+  for (int i = 0; i < 2; i++) {
+    int rc = sys_adopt_flags(loop, fds[i]);
+    if (rc < 0) {
+      sys_close(loop, fds[0]);
+      sys_close(loop, fds[1]);
+      return rc;
+    }
+  }
+  return 0;
+#endif
+}
+
+int iomux_fd_local_address(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                           socklen_t *len) {
+  if (fd < 0) return -EBADF;
+  memset(ss, 0, sizeof *ss);
+  *len = sizeof *ss;
+  return sys_getsockname(loop, fd, ss, len);
 }
 
 int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
@@ -622,15 +680,18 @@ int iomux_set_reading(iomux_loop *loop, int id, int on) {
 
 /* ---- listening and accepting --------------------------------------------- */
 
-int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
-                 socklen_t len, int backlog, unsigned flags) {
+/* A bound, listening, non-blocking socket; *defer says whether
+ * TCP_DEFER_ACCEPT took. On failure nothing is left behind. */
+static int make_listener(iomux_loop *loop, const struct sockaddr *addr,
+                         socklen_t len, int backlog, unsigned flags,
+                         bool *defer) {
   int family = addr->sa_family;
   if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
     return -EAFNOSUPPORT;
+  *defer = false;
   int fd = sys_socket(loop, family);
   if (fd < 0) return fd;
   int rc = 0;
-  bool defer = false;
   if (family != AF_UNIX) {
     rc = sys_setsockopt_int(loop, fd, SOL_SOCKET, SO_REUSEADDR, 1);
     if (!rc && (flags & IOMUX_LISTEN_REUSEPORT)) {
@@ -652,7 +713,7 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
      * all the same (Linux turns it into SYN-ACK retransmissions). */
     if (!rc && (flags & IOMUX_LISTEN_DEFER_ACCEPT)) {
       rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, 1);
-      defer = rc == 0;
+      *defer = rc == 0;
     }
 #endif
   }
@@ -662,24 +723,92 @@ int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
     bound = rc == 0;
   }
   if (!rc) rc = sys_listen(loop, fd, backlog > 0 ? backlog : 511);
+  if (rc) {
+    const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
+    if (bound && family == AF_UNIX &&
+        len > offsetof(struct sockaddr_un, sun_path) && un->sun_path[0])
+      sys_unlink(loop, un->sun_path);
+    sys_close(loop, fd);
+    return rc;
+  }
+  return fd;
+}
+
+int iomux_listen_socket(iomux_loop *loop, const struct sockaddr *addr,
+                        socklen_t len, int backlog, unsigned flags) {
+  bool defer;
+  return make_listener(loop, addr, len, backlog, flags, &defer);
+}
+
+int iomux_listen(iomux_loop *loop, const struct sockaddr *addr,
+                 socklen_t len, int backlog, unsigned flags) {
+  bool defer = false;
+  int fd = make_listener(loop, addr, len, backlog, flags, &defer);
+  if (fd < 0) return fd;
   const struct sockaddr_un *un = (const struct sockaddr_un *)addr;
-  bool named_unix = family == AF_UNIX &&
+  bool named_unix = addr->sa_family == AF_UNIX &&
                     len > offsetof(struct sockaddr_un, sun_path) &&
                     un->sun_path[0] != '\0';
   char *path = NULL;
-  if (!rc && named_unix) {
+  int32_t slot = 0;
+  if (named_unix) {
     path = strndup(un->sun_path, sizeof un->sun_path);
-    if (!path) rc = -ENOMEM;
+    if (!path) slot = -ENOMEM;
   }
-  int32_t slot = rc ? rc : sock_register(loop, SK_LISTENER, fd);
+  if (slot == 0) slot = sock_register(loop, SK_LISTENER, fd);
   if (slot < 0) {
     free(path);
-    if (bound && named_unix) sys_unlink(loop, un->sun_path);
+    if (named_unix) sys_unlink(loop, un->sun_path);
     sys_close(loop, fd);
     return slot;
   }
   loop->socks[slot]->path = path;
   if (defer) loop->socks[slot]->flags |= SF_DEFER_ACCEPT;
+  return slot;
+}
+
+/* Whether fd is a stream socket, and whether it listens: 0 or -errno. */
+static int stream_socket(iomux_loop *loop, int fd, int *listening) {
+  if (fd < 0) return -EBADF;
+  int type = 0;
+  int rc = sys_getsockopt_int(loop, fd, SOL_SOCKET, SO_TYPE, &type);
+  if (rc < 0) return rc; /* -EBADF, -ENOTSOCK */
+  if (type != SOCK_STREAM) return -EINVAL;
+  int acc = 0;
+  rc = sys_getsockopt_int(loop, fd, SOL_SOCKET, SO_ACCEPTCONN, &acc);
+  if (rc < 0) return rc;
+  *listening = acc != 0;
+  return 0;
+}
+
+int iomux_listen_fd(iomux_loop *loop, int fd, unsigned flags) {
+  if (flags != 0) return -EINVAL;
+  int listening = 0;
+  int rc = stream_socket(loop, fd, &listening);
+  if (rc < 0) return rc;
+  if (!listening) return -EINVAL;
+  rc = sys_adopt_flags(loop, fd);
+  if (rc < 0) return rc;
+  return sock_register(loop, SK_LISTENER, fd);
+}
+
+int iomux_adopt(iomux_loop *loop, int fd) {
+  int listening = 0;
+  int rc = stream_socket(loop, fd, &listening);
+  if (rc < 0) return rc;
+  if (listening) return -EINVAL;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  rc = sys_getpeername(loop, fd, &ss, &len);
+  if (rc < 0) return rc; /* -ENOTCONN */
+  rc = sys_adopt_flags(loop, fd);
+  if (rc < 0) return rc;
+  int32_t slot = sock_register(loop, SK_STREAM, fd);
+  if (slot < 0) return slot;
+  sock *s = loop->socks[slot];
+  s->flags = SF_WRITABLE;
+  peer_from(s, (const struct sockaddr *)&ss);
   return slot;
 }
 
@@ -742,6 +871,8 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
     if (fd < 0) {
       if (would_block(-fd)) {
         l->flags &= ~SF_READABLE;
+        if (loop->ops->listener_drained)
+          loop->ops->listener_drained(loop, l->fd, TOKEN(lslot, l->gen));
         return;
       }
       if (fd == -ECONNABORTED || fd == -EPROTO) continue; /* peer gave up */
@@ -835,6 +966,7 @@ void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
     return;
   }
   if (s->kind == SK_LISTENER) {
+    loop->stats.accept_wakeups++;
     s->flags |= SF_READABLE;
     if (!(s->flags & SF_ACCEPT_PAUSED)) accept_some(loop, s, slot);
     return;

@@ -188,6 +188,32 @@ int sys_socket_error(iomux_loop *loop, int fd) {
   return err;
 }
 
+int sys_getsockopt_int(iomux_loop *loop, int fd, int level, int name, int *v) {
+  socklen_t len = sizeof *v;
+  loop->stats.getsockopt++;
+  return getsockopt(fd, level, name, v, &len) < 0 ? -errno : 0;
+}
+
+int sys_adopt_flags(iomux_loop *loop, int fd) {
+  loop->stats.fcntl++;
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0) return -errno;
+  if (!(fl & O_NONBLOCK)) {
+    loop->stats.fcntl++;
+    if (fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return -errno;
+  }
+  loop->stats.fcntl++;
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) return -errno;
+  no_sigpipe(fd);
+  return 0;
+}
+
+int sys_getpeername(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
+                    socklen_t *len) {
+  loop->stats.getpeername++;
+  return getpeername(fd, (struct sockaddr *)ss, len) < 0 ? -errno : 0;
+}
+
 int sys_getsockname(iomux_loop *loop, int fd, struct sockaddr_storage *ss,
                     socklen_t *len) {
   loop->stats.getsockname++;

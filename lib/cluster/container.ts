@@ -1,0 +1,221 @@
+// container.ts -- the worker side: one Container per worker process, talking
+// to the master over the inherited control channel.
+import { EventEmitter } from 'node:events';
+import { loop, type Timer } from '../loop';
+import { Channel, adoptSocket } from './channel';
+import { FrameType, type Frame } from './protocol';
+
+/** What the master puts in the worker's environment (IOMUX_CLUSTER, JSON). */
+export interface WorkerSpec {
+  v: 1;
+  id: string;
+  service: string;
+  module: string;
+  args: string[];
+  /** fd of the control channel's end. */
+  ctl: number;
+  listeners: { fd: number; address: string }[];
+}
+
+/** Sender of a message: a container, or the master. */
+export interface MessageFrom {
+  id: string;
+  service: string;
+}
+
+/** The hooks a worker module may export (any of them may return a promise). */
+export interface WorkerHooks {
+  postStart?(container: Container): unknown;
+  preFinish?(container: Container): unknown;
+  receiveMessage?(container: Container, name: string, args: unknown[]): unknown;
+  receiveAdminMessage?(container: Container, name: string, args: unknown[]): unknown;
+  shutdown?(): unknown;
+  /** true keeps the worker alive after an uncaught exception; false lets it die (and be restarted). */
+  globalExceptionHandler?(err: unknown): boolean;
+}
+
+/** Something the container stops at shutdown: an iomux or node server, an http server. */
+interface Closable {
+  close(cb?: (err?: Error) => void): unknown;
+  listen(options: { fd: number }, cb?: () => void): unknown;
+  once(event: string, cb: (...a: any[]) => void): unknown;
+}
+
+/**
+ * Events: 'message' (name, args, from), 'adminMessage' (name, args),
+ * 'shutdown' when the graceful stop begins.
+ */
+export class Container extends EventEmitter {
+  readonly id: string;
+  readonly service: string;
+  readonly args: readonly string[];
+  /** The listening sockets the master handed down: adopt them with listen(server, i). */
+  readonly inherited: readonly { fd: number; address: string }[];
+  /** @internal */ readonly _channel: Channel;
+  /** @internal */ _hooks: WorkerHooks = {};
+  private readonly timers = new Set<Timer>();
+  private readonly servers: Closable[] = [];
+  private stopping = false;
+
+  /** @internal */
+  constructor(spec: WorkerSpec) {
+    super();
+    this.id = spec.id;
+    this.service = spec.service;
+    this.args = spec.args;
+    this.inherited = spec.listeners;
+    this._channel = new Channel(adoptSocket(spec.ctl));
+    this._channel.on('frame', (f: Frame) => this.onFrame(f));
+    this._channel.on('request', (op: string, body: Record<string, unknown>, reply: (r: unknown) => void) => {
+      if (op === 'stats') {
+        reply({ pid: process.pid, rss: process.memoryUsage.rss(), connections: this.connections() });
+      } else {
+        reply(new Error(`unknown request op ${op}`));
+      }
+    });
+    // The master is gone: nothing supervises this worker any more.
+    this._channel.on('close', () => {
+      if (!this.stopping) void this.stop(0, true);
+    });
+  }
+
+  /** True once the graceful stop began. */
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  /**
+   * Sends a message to target: a service name (each of its containers), a
+   * container id, '*' (every container) or 'master'. Delivered in order
+   * per sender.
+   */
+  send(target: string, name: string, ...args: unknown[]): void {
+    if (typeof target !== 'string' || target === '') throw new TypeError('target must be a service name, a container id, \'*\' or \'master\'');
+    if (typeof name !== 'string') throw new TypeError('name must be a string');
+    this._channel.send(FrameType.MESSAGE, { target, name, args });
+  }
+
+  /** A request to the master (the channel that later shared-state operations use). */
+  request(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
+    return this._channel.request(op, args);
+  }
+
+  /** Adopts the index-th inherited listener with server (iomux Server, http server, or node's). */
+  listen<S extends Closable>(server: S, index = 0, cb?: () => void): S {
+    const l = this.inherited[index];
+    if (!l) throw new RangeError(`no inherited listener ${index} (this service has ${this.inherited.length})`);
+    this.servers.push(server);
+    server.listen({ fd: l.fd }, cb);
+    return server;
+  }
+
+  /** Timers that are cleared when the worker shuts down. */
+  setInterval(cb: () => void, ms: number): Timer {
+    const t = loop.setInterval(cb, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  setTimeout(cb: () => void, ms: number): Timer {
+    const t = loop.setTimeout(() => {
+      this.timers.delete(t);
+      cb();
+    }, ms);
+    this.timers.add(t);
+    return t;
+  }
+
+  clearTimer(t: Timer): void {
+    this.timers.delete(t);
+    loop.clearTimeout(t);
+  }
+
+  private connections(): number {
+    let n = 0;
+    for (const s of this.servers) {
+      const c = (s as { connectionCount?: number; _connections?: number }).connectionCount
+        ?? (s as unknown as { connections?: number }).connections;
+      if (typeof c === 'number') n += c;
+    }
+    return n;
+  }
+
+  private onFrame(f: Frame): void {
+    const b = (f.body ?? {}) as Record<string, unknown>;
+    switch (f.type) {
+      case FrameType.MESSAGE: {
+        const name = String(b.name);
+        const args = Array.isArray(b.args) ? b.args : [];
+        const from = (b.from ?? { id: 'master', service: 'master' }) as MessageFrom;
+        this.emit('message', name, args, from);
+        if (this._hooks.receiveMessage) void guard(() => this._hooks.receiveMessage!(this, name, args));
+        break;
+      }
+      case FrameType.ADMIN: {
+        const name = String(b.name);
+        const args = Array.isArray(b.args) ? b.args : [];
+        this.emit('adminMessage', name, args);
+        if (this._hooks.receiveAdminMessage) void guard(() => this._hooks.receiveAdminMessage!(this, name, args));
+        break;
+      }
+      case FrameType.SHUTDOWN:
+        void this.stop(typeof b.grace === 'number' ? b.grace : 10000, false);
+        break;
+      default:
+        break; // a later master's one-way frame: ignored
+    }
+  }
+
+  /** @internal The graceful stop: preFinish, stop accepting, drain, shutdown, exit. */
+  async stop(grace: number, orphaned: boolean): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this._channel.send(FrameType.STOPPING);
+    this.emit('shutdown');
+    for (const t of this.timers) loop.clearTimeout(t);
+    this.timers.clear();
+    if (this._hooks.preFinish) await guard(() => this._hooks.preFinish!(this));
+    // Stop accepting and let the open connections finish; their close
+    // resolves each server's close(). The master kills us after the grace.
+    const closes = this.servers.map((s) => new Promise<void>((resolve) => {
+      try {
+        const r = s.close(() => resolve());
+        if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(() => resolve(), () => resolve());
+      } catch {
+        resolve();
+      }
+    }));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(closes),
+      new Promise<void>((r) => { timer = setTimeout(r, orphaned ? Math.min(grace, 1000) : grace); }),
+    ]);
+    if (timer) clearTimeout(timer);
+    if (this._hooks.shutdown) await guard(() => this._hooks.shutdown!());
+    this._channel.send(FrameType.STOPPED);
+    this._channel.end();
+    // Whatever the module left open (timers, sockets) must not keep us.
+    setImmediate(() => process.exit(0));
+  }
+}
+
+/** Runs a hook; what it throws (or rejects with) is an uncaught exception of the worker. */
+async function guard(fn: () => unknown): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    setImmediate(() => { throw err; });
+  }
+}
+
+let current: Container | null = null;
+
+/** @internal */
+export function _setContainer(c: Container): void {
+  current = c;
+}
+
+/** The container of this worker process, or null outside a supervised worker. */
+export function getContainer(): Container | null {
+  return current;
+}
