@@ -650,6 +650,14 @@ bool iomux__fwd_accepts_writes(const sock *s) {
 
 /* ---- the API ------------------------------------------------------------------- */
 
+size_t iomux__fwd_memory(const iomux_fwd *f, int32_t slot) {
+  if (slot != f->a) return 0;
+  size_t n = sizeof *f;
+  for (int i = 0; i < 2; i++)
+    if (f->d[i].buf) n += f->d[i].cap;
+  return n;
+}
+
 int iomux_forward(iomux_loop *loop, int a, int b,
                   const iomux_forward_opts *opts) {
   sock *sa = iomux__sock(loop, a, SK_STREAM);

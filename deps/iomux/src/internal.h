@@ -137,10 +137,10 @@ typedef struct buf_pool {
 /* The write queue's first buffer: a response of this size or less needs no
  * other (larger queues take malloc's and give it back once they empty). */
 #define IOMUX_OUTQ_BUF 1024u
-#define IOMUX_OUTQ_POOL 256u
+#define IOMUX_OUTQ_POOL 128u
 /* A forwarding direction's copy buffer while small messages go by. */
 #define IOMUX_COPY_BUF (16u * 1024)
-#define IOMUX_COPY_POOL 64u
+#define IOMUX_COPY_POOL 32u
 
 /* ---- the loop ------------------------------------------------------------- */
 
@@ -253,6 +253,9 @@ bool iomux__fwd_accepts_writes(const sock *s);
 void iomux__fwd_report(iomux_loop *loop);
 /* Loop teardown: frees ended forwardings without a record. */
 void iomux__fwd_free_ended(iomux_loop *loop);
+/* Heap bytes the forwarding of the socket in `slot` holds, counted for its
+ * first socket only, 0 for the other (iomux_loop_memory). */
+size_t iomux__fwd_memory(const iomux_fwd *f, int32_t slot);
 
 /* timer.c */
 int32_t iomux__tnode_alloc(iomux_loop *loop, uint8_t kind, int32_t owner);

@@ -377,6 +377,23 @@ void iomux_loop_free(iomux_loop *loop) {
   free(loop);
 }
 
+void iomux_loop_memory(const iomux_loop *loop, iomux_memory *out) {
+  size_t n = (size_t)loop->nsocks * (sizeof *loop->socks + sizeof *loop->free_socks.v);
+  for (uint32_t i = 0; i < loop->nsocks; i++) {
+    const sock *s = loop->socks[i];
+    if (!s) continue;
+    n += sizeof *s + s->out.cap;
+    if (s->path) n += strlen(s->path) + 1;
+    if (s->fwd) n += iomux__fwd_memory(s->fwd, (int32_t)i);
+  }
+  n += (size_t)loop->ntnodes * (sizeof *loop->tnodes + sizeof *loop->heap +
+                                sizeof *loop->free_tnodes.v);
+  out->sockets = n;
+  out->pooled = (size_t)loop->outq_pool.len * loop->outq_pool.size +
+                (size_t)loop->copy_pool.len * loop->copy_pool.size +
+                (size_t)(loop->outq_pool.max + loop->copy_pool.max) * sizeof(uint8_t *);
+}
+
 const char *iomux_loop_backend(const iomux_loop *loop) {
   return loop->ops->name;
 }
