@@ -106,6 +106,7 @@ function idleScenarios(cfg) {
   const idle = (o) => ({
     kind: 'idle',
     group: o.group || 'tcp',
+    cClient: true, // the C client opens and holds the connections
     notes: [],
     ...o,
     describe: () => `C client opens ${count(o.idle.connections)} connections in batches of 500${o.to}; ` + o.exchangeText +
