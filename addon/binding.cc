@@ -21,6 +21,10 @@
 #include <uv.h>
 
 #include <arpa/inet.h>
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+#include <malloc.h>
+#define IOMUX_HAVE_MALLINFO2 1
+#endif
 #include <net/if.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -350,6 +354,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("stats", &Binding::Stats),
       InstanceMethod("backend", &Binding::Backend),
       InstanceMethod("batching", &Binding::Batching),
+      InstanceMethod("memory", &Binding::Memory),
       InstanceMethod("forward", &Binding::Forward),
       InstanceValue("SharedCacheHandle", DefineSharedCacheHandle(env), napi_enumerable),
     });
@@ -716,6 +721,29 @@ class Binding : public Napi::Addon<Binding> {
     napi_value r = nullptr;
     napi_get_boolean(info.Env(), iomux_loop_batching(L()) != 0, &r);
     return Napi::Value(info.Env(), r);
+  }
+
+  // [bytes the core holds for its sockets, bytes in its buffer pools, bytes
+  // the process has in use from malloc (glibc's mallinfo2; -1 elsewhere)]:
+  // for memory tests.
+  Napi::Value Memory(const Napi::CallbackInfo &info) {
+    napi_env env = info.Env();
+    double in_use = -1;
+#ifdef IOMUX_HAVE_MALLINFO2
+    struct mallinfo2 mi = mallinfo2();
+    in_use = static_cast<double>(mi.uordblks + mi.hblkhd);
+#endif
+    iomux_memory m;
+    iomux_loop_memory(L(), &m);
+    napi_value arr = nullptr, v;
+    napi_create_array_with_length(env, 3, &arr);
+    napi_create_double(env, static_cast<double>(m.sockets), &v);
+    napi_set_element(env, arr, 0, v);
+    napi_create_double(env, static_cast<double>(m.pooled), &v);
+    napi_set_element(env, arr, 1, v);
+    napi_create_double(env, in_use, &v);
+    napi_set_element(env, arr, 2, v);
+    return Napi::Value(env, arr);
   }
 
   Napi::Value Backend(const Napi::CallbackInfo &info) {

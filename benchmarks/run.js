@@ -13,7 +13,10 @@
 //   bulk       one connection streaming 64 KiB writes, the server consumes
 //   proxy      keep-alive hello world through a TCP proxy: node:net, iomux, HAProxy
 //   proxy-bulk 64 KiB writes through the same proxies
-//   idle       15,000 idle connections: server RSS per connection
+//   idle       15,000 idle connections after one echo each: server RSS per connection
+//   idle-silent   the same connections, never a byte sent
+//   idle-http  15,000 idle keep-alive HTTP connections after one request each
+//   idle-proxy 5,000 idle connections through a TCP proxy, each with its upstream
 //   timers     1,000,000 timer schedule-and-cancel pairs, iomux vs node
 //   timeouts   15,000 sockets with an idle timeout refreshed on every read
 //   cache      SharedCache get/set against lmdb, Redis (ioredis) and a Map,
@@ -51,7 +54,9 @@
 //   --warmup S               warm-up seconds per server start (default 1)
 //   --connections N          connections for HTTP and echo (default 100)
 //   --pipeline N             requests per write in "pipeline" (default 16)
-//   --idle-connections N     connections in "idle" (default 15000)
+//   --idle-connections N     connections in "idle", "idle-silent", "idle-http" (default 15000)
+//   --idle-proxy-connections N  client connections in "idle-proxy" (default 5000;
+//                            the proxy holds two descriptors for each)
 //   --timeout-connections N  connections in "timeouts" (default 15000)
 //   --timer-pairs N          pairs in "timers" (default 1000000)
 //   --loadgen NAME           wrk or autocannon (default: wrk when installed);
@@ -82,7 +87,8 @@ const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts', 'cache', 'cluster'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'idle-silent',
+  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster'];
 const { runCluster } = require('./lib/cluster');
 
 // ---------------------------------------------------------------------------
@@ -100,6 +106,7 @@ function parseArgs(argv) {
     connections: 100,
     pipeline: 16,
     idleConnections: 15000,
+    idleProxyConnections: 5000,
     timeoutConnections: 15000,
     timerPairs: 1000000,
     echoSize: 64,
@@ -144,6 +151,7 @@ function parseArgs(argv) {
       case '--connections': set('connections', Math.floor(num(flag, value(), 1))); break;
       case '--pipeline': set('pipeline', Math.floor(num(flag, value(), 1))); break;
       case '--idle-connections': set('idleConnections', Math.floor(num(flag, value(), 1))); break;
+      case '--idle-proxy-connections': set('idleProxyConnections', Math.floor(num(flag, value(), 1))); break;
       case '--timeout-connections': set('timeoutConnections', Math.floor(num(flag, value(), 1))); break;
       case '--timer-pairs': set('timerPairs', Math.floor(num(flag, value(), 1))); break;
       case '--strace-duration': set('straceDuration', num(flag, value(), 1)); break;
@@ -170,7 +178,7 @@ function parseArgs(argv) {
     }
   }
   if (opts.quick) {
-    const q = { rounds: 1, duration: 1, phases: 1, warmup: 1, idleConnections: 2000, timeoutConnections: 2000, timerPairs: 100000, straceDuration: 1 };
+    const q = { rounds: 1, duration: 1, phases: 1, warmup: 1, idleConnections: 2000, idleProxyConnections: 1000, timeoutConnections: 2000, timerPairs: 100000, straceDuration: 1 };
     for (const [k, v] of Object.entries(q)) if (!explicit.has(k)) opts[k] = v;
   }
   // The generators take whole seconds.
@@ -585,6 +593,7 @@ async function main() {
       pipeline: opts.pipeline,
       echoSize: opts.echoSize,
       idleConnections: opts.idleConnections,
+      idleProxyConnections: opts.idleProxyConnections,
       timeoutConnections: opts.timeoutConnections,
       timerPairs: opts.timerPairs,
       loadgen: env.loadgen ? env.loadgen.name : null,

@@ -36,6 +36,8 @@ export interface Binding {
   stats(): Record<string, number>;
   backend(): string;
   batching(): boolean;
+  /** [bytes the core holds for its sockets, bytes in its pools, bytes in use from malloc or -1]: memory tests. */
+  memory(): [number, number, number];
   forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
   SharedCacheHandle: SharedCacheHandleClass;
 }

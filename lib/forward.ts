@@ -101,16 +101,30 @@ async function whenConnected(s: Socket): Promise<void> {
  * emitted; destroy() aborts the forwarding (reason 'closed'). At the end both
  * sockets are closed and emit 'close'.
  */
-export async function forward(a: Socket, b: Socket, options: ForwardOptions = {}): Promise<ForwardResult> {
-  if (!(a instanceof Socket)) throw invalidArgType('a', 'an instance of Socket', a);
-  if (!(b instanceof Socket)) throw invalidArgType('b', 'an instance of Socket', b);
-  if (a === b) throw invalidArgValue('b', b, 'must not be the same socket as a');
-  if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
-  const idle = u32Option('options.idleTimeout', options.idleTimeout, 0);
-  const hwm = u32Option('options.highWaterMark', options.highWaterMark, 0);
-  const flags = options.copy === true ? FORWARD_COPY : 0;
+export function forward(a: Socket, b: Socket, options: ForwardOptions = {}): Promise<ForwardResult> {
+  // Not an async function: a forwarding of connected sockets (a proxy's,
+  // after its upstream connected) starts at once and its Promise is the only
+  // one, which an idle forwarded pair keeps for its life. Errors still come
+  // as a rejection.
+  try {
+    if (!(a instanceof Socket)) throw invalidArgType('a', 'an instance of Socket', a);
+    if (!(b instanceof Socket)) throw invalidArgType('b', 'an instance of Socket', b);
+    if (a === b) throw invalidArgValue('b', b, 'must not be the same socket as a');
+    if (options === null || typeof options !== 'object') throw invalidArgType('options', 'of type object', options);
+    const idle = u32Option('options.idleTimeout', options.idleTimeout, 0);
+    const hwm = u32Option('options.highWaterMark', options.highWaterMark, 0);
+    const flags = options.copy === true ? FORWARD_COPY : 0;
+    if (a.connecting || b.connecting) {
+      return Promise.all([whenConnected(a), whenConnected(b)]).then(() => start(a, b, idle, hwm, flags));
+    }
+    return start(a, b, idle, hwm, flags);
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
 
-  await Promise.all([whenConnected(a), whenConnected(b)]);
+/** Hands two connected sockets to the core; throws when it cannot. */
+function start(a: Socket, b: Socket, idle: number, hwm: number, flags: number): Promise<ForwardResult> {
   if (a.destroyed || b.destroyed || a._id < 0 || b._id < 0) throw streamDestroyed('forward');
   if (a.forwarding || b.forwarding) {
     throw Object.assign(new Error('forward: the socket is already being forwarded'), { code: 'ERR_IOMUX_FORWARDING' });

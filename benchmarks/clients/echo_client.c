@@ -11,8 +11,8 @@
  *                                           back before sending again
  *   echo_client bulk HOST PORT CONNS SIZE   each connection streams SIZE-byte writes
  *                                           as fast as the server takes them
- *   echo_client idle HOST PORT MAXCONNS     opens connections on command ("open K")
- *                                           and holds them
+ *   echo_client idle HOST PORT MAXCONNS     opens connections on command ("open K",
+ *                                           "open K echo", "open K http") and holds them
  *
  * Connections are opened in batches of IOMUX_BENCH_BATCH (default 500): a
  * batch is complete when every connect() of it finished and, in echo mode,
@@ -27,8 +27,13 @@
  *   {"event":"connected","connections":N,"connectMs":T}
  * then commands, one per line on stdin:
  *   go SECONDS   runs one phase of traffic and prints one JSON result line
- *   open K       (idle) opens K more connections, then prints
- *                {"event":"opened","connections":TOTAL,"connectMs":T}
+ *   open K [echo|http]
+ *                (idle) opens K more connections, then prints
+ *                {"event":"opened","connections":TOTAL,"connectMs":T};
+ *                with "echo" each new connection first sends one byte and
+ *                reads it back, with "http" it sends one keep-alive GET and
+ *                reads the whole response (Content-Length), so the server
+ *                holds connections that carried traffic
  *   quit (or EOF) closes every connection and exits 0.
  * Echo results count round trips (replies still in flight at the deadline
  * are waited for, and counted, so the phase ends with every connection
@@ -47,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -235,6 +241,80 @@ static void verify_batch(int from, int to) {
   }
 }
 
+/* Idle mode, "open K echo|http": one exchange on each connection of
+ * [from, to), all in flight together, then silence again. */
+static const char HTTP_REQUEST[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+#define HTTP_HEAD_MAX 2048
+
+static int http_complete(const char *buf, size_t len) {
+  const char *end = memmem(buf, len, "\r\n\r\n", 4);
+  if (!end) {
+    if (len >= HTTP_HEAD_MAX) fail("an HTTP response head longer than 2 KiB");
+    return 0;
+  }
+  size_t head = (size_t)(end - buf) + 4;
+  size_t body = 0;
+  for (const char *p = buf; p < end; p++) {
+    if ((p == buf || p[-1] == '\n') && !strncasecmp(p, "content-length:", 15)) {
+      body = (size_t)strtoul(p + 15, NULL, 10);
+      break;
+    }
+  }
+  if (len > head + body) fail("more bytes than one HTTP response");
+  return len == head + body;
+}
+
+static void exchange_batch(int from, int to, int http) {
+  int k = to - from;
+  char *heads = http ? calloc((size_t)k, HTTP_HEAD_MAX) : NULL;
+  if (http && !heads) fail("out of memory");
+  const void *msg = http ? (const void *)HTTP_REQUEST : (const void *)payload;
+  size_t msg_len = http ? sizeof HTTP_REQUEST - 1 : 1;
+  for (int i = from; i < to; i++) {
+    set_interest(i, EPOLLIN);
+    conns[i].got = 0;
+    conns[i].busy = 1;
+    if (write(conns[i].fd, msg, msg_len) != (ssize_t)msg_len) die("write");
+  }
+  int busy = k;
+  struct epoll_event evs[MAX_EVENTS];
+  uint64_t deadline = now_ns() + 30ull * 1000000000u;
+  while (busy > 0) {
+    int n = epoll_wait(epfd, evs, MAX_EVENTS, 1000);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("epoll_wait");
+    }
+    if (now_ns() > deadline) fail("not every new connection was answered within 30 s");
+    for (int e = 0; e < n; e++) {
+      int i = (int)evs[e].data.u32;
+      conn *c = &conns[i];
+      if (!c->busy) continue;
+      for (;;) {
+        char *dst = http ? heads + (size_t)(i - from) * HTTP_HEAD_MAX + c->got : (char *)rbuf;
+        size_t room = http ? HTTP_HEAD_MAX - c->got : rbuf_size;
+        ssize_t r = read(c->fd, dst, room);
+        if (r > 0) {
+          c->got += (size_t)r;
+          if (http ? http_complete(heads + (size_t)(i - from) * HTTP_HEAD_MAX, c->got) : c->got >= 1) {
+            if (!http && c->got > 1) fail("more than the one byte sent came back");
+            c->busy = 0;
+            busy--;
+            set_interest(i, EPOLLRDHUP);
+            break;
+          }
+          continue;
+        }
+        if (r == 0) fail("the server closed a connection");
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (errno == EINTR) continue;
+        die("read");
+      }
+    }
+  }
+  free(heads);
+}
+
 static void phase_echo(double seconds) {
   memset(hist, 0, sizeof(uint32_t) * HIST_US);
   double cpu0 = cpu_s();
@@ -417,10 +497,13 @@ int main(int argc, char **argv) {
     double secs;
     int k;
     if (!strncmp(line, "quit", 4)) break;
-    if (sscanf(line, "open %d", &k) == 1 && k > 0 && mode == MODE_IDLE) {
+    char what[16] = "";
+    if (sscanf(line, "open %d %15s", &k, what) >= 1 && k > 0 && mode == MODE_IDLE) {
       if (nconns + k > target) fail("open: more than MAXCONNS connections");
+      if (what[0] && strcmp(what, "echo") && strcmp(what, "http")) fail("open: the exchange must be echo or http");
       uint64_t t0 = now_ns();
       connect_batch(&sa, nconns, nconns + k);
+      if (what[0]) exchange_batch(nconns, nconns + k, !strcmp(what, "http"));
       nconns += k;
       printf("{\"event\":\"opened\",\"connections\":%d,\"connectMs\":%.1f}\n", nconns,
              (now_ns() - t0) / 1e6);

@@ -214,10 +214,12 @@ class EchoClient {
     for (const w of this.waiters.splice(0)) w.reject(err);
   }
 
-  // Idle mode: opens k more connections; resolves with the client's line.
-  async open(k) {
+  // Idle mode: opens k more connections, each carrying one exchange first
+  // when `exchange` is 'echo' (one byte and its echo) or 'http' (one
+  // keep-alive GET and its response); resolves with the client's line.
+  async open(k, exchange = null) {
     if (this.exited) throw new Error(`echo_client exited: ${this.stderr.trim()}`);
-    this.child.stdin.write(`open ${k}\n`);
+    this.child.stdin.write(exchange ? `open ${k} ${exchange}\n` : `open ${k}\n`);
     const r = await this.next(60000, '"opened" line');
     if (!r || r.event !== 'opened') throw new Error(`echo_client: unexpected line ${JSON.stringify(r)}`);
     return r;

@@ -212,10 +212,12 @@ function renderLoopTable(sc, L) {
     'final accept4 that returns EAGAIN.');
 }
 
-function renderIdleTable(sc, L, cfg) {
-  L.push('| candidate | backend | RSS KiB/conn median (min–max) | vs node:net | V8 heap B/conn | external B/conn | ' +
-    `RSS MiB with ${fmt(cfg.idleConnections, 0)} | accept CPU µs/conn | client connect ms | runs ok |`);
-  L.push('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+function renderIdleTable(sc, L) {
+  const n = (sc.runs.find((r) => r.ok && r.connections) || {}).connections;
+  const vs = sc.baselines.map((b) => `vs ${candLabel(sc, b)}`);
+  L.push(`| candidate | backend | RSS KiB/conn median (min–max) | ${vs.join(' | ')} | V8 heap B/conn | external B/conn | ` +
+    `RSS MiB with ${fmt(n, 0)} | accept CPU µs/conn | client connect ms | runs ok |`);
+  L.push(`| --- | --- | ---: | ${vs.map(() => '---:').join(' | ')} | ---: | ---: | ---: | ---: | ---: | ---: |`);
   for (const c of sc.candidates) {
     const s = sc.summary[c.id];
     L.push(`| ${c.label} | ${c.backend || '–'} | ${fmtRange(s.kibPerConn, 2)} | ${ratioCells(s, sc, 'cost').join(' | ')} | ` +
@@ -274,7 +276,7 @@ function renderScenario(report, sc, n, L) {
   L.push(`Load: ${sc.description}.`);
   L.push('');
   if (sc.kind === 'load') renderLoadTable(sc, L);
-  else if (sc.kind === 'idle') renderIdleTable(sc, L, report.config);
+  else if (sc.kind === 'idle') renderIdleTable(sc, L);
   else renderMicroTable(sc, L);
   for (const s of sc.skipped) L.push(`| ${s.label} | skipped: ${esc(s.reason)} |`);
   if (sc.kind === 'load') {
@@ -395,6 +397,9 @@ const TARGETS = [
   { scenario: 'echo', baseline: 'net', max: 0.70 },
   { scenario: 'bulk', baseline: 'net', max: 0.50 },
   { scenario: 'idle', baseline: 'net', max: 0.30 },
+  { scenario: 'idle-silent', baseline: 'net', max: 0.30 },
+  { scenario: 'idle-http', baseline: 'http', max: 0.30 },
+  { scenario: 'idle-proxy', baseline: 'proxy-haproxy', max: 1.00 },
   { scenario: 'timers', baseline: 'node', max: 1 / 3, text: '≥ 3× faster' },
   { scenario: 'proxy', baseline: 'proxy-net', max: 0.50 },
   { scenario: 'proxy', baseline: 'proxy-haproxy', max: 1.00 },
@@ -416,6 +421,15 @@ function roundRatios(sc, id, baseline, field) {
   return out;
 }
 
+// Which candidate of a row a target column shows: the iomux.http rows put
+// iomux.http under "iomux".
+function targetColumnFor(sc, col) {
+  if (sc.candidates.some((c) => c.id === 'iomux-http') && !sc.candidates.some((c) => c.id === 'iomux')) {
+    return { iomux: 'iomux-http', 'iomux-uring': 'iomux-http-uring' }[col] || null;
+  }
+  return summaryColumnFor(sc, col);
+}
+
 function renderTargets(report, L) {
   const rows = [];
   for (const t of TARGETS) {
@@ -423,7 +437,7 @@ function renderTargets(report, L) {
     if (!sc || !sc.summary[t.baseline]) continue;
     const field = headlineOf(sc).cost.field;
     const cells = TARGET_COLUMNS.map((col) => {
-      const id = summaryColumnFor(sc, col);
+      const id = targetColumnFor(sc, col);
       const s = id && sc.summary[id];
       if (!s || !s.vs[t.baseline] || s.vs[t.baseline].cost == null) return { text: '' };
       const ratio = s.vs[t.baseline].cost;

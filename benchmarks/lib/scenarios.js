@@ -99,6 +99,78 @@ function serverSpec(cand, env, script, kind, mode) {
   return { script, impl: cand.impl, args: [mode] };
 }
 
+// The idle rows: servers holding many connections that stay open and quiet,
+// memory per connection. Real idle connections have carried traffic (a
+// keep-alive client between requests, a pooled upstream), so the main rows
+// make every connection carry one exchange before the reading; the silent
+// row keeps the figure for connections that never sent a byte.
+const GC_POLICY = 'every candidate runs with `--expose-gc` and its reading is taken after two full `global.gc()` ' +
+  '(HAProxy: none, it has no GC); no other memory flag (`--max-semi-space-size` and the like) for either';
+function idleScenarios(cfg) {
+  const n = cfg.idleConnections;
+  const np = cfg.idleProxyConnections;
+  const count = (k) => k.toLocaleString('en-US');
+  const idle = (o) => ({
+    kind: 'idle',
+    group: o.group || 'tcp',
+    cClient: true, // the C client opens and holds the connections
+    notes: [],
+    ...o,
+    describe: () => `C client opens ${count(o.idle.connections)} connections in batches of 500${o.to}; ` + o.exchangeText +
+      ', each batch complete before the next opens. RSS, V8 heap and external memory are read before the first batch ' +
+      'and 500 ms after the last; per connection is the difference over the count. ' + GC_POLICY +
+      '. Client and server each stay under the 20,000-descriptor limit',
+  });
+  return [
+    idle({
+      id: 'idle',
+      title: `${count(n)} idle connections after one echo each: server memory per connection`,
+      shortTitle: `${count(n)} idle conns, after traffic`,
+      candidates: ['net', 'iomux', 'iomux-uring'],
+      baselines: ['net'],
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
+      idle: { connections: n, exchange: 'echo' },
+      to: ' to the echo server',
+      exchangeText: 'each new connection sends one byte and reads the echo, then stays open and silent',
+    }),
+    idle({
+      id: 'idle-silent',
+      title: `${count(n)} idle connections that never sent a byte: server memory per connection`,
+      shortTitle: `${count(n)} idle conns, silent`,
+      candidates: ['net', 'iomux', 'iomux-uring'],
+      baselines: ['net'],
+      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
+      idle: { connections: n, exchange: null },
+      to: ' to the echo server',
+      exchangeText: 'no byte is ever sent (the runner waits until the server counts each batch as open)',
+    }),
+    idle({
+      id: 'idle-http',
+      title: `${count(n)} idle keep-alive HTTP connections after one request each: server memory per connection`,
+      shortTitle: `${count(n)} idle HTTP keep-alive conns`,
+      group: 'http',
+      candidates: ['http', 'iomux-http', 'iomux-http-uring'],
+      baselines: ['http'],
+      server: (cand) => ({ script: HTTP_SERVER, impl: cand.impl, args: ['idle'] }),
+      idle: { connections: n, exchange: 'http' },
+      to: ' to the hello-world HTTP server (keep-alive timeout 10 minutes on both servers)',
+      exchangeText: 'each new connection sends one keep-alive `GET /` and reads the whole response, then stays open and silent',
+    }),
+    idle({
+      id: 'idle-proxy',
+      title: `${count(np)} idle proxied connections after one echo each: proxy memory per client connection (with its upstream)`,
+      shortTitle: `${count(np)} idle proxied conns`,
+      candidates: ['proxy-net', 'proxy-iomux', 'proxy-haproxy'],
+      baselines: ['proxy-haproxy', 'proxy-net'],
+      server: (cand) => ({ script: PROXY_SERVER, impl: cand.impl, args: [] }),
+      idle: { connections: np, exchange: 'echo', backend: true },
+      to: ' to the TCP proxy (CPU 0), which opens one upstream connection for each to the iomux echo server (CPU 1)',
+      exchangeText: 'each new connection sends one byte through the proxy and reads the echo, then stays open and silent ' +
+        '(the proxy holds the client connection and its upstream connection); HAProxy\'s RSS is read from /proc',
+    }),
+  ];
+}
+
 function scenarios(cfg) {
   const http = (id, title, shortTitle, opts) => ({
     id,
@@ -225,21 +297,7 @@ function scenarios(cfg) {
         '(on the generator\'s CPU 1); CPU per GB is the proxy\'s. GB = 10⁹ bytes',
       notes: [],
     },
-    {
-      id: 'idle',
-      title: `${cfg.idleConnections.toLocaleString('en-US')} idle connections: server memory per connection`,
-      shortTitle: `${cfg.idleConnections.toLocaleString('en-US')} idle connections`,
-      kind: 'idle',
-      group: 'tcp',
-      candidates: ['net', 'iomux', 'iomux-uring'],
-      baselines: ['net'],
-      server: (cand) => ({ script: TCP_SERVER, impl: cand.impl, args: ['echo'] }),
-      describe: () => `C client opens ${cfg.idleConnections.toLocaleString('en-US')} connections in batches of 500 to the echo server; ` +
-        'RSS, V8 heap and external memory are read (after two full GCs, `--expose-gc`) before the first and after the server ' +
-        'accepted the last; each batch is accepted before the next is opened. Client and server each stay under the ' +
-        '20,000-descriptor limit',
-      notes: [],
-    },
+    ...idleScenarios(cfg),
     {
       id: 'timers',
       title: `Timers: ${cfg.timerPairs.toLocaleString('en-US')} schedule-and-cancel pairs`,
@@ -454,13 +512,23 @@ async function loadRun(env, sc, cand, round, { strace = false } = {}) {
 // ---------------------------------------------------------------------------
 // One run of the idle-connections scenario
 
-async function idleRun(env, sc, cand, round, cfg) {
+async function idleRun(env, sc, cand, round) {
   const run = { scenario: sc.id, candidate: cand.id, round, ok: false, notes: [] };
-  const n = cfg.idleConnections;
+  const n = sc.idle.connections;
+  const exchange = sc.idle.exchange;
   let server = null;
+  let backend = null;
   let client = null;
   try {
     const spec = sc.server(cand, env);
+    if (sc.idle.backend) {
+      // The proxy's upstream: the iomux echo server on the generator's CPU.
+      backend = await startServer(env, {
+        label: `${sc.id}/backend`, script: TCP_SERVER, impl: 'iomux', args: ['echo'], cpu: 1,
+        extraEnv: { IOMUX_BACKEND: 'epoll', ...env.iomuxEnv },
+      });
+      spec.args = [String(backend.port), ...spec.args];
+    }
     server = await startServer(env, {
       label: `${sc.id}/${cand.id}`,
       ...spec,
@@ -470,21 +538,34 @@ async function idleRun(env, sc, cand, round, cfg) {
     run.backend = server.backend;
     client = await startEchoClient(env, 'idle', server.port, n);
     await sleep(200);
-    const s0 = await server.snapshot({ gc: true });
-    if (!s0) throw new Error('no stats from the server');
-    const cpu0 = readProcCpuTicks(server.pid);
+    // The server's memory: its own stats line (after two full GCs), or for a
+    // process it runs (HAProxy) /proc's RSS.
+    const memory = async () => {
+      const s = await server.snapshot({ gc: true });
+      if (!s) throw new Error('no stats from the server');
+      if (s.mem && s.mem.rss == null) {
+        const kb = readRssKb(server.cpuPid);
+        if (kb == null) throw new Error(`no RSS for pid ${server.cpuPid}`);
+        s.mem = { rss: kb * 1024 };
+      }
+      return s;
+    };
+    const s0 = await memory();
+    const cpu0 = readProcCpuTicks(server.cpuPid);
     const t0 = process.hrtime.bigint();
     // Batches of 500, each accepted by the server before the next: the
-    // accept queue (backlog 511) never overflows.
+    // accept queue (backlog 511) never overflows. With an exchange the
+    // client's own wait for every answer proves it; silent connections are
+    // counted by the server.
     let opened = 0;
     let connectMs = 0;
     const deadline = Date.now() + 120000;
     while (opened < n) {
       const k = Math.min(500, n - opened);
-      const r = await client.open(k);
+      const r = await client.open(k, exchange);
       opened = r.connections;
       connectMs += r.connectMs;
-      for (;;) {
+      while (!exchange) {
         const s = await server.snapshot();
         const open = s && s.app ? s.app.open : 0;
         if (open >= opened) break;
@@ -493,20 +574,24 @@ async function idleRun(env, sc, cand, round, cfg) {
         await sleep(5);
       }
     }
-    const cpu1 = readProcCpuTicks(server.pid);
+    const cpu1 = readProcCpuTicks(server.cpuPid);
     const t1 = process.hrtime.bigint();
     run.connectMs = connectMs;
-    await sleep(200);
-    const s1 = await server.snapshot({ gc: true });
-    if (!s1) throw new Error('no stats from the server');
+    // Settling: deferred frees, timers and pools reach their resting state.
+    await sleep(500);
+    const s1 = await memory();
+    if (server.exited) throw new Error(`server died: ${server.describeExit()}`);
     run.connections = n;
+    run.exchange = exchange;
     run.acceptS = Number(t1 - t0) / 1e9;
     run.rssBefore = s0.mem.rss;
     run.rssAfter = s1.mem.rss;
     run.rssKb = s1.mem.rss / 1024;
     run.kibPerConn = (s1.mem.rss - s0.mem.rss) / 1024 / n;
-    run.heapBytesPerConn = (s1.mem.heapUsed - s0.mem.heapUsed) / n;
-    run.externalBytesPerConn = ((s1.mem.external - s0.mem.external)) / n;
+    if (s1.mem.heapUsed != null) {
+      run.heapBytesPerConn = (s1.mem.heapUsed - s0.mem.heapUsed) / n;
+      run.externalBytesPerConn = ((s1.mem.external - s0.mem.external)) / n;
+    }
     if (cpu0 != null && cpu1 != null) run.acceptCpuUsPerConn = ((cpu1 - cpu0) / env.clkTck) * 1e6 / n;
     if (s0.loop && s1.loop) run.loopDelta = diffNumbers(s0.loop, s1.loop);
     run.ok = true;
@@ -514,9 +599,10 @@ async function idleRun(env, sc, cand, round, cfg) {
     run.error = err.message;
   } finally {
     if (client) await client.close().catch(() => {});
-    if (server) {
-      const s = await server.stop();
-      if (s.forced) run.notes.push('server ignored SIGTERM (killed)');
+    for (const p of [server, backend]) {
+      if (!p) continue;
+      const s = await p.stop();
+      if (s.forced) run.notes.push(`${p === server ? 'server' : 'backend'} ignored SIGTERM (killed)`);
     }
   }
   return run;

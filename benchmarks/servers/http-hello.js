@@ -1,7 +1,7 @@
 'use strict';
 // Hello-world HTTP/1.1 responder used by benchmarks/run.js.
 //
-//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone|http|iomux-http|iomux-http-standalone> <port> [keepalive|close]
+//   node benchmarks/servers/http-hello.js <net|iomux|iomux-standalone|http|iomux-http|iomux-http-standalone> <port> [keepalive|close|idle]
 //
 // net, iomux and iomux-standalone run the same code: count the request
 // terminators "\r\n\r\n" in the incoming bytes (a terminator may be split
@@ -16,6 +16,8 @@
 // keepalive (default): connections stay open. close: every response carries
 // "Connection: close" and the server closes the connection after it
 // (socket.write(response) then socket.destroy(); node:http ends it on its own).
+// idle: keep-alive with a keep-alive timeout of 10 minutes on node:http and
+// iomux.http (both default to 5 s), for connections held idle.
 //
 // Every server reads socket.remoteAddress on each new connection, as a
 // logger would. The stats line (see common.js) counts connections accepted
@@ -27,9 +29,10 @@ const IMPLS = ['net', 'iomux', 'iomux-standalone', 'http', 'iomux-http', 'iomux-
 const impl = process.argv[2];
 const port = parsePort(process.argv[3]);
 const mode = process.argv[4] || 'keepalive';
-if (!IMPLS.includes(impl) || port === null || !['keepalive', 'close'].includes(mode)) {
-  usage(__filename, IMPLS, '[keepalive|close]');
+if (!IMPLS.includes(impl) || port === null || !['keepalive', 'close', 'idle'].includes(mode)) {
+  usage(__filename, IMPLS, '[keepalive|close|idle]');
 }
+const IDLE_KEEPALIVE_MS = 10 * 60 * 1000;
 const close = mode === 'close';
 
 const BODY = 'Hello World!';
@@ -114,12 +117,14 @@ if (impl === 'http' || impl === 'iomux-http' || impl === 'iomux-http-standalone'
   }
   const headers = { 'Content-Length': '12', 'Content-Type': 'text/plain' };
   if (close) headers.Connection = 'close';
-  server = http.createServer((req, res) => {
+  const options = mode === 'idle' && impl !== 'http' ? { keepAliveTimeout: IDLE_KEEPALIVE_MS } : {};
+  server = http.createServer(options, (req, res) => {
     app.requests++;
     res.sendDate = false;
     res.writeHead(200, headers);
     res.end(BODY);
   });
+  if (mode === 'idle' && impl === 'http') server.keepAliveTimeout = IDLE_KEEPALIVE_MS;
   server.on('connection', (sock) => {
     logConnection(sock);
     sock.on('error', () => sock.destroy());

@@ -152,6 +152,14 @@ export class UpstreamConnectError extends Error {
   }
 }
 
+/** The upstream's count of active connections goes down when one closes: a
+ * closure of its own, so that it keeps nothing of connectUpstream's. */
+function countClose(up: Upstream): () => void {
+  return () => {
+    up.counters.active--;
+  };
+}
+
 /**
  * Opens a connection to up (allowHalfOpen: the proxy forwards FINs itself).
  * Resolves once connected; rejects with an UpstreamConnectError (counted,
@@ -164,9 +172,7 @@ export function connectUpstream(core: ProxyCore, up: Upstream, first: Buffer | n
     const s = connect({ host: up.host, port: up.port, allowHalfOpen: true });
     up.counters.total++;
     up.counters.active++;
-    s.on('close', () => {
-      up.counters.active--;
-    });
+    s.on('close', countClose(up));
     if (first !== null) {
       s.write(first);
       up.counters.bytesOut += first.length;
@@ -183,15 +189,20 @@ export function connectUpstream(core: ProxyCore, up: Upstream, first: Buffer | n
       up._passiveFailure(o.passiveFailures, o.passiveCooldown, e.code);
       reject(e);
     };
-    s.on('error', fail);
-    s.on('close', () => fail(Object.assign(new Error('closed while connecting'), { code: 'ECONNRESET' })));
-    s.setTimeout(o.connectTimeout, () => {
+    const onClose = (): void => fail(Object.assign(new Error('closed while connecting'), { code: 'ECONNRESET' }));
+    const onTimeout = (): void => {
       if (s.connecting) fail(Object.assign(new Error(`no connection within ${o.connectTimeout} ms`), { code: 'ETIMEDOUT' }));
-    });
+    };
+    s.on('error', fail);
+    s.on('close', onClose);
+    s.setTimeout(o.connectTimeout, onTimeout);
     s.once('connect', () => {
       if (settled) return;
       settled = true;
-      s.setTimeout(0);
+      // The connecting listeners go: left on an idle connection they would
+      // keep this closure's context (and the promise's functions) for its life.
+      s.setTimeout(0, onTimeout);
+      s.removeListener('close', onClose);
       s.removeListener('error', fail);
       up._passiveSuccess();
       resolve(s);

@@ -8,6 +8,9 @@ import {
 import { relay } from './relay';
 import type { Upstream } from './upstream';
 
+/** One listener for every relayed socket's 'error' ('close' follows it). */
+function ignoreError(): void {}
+
 export class TcpSession implements Session {
   private upstreamSocket: Socket | null = null;
   private upstream: Upstream | null = null;
@@ -15,7 +18,7 @@ export class TcpSession implements Session {
   constructor(private readonly core: ProxyCore, private readonly socket: Socket) {
     // The client stays paused (the server accepts with pauseOnConnect) until
     // its upstream is connected: its bytes wait in the kernel meanwhile.
-    socket.on('error', () => {}); // a client's reset is no error of the proxy's
+    socket.on('error', ignoreError); // a client's reset is no error of the proxy's
     socket.on('close', () => core._sessionClosed(this));
     void this.run();
   }
@@ -75,7 +78,7 @@ export class TcpSession implements Session {
       upstream.load--;
       return;
     }
-    upSocket.on('error', () => {});
+    upSocket.on('error', ignoreError);
     if (rest !== null && rest.length > 0) {
       upSocket.write(rest);
       upstream.counters.bytesOut += rest.length;

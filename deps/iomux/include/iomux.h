@@ -176,6 +176,18 @@ int iomux_loop_foreign_ready(const iomux_loop *loop);
 
 const iomux_stats *iomux_loop_stats(const iomux_loop *loop);
 
+/* Heap bytes the loop holds, counted when asked (a walk of the slots), for
+ * memory tests and diagnostics; never on a hot path. Fixed per-loop
+ * allocations (the event and record arrays, the backend's rings) are left
+ * out. */
+typedef struct iomux_memory {
+  size_t sockets; /* socket records and the slot table, write queues,
+                     timers, forwardings and their copy buffers */
+  size_t pooled;  /* buffers waiting in the loop's pools for reuse: bounded,
+                     whatever the number of sockets */
+} iomux_memory;
+void iomux_loop_memory(const iomux_loop *loop, iomux_memory *out);
+
 /* ---- sockets -------------------------------------------------------------- */
 
 enum iomux_listen_flags {

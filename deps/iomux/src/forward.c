@@ -51,7 +51,7 @@
 /* The size a new pipe gets on Linux; larger high-water marks ask for more. */
 #define DEFAULT_PIPE_SIZE (64 * 1024)
 /* The buffer a direction copies through before it turns out to be bulk. */
-#define COPY_BUFFER (16 * 1024)
+#define COPY_BUFFER IOMUX_COPY_BUF
 /* Bytes one direction may move per iteration, in read_caps: splicing costs
  * little per byte, so the share is larger than a read's, but bounded, so a
  * pair of fast peers cannot hold the loop away from everyone else. */
@@ -94,12 +94,35 @@ static bool would_block(ssize_t n) { return n == -EAGAIN || n == -EWOULDBLOCK; }
 
 /* ---- resources of a direction --------------------------------------------- */
 
+/* The copy buffer goes back to the loop (its pool when it has the pool's
+ * size) whenever nothing is in flight, unless it is a bulk copying
+ * direction's high-water buffer, kept while the forwarding lasts: an idle
+ * pair then holds no buffer, and the next small message takes one from the
+ * pool with no malloc. */
+static void dir_buf_put(iomux_loop *loop, fwd_dir *d) {
+  iomux__pool_put(&loop->copy_pool, d->buf, d->cap);
+  d->buf = NULL;
+  d->head = 0;
+}
+
+static void dir_buf_idle(iomux_loop *loop, fwd_dir *d) {
+  if (d->buf && d->inflight == 0 && d->cap <= COPY_BUFFER) dir_buf_put(loop, d);
+}
+
+static uint8_t *dir_buf_get(iomux_loop *loop, fwd_dir *d) {
+  if (!d->buf) {
+    d->buf = d->cap == IOMUX_COPY_BUF ? iomux__pool_get(&loop->copy_pool)
+                                      : malloc(d->cap);
+    d->head = 0;
+  }
+  return d->buf;
+}
+
 static void dir_release(iomux_loop *loop, fwd_dir *d) {
   if (d->pipe_r >= 0) sys_close(loop, d->pipe_r);
   if (d->pipe_w >= 0) sys_close(loop, d->pipe_w);
   d->pipe_r = d->pipe_w = -1;
-  free(d->buf);
-  d->buf = NULL;
+  dir_buf_put(loop, d);
 }
 
 /* A pipe per direction on Linux; the buffer of the copying path is made on
@@ -143,9 +166,7 @@ static void dir_to_splice(iomux_loop *loop, fwd_dir *d, uint32_t hwm) {
    * takes care of the difference. */
   if (hwm > DEFAULT_PIPE_SIZE)
     (void)sys_set_pipe_size(loop, d->pipe_w, (int)hwm);
-  free(d->buf);
-  d->buf = NULL;
-  d->head = 0;
+  dir_buf_put(loop, d);
   d->cap = hwm;
 #else
   (void)loop;
@@ -185,11 +206,7 @@ static ssize_t take_in(iomux_loop *loop, fwd_dir *d, size_t len) {
 #ifdef HAVE_SPLICE
   if (d->pipe_w >= 0) return sys_splice(loop, d->src->fd, d->pipe_w, len);
 #endif
-  if (!d->buf) {
-    d->buf = malloc(d->cap);
-    if (!d->buf) return -ENOMEM;
-    d->head = 0;
-  }
+  if (!dir_buf_get(loop, d)) return -ENOMEM;
   /* The bytes in flight move to the front when the tail has no room. */
   if (d->head + d->inflight + len > d->cap) {
     memmove(d->buf, d->buf + d->head, d->inflight);
@@ -214,7 +231,7 @@ static ssize_t give_out(iomux_loop *loop, fwd_dir *d, bool *epipe) {
     d->head += (uint32_t)n;
     if ((uint32_t)n == d->inflight) d->head = 0;
   }
-  return n;
+  return n; /* the caller counts it, then gives an emptied buffer back */
 }
 
 /* ---- ending -------------------------------------------------------------------- */
@@ -311,7 +328,7 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
       n = sys_write(loop, dst->fd, dst->out.buf + dst->out.head, dst->out.len);
       if (n < 0 && !would_block(n)) goto dst_failed;
       if (n > 0) {
-        iomux__outq_consume(&dst->out, (size_t)n);
+        iomux__outq_consume(loop, &dst->out, (size_t)n);
         progress = true;
       }
       if (dst->out.len) dst->flags &= ~SF_WRITABLE; /* refused, or short */
@@ -324,6 +341,7 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
         d->moved += (size_t)n;
         d->pipe_full = false;
         *moved_any = progress = true;
+        dir_buf_idle(loop, d);
       } else if (would_block(n)) {
         dst->flags &= ~SF_WRITABLE;
       } else if (n == -EINVAL && d->pipe_r >= 0) {
@@ -371,12 +389,15 @@ static void pump_dir(iomux_loop *loop, iomux_fwd *f, fwd_dir *d, bool *epipe,
       } else if (n == 0) {
         d->state = D_SRC_EOF;
         src->flags = (src->flags | SF_EOF) & ~SF_READABLE;
+        dir_buf_idle(loop, d);
         progress = true;
       } else if (would_block(n)) {
-        if (d->inflight == 0)
+        if (d->inflight == 0) {
           src->flags &= ~SF_READABLE; /* empty: the next byte is an edge */
-        else
+          dir_buf_idle(loop, d);
+        } else {
           d->pipe_full = true; /* or empty: retried once the pipe drains */
+        }
       } else if (n == -EINVAL && d->pipe_w >= 0) {
         if ((rc = dir_to_copy(loop, d, f->hwm)) < 0) goto local_failure;
         progress = true;
@@ -475,7 +496,7 @@ static bool may_batch_read(iomux_loop *loop, iomux_fwd *f, fwd_dir *d) {
       d->inflight || !(d->src->flags & SF_READABLE) || d->dst->out.len)
     return false;
   if (d->moved >= dir_budget(loop, f, d)) return false;
-  if (!d->buf && !(d->buf = malloc(d->cap))) return false; /* the pump fails it */
+  if (!dir_buf_get(loop, d)) return false; /* the pump fails it */
   d->head = 0;
   return true;
 }
@@ -492,8 +513,10 @@ static void batch_read_done(iomux_loop *loop, iomux_fwd *f, fwd_dir *d,
   } else if (n == 0) {
     d->state = D_SRC_EOF;
     src->flags = (src->flags | SF_EOF) & ~SF_READABLE;
+    dir_buf_idle(loop, d);
   } else if (would_block(n)) {
     src->flags &= ~SF_READABLE; /* empty: the next byte is an edge */
+    dir_buf_idle(loop, d);
   } else {
     fail_io(loop, f, src, (int)-n);
   }
@@ -510,6 +533,7 @@ static void batch_write_done(iomux_loop *loop, iomux_fwd *f, fwd_dir *d,
     d->bytes += (uint64_t)n;
     d->moved += (size_t)n;
     *moved = true;
+    dir_buf_idle(loop, d);
   } else if (would_block(n)) {
     d->dst->flags &= ~SF_WRITABLE;
   } else {
@@ -625,6 +649,14 @@ bool iomux__fwd_accepts_writes(const sock *s) {
 }
 
 /* ---- the API ------------------------------------------------------------------- */
+
+size_t iomux__fwd_memory(const iomux_fwd *f, int32_t slot) {
+  if (slot != f->a) return 0;
+  size_t n = sizeof *f;
+  for (int i = 0; i < 2; i++)
+    if (f->d[i].buf) n += f->d[i].cap;
+  return n;
+}
 
 int iomux_forward(iomux_loop *loop, int a, int b,
                   const iomux_forward_opts *opts) {

@@ -121,6 +121,27 @@ typedef struct vec32 {
   uint32_t len, cap;
 } vec32;
 
+/* ---- buffer pools --------------------------------------------------------- */
+
+/* Buffers of one size kept by the loop for reuse. A socket holds a write
+ * queue buffer only while bytes wait in it, a forwarding direction its copy
+ * buffer only while bytes are in flight: an idle connection holds none, and
+ * the next message takes one from here without calling malloc. At most max
+ * wait here; the rest go back to malloc. */
+typedef struct buf_pool {
+  uint8_t **v;
+  uint32_t len, max;
+  uint32_t size;
+} buf_pool;
+
+/* The write queue's first buffer: a response of this size or less needs no
+ * other (larger queues take malloc's and give it back once they empty). */
+#define IOMUX_OUTQ_BUF 1024u
+#define IOMUX_OUTQ_POOL 128u
+/* A forwarding direction's copy buffer while small messages go by. */
+#define IOMUX_COPY_BUF (16u * 1024)
+#define IOMUX_COPY_POOL 32u
+
 /* ---- the loop ------------------------------------------------------------- */
 
 struct iomux_loop {
@@ -163,6 +184,9 @@ struct iomux_loop {
 
   iomux_fwd *fwd_ended; /* ended forwardings whose record is still due */
 
+  buf_pool outq_pool;   /* IOMUX_OUTQ_BUF bytes each (sock.c) */
+  buf_pool copy_pool;   /* IOMUX_COPY_BUF bytes each (forward.c) */
+
   int foreign_fd;
   bool foreign_ready;
   bool iterating;
@@ -180,6 +204,12 @@ void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes);
 uint32_t iomux__sockets_per_round(const iomux_loop *loop, uint32_t max);
 int vec64_push(vec64 *v, uint64_t x);
 int vec32_push(vec32 *v, int32_t x);
+/* A buffer of p->size bytes, from the pool or else malloc; NULL without
+ * memory. */
+uint8_t *iomux__pool_get(buf_pool *p);
+/* Gives back a buffer of `size` bytes (NULL is ignored): kept when it has the
+ * pool's size and the pool has room, else freed. */
+void iomux__pool_put(buf_pool *p, uint8_t *buf, size_t size);
 
 /* sock.c */
 sock *iomux__sock(iomux_loop *loop, int id, int kind);
@@ -201,7 +231,8 @@ void iomux__close_all(iomux_loop *loop);
 /* What forward.c shares with the socket layer. */
 void iomux__ready_push(iomux_loop *loop, sock *s, int32_t slot);
 void iomux__touch(iomux_loop *loop, sock *s);
-void iomux__outq_consume(outq *q, size_t n);
+/* Drops n bytes from the front; an emptied queue gives its buffer back. */
+void iomux__outq_consume(iomux_loop *loop, outq *q, size_t n);
 /* Closes a socket (reset: with a RST); listed for recycling unless a
  * forwarding's record must name it first (forward.c lists it then). */
 int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset);
@@ -222,6 +253,9 @@ bool iomux__fwd_accepts_writes(const sock *s);
 void iomux__fwd_report(iomux_loop *loop);
 /* Loop teardown: frees ended forwardings without a record. */
 void iomux__fwd_free_ended(iomux_loop *loop);
+/* Heap bytes the forwarding of the socket in `slot` holds, counted for its
+ * first socket only, 0 for the other (iomux_loop_memory). */
+size_t iomux__fwd_memory(const iomux_fwd *f, int32_t slot);
 
 /* timer.c */
 int32_t iomux__tnode_alloc(iomux_loop *loop, uint8_t kind, int32_t owner);

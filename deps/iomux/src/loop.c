@@ -52,6 +52,36 @@ int vec32_push(vec32 *v, int32_t x) {
   return 0;
 }
 
+/* ---- buffer pools --------------------------------------------------------- */
+
+static int pool_init(buf_pool *p, uint32_t size, uint32_t max) {
+  p->v = malloc(max * sizeof *p->v);
+  if (!p->v) return -ENOMEM;
+  p->len = 0;
+  p->max = max;
+  p->size = size;
+  return 0;
+}
+
+static void pool_free(buf_pool *p) {
+  while (p->len) free(p->v[--p->len]);
+  free(p->v);
+  p->v = NULL;
+}
+
+uint8_t *iomux__pool_get(buf_pool *p) {
+  if (p->len) return p->v[--p->len];
+  return malloc(p->size);
+}
+
+void iomux__pool_put(buf_pool *p, uint8_t *buf, size_t size) {
+  if (!buf) return;
+  if (size == p->size && p->len < p->max)
+    p->v[p->len++] = buf;
+  else
+    free(buf);
+}
+
 /* ---- records and their delivery ------------------------------------------ */
 
 void iomux__emit(iomux_loop *loop, int32_t type, int32_t id, int32_t a,
@@ -307,8 +337,13 @@ iomux_loop *iomux_loop_new(const iomux_config *cfg, int *err) {
     loop->cfg.accept_retry_ms = DEFAULT_ACCEPT_RETRY_MS;
   loop->foreign_fd = -1;
   loop->fired = calloc(loop->cfg.max_events, sizeof *loop->fired);
-  int rc = loop->fired ? open_backend(loop) : -ENOMEM;
+  int rc = loop->fired ? 0 : -ENOMEM;
+  if (rc == 0) rc = pool_init(&loop->outq_pool, IOMUX_OUTQ_BUF, IOMUX_OUTQ_POOL);
+  if (rc == 0) rc = pool_init(&loop->copy_pool, IOMUX_COPY_BUF, IOMUX_COPY_POOL);
+  if (rc == 0) rc = open_backend(loop);
   if (rc < 0) {
+    pool_free(&loop->outq_pool);
+    pool_free(&loop->copy_pool);
     free(loop->fired);
     free(loop);
     *err = rc;
@@ -336,8 +371,27 @@ void iomux_loop_free(iomux_loop *loop) {
   iomux__timers_free(loop);
   if (loop->ops) loop->ops->free(loop);
   iomux__batch_close(loop);
+  pool_free(&loop->outq_pool);
+  pool_free(&loop->copy_pool);
   free(loop->fired);
   free(loop);
+}
+
+void iomux_loop_memory(const iomux_loop *loop, iomux_memory *out) {
+  size_t n = (size_t)loop->nsocks * (sizeof *loop->socks + sizeof *loop->free_socks.v);
+  for (uint32_t i = 0; i < loop->nsocks; i++) {
+    const sock *s = loop->socks[i];
+    if (!s) continue;
+    n += sizeof *s + s->out.cap;
+    if (s->path) n += strlen(s->path) + 1;
+    if (s->fwd) n += iomux__fwd_memory(s->fwd, (int32_t)i);
+  }
+  n += (size_t)loop->ntnodes * (sizeof *loop->tnodes + sizeof *loop->heap +
+                                sizeof *loop->free_tnodes.v);
+  out->sockets = n;
+  out->pooled = (size_t)loop->outq_pool.len * loop->outq_pool.size +
+                (size_t)loop->copy_pool.len * loop->copy_pool.size +
+                (size_t)(loop->outq_pool.max + loop->copy_pool.max) * sizeof(uint8_t *);
 }
 
 const char *iomux_loop_backend(const iomux_loop *loop) {

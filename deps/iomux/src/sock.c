@@ -21,8 +21,6 @@
 /* Inside a delivery, writes are queued and flushed together when it ends;
  * a write this large goes out at once instead of being copied. */
 #define BIG_WRITE (64 * 1024)
-/* An emptied queue keeps its buffer up to this size, for the next response. */
-#define OUTQ_KEEP (16 * 1024)
 #define MAX_IOV 64
 
 static bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
@@ -228,16 +226,34 @@ int iomux_local_address(iomux_loop *loop, int id, struct sockaddr_storage *ss,
 
 /* ---- the write queue ------------------------------------------------------ */
 
-static int outq_append(outq *q, const uint8_t *data, size_t len) {
+/* A queue holds a buffer only while bytes wait in it: the first comes from
+ * the loop's pool (IOMUX_OUTQ_BUF bytes, enough for most responses), larger
+ * ones from malloc, and an emptied queue gives its buffer back at once. An
+ * idle connection then holds no buffer, whatever it carried, and a
+ * request-response exchange costs a pool pop and push, no malloc. */
+static void outq_release(iomux_loop *loop, outq *q) {
+  iomux__pool_put(&loop->outq_pool, q->buf, q->cap);
+  q->buf = NULL;
+  q->head = q->cap = 0;
+}
+
+static int outq_append(iomux_loop *loop, outq *q, const uint8_t *data,
+                       size_t len) {
   if (len == 0) return 0;
   if ((size_t)q->len + len > UINT32_MAX / 2) return -ENOBUFS;
+  if (!q->buf && len <= IOMUX_OUTQ_BUF) {
+    q->buf = iomux__pool_get(&loop->outq_pool);
+    if (!q->buf) return -ENOMEM;
+    q->cap = IOMUX_OUTQ_BUF;
+    q->head = 0;
+  }
   if ((size_t)q->head + q->len + len > q->cap) {
     if (q->head) {
       memmove(q->buf, q->buf + q->head, q->len);
       q->head = 0;
     }
     if ((size_t)q->len + len > q->cap) {
-      size_t cap = q->cap ? q->cap : 1024;
+      size_t cap = q->cap ? q->cap : IOMUX_OUTQ_BUF;
       while (cap < (size_t)q->len + len) cap *= 2;
       uint8_t *b = realloc(q->buf, cap);
       if (!b) return -ENOMEM;
@@ -250,24 +266,20 @@ static int outq_append(outq *q, const uint8_t *data, size_t len) {
   return 0;
 }
 
-static void outq_consume(outq *q, size_t n) {
+static void outq_consume(iomux_loop *loop, outq *q, size_t n) {
   assert(n <= q->len);
   q->head += (uint32_t)n;
   q->len -= (uint32_t)n;
-  if (q->len) return;
-  q->head = 0;
-  if (q->cap > OUTQ_KEEP) {
-    free(q->buf);
-    q->buf = NULL;
-    q->cap = 0;
-  }
+  if (q->len == 0 && q->buf) outq_release(loop, q);
 }
 
-void iomux__outq_consume(outq *q, size_t n) { outq_consume(q, n); }
+void iomux__outq_consume(iomux_loop *loop, outq *q, size_t n) {
+  outq_consume(loop, q, n);
+}
 
-static void outq_free(outq *q) {
-  free(q->buf);
-  *q = (outq){0};
+static void outq_free(iomux_loop *loop, outq *q) {
+  outq_release(loop, q);
+  q->len = 0;
 }
 
 /* ---- timeouts ------------------------------------------------------------- */
@@ -353,11 +365,11 @@ static void sent(iomux_loop *loop, sock *s, int32_t slot, ssize_t n) {
       s->flags &= ~SF_WRITABLE;
       return;
     }
-    outq_free(&s->out);
+    outq_free(loop, &s->out);
     report_error(loop, s, slot, (int)-n, IOMUX_OP_WRITE);
     return;
   }
-  outq_consume(&s->out, (size_t)n);
+  outq_consume(loop, &s->out, (size_t)n);
   if (s->out.len) { /* a short write: the send buffer is full */
     s->flags &= ~SF_WRITABLE;
     return;
@@ -443,7 +455,7 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
     if (n < 0 && !would_block((int)-n)) return n;
     if (n < 0) n = 0;
     size_t from_queue = (size_t)n < queued ? (size_t)n : queued;
-    outq_consume(&s->out, from_queue);
+    outq_consume(loop, &s->out, from_queue);
     skip = (size_t)n - from_queue;
     if (skip < total) s->flags &= ~SF_WRITABLE;
   }
@@ -453,7 +465,7 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
       skip -= len;
       continue;
     }
-    int rc = outq_append(&s->out, (const uint8_t *)iov[i].iov_base + skip,
+    int rc = outq_append(loop, &s->out, (const uint8_t *)iov[i].iov_base + skip,
                          len - skip);
     if (rc < 0) return rc;
     skip = 0;
@@ -1071,7 +1083,7 @@ int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset) {
     s->path = NULL;
   }
   int rc = reset ? sys_close_reset(loop, s->fd) : sys_close(loop, s->fd);
-  outq_free(&s->out);
+  outq_free(loop, &s->out);
   if (s->timer >= 0) iomux__tnode_free(loop, s->timer);
   s->timer = -1;
   s->fd = -1;

@@ -1135,6 +1135,10 @@ static void coal_hook(H *h, const int32_t *r) {
   c->positive += iomux_write(h->loop, c->b, "y", 1, 0) > 0;
 }
 
+/* What the loop's buffer pools may hold: 128 write-queue buffers of 1 KiB,
+ * 32 copy buffers of 16 KiB and their pointer arrays. */
+#define POOL_BOUND ((size_t)128 * 1024 + 32 * 16384 + 160 * sizeof(void *))
+
 static void test_coalescing(void) {
   cli ca = CLI_INIT, cb = CLI_INIT;
   H *h = h_new(NULL);
@@ -1246,9 +1250,16 @@ static void batch_io(bool no_batch, size_t slab_kb) {
   }
   usleep(20000);
   uint64_t v0[NSTATS], v1[NSTATS];
+  iomux_memory m0, m1;
+  iomux_loop_memory(h->loop, &m0);
   stats_get(h->loop, v0);
   (void)run_until_received(h, c, N, len, 0, 3000); /* checked below */
   stats_get(h->loop, v1);
+  iomux_loop_memory(h->loop, &m1);
+  /* Every echo went out: no socket keeps a queue buffer, and the pool keeps
+   * at most its bound. */
+  CHECK_EQ(m1.sockets, m0.sockets);
+  CHECK_LE(m1.pooled, POOL_BOUND);
   for (int i = 0; i < N; i++) {
     sstate *s = S(h, id[i]);
     CHECK_EQ(s->len, len[i]);
@@ -3986,6 +3997,8 @@ static void test_forward_batched(void) {
   }
   h_run(h, 0); /* the first pumps: nothing to move yet */
   uint64_t v0[NSTATS], v1[NSTATS];
+  iomux_memory m0, m1;
+  iomux_loop_memory(h->loop, &m0);
   stats_get(h->loop, v0);
   for (int r = 0; r < ROUNDS; r++) {
     for (int i = 0; i < PAIRS; i++) {
@@ -3998,6 +4011,11 @@ static void test_forward_batched(void) {
                              (size_t)(r + 1) * MSG, 3000));
   }
   stats_get(h->loop, v1);
+  iomux_loop_memory(h->loop, &m1);
+  /* Nothing in flight: no direction keeps its copy buffer. */
+  CHECK_EQ(m1.sockets, m0.sockets);
+  CHECK_LE(m1.pooled, POOL_BOUND);
+  CHECK(m1.pooled > m0.pooled); /* the buffers went back to the pool */
   for (int i = 0; i < PAIRS; i++) {
     CHECK_EQ(ca[i].inlen, (size_t)ROUNDS * MSG);
     CHECK_EQ(cb[i].inlen, (size_t)ROUNDS * MSG);
