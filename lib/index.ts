@@ -10,4 +10,5 @@ export { errnoException } from './errors';
 export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
+export * as zmq from './zmq';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
