@@ -331,6 +331,10 @@ export class Connection implements DecoderHandler {
     this.hbTimer = this.ttlTimer = this.handshakeTimer = null;
     const cb = this.onDrainCb;
     this.onDrainCb = null;
+    if (this.failure === undefined && !this.ready && this.rx > 0) {
+      // libzmq closes without a word when it refuses our mechanism, version or socket type.
+      this.failure = new ZmtpError(ERRORS.HANDSHAKE, 'ZMTP handshake: the peer closed the connection before READY (another mechanism or an incompatible socket type?)');
+    }
     const err = this.failure ?? this.socket.errored ?? undefined;
     this.owner._onClosed(this, err);
     if (cb !== null) cb();
