@@ -13,6 +13,10 @@
 //   idle       15,000 idle connections: server RSS per connection
 //   timers     1,000,000 timer schedule-and-cancel pairs, iomux vs node
 //   timeouts   15,000 sockets with an idle timeout refreshed on every read
+//   zmq        ZeroMQ: PUSH->PULL throughput (64 B, 4 KiB) and DEALER->ROUTER
+//              round trips (1 and 100 in flight): iomux.zmq, zeromq.js and a
+//              C program on libzmq, and iomux against libzmq both ways
+//              (benchmarks/zmq/bench.js; it also runs on its own)
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
 // loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
@@ -71,7 +75,7 @@ const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
 const ROOT = path.resolve(__dirname, '..');
-const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts'];
+const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'timers', 'timeouts', 'zmq'];
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -529,6 +533,23 @@ async function main() {
     entry.summary = summarizeScenario(entry);
   }
 
+  // The zmq scenario has its own runner (peer processes of three kinds).
+  let zmqResult = null;
+  if (opts.only.includes('zmq')) {
+    log('bench: == zmq: ZeroMQ, iomux.zmq against zeromq.js and C/libzmq');
+    try {
+      zmqResult = await require('./zmq/bench').run({
+        quick: opts.quick, rounds: opts.rounds, pin: opts.pin, workDir, log,
+        iomuxEnv: iomuxError ? {} : env.iomuxEnv,
+        windowMs: opts.quick ? 1000 : Math.max(1000, opts.duration * 1000),
+      });
+      failures.push(...zmqResult.failures);
+    } catch (err) {
+      failures.push(`zmq: ${err.message}`);
+      log(`bench: zmq: FAILED: ${err.stack || err}`);
+    }
+  }
+
   const report = {
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date().toISOString(),
@@ -567,11 +588,12 @@ async function main() {
       pinned: pin,
     },
     scenarios: reportScenarios,
+    zmq: zmqResult ? { config: zmqResult.config, summary: zmqResult.summary, skipped: zmqResult.skipped } : null,
     failures,
   };
   report.machine.loadAvgStart = startLoad;
 
-  const md = renderMarkdown(report);
+  const md = renderMarkdown(report) + (zmqResult ? '\n\n' + zmqResult.markdown : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');
   fs.mkdirSync(opts.out, { recursive: true });
