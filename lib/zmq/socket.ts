@@ -7,6 +7,7 @@
 // of an accepted connection lives as long as the connection (and until the
 // messages it had received are read).
 import { EventEmitter } from 'node:events';
+import { chmodSync } from 'node:fs';
 import { loop, type Timer } from '../loop';
 import { connect as ioConnect, type Socket as IoSocket } from '../socket';
 import { createServer, type Server as IoServer } from '../server';
@@ -275,6 +276,8 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
       else server.listen({ port: ep.port, host: ep.host });
     });
     server.on('error', (err: Error) => this.reportError(err, ep.text));
+    // Owner-only: the ipc socket file is 0600 (put it in a 0700 directory too).
+    if (ep.transport === 'ipc') chmodSync(ep.path, 0o600);
     if (this.closed) {
       server.close();
       throw zmqError('EBADF', 'Socket is closed');
