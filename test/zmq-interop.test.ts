@@ -133,6 +133,33 @@ for (const tr of TRANSPORTS) {
   });
 }
 
+t.test('XPUB and XSUB against libzmq: subscriptions as messages', async (t) => {
+  const xpub = new z.XPub();
+  await xpub.bind('tcp://127.0.0.1:*');
+  const lsub = new zmq.Subscriber();
+  lsub.connect(xpub.lastEndpoint!);
+  lsub.subscribe('abc');
+  const [sub] = await xpub.receive();
+  t.same([...sub!], [1, 0x61, 0x62, 0x63], 'iomux XPUB receives the libzmq SUB subscription');
+  xpub.send(['abc1', 'x']);
+  t.same(str(await lsub.receive()), ['abc1', 'x'], 'and publishes to it');
+  lsub.unsubscribe('abc');
+  const [cancel] = await xpub.receive();
+  t.same([...cancel!], [0, 0x61, 0x62, 0x63], 'the cancel too');
+
+  const lxpub = new zmq.XPublisher();
+  await lxpub.bind('tcp://127.0.0.1:*');
+  const xsub = new z.XSub();
+  xsub.connect(lxpub.lastEndpoint!);
+  await new Promise((r) => xsub.once('connect', r));
+  xsub.send(Buffer.from([1, 0x71]));
+  const [lsubMsg] = await lxpub.receive();
+  t.same([...lsubMsg!], [1, 0x71], 'libzmq XPUB receives the iomux XSUB subscription');
+  await lxpub.send(['q1', 'y']);
+  t.same(str(await xsub.receive()), ['q1', 'y']);
+  await closeAll([xpub, xsub], [lsub, lxpub]);
+});
+
 t.test('10,000 messages in order, both directions', async (t) => {
   const pull = new z.Pull();
   await pull.bind('tcp://127.0.0.1:*');

@@ -1,6 +1,6 @@
 // iomux.zmq: ZeroMQ's wire protocol (ZMTP 3.1, NULL mechanism) on iomux sockets.
 export {
-  Socket, Push, Pull, Dealer, Router, Request, Reply, Publisher, Subscriber, Req, Rep, Pub, Sub,
+  Socket, Push, Pull, Dealer, Router, Request, Reply, Publisher, Subscriber, XPublisher, XSubscriber, Req, Rep, Pub, Sub, XPub, XSub,
   type SocketOptions, type RouterOptions, type Message, type MessageLike, type ZmqError,
 } from './socket';
 export {

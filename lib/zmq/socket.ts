@@ -386,13 +386,19 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
   _onMessage(c: Connection, frames: Buffer[]): void {
     const pipe = c.pipe as Pipe;
     if (this._onPeerMessage(pipe, frames)) return;
+    this.incoming(pipe, frames);
+  }
+
+  /** @internal A message for the application, from a pipe. */
+  protected incoming(pipe: Pipe, frames: Buffer[]): void {
+    const c = pipe.conn;
     if (this.inboxCount === 0 && (this.messageListeners > 0 || this.receivers.length > 0) && this._canReceive()) {
       this.deliver(pipe, frames);
       return;
     }
     pipe.inbox.push(frames);
     this.inboxCount++;
-    if (!pipe.paused && pipe.inbox.length >= hwm(this.receiveHighWaterMark)) {
+    if (!pipe.paused && c !== null && pipe.inbox.length >= hwm(this.receiveHighWaterMark)) {
       pipe.paused = true;
       c.socket.pause();
     }
@@ -898,10 +904,60 @@ export class Publisher extends Socket {
     if (subscribe) {
       subs.set(key, n + 1);
       if (topic.length === 0) pipe.subsAll++;
+      if (n === 0) this.subscriptionChanged(pipe, true, topic);
     } else if (n > 0) {
       if (n === 1) subs.delete(key);
       else subs.set(key, n - 1);
       if (topic.length === 0) pipe.subsAll--;
+      if (n === 1) this.subscriptionChanged(pipe, false, topic);
+    }
+  }
+  /** @internal XPUB hands subscriptions to the application. */
+  protected subscriptionChanged(_pipe: Pipe, _subscribe: boolean, _topic: Buffer): void {}
+}
+
+/**
+ * XPUB: a PUB that also receives its subscribers' subscriptions, as messages
+ * of one frame: 1 (subscribe) or 0 (cancel), then the prefix. As libzmq
+ * without ZMQ_XPUB_VERBOSE, a prefix is reported when its first peer
+ * subscribes and when its last one cancels.
+ */
+export class XPublisher extends Publisher {
+  private readonly counts = new Map<string, number>();
+  constructor(options?: SocketOptions) {
+    super(options);
+    (this as { type: SocketTypeName }).type = 'XPUB';
+  }
+  protected override _canRecvType(): boolean {
+    return true;
+  }
+  protected override _onPeerMessage(pipe: Pipe, frames: Buffer[]): boolean {
+    const f = frames[0]!;
+    if (frames.length === 1 && f.length > 0 && (f[0] === 1 || f[0] === 0)) {
+      this._subscription(pipe, f[0] === 1, f.subarray(1));
+      return true;
+    }
+    return false; // other messages from XSUB peers go to the application, as in libzmq
+  }
+  protected override subscriptionChanged(pipe: Pipe, subscribe: boolean, topic: Buffer): void {
+    const key = topicKey(topic);
+    const n = this.counts.get(key) ?? 0;
+    if (subscribe) this.counts.set(key, n + 1);
+    else if (n <= 1) this.counts.delete(key);
+    else this.counts.set(key, n - 1);
+    if ((subscribe && n === 0) || (!subscribe && n === 1)) {
+      const msg = Buffer.allocUnsafe(1 + topic.length);
+      msg[0] = subscribe ? 1 : 0;
+      topic.copy(msg, 1);
+      this.incoming(pipe, [msg]);
+    }
+  }
+  protected override _pipeDown(pipe: Pipe): void {
+    // A peer that leaves takes its subscriptions with it.
+    if (pipe.subs !== null) {
+      for (const [key, n] of [...pipe.subs]) {
+        for (let i = 0; i < n; i++) this._subscription(pipe, false, Buffer.from(key, 'latin1'));
+      }
     }
   }
 }
@@ -980,4 +1036,36 @@ export class Subscriber extends Socket {
   }
 }
 
-export { Request as Req, Reply as Rep, Publisher as Pub, Subscriber as Sub };
+/**
+ * XSUB: a SUB whose subscriptions are messages the application sends (one
+ * frame: 1 or 0, then the prefix); it receives everything its publishers
+ * send (they filter), and passes other messages it sends up to them.
+ */
+export class XSubscriber extends Socket {
+  private readonly topics = new Map<string, Buffer>();
+  constructor(options?: SocketOptions) {
+    super('XSUB', options);
+  }
+  protected override _attachEarly(): boolean {
+    return false;
+  }
+  protected override _checkSend(): void {}
+  protected override _send(frames: Buffer[]): boolean {
+    const f = frames[0]!;
+    if (frames.length === 1 && f.length > 0 && (f[0] === 1 || f[0] === 0)) {
+      const topic = Buffer.from(f.subarray(1));
+      const key = topicKey(topic);
+      if (f[0] === 1) this.topics.set(key, topic);
+      else this.topics.delete(key);
+      for (const pipe of this.pipes) if (pipe.conn?.ready) pipe.conn.sendSubscription(f[0] === 1, topic);
+      return true;
+    }
+    for (const pipe of this.pipes) if (this.canTake(pipe)) this.write(pipe, frames);
+    return true;
+  }
+  protected override _pipeReady(pipe: Pipe): void {
+    for (const t of this.topics.values()) pipe.conn!.sendSubscription(true, t);
+  }
+}
+
+export { Request as Req, Reply as Rep, Publisher as Pub, Subscriber as Sub, XPublisher as XPub, XSubscriber as XSub };
