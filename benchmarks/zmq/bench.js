@@ -73,7 +73,10 @@ function command(env, impl, args) {
 function start(env, cpu, impl, args) {
   const [cmd, argv] = command(env, impl, args);
   const [c2, a2] = env.pin ? [env.taskset, ['-c', String(cpu), cmd, ...argv]] : [cmd, argv];
-  const child = U.track(spawn(c2, a2, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env.iomuxEnv } }));
+  // iomux peers run on the epoll backend, as the suite's "iomux" candidate does
+  // (IOMUX_ZMQ_BACKEND picks another one).
+  const extra = impl === 'iomux' ? { ...env.iomuxEnv, IOMUX_BACKEND: process.env.IOMUX_ZMQ_BACKEND || 'epoll' } : {};
+  const child = U.track(spawn(c2, a2, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...extra } }));
   const lines = [];
   const waiters = [];
   let buf = '';
@@ -244,7 +247,8 @@ function render(summary, pairs, env, rounds, skipped, rows) {
   L.push('### zmq: ZeroMQ over loopback TCP (ZMTP 3.1)');
   L.push('');
   L.push(`Two processes, ${env.pin ? 'pinned (receiver/server CPU 0, sender/client CPU 1)' : 'not pinned'}; ${rounds} round(s) of ${env.windowMs} ms after ${env.warmupMs} ms warm-up; medians. ` +
-    'CPU/msg is both processes\' CPU time (all threads) over the window per message.');
+    'CPU/msg is both processes\' CPU time (all threads) over the window per message. ' +
+    `iomux on the ${process.env.IOMUX_ZMQ_BACKEND || 'epoll'} backend.`);
   L.push('');
   for (const row of rows) {
     L.push(`**${row.title}**`);

@@ -338,6 +338,7 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
     conn.pipe = d.pipe;
     d.conn = conn;
     d.pipe.conn = conn;
+    d.pipe.paused = false; // a new socket reads until the inbox reaches its mark again
     this.conns.add(conn);
   }
 
