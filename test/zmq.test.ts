@@ -237,6 +237,29 @@ t.test('linger: close() delivers what was queued; linger 0 does not wait', async
   await pull.close();
 });
 
+t.test('reconnect backoff: the delay doubles up to reconnectIntervalMax', async (t) => {
+  // A port nobody listens on: count connect(2) calls over the same time.
+  const server = new z.Pull();
+  await server.bind('tcp://127.0.0.1:*');
+  const ep = server.lastEndpoint!;
+  await server.close();
+  const attempts = async (opts: iomux.zmq.SocketOptions) => {
+    const s = new z.Push(opts);
+    const before = iomux.loop.stats().connect;
+    s.connect(ep);
+    await sleep(700);
+    const n = iomux.loop.stats().connect - before;
+    await s.close();
+    return n;
+  };
+  const flat = await attempts({ reconnectInterval: 20 });
+  const backoff = await attempts({ reconnectInterval: 20, reconnectIntervalMax: 320 });
+  const never = await attempts({ reconnectInterval: -1 });
+  t.ok(flat >= 10, `a fixed 20 ms interval: ${flat} attempts in 700 ms`);
+  t.ok(backoff <= 8 && backoff >= 3, `20, 40, 80, 160, 320, 320 ms: ${backoff} attempts`);
+  t.equal(never, 1, 'reconnectInterval -1: one attempt only');
+});
+
 t.test('1,000 connects and disconnects: no fd or timer leak', async (t) => {
   const pull = new z.Pull({ heartbeatInterval: 1000 });
   await pull.bind('tcp://127.0.0.1:*');
