@@ -131,23 +131,28 @@ t.test("on('message'), async iteration, and the event forms", async (t) => {
 });
 
 t.test('an incompatible peer, or one asking for PLAIN, is dropped with a named error', async (t) => {
+  const open: { close(): unknown }[] = [];
+  t.teardown(async () => { for (const s of open) await s.close(); });
   const a = new z.Push();
+  open.push(a);
   await a.bind('tcp://127.0.0.1:*');
   const b = new z.Push();
+  open.push(b);
   const errs: string[] = [];
   a.on('error', (e: Error & { code: string }) => errs.push(e.code));
   b.connect(a.lastEndpoint!);
   await until(() => errs.length > 0);
   t.equal(errs[0], 'ERR_ZMTP_SOCKET_TYPE');
   const plain = new zmq.Pull({ plainServer: true });
+  open.push(plain);
   await plain.bind('tcp://127.0.0.1:*');
   const c = new z.Push({ reconnectInterval: -1 });
+  open.push(c);
   const errs2: string[] = [];
   c.on('error', (e: Error & { code: string }) => errs2.push(e.code));
   c.connect(plain.lastEndpoint!);
   await until(() => errs2.length > 0);
   t.equal(errs2[0], 'ERR_ZMTP_HANDSHAKE', 'libzmq closes at once: a handshake error');
-  plain.close();
   // A peer whose greeting asks for PLAIN (libzmq closes before sending it all; this one does not).
   const server = net.createServer((s) => {
     const g = z.encodeGreeting();
@@ -158,15 +163,15 @@ t.test('an incompatible peer, or one asking for PLAIN, is dropped with a named e
     s.write(g);
   });
   server.listen(0, '127.0.0.1');
+  open.push(server);
   await once(server, 'listening');
   const d = new z.Push({ reconnectInterval: -1 });
+  open.push(d);
   const errs3: string[] = [];
   d.on('error', (e: Error & { code: string }) => errs3.push(e.code));
   d.connect(`tcp://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
   await until(() => errs3.length > 0);
   t.equal(errs3[0], 'ERR_ZMTP_MECHANISM');
-  server.close();
-  await Promise.all([a, b, c, d].map((s) => s.close()));
 });
 
 t.test('high-water marks: PUSH waits, PUB drops, memory stays bounded when the peer stops reading', async (t) => {

@@ -64,6 +64,10 @@ export class Connection implements DecoderHandler {
   closed = false;
   /** write() returned false: no more encoding until 'drain'. */
   blocked = false;
+  /** The TCP or unix connection is established (a hang-up after it, before READY, is a handshake failure). */
+  private connected = false;
+  /** We ended or destroyed it ourselves. */
+  private localClose = false;
   /** Chunks received: heartbeat timeouts compare it, no timer is re-armed per chunk. */
   private rx = 0;
 
@@ -90,6 +94,8 @@ export class Connection implements DecoderHandler {
     this.owner = owner;
     this.opts = opts;
     this.decoder = new Decoder(this, { maxMessageSize: opts.maxMessageSize });
+    this.connected = !socket.connecting;
+    if (!this.connected) socket.once('connect', () => { this.connected = true; });
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => this.onDrain());
     socket.on('error', () => { /* reported through 'close' below with the error kept */ });
@@ -303,12 +309,14 @@ export class Connection implements DecoderHandler {
   /** Sends what is encoded, then FIN. */
   end(): void {
     if (this.closed) return;
+    this.localClose = true;
     this._flush();
     this.socket.end();
   }
 
   /** Drops the connection at once. */
   destroy(): void {
+    this.localClose = true;
     this.socket.destroy();
   }
 
@@ -331,7 +339,7 @@ export class Connection implements DecoderHandler {
     this.hbTimer = this.ttlTimer = this.handshakeTimer = null;
     const cb = this.onDrainCb;
     this.onDrainCb = null;
-    if (this.failure === undefined && !this.ready && this.rx > 0) {
+    if (this.failure === undefined && !this.ready && this.connected && !this.localClose) {
       // libzmq closes without a word when it refuses our mechanism, version or socket type.
       this.failure = new ZmtpError(ERRORS.HANDSHAKE, 'ZMTP handshake: the peer closed the connection before READY (another mechanism or an incompatible socket type?)');
     }
