@@ -27,6 +27,10 @@
 //              reusePort; CPU over master and workers, the spread across
 //              workers, a killed worker's replacement time, broadcasts to 8
 //              workers (benchmarks/lib/cluster.js)
+//   zmq        ZeroMQ: PUSH->PULL throughput (64 B, 4 KiB) and DEALER->ROUTER
+//              round trips (1 and 100 in flight): iomux.zmq, zeromq.js and a
+//              C program on libzmq, and iomux against libzmq both ways
+//              (benchmarks/zmq/bench.js; it also runs on its own)
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
 // loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
@@ -88,7 +92,7 @@ const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report')
 
 const ROOT = path.resolve(__dirname, '..');
 const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'idle-silent',
-  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster'];
+  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster', 'zmq'];
 const { runCluster } = require('./lib/cluster');
 
 // ---------------------------------------------------------------------------
@@ -565,6 +569,23 @@ async function main() {
     }
   }
 
+  // The zmq scenario has its own runner (peer processes of three kinds).
+  let zmqResult = null;
+  if (opts.only.includes('zmq')) {
+    log('bench: == zmq: ZeroMQ, iomux.zmq against zeromq.js and C/libzmq');
+    try {
+      zmqResult = await require('./zmq/bench').run({
+        quick: opts.quick, rounds: opts.rounds, pin: opts.pin, workDir, log,
+        iomuxEnv: iomuxError ? {} : env.iomuxEnv,
+        windowMs: opts.quick ? 1000 : Math.max(1000, opts.duration * 1000),
+      });
+      failures.push(...zmqResult.failures);
+    } catch (err) {
+      failures.push(`zmq: ${err.message}`);
+      log(`bench: zmq: FAILED: ${err.stack || err}`);
+    }
+  }
+
   const report = {
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date().toISOString(),
@@ -605,6 +626,7 @@ async function main() {
     },
     scenarios: reportScenarios,
     cluster: cluster ? cluster.json : null,
+    zmq: zmqResult ? { config: zmqResult.config, summary: zmqResult.summary, skipped: zmqResult.skipped } : null,
     failures,
   };
   report.machine.loadAvgStart = startLoad;
@@ -628,7 +650,8 @@ async function main() {
     }
   }
 
-  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '');
+  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '')
+    + (zmqResult ? '\n\n' + zmqResult.markdown : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');
   fs.mkdirSync(opts.out, { recursive: true });

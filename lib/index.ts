@@ -10,6 +10,7 @@ export { errnoException } from './errors';
 export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
+export * as zmq from './zmq';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
 export { SharedCache } from './shared';
 export type {
