@@ -82,3 +82,16 @@ export function streamDestroyed(method: string): Error & CodedError {
 export function socketClosed(): Error & CodedError {
   return coded(new Error('Socket is closed'), 'ERR_SOCKET_CLOSED');
 }
+
+export function closedBeforeConnection(): Error & CodedError {
+  return coded(new Error('Socket closed before the connection was established'), 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION');
+}
+
+/** A write after the peer's FIN ended the socket (node's writeAfterFIN). */
+export function peerEnded(): Error & CodedError {
+  return coded(new Error('This socket has been ended by the other party'), 'EPIPE');
+}
+
+export function missingArgs(what: string): TypeError & CodedError {
+  return coded(new TypeError(`The ${what} argument must be specified`), 'ERR_MISSING_ARGS');
+}

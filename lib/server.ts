@@ -5,7 +5,7 @@ import { AF_INET6, AF_UNIX, binding, LISTEN_DEFER_ACCEPT, LISTEN_REUSEPORT, LIST
 import { lookupHost, normalizeListenArgs, type ListenOptions, type NormalizedListen } from './address';
 import { errnoException, invalidArgType, serverAlreadyListening, serverNotRunning, type SystemError } from './errors';
 import { loop, type ListenerHandle } from './loop';
-import { Socket, type AddressInfo, type SocketOptions, type SocketOwner } from './socket';
+import { SocketClassImpl, type Socket, type AddressInfo, type SocketOptions, type SocketOwner } from './socket';
 
 export interface ServerOptions extends SocketOptions {
   /** Accepted sockets start paused: call socket.resume() to read. */
@@ -192,7 +192,7 @@ export class Server extends EventEmitter implements ListenerHandle, SocketOwner 
       this.emit('drop', { remoteFamily: familyPort >>> 16 });
       return;
     }
-    const s = Socket._accepted(id, familyPort, w0, w1, w2, w3, this.socketOptions, this);
+    const s = SocketClassImpl._accepted(id, familyPort, w0, w1, w2, w3, this.socketOptions, this);
     this.connections++;
     if (!this.noDelay) s.setNoDelay(false);
     if (this.keepAlive) s.setKeepAlive(true, this.keepAlive[1]);
