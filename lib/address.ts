@@ -50,6 +50,13 @@ export interface ListenOptions {
    * about a second late.
    */
   deferAccept?: boolean;
+  /** Closes the server when aborted. */
+  signal?: AbortSignal;
+  /** A unix listener's socket file readable / writable by every user (default: owner only). */
+  readableAll?: boolean;
+  writableAll?: boolean;
+  /** Ignored, as node ignores it outside cluster. */
+  exclusive?: boolean;
 }
 
 /** ConnectOptions once checked: the port is a number. */
@@ -93,10 +100,6 @@ function validateFamily(value: unknown, name: string): number {
   throw invalidArgValue(name, value, 'must be one of: 0, 4, 6');
 }
 
-function isPortLike(value: unknown): boolean {
-  return typeof value === 'number' || (typeof value === 'string' && /^\s*\d+\s*$/.test(value));
-}
-
 /** A port as node's net checks it for connect(): a number or a numeric string (0x.. too) in 0..65535. */
 function validateConnectPort(value: unknown, name: string): number {
   if (typeof value !== 'number' && typeof value !== 'string') {
@@ -117,13 +120,6 @@ function missingArgs(): TypeError & { code: string } {
     { code: 'ERR_MISSING_ARGS' });
 }
 
-const CONNECT_OPTIONS = new Set([
-  'port', 'host', 'path', 'family', 'hints', 'lookup', 'localAddress', 'localPort', 'autoSelectFamily',
-  'autoSelectFamilyAttemptTimeout', 'noDelay', 'keepAlive', 'keepAliveInitialDelay', 'timeout', 'allowHalfOpen',
-  'readable', 'writable', 'signal', 'onread', 'highWaterMark', 'readableHighWaterMark', 'writableHighWaterMark',
-  'fd', 'handle', 'servername', 'encoding', 'objectMode', 'emitClose', 'autoDestroy', 'decodeStrings',
-  'defaultEncoding', 'readableObjectMode', 'writableObjectMode', 'pauseOnCreate', 'manualStart',
-]);
 
 /** connect(port[, host][, cb]) | connect(path[, cb]) | connect(options[, cb]), as node's normalizeArgs() and connect() check them. */
 export function normalizeConnectArgs(args: unknown[]): [NormalizedConnect, (() => void) | undefined] {
@@ -140,11 +136,6 @@ export function normalizeConnectArgs(args: unknown[]): [NormalizedConnect, (() =
   }
   if (o.port === undefined && (o.path === undefined || o.path === null)) throw missingArgs();
   const out: NormalizedConnect = {};
-  for (const k of Object.keys(o)) {
-    if (!CONNECT_OPTIONS.has(k) && (o as Record<string, unknown>)[k] !== undefined) {
-      throw Object.assign(new TypeError(`iomux does not support the connect option "${k}"`), { code: 'ERR_IOMUX_UNSUPPORTED' });
-    }
-  }
   if (o.path !== undefined && o.path !== null && (o.path as unknown) !== '') {
     out.path = validatePath(o.path, first === o.path ? 'path' : 'options.path');
   } else {
@@ -266,6 +257,11 @@ function badAddress(ip: unknown, family: unknown, host: string, port: unknown): 
 }
 
 export interface NormalizedListen {
+  /** listen({ fd }): adopting a listening descriptor (handled by the server). */
+  fd?: unknown;
+  signal?: AbortSignal;
+  readableAll?: boolean;
+  writableAll?: boolean;
   port?: number;
   host?: string;
   path?: string;
@@ -283,40 +279,73 @@ function validateBacklog(value: unknown, name: string): number {
   return value;
 }
 
-/** listen([port[, host[, backlog]]][, cb]) | listen(path[, backlog][, cb]) | listen(options[, cb]) */
+function toNumber(x: unknown): number | false {
+  const n = Number(x);
+  return n >= 0 ? n : false;
+}
+
+/**
+ * listen([port[, host[, backlog]]][, cb]) | listen(path[, backlog][, cb]) |
+ * listen(options[, cb]), read as node's Server.listen() reads them.
+ */
 export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => void) | undefined] {
-  let cb: (() => void) | undefined;
-  if (args.length && typeof args[args.length - 1] === 'function') cb = args.pop() as () => void;
+  const last = args[args.length - 1];
+  const cb = typeof last === 'function' ? last as () => void : undefined;
   const first = args[0];
-  const out: NormalizedListen = { backlog: 511, reusePort: false, ipv6Only: false, deferAccept: false };
-  if (first !== null && typeof first === 'object') {
-    const o = first as ListenOptions;
-    if (o.path !== undefined) {
-      out.path = validatePath(o.path, 'options.path');
-    } else {
-      out.port = o.port === undefined ? 0 : validatePort(o.port, 'options.port');
-      if (o.host !== undefined) out.host = validateHost(o.host, 'options.host');
-    }
-    out.backlog = validateBacklog(o.backlog, 'options.backlog');
-    out.reusePort = Boolean(o.reusePort);
-    out.ipv6Only = Boolean(o.ipv6Only);
-    if (o.deferAccept !== undefined && typeof o.deferAccept !== 'boolean') {
-      throw invalidArgType('options.deferAccept', 'of type boolean', o.deferAccept);
-    }
-    out.deferAccept = o.deferAccept === true;
-  } else if (typeof first === 'string' && !isPortLike(first)) {
-    out.path = validatePath(first, 'path');
-    out.backlog = validateBacklog(args[1], 'backlog');
-  } else {
-    out.port = first === undefined || first === null ? 0 : validatePort(first, 'port');
-    let i = 1;
-    if (typeof args[1] === 'string' || args[1] === null) {
-      if (args[1] !== null) out.host = validateHost(args[1], 'host');
-      i = 2;
-    }
-    out.backlog = validateBacklog(args[i], 'backlog');
+  let o: ListenOptions & Record<string, unknown>;
+  if (first !== null && typeof first === 'object') o = first as ListenOptions & Record<string, unknown>;
+  else if (isPipeName(first)) o = { path: first as string };
+  else {
+    o = { port: first as number };
+    if (args.length > 1 && typeof args[1] === 'string') o.host = args[1];
   }
-  return [out, cb];
+  const backlogFromArgs = toNumber(args.length > 1 && args[1]) || toNumber(args.length > 2 && args[2]);
+  const out: NormalizedListen = { backlog: 511, reusePort: false, ipv6Only: false, deferAccept: false };
+  if (o.signal !== undefined) {
+    const sig = o.signal as unknown;
+    if (sig === null || typeof sig !== 'object' || !('aborted' in (sig as object))) {
+      throw invalidArgType('options.signal', 'an instance of AbortSignal', sig);
+    }
+    out.signal = o.signal;
+  }
+  if (o.handle !== undefined || o._handle !== undefined) {
+    throw Object.assign(new TypeError('iomux servers cannot listen on a handle (options.handle)'), { code: 'ERR_IOMUX_UNSUPPORTED' });
+  }
+  if (o.fd !== undefined) out.fd = o.fd;
+  if (args.length === 0 || typeof first === 'function' || (o.port === undefined && 'port' in o) || o.port === null) {
+    o = { ...o, port: 0 };
+  }
+  const backlog = (o.backlog || backlogFromArgs) as number | undefined;
+  if (backlog !== undefined && backlog !== false as unknown) out.backlog = validateBacklog(backlog, 'backlog');
+  out.reusePort = Boolean(o.reusePort);
+  out.ipv6Only = Boolean(o.ipv6Only);
+  if (o.deferAccept !== undefined && typeof o.deferAccept !== 'boolean') {
+    throw invalidArgType('options.deferAccept', 'of type boolean', o.deferAccept);
+  }
+  out.deferAccept = o.deferAccept === true;
+  if (typeof o.port === 'number' || typeof o.port === 'string') {
+    out.port = validateConnectLikePort(o.port, 'options.port');
+    if (o.host) out.host = validateHost(o.host, 'options.host');
+    return [out, cb];
+  }
+  if (o.path && isPipeName(o.path)) {
+    out.path = validatePath(o.path, typeof first === 'string' ? 'path' : 'options.path');
+    out.readableAll = o.readableAll === true;
+    out.writableAll = o.writableAll === true;
+    return [out, cb];
+  }
+  if (out.fd !== undefined) return [out, cb];
+  if (!('port' in o || 'path' in o)) {
+    throw invalidArgValue('options', o, 'must have the property "port" or "path"');
+  }
+  throw invalidArgValue('options', o);
+}
+
+function validateConnectLikePort(value: number | string, name: string): number {
+  if ((typeof value === 'string' && value.trim().length === 0) || +value !== (+value >>> 0) || +value > 0xffff) {
+    throw badPort(name, value);
+  }
+  return +value | 0;
 }
 
 export interface ResolvedAddress {

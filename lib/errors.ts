@@ -1,7 +1,7 @@
 // errors.ts -- errors shaped like node's: system errors carry code, errno
 // (negative, as node reports it) and syscall; argument errors name the
 // argument. One factory per kind.
-import { getSystemErrorName } from 'node:util';
+import { getSystemErrorName, inspect } from 'node:util';
 
 export interface SystemError extends Error {
   code: string;
@@ -52,7 +52,8 @@ export function invalidArgType(name: string, expected: string, actual: unknown):
 }
 
 export function invalidArgValue(name: string, value: unknown, reason = 'is invalid'): TypeError & CodedError {
-  return coded(new TypeError(`The argument '${name}' ${reason}. Received ${describe(value)}`), 'ERR_INVALID_ARG_VALUE');
+  const kind = name.includes('.') ? 'property' : 'argument';
+  return coded(new TypeError(`The ${kind} '${name}' ${reason}. Received ${inspect(value)}`), 'ERR_INVALID_ARG_VALUE');
 }
 
 export function outOfRange(name: string, range: string, value: unknown): RangeError & CodedError {

@@ -17,6 +17,7 @@
 // when nothing is buffered, as node's addChunk() would.
 import { EventEmitter } from 'node:events';
 import { endianness } from 'node:os';
+import { inspect } from 'node:util';
 import { Duplex, Readable, Writable } from 'node:stream';
 import { AF_INET, AF_INET6, AF_UNIX, binding, OP_NAMES } from './binding';
 import { leanListeners } from './flow';
@@ -95,6 +96,13 @@ function ipv4Text(w: number): string {
   return `${w & 0xff}.${(w >>> 8) & 0xff}.${(w >>> 16) & 0xff}.${w >>> 24}`;
 }
 
+/** The peer of an accept record, as text (for a connection that gets no Socket). */
+export function peerAddressInfo(familyPort: number, w0: number, w1: number, w2: number, w3: number): AddressInfo {
+  const fam = familyPort >>> 16;
+  const address = fam === AF_INET ? ipv4Text(w0) : fam === AF_INET6 ? binding.ntop6(w0, w1, w2, w3) : '';
+  return { address, family: FAMILY_NAMES[fam] ?? 'unix', port: familyPort & 0xffff };
+}
+
 /** '0:0:0:0:0:0:0:1' → '::1', as the kernel (and node) would print it. */
 function canonicalIPv6(text: string): string {
   if (text.includes('%')) return text; // zone ids: kept as given
@@ -128,12 +136,26 @@ function emitError(s: Socket, err: Error): void {
   if (!s.destroyed) s.destroy(err);
 }
 
+/** Every socket's first 'end' listener, as node's: without allowHalfOpen, the FIN is answered with one (after the other 'end' listeners ran). */
+function onReadableStreamEnd(this: Socket): void {
+  if (!this.allowHalfOpen) process.nextTick(endAfterFin, this);
+}
+
+function endAfterFin(s: Socket): void {
+  if (!s._ended && !s._destroyed && !s.allowHalfOpen) s.end();
+}
+
 function emitIfListened(s: Socket, err: Error): void {
   if (s.listenerCount('error') > 0) s.emit('error', err);
 }
 
 function emitFinish(s: Socket): void {
   s._finish();
+}
+
+function notSupported(name: string, value: unknown): TypeError & { code: string } {
+  return Object.assign(new TypeError(`The property '${name}' is not supported. Received ${inspect(value)}`),
+    { code: 'ERR_INVALID_ARG_VALUE' });
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -254,6 +276,8 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   }
 
   get connecting(): boolean { return this.flag(F_CONNECTING); }
+  /** node's legacy name of connecting */
+  get _connecting(): boolean { return this.flag(F_CONNECTING); }
   /** @internal the error is reported to 'error' listeners only (see reportsError) */
   get _softError(): boolean { return this.flag(F_SOFT_ERROR); }
   set _softError(v: boolean) { this.setFlag(F_SOFT_ERROR, v); }
@@ -305,6 +329,14 @@ class SocketImpl extends LightDuplex implements StreamHandle {
         throw Object.assign(new TypeError('iomux sockets cannot wrap a handle (options.handle)'),
           { code: 'ERR_IOMUX_UNSUPPORTED' });
       }
+      for (const k of ['objectMode', 'readableObjectMode', 'writableObjectMode'] as const) {
+        const v = (options as Record<string, unknown>)[k];
+        if (v) throw notSupported(`options.${k}`, v);
+      }
+      if (options.readable === false || options.writable === false) {
+        throw Object.assign(new TypeError('iomux sockets are always readable and writable (options.readable/writable false)'),
+          { code: 'ERR_IOMUX_UNSUPPORTED' });
+      }
       if (options.allowHalfOpen === true) this._flags |= F_ALLOW_HALF_OPEN;
       const whwm = options.writableHighWaterMark ?? options.highWaterMark;
       if (whwm !== undefined) {
@@ -322,6 +354,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       if (options.keepAlive) this.x().keepAlive = [true, options.keepAliveInitialDelay ?? 0];
     }
     this.writableHwm = hwm;
+    this.on('end', onReadableStreamEnd);
   }
 
   private setOnread(onread: OnRead): void {
@@ -528,7 +561,8 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   }
 
   /** Bytes written so far, including those still queued. */
-  get bytesWritten(): number {
+  get bytesWritten(): number | undefined {
+    if (this.ext === undefined) return undefined; // read on the prototype itself
     return this._bytesDispatched + this.preConnectBytes;
   }
 
@@ -538,6 +572,10 @@ class SocketImpl extends LightDuplex implements StreamHandle {
 
   get timeout(): number | undefined {
     return this.timeoutMs || undefined;
+  }
+  set timeout(ms: number | undefined) {
+    // node keeps whatever is assigned; the timer only changes through setTimeout()
+    this.x().timeoutMs = typeof ms === 'number' && ms > 0 ? ms : 0;
   }
 
   // ---- connecting -------------------------------------------------------------
@@ -809,7 +847,6 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     this._flags |= F_READABLE_ENDED;
     this.emit('end');
     if (this._destroyed) return;
-    if (!this.allowHalfOpen) this.end();
     if (this.flag(F_WRITABLE_FINISHED)) this.destroy();
   }
 
@@ -979,7 +1016,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
         if (cb) process.nextTick(cb, err);
         if (!this._destroyed) {
           this._softError = true;
-          process.nextTick(emitError, this, err);
+          this.destroy(err);
         }
       } else {
         // A local mistake that costs nothing already written: reported, the

@@ -31,11 +31,16 @@ t.test('invalid ports', async (t) => {
   t.test('listen() throws ERR_SOCKET_BAD_PORT naming the argument', async (t) => {
     const server = iomux.createServer();
     for (const bad of [-1, 65536, 1.5, NaN, Infinity]) {
-      t.throws(() => server.listen(bad), { name: 'RangeError', code: 'ERR_SOCKET_BAD_PORT', message: /^port should be >= 0 and < 65536/ }, `listen(${bad})`);
+      t.throws(() => server.listen(bad), { name: 'RangeError', code: 'ERR_SOCKET_BAD_PORT', message: /^options\.port should be >= 0 and < 65536/ }, `listen(${bad})`);
     }
-    for (const bad of [-1, 65536, 1.5, 'abc', '12ab', {}, [], true]) {
+    for (const bad of [-1, 65536, 1.5, 'abc', '12ab']) {
       t.throws(() => server.listen({ port: bad as any }), { name: 'RangeError', code: 'ERR_SOCKET_BAD_PORT', message: /^options\.port should be >= 0 and < 65536/ }, `listen({ port: ${JSON.stringify(bad)} })`);
     }
+    for (const bad of [{}, [], true]) {
+      t.throws(() => server.listen({ port: bad as any }), { name: 'TypeError', code: 'ERR_INVALID_ARG_VALUE', message: /^The argument 'options' is invalid/ }, `listen({ port: ${JSON.stringify(bad)} })`);
+    }
+    t.throws(() => server.listen({ host: 'localhost' }), { code: 'ERR_INVALID_ARG_VALUE', message: /must have the property "port" or "path"/ });
+    t.throws(() => server.listen({ port: 0, signal: 'x' as any }), { code: 'ERR_INVALID_ARG_TYPE', message: /options\.signal/ });
     t.equal(server.listening, false, 'still not listening');
     // and the server is still usable
     const port = await listen(server);
@@ -56,7 +61,8 @@ t.test('invalid ports', async (t) => {
     t.throws(() => (iomux.connect as any)(), { name: 'TypeError', code: 'ERR_MISSING_ARGS' }, 'connect()');
     t.throws(() => iomux.connect({} as any), { name: 'TypeError', code: 'ERR_MISSING_ARGS' }, 'connect({})');
     t.throws(() => iomux.connect({ host: '127.0.0.1' } as any), { name: 'TypeError', code: 'ERR_MISSING_ARGS' });
-    t.throws(() => iomux.connect({ port: 80, frobnicate: 1 } as any), { code: 'ERR_IOMUX_UNSUPPORTED', message: /frobnicate/ }, 'an unknown option is an error, never ignored');
+    t.throws(() => iomux.connect({ port: 80, fd: 3 } as any), { code: 'ERR_IOMUX_UNSUPPORTED', message: /options\.fd/ }, 'an option iomux does not support is an error, never ignored');
+    t.throws(() => iomux.connect({ port: 80, objectMode: true } as any), { code: 'ERR_INVALID_ARG_VALUE', message: /options\.objectMode/ });
     t.throws(() => iomux.connect({ port: 80, host: '127.0.0.1', localAddress: 'nope' }), { code: 'ERR_INVALID_IP_ADDRESS' });
     t.throws(() => iomux.connect({ port: 80, host: '127.0.0.1', autoSelectFamily: 1 as any }), { code: 'ERR_INVALID_ARG_TYPE' });
     t.throws(() => iomux.connect({ port: 80, host: '127.0.0.1', autoSelectFamilyAttemptTimeout: -1 }), { code: 'ERR_OUT_OF_RANGE' });
@@ -239,7 +245,7 @@ t.test('server.close(cb) on a server that is not listening gives ERR_SERVER_NOT_
   t.equal(e2, undefined, 'a listening server closes cleanly');
   const e3 = await new Promise<Error | undefined>((r) => server.close(r));
   t.match(e3, { code: 'ERR_SERVER_NOT_RUNNING' }, 'and a second close() reports it');
-  t.throws(() => server.close('cb' as any), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
+  t.doesNotThrow(() => server.close('cb' as any), 'a callback that is not a function is ignored, as node does');
 });
 
 // ---- abusive peers (node:net clients) --------------------------------------------

@@ -179,7 +179,7 @@ export class NodeSocket extends Duplex {
   }
 
   get bytesWritten(): number {
-    return this.iomuxSocket.bytesWritten;
+    return this.iomuxSocket.bytesWritten ?? 0;
   }
 
   /** As net.Socket's: 'open', 'readOnly', 'writeOnly' or 'closed'. */
