@@ -946,6 +946,16 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     return this.on(event, listener);
   }
 
+  override removeListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    if (this.flag(F_STREAM)) return DuplexProto.removeListener.call(this, event, listener);
+    EventEmitter.prototype.removeListener.call(this, event, listener);
+    return this;
+  }
+
+  override off(event: string | symbol, listener: (...args: any[]) => void): this {
+    return this.removeListener(event, listener);
+  }
+
   override removeAllListeners(event?: string | symbol): this {
     if (this.flag(F_STREAM)) return DuplexProto.removeAllListeners.call(this, event);
     EventEmitter.prototype.removeAllListeners.call(this, event);
