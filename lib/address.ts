@@ -311,7 +311,11 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
   if (o.handle !== undefined || o._handle !== undefined) {
     throw Object.assign(new TypeError('iomux servers cannot listen on a handle (options.handle)'), { code: 'ERR_IOMUX_UNSUPPORTED' });
   }
-  if (o.fd !== undefined) out.fd = o.fd;
+  // (As node: a non-negative numeric fd takes the descriptor path; anything else is ignored.)
+  if (typeof o.fd === 'number' && o.fd >= 0) {
+    out.fd = o.fd;
+    return [out, cb];
+  }
   if (args.length === 0 || typeof first === 'function' || (o.port === undefined && 'port' in o) || o.port === null) {
     o = { ...o, port: 0 };
   }
@@ -334,7 +338,6 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
     out.writableAll = o.writableAll === true;
     return [out, cb];
   }
-  if (out.fd !== undefined) return [out, cb];
   if (!('port' in o || 'path' in o)) {
     throw invalidArgValue('options', o, 'must have the property "port" or "path"');
   }

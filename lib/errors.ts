@@ -1,7 +1,7 @@
 // errors.ts -- errors shaped like node's: system errors carry code, errno
 // (negative, as node reports it) and syscall; argument errors name the
 // argument. One factory per kind.
-import { getSystemErrorName, inspect } from 'node:util';
+import { getSystemErrorMap, getSystemErrorName, inspect } from 'node:util';
 
 export interface SystemError extends Error {
   code: string;
@@ -11,8 +11,13 @@ export interface SystemError extends Error {
   port?: number;
 }
 
-/** A failed syscall; `errno` is the positive errno value from the core. */
-export function errnoException(errno: number, syscall: string, address?: string, port?: number): SystemError {
+/**
+ * A failed syscall; `errno` is the positive errno value from the core. With
+ * `describe`, the message carries the system's description after the code,
+ * as node's listen errors do ("listen EADDRINUSE: address already in use ...").
+ */
+export function errnoException(errno: number, syscall: string, address?: string, port?: number,
+  describe = false): SystemError {
   let code: string;
   try {
     code = getSystemErrorName(-errno);
@@ -21,7 +26,12 @@ export function errnoException(errno: number, syscall: string, address?: string,
   }
   let where = '';
   if (address) where = port !== undefined && port > 0 ? ` ${address}:${port}` : ` ${address}`;
-  const err = new Error(`${syscall} ${code}${where}`) as SystemError;
+  let desc = '';
+  if (describe) {
+    const entry = getSystemErrorMap().get(-errno);
+    if (entry !== undefined) desc = `: ${entry[1]}`;
+  }
+  const err = new Error(`${syscall} ${code}${desc}${where}`) as SystemError;
   err.code = code;
   err.errno = -errno;
   err.syscall = syscall;

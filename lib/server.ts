@@ -161,7 +161,7 @@ class ServerImpl extends EventEmitter implements ListenerHandle, SocketOwner {
 
   private open(id: number, address: string, port: number | undefined): void {
     if (id < 0) {
-      process.nextTick(emitError, this, errnoException(-id, 'listen', address, port));
+      process.nextTick(emitError, this, errnoException(-id, 'listen', address, port, true));
       return;
     }
     this._id = id;

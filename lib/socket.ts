@@ -221,9 +221,11 @@ class SocketExtra {
   finalCb: ((err?: Error | null) => void) | null = null;
   readableHwm = DEFAULT_HWM;
   onread: OnRead | null = null;
+  onreadRest: Buffer | null = null;
   server: unknown = null;
   attemptTimer: NodeJS.Timeout | null = null;
   attempts: string[] | null = null;
+  attemptErrors: Error[] | null = null;
   connectOptions: NormalizedConnect | null = null;
 }
 
@@ -281,6 +283,10 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   /** @internal the error is reported to 'error' listeners only (see reportsError) */
   get _softError(): boolean { return this.flag(F_SOFT_ERROR); }
   set _softError(v: boolean) { this.setFlag(F_SOFT_ERROR, v); }
+  /** With several addresses to try (autoSelectFamily): each attempted "address:port", as node's. */
+  get autoSelectFamilyAttemptedAddresses(): string[] | undefined {
+    return this.ext?.attempts ?? undefined;
+  }
   /** @internal older name of _softError */
   get _peerError(): boolean { return this.flag(F_SOFT_ERROR); }
   set _peerError(v: boolean) { this.setFlag(F_SOFT_ERROR, v); }
@@ -615,6 +621,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       }
       const [first, ...rest] = addresses;
       this.x().fallbacks = rest.length ? rest : null;
+      if (rest.length) this.ext!.attempts = [];
       this.startIp(first!.address, first!.family, port);
     });
     return this;
@@ -639,6 +646,8 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       e.pendingBytes = 0;
       e.fallbacks = null;
       e.finalCb = null;
+      e.attempts = null;
+      e.attemptErrors = null;
     }
     if (keep & F_STREAM) (this as unknown as { _undestroy(): void })._undestroy();
   }
@@ -679,7 +688,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     this.peerFamily = family === 6 ? AF_INET6 : AF_INET;
     this.peerText = family === 6 ? canonicalIPv6(host) : host;
     const opts = this.ext?.connectOptions;
-    (this.x().attempts ??= []).push(`${host}:${port}`);
+    this.ext?.attempts?.push(`${host}:${port}`);
     if (opts?.localAddress !== undefined || opts?.localPort !== undefined) {
       const id = binding.connectFrom(host, port, family, opts.localAddress ?? '', opts.localPort ?? 0);
       this.open(id, host, port);
@@ -734,14 +743,18 @@ class SocketImpl extends LightDuplex implements StreamHandle {
 
   /** @internal */
   _onConnect(errno: number): void {
+    if (errno !== 0 && this.ext?.attempts != null) {
+      (this.ext.attemptErrors ??= []).push(errnoException(errno, 'connect', this.peerText, this.peerPort || undefined));
+    }
     if (errno !== 0 && this.fallbacks !== null && this.tryNextAddress()) return;
     this.clearAttemptTimer();
     if (errno !== 0) {
       this.setFlag(F_CONNECTING, false);
       const e = errnoException(errno, 'connect', this.peerText, this.peerPort || undefined);
-      const attempts = this.ext?.attempts;
-      if (attempts && attempts.length > 1) {
-        const agg = new AggregateError([e], e.message) as AggregateError & { code: string };
+      const errors = this.ext?.attemptErrors;
+      if (this.ext?.attempts != null && errors) {
+        // As node's happy eyeballs: every attempt's error, in one AggregateError.
+        const agg = new AggregateError(errors, e.message) as AggregateError & { code: string };
         agg.code = e.code;
         this.destroy(agg);
       } else {
@@ -749,10 +762,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       }
       return;
     }
-    if (this.ext !== null) {
-      this.ext.attempts = null;
-      this.ext.connectOptions = null;
-    }
+    if (this.ext !== null) this.ext.connectOptions = null;
     this._flags = (this._flags & ~F_CONNECTING) | F_CONNECTED_ONCE;
     if (this.fallbacks !== null) {
       this.ext!.fallbacks = null;
@@ -794,6 +804,12 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     const o = this.ext!.onread!;
     let off = 0;
     while (off < chunk.length && !this._destroyed) {
+      if (this.isPaused()) {
+        // Paused by the callback: the rest waits for resume().
+        this.ext!.onreadRest = Buffer.from(chunk.subarray(off));
+        this.stopReading();
+        return;
+      }
       const buf = typeof o.buffer === 'function' ? o.buffer() : o.buffer;
       const n = Math.min(buf.length, chunk.length - off);
       if (n === 0) break;
@@ -830,9 +846,14 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     if (this.flag(F_FORWARDING)) return; // the forwarder relays the FIN
     this._flags |= F_EOF | F_READ_STOPPED;
     this.updateHold();
-    if (this.ext?.onread != null && !this.flag(F_STREAM)) {
-      this.emitEnd();
-      return;
+    const onread = this.ext?.onread;
+    if (onread != null) {
+      // As node's: the read that found the FIN was given a buffer too.
+      if (typeof onread.buffer === 'function') onread.buffer();
+      if (!this.flag(F_STREAM)) {
+        if (this.ext!.onreadRest === null) this.emitEnd(); // else resume() ends it
+        return;
+      }
     }
     if (this.flag(F_STREAM)) {
       this.push(null);
@@ -892,6 +913,18 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     const was = this.flowing;
     this.flowing = true;
     if (was !== true) this.emit('resume');
+    if (this.ext?.onread != null) {
+      const rest = this.ext.onreadRest;
+      if (rest !== null) {
+        this.ext.onreadRest = null;
+        this.onreadData(rest);
+        if (this.ext.onreadRest !== null || this.flowing !== true) return this;
+      }
+      if (this.flag(F_EOF)) {
+        this.emitEnd();
+        return this;
+      }
+    }
     const pending = this.pendingChunks;
     if (pending !== null) {
       this.pendingChunks = null;

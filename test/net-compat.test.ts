@@ -376,3 +376,45 @@ t.test("'drop' carries both ends' addresses", async (t) => {
   b.destroy();
   await closeServer(server);
 });
+
+t.test('onread: a callback that pauses stops delivery until resume(); the end still comes', async (t) => {
+  const message = Buffer.from('0123456789abcdefghij');
+  const server = iomux.createServer((s) => s.end(message));
+  const port = await listen(server);
+  t.teardown(() => closeServer(server));
+  const buf = Buffer.alloc(8);
+  const got: Buffer[] = [];
+  let paused = false;
+  const c = iomux.connect({
+    port, host: '127.0.0.1',
+    onread: {
+      buffer: buf,
+      callback(this: iomux.Socket, n: number) {
+        t.equal(paused, false, 'nothing delivered while paused');
+        got.push(Buffer.from(buf.subarray(0, n)));
+        paused = true;
+        this.pause();
+        setTimeout(() => { paused = false; this.resume(); }, 10);
+      },
+    },
+  } as iomux.ConnectOptions);
+  await once(c, 'end');
+  t.same(Buffer.concat(got), message);
+});
+
+t.test('autoSelectFamily: when every address fails, one AggregateError with each attempt', async (t) => {
+  const dead = net.createServer();
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const port = (dead.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => dead.close(() => r()));
+  const c = iomux.connect({
+    port, host: 'nowhere', autoSelectFamilyAttemptTimeout: 100,
+    lookup: (_h: string, _o: unknown, cb: (e: Error | null, a: unknown) => void) => {
+      cb(null, [{ address: '127.0.0.1', family: 4 }, { address: '127.0.0.2', family: 4 }]);
+    },
+  } as iomux.ConnectOptions);
+  const [err] = await once(c, 'error');
+  t.equal(err.constructor.name, 'AggregateError');
+  t.equal(err.errors.length, 2);
+  t.same(c.autoSelectFamilyAttemptedAddresses, [`127.0.0.1:${port}`, `127.0.0.2:${port}`]);
+});
