@@ -190,6 +190,7 @@ const F_WRITE_PENDING = 1 << 18; // the core holds queued bytes (or a FIN) for u
 const F_CLOSE_EMITTED = 1 << 19;
 const F_CONNECTED_ONCE = 1 << 20;
 const F_RESET = 1 << 21; // close with an RST (resetAndDestroy)
+const F_END_LISTENER = 1 << 22; // onReadableStreamEnd is still registered
 
 /** @internal The forwarding a socket was handed to (forward.ts). */
 export interface ForwardLink {
@@ -360,7 +361,12 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       if (options.keepAlive) this.x().keepAlive = [true, options.keepAliveInitialDelay ?? 0];
     }
     this.writableHwm = hwm;
-    this.on('end', onReadableStreamEnd);
+    // node's sockets carry one 'end' listener of their own (it answers the
+    // FIN without allowHalfOpen). Ours gives its place to the first listener
+    // added by the user (see on()): two listeners would cost an array per
+    // socket; emitEnd() then does its work.
+    EventEmitter.prototype.on.call(this, 'end', onReadableStreamEnd);
+    this._flags |= F_END_LISTENER;
   }
 
   private setOnread(onread: OnRead): void {
@@ -866,6 +872,7 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   private emitEnd(): void {
     if (this.flag(F_READABLE_ENDED)) return;
     this._flags |= F_READABLE_ENDED;
+    if ((this._flags & F_END_LISTENER) === 0) onReadableStreamEnd.call(this as unknown as Socket);
     this.emit('end');
     if (this._destroyed) return;
     if (this.flag(F_WRITABLE_FINISHED)) this.destroy();
@@ -969,6 +976,17 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     if (event === 'readable') {
       this._materialize();
       return DuplexProto.on.call(this, event, listener);
+    }
+    if (event === 'end' && (this._flags & F_END_LISTENER) !== 0) {
+      // Takes the place of ours, in place: removing it would send the
+      // listener table into dictionary mode (see flow.ts).
+      const events = (this as unknown as { _events: Record<string, unknown> })._events;
+      if (events.end === onReadableStreamEnd && typeof listener === 'function') {
+        this._flags &= ~F_END_LISTENER;
+        if (this.listenerCount('newListener') > 0) this.emit('newListener', event, listener);
+        events.end = listener;
+        return this;
+      }
     }
     EventEmitter.prototype.on.call(this, event, listener);
     if (event === 'data' && this.flowing !== false) this.resume();

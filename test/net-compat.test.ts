@@ -418,3 +418,26 @@ t.test('autoSelectFamily: when every address fails, one AggregateError with each
   t.equal(err.errors.length, 2);
   t.same(c.autoSelectFamilyAttemptedAddresses, [`127.0.0.1:${port}`, `127.0.0.2:${port}`]);
 });
+
+t.test("the FIN is answered without allowHalfOpen, whether or not the user listens to 'end'", async (t) => {
+  t.equal(new iomux.Socket({ allowHalfOpen: false }).listenerCount('end'), 1, "one 'end' listener of its own, as node's");
+  for (const mode of ['none', 'listener', 'removed'] as const) {
+    const server = iomux.createServer((s) => {
+      s.resume();
+      if (mode !== 'none') {
+        const f = (): void => {};
+        s.on('end', f);
+        if (mode === 'removed') s.off('end', f);
+      }
+    });
+    const port = await listen(server);
+    const c = iomux.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    c.resume();
+    await once(c, 'connect');
+    c.end();
+    await once(c, 'end'); // the server answered our FIN with its own
+    t.pass(`server ${mode}: FIN answered`);
+    c.destroy();
+    await closeServer(server);
+  }
+});
