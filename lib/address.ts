@@ -3,7 +3,7 @@
 import type { EventEmitter } from 'node:events';
 import { ADDRCONFIG, lookup, type LookupOptions } from 'node:dns';
 import { getDefaultAutoSelectFamily, getDefaultAutoSelectFamilyAttemptTimeout, isIP } from 'node:net';
-import { badPort, invalidArgType, invalidArgValue, outOfRange } from './errors';
+import { badPort, invalidArgType, invalidArgValue, missingArgs, outOfRange } from './errors';
 
 export interface ConnectOptions {
   port?: number | string;
@@ -92,14 +92,6 @@ export function validateTimeout(value: unknown, name: string): number {
   return value;
 }
 
-function validateFamily(value: unknown, name: string): number {
-  if (value === undefined || value === null) return 0;
-  if (value === 0 || value === 4 || value === 6) return value;
-  if (value === 'IPv4') return 4;
-  if (value === 'IPv6') return 6;
-  throw invalidArgValue(name, value, 'must be one of: 0, 4, 6');
-}
-
 /** A port as node's net checks it for connect(): a number or a numeric string (0x.. too) in 0..65535. */
 function validateConnectPort(value: unknown, name: string): number {
   if (typeof value !== 'number' && typeof value !== 'string') {
@@ -115,12 +107,6 @@ function isPipeName(s: unknown): boolean {
   return typeof s === 'string' && !(Number(s) >= 0);
 }
 
-function missingArgs(): TypeError & { code: string } {
-  return Object.assign(new TypeError('The "options" or "port" or "path" argument must be specified'),
-    { code: 'ERR_MISSING_ARGS' });
-}
-
-
 /** connect(port[, host][, cb]) | connect(path[, cb]) | connect(options[, cb]), as node's normalizeArgs() and connect() check them. */
 export function normalizeConnectArgs(args: unknown[]): [NormalizedConnect, (() => void) | undefined] {
   const last = args[args.length - 1];
@@ -134,7 +120,7 @@ export function normalizeConnectArgs(args: unknown[]): [NormalizedConnect, (() =
     o = { port: first as number };
     if (args.length > 1 && typeof args[1] === 'string') o.host = args[1];
   }
-  if (o.port === undefined && (o.path === undefined || o.path === null)) throw missingArgs();
+  if (o.port === undefined && (o.path === undefined || o.path === null)) throw missingArgs('"options" or "port" or "path"');
   const out: NormalizedConnect = {};
   if (o.path !== undefined && o.path !== null && (o.path as unknown) !== '') {
     out.path = validatePath(o.path, first === o.path ? 'path' : 'options.path');
@@ -354,16 +340,6 @@ function validateConnectLikePort(value: number | string, name: string): number {
 export interface ResolvedAddress {
   address: string;
   family: number;
-}
-
-/** Every address of a hostname, in the resolver's order (connect tries them in turn). */
-export function lookupAll(host: string, family: number,
-  cb: (err: Error | null, addresses: ResolvedAddress[]) => void): void {
-  lookup(host, { family: family as 0 | 4 | 6, all: true }, (err, addresses) => {
-    if (err) cb(err, []);
-    else if (addresses.length === 0) cb(Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND', syscall: 'getaddrinfo', hostname: host }), []);
-    else cb(null, addresses);
-  });
 }
 
 /** Resolves a hostname; IP literals come back as they are, with no lookup. */
