@@ -344,6 +344,8 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("fdLocalAddress", &Binding::FdLocalAddress),
       InstanceMethod("connect", &Binding::Connect),
       InstanceMethod("connectUnix", &Binding::ConnectUnix),
+      InstanceMethod("connectFrom", &Binding::ConnectFrom),
+      InstanceMethod("reset", &Binding::Reset),
       InstanceMethod("localAddress", &Binding::LocalAddress),
       InstanceMethod("ntop6", &Binding::Ntop6),
       InstanceMethod("timerStart", &Binding::TimerStart),
@@ -608,6 +610,25 @@ class Binding : public Napi::Addon<Binding> {
     if (!SockaddrFrom(Str(info, 0), I32(info, 1), I32(info, 2), &ss, &len))
       return Num(info.Env(), -EINVAL);
     return Num(info.Env(), iomux_connect(L(), reinterpret_cast<sockaddr *>(&ss), len));
+  }
+
+  // connectFrom(host, port, family, localHost, localPort) -> id or -errno
+  Napi::Value ConnectFrom(const Napi::CallbackInfo &info) {
+    sockaddr_storage ss, local;
+    socklen_t len, local_len;
+    int family = I32(info, 2);
+    if (!SockaddrFrom(Str(info, 0), I32(info, 1), family, &ss, &len))
+      return Num(info.Env(), -EINVAL);
+    std::string lh = Str(info, 3);
+    if (lh.empty()) lh = family == 6 ? "::" : "0.0.0.0";
+    if (!SockaddrFrom(lh, I32(info, 4), family, &local, &local_len))
+      return Num(info.Env(), -EAFNOSUPPORT);
+    return Num(info.Env(), iomux_connect_from(L(), reinterpret_cast<sockaddr *>(&ss), len,
+                                              reinterpret_cast<sockaddr *>(&local), local_len));
+  }
+
+  Napi::Value Reset(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_reset(L(), I32(info, 0)));
   }
 
   Napi::Value ConnectUnix(const Napi::CallbackInfo &info) {

@@ -26,6 +26,8 @@ export interface Binding {
   fdLocalAddress(fd: number): [string, number, number] | number;
   connect(host: string, port: number, family: number): number;
   connectUnix(path: string): number;
+  connectFrom(host: string, port: number, family: number, localHost: string, localPort: number): number;
+  reset(id: number): number;
   localAddress(id: number): [string, number, number] | number;
   ntop6(w0: number, w1: number, w2: number, w3: number): string;
   timerStart(ms: number, out: Int32Array): number;

@@ -1,7 +1,7 @@
 // errors.ts -- errors shaped like node's: system errors carry code, errno
 // (negative, as node reports it) and syscall; argument errors name the
 // argument. One factory per kind.
-import { getSystemErrorName } from 'node:util';
+import { getSystemErrorMap, getSystemErrorName, inspect } from 'node:util';
 
 export interface SystemError extends Error {
   code: string;
@@ -11,8 +11,13 @@ export interface SystemError extends Error {
   port?: number;
 }
 
-/** A failed syscall; `errno` is the positive errno value from the core. */
-export function errnoException(errno: number, syscall: string, address?: string, port?: number): SystemError {
+/**
+ * A failed syscall; `errno` is the positive errno value from the core. With
+ * `describe`, the message carries the system's description after the code,
+ * as node's listen errors do ("listen EADDRINUSE: address already in use ...").
+ */
+export function errnoException(errno: number, syscall: string, address?: string, port?: number,
+  describe = false): SystemError {
   let code: string;
   try {
     code = getSystemErrorName(-errno);
@@ -21,7 +26,12 @@ export function errnoException(errno: number, syscall: string, address?: string,
   }
   let where = '';
   if (address) where = port !== undefined && port > 0 ? ` ${address}:${port}` : ` ${address}`;
-  const err = new Error(`${syscall} ${code}${where}`) as SystemError;
+  let desc = '';
+  if (describe) {
+    const entry = getSystemErrorMap().get(-errno);
+    if (entry !== undefined) desc = `: ${entry[1]}`;
+  }
+  const err = new Error(`${syscall} ${code}${desc}${where}`) as SystemError;
   err.code = code;
   err.errno = -errno;
   err.syscall = syscall;
@@ -52,7 +62,8 @@ export function invalidArgType(name: string, expected: string, actual: unknown):
 }
 
 export function invalidArgValue(name: string, value: unknown, reason = 'is invalid'): TypeError & CodedError {
-  return coded(new TypeError(`The argument '${name}' ${reason}. Received ${describe(value)}`), 'ERR_INVALID_ARG_VALUE');
+  const kind = name.includes('.') ? 'property' : 'argument';
+  return coded(new TypeError(`The ${kind} '${name}' ${reason}. Received ${inspect(value)}`), 'ERR_INVALID_ARG_VALUE');
 }
 
 export function outOfRange(name: string, range: string, value: unknown): RangeError & CodedError {
@@ -81,4 +92,17 @@ export function streamDestroyed(method: string): Error & CodedError {
 
 export function socketClosed(): Error & CodedError {
   return coded(new Error('Socket is closed'), 'ERR_SOCKET_CLOSED');
+}
+
+export function closedBeforeConnection(): Error & CodedError {
+  return coded(new Error('Socket closed before the connection was established'), 'ERR_SOCKET_CLOSED_BEFORE_CONNECTION');
+}
+
+/** A write after the peer's FIN ended the socket (node's writeAfterFIN). */
+export function peerEnded(): Error & CodedError {
+  return coded(new Error('This socket has been ended by the other party'), 'EPIPE');
+}
+
+export function missingArgs(what: string): TypeError & CodedError {
+  return coded(new TypeError(`The ${what} argument must be specified`), 'ERR_MISSING_ARGS');
 }

@@ -1,15 +1,32 @@
-// socket.ts -- a connected socket with node:net's face. It is a light
-// EventEmitter (no stream machinery per connection); toDuplex() gives a real
-// stream.Duplex when one is needed (pipeline, tls.connect({ socket })).
-import { isIP } from 'node:net';
+// socket.ts -- a connected socket with node:net's face: a stream.Duplex, as
+// net.Socket is (instanceof, read(), 'readable', pipe(), async iteration,
+// readable/writable, bufferSize ...).
+//
+// The stream state is made on first use. node's two state objects cost some
+// 900 bytes per socket, as much as the rest of an idle iomux connection; most
+// connections only ever flow into a 'data' listener and write, so a socket
+// starts "light": its prototype is Duplex's, but the reading and writing it
+// does on its own (on('data'), pause/resume, write, end, destroy) keep their
+// state in one word of flags. The first touch of anything else of Duplex's
+// (read(), setEncoding(), pipe(), a 'readable' listener, stream.finished() ...)
+// reads _readableState or _writableState: the getters below then make both
+// states from the light one, and from then on the socket is an ordinary
+// Duplex whose _read/_final/_destroy drive the native socket. Writes always
+// take iomux's own path (straight to the core, queued there, one 'drain'),
+// in both modes; a 'data' listener on a flowing stream is called directly
+// when nothing is buffered, as node's addChunk() would.
+import { EventEmitter } from 'node:events';
 import { endianness } from 'node:os';
-import { Duplex } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
+import { inspect } from 'node:util';
+import { Duplex, Readable, Writable } from 'node:stream';
 import { AF_INET, AF_INET6, AF_UNIX, binding, OP_NAMES } from './binding';
-import { FlowingEmitter } from './flow';
-import { lookupAll, normalizeConnectArgs, validateTimeout, type ConnectOptions, type ResolvedAddress } from './address';
+import { leanListeners } from './flow';
 import {
-  errnoException, invalidArgType, streamDestroyed, writeAfterEnd,
+  normalizeConnectArgs, resolveForConnect, validateTimeout, type ConnectOptions, type NormalizedConnect,
+  type ResolvedAddress,
+} from './address';
+import {
+  closedBeforeConnection, errnoException, invalidArgType, peerEnded, socketClosed, streamDestroyed, writeAfterEnd,
 } from './errors';
 import { loop, type StreamHandle } from './loop';
 
@@ -18,6 +35,25 @@ export interface SocketOptions {
   allowHalfOpen?: boolean;
   /** Bytes queued before write() returns false (default 16 KiB). */
   writableHighWaterMark?: number;
+  /** Bytes read ahead while nobody consumes (default 16 KiB). */
+  readableHighWaterMark?: number;
+  /** Both high-water marks at once. */
+  highWaterMark?: number;
+  /** An AbortSignal that destroys the socket (AbortError) when aborted. */
+  signal?: AbortSignal;
+  /** Accepted for node's sake: an iomux socket is always both. */
+  readable?: boolean;
+  writable?: boolean;
+  /** Reads go into this buffer and to callback, as node's onread option (no 'data' events). */
+  onread?: OnRead;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+}
+
+export interface OnRead {
+  buffer: Uint8Array | (() => Uint8Array);
+  callback: (bytes: number, buffer: Uint8Array) => boolean | void;
 }
 
 export interface AddressInfo {
@@ -34,14 +70,37 @@ export interface SocketOwner {
 const LITTLE_ENDIAN = endianness() === 'LE';
 const EMPTY = Buffer.alloc(0);
 const EMSGSIZE = 90;
+const DEFAULT_HWM = 16 * 1024;
 // Longest string handed to the core to encode: its scratch buffer is 64 KiB,
 // and UTF-8 takes at most 3 bytes per UTF-16 unit.
 const STRING_WRITE_MAX = 21_000;
 const FAMILY_NAMES: Record<number, string> = { [AF_INET]: 'IPv4', [AF_INET6]: 'IPv6', [AF_UNIX]: 'unix' };
 
+/* eslint-disable @typescript-eslint/no-explicit-any */
+type StreamState = Record<string, any>;
+type StateCtor = new (options: object, stream: Duplex, isDuplex: boolean) => StreamState;
+const ReadableState = (Readable as unknown as { ReadableState: StateCtor }).ReadableState;
+const WritableState = (Writable as unknown as { WritableState: StateCtor }).WritableState;
+const DuplexProto = Duplex.prototype as any;
+
+function inherited(name: string): PropertyDescriptor {
+  for (let p: object | null = Duplex.prototype; p !== null; p = Object.getPrototypeOf(p)) {
+    const d = Object.getOwnPropertyDescriptor(p, name);
+    if (d !== undefined) return d;
+  }
+  throw new Error(`stream.Duplex has no ${name}`);
+}
+
 function ipv4Text(w: number): string {
   if (!LITTLE_ENDIAN) w = ((w & 0xff) << 24) | ((w & 0xff00) << 8) | ((w >>> 8) & 0xff00) | (w >>> 24);
   return `${w & 0xff}.${(w >>> 8) & 0xff}.${(w >>> 16) & 0xff}.${w >>> 24}`;
+}
+
+/** The peer of an accept record, as text (for a connection that gets no Socket). */
+export function peerAddressInfo(familyPort: number, w0: number, w1: number, w2: number, w3: number): AddressInfo {
+  const fam = familyPort >>> 16;
+  const address = fam === AF_INET ? ipv4Text(w0) : fam === AF_INET6 ? binding.ntop6(w0, w1, w2, w3) : '';
+  return { address, family: FAMILY_NAMES[fam] ?? 'unix', port: familyPort & 0xffff };
 }
 
 /** '0:0:0:0:0:0:0:1' → '::1', as the kernel (and node) would print it. */
@@ -54,20 +113,56 @@ function canonicalIPv6(text: string): string {
   }
 }
 
-function emitClose(s: Socket, err: Error | undefined): void {
-  // A peer's reset is reported to 'error' listeners only: bytes (or their
-  // absence) from a peer never crash the process. socket.errored keeps it.
-  if (err !== undefined && (s.listenerCount('error') > 0 || !s._peerError)) s.emit('error', err);
+/**
+ * The rule that keeps a peer from crashing the process: an error the peer
+ * caused (a reset, a refused write, a write after its FIN) goes to 'error'
+ * listeners only. So does a write after end() (node throws it as an
+ * uncaught 'error'; iomux gives it to the write's callback and to listeners).
+ */
+function reportsError(s: Socket, err: Error | null | undefined): boolean {
+  return err != null && (s.listenerCount('error') > 0 || !s._softError);
+}
+
+function emitErrorAndClose(s: Socket, err: Error | undefined): void {
+  if (err !== undefined && reportsError(s, err)) s.emit('error', err);
   s.emit('close', err !== undefined);
 }
 
-function emitWriteError(s: Socket, err: Error, cb: ((err?: Error | null) => void) | undefined): void {
-  if (cb) cb(err);
-  s.emit('error', err);
+function emitCloseOnly(s: Socket, hadError: boolean): void {
+  s.emit('close', hadError);
+}
+
+function emitError(s: Socket, err: Error): void {
+  if (!s.destroyed) s.destroy(err);
+}
+
+/** Every socket's first 'end' listener, as node's: without allowHalfOpen, the FIN is answered with one (after the other 'end' listeners ran). */
+function onReadableStreamEnd(this: Socket): void {
+  if (!this.allowHalfOpen) process.nextTick(endAfterFin, this);
+}
+
+function endAfterFin(s: Socket): void {
+  if (!s._ended && !s._destroyed && !s.allowHalfOpen) s.end();
+}
+
+function emitIfListened(s: Socket, err: Error): void {
+  if (s.listenerCount('error') > 0) s.emit('error', err);
 }
 
 function emitFinish(s: Socket): void {
   s._finish();
+}
+
+function notSupported(name: string, value: unknown): TypeError & { code: string } {
+  return Object.assign(new TypeError(`The property '${name}' is not supported. Received ${inspect(value)}`),
+    { code: 'ERR_INVALID_ARG_VALUE' });
+}
+
+function abortError(signal: AbortSignal): Error {
+  const err = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string };
+  err.name = 'AbortError';
+  err.code = 'ABORT_ERR';
+  return err;
 }
 
 // Booleans of a socket, packed in one word: an idle connection's size matters
@@ -84,12 +179,18 @@ const F_EOF = 1 << 7;
 const F_NEED_DRAIN = 1 << 8;
 const F_FINISH_ON_DRAIN = 1 << 9;
 const F_REFED = 1 << 10;
-const F_COUNTED = 1 << 11;
-const F_PEER_ERROR = 1 << 12;
+const F_COUNTED = 1 << 11; // counted in the loop's live handles
+const F_SOFT_ERROR = 1 << 12; // the error is reported to listeners only
 const F_FLOW_SET = 1 << 13; // flowing is true or false (not null)
 const F_FLOWING = 1 << 14;
 const F_NO_DELAY_OFF = 1 << 15;
 const F_FORWARDING = 1 << 16; // owned by the core's forwarder (forward.ts)
+const F_STREAM = 1 << 17; // the Duplex state exists: stream mode
+const F_WRITE_PENDING = 1 << 18; // the core holds queued bytes (or a FIN) for us
+const F_CLOSE_EMITTED = 1 << 19;
+const F_CONNECTED_ONCE = 1 << 20;
+const F_RESET = 1 << 21; // close with an RST (resetAndDestroy)
+const F_END_LISTENER = 1 << 22; // onReadableStreamEnd is still registered
 
 /** @internal The forwarding a socket was handed to (forward.ts). */
 export interface ForwardLink {
@@ -103,31 +204,51 @@ function forwardingError(op: string): Error {
   return err;
 }
 
+type WriteCb = (err?: Error | null) => void;
+
 /** What most connections never need, made on first use. */
 class SocketExtra {
   errored: Error | null = null;
   localInfo: AddressInfo | undefined = undefined;
-  decoder: StringDecoder | null = null;
-  preConnect: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null = null;
+  preConnect: [Uint8Array, WriteCb | undefined][] | null = null;
   preConnectBytes = 0;
+  pendingBytes = 0;
   corked = 0;
   timeoutMs = 0;
   keepAlive: [boolean, number] | null = null;
-  duplex: Duplex | null = null;
   /** Further addresses of the hostname being connected to, tried in turn. */
   fallbacks: ResolvedAddress[] | null = null;
   forward: ForwardLink | null = null;
+  finalCb: ((err?: Error | null) => void) | null = null;
+  readableHwm = DEFAULT_HWM;
+  onread: OnRead | null = null;
+  onreadRest: Buffer | null = null;
+  server: unknown = null;
+  attemptTimer: NodeJS.Timeout | null = null;
+  attempts: string[] | null = null;
+  attemptErrors: Error[] | null = null;
+  connectOptions: NormalizedConnect | null = null;
 }
 
-export class Socket extends FlowingEmitter implements StreamHandle {
+// A constructor whose instances have Duplex.prototype in their chain (so
+// `instanceof Duplex` and every Duplex method work) without Duplex's
+// constructor: the stream state is made on first use (see above).
+const LightDuplex = function LightDuplex(this: EventEmitter) {
+  EventEmitter.call(this);
+} as unknown as typeof Duplex;
+(LightDuplex as unknown as { prototype: object }).prototype = Duplex.prototype;
+Object.setPrototypeOf(LightDuplex, Duplex);
+
+class SocketImpl extends LightDuplex implements StreamHandle {
   /** @internal native id, -1 when there is none (before connect, after close) */
   _id = -1;
   /** @internal */ _owner: SocketOwner | null = null;
   /** @internal F_* bits */ _flags = F_REFED;
-  writableHighWaterMark: number;
   bytesRead = 0;
-  bytesWritten = 0;
+  /** @internal bytes handed to the core */
+  _bytesDispatched = 0;
 
+  private writableHwm: number;
   private peerFamily = 0;
   private peerPort = 0;
   // The peer's address bytes as the accept record carried them (int32 words).
@@ -137,7 +258,7 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   private pw3 = 0;
   private peerText: string | undefined = undefined;
   private pendingChunks: Buffer[] | null = null;
-  private writeCbs: ((err?: Error | null) => void)[] | null = null;
+  private writeCbs: WriteCb[] | null = null;
   private queuedEstimate = 0;
   private ext: SocketExtra | null = null;
 
@@ -150,44 +271,39 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   private x(): SocketExtra {
     return (this.ext ??= new SocketExtra());
   }
+  private get rs(): StreamState {
+    return (this as unknown as { _readableState: StreamState })._readableState;
+  }
+  private get ws(): StreamState {
+    return (this as unknown as { _writableState: StreamState })._writableState;
+  }
 
   get connecting(): boolean { return this.flag(F_CONNECTING); }
-  private set connecting(v: boolean) { this.setFlag(F_CONNECTING, v); }
-  get destroyed(): boolean { return this.flag(F_DESTROYED); }
-  private set destroyed(v: boolean) { this.setFlag(F_DESTROYED, v); }
-  /** True once end() was called. */
-  get writableEnded(): boolean { return this.flag(F_WRITABLE_ENDED); }
-  private set writableEnded(v: boolean) { this.setFlag(F_WRITABLE_ENDED, v); }
-  /** True once every byte and the FIN went to the kernel. */
-  get writableFinished(): boolean { return this.flag(F_WRITABLE_FINISHED); }
-  private set writableFinished(v: boolean) { this.setFlag(F_WRITABLE_FINISHED, v); }
-  /** True once 'end' was emitted. */
-  get readableEnded(): boolean { return this.flag(F_READABLE_ENDED); }
-  private set readableEnded(v: boolean) { this.setFlag(F_READABLE_ENDED, v); }
-  get allowHalfOpen(): boolean { return this.flag(F_ALLOW_HALF_OPEN); }
-  private set allowHalfOpen(v: boolean) { this.setFlag(F_ALLOW_HALF_OPEN, v); }
-  /** The error the socket was destroyed with, if any. */
-  get errored(): Error | null { return this.ext?.errored ?? null; }
-  private set errored(v: Error | null) { this.x().errored = v; }
-  /** @internal the error came from the peer (reset, refused write) */
-  get _peerError(): boolean { return this.flag(F_PEER_ERROR); }
-  set _peerError(v: boolean) { this.setFlag(F_PEER_ERROR, v); }
+  /** node's legacy name of connecting */
+  get _connecting(): boolean { return this.flag(F_CONNECTING); }
+  /** @internal the error is reported to 'error' listeners only (see reportsError) */
+  get _softError(): boolean { return this.flag(F_SOFT_ERROR); }
+  set _softError(v: boolean) { this.setFlag(F_SOFT_ERROR, v); }
+  /** With several addresses to try (autoSelectFamily): each attempted "address:port", as node's. */
+  get autoSelectFamilyAttemptedAddresses(): string[] | undefined {
+    return this.ext?.attempts ?? undefined;
+  }
+  /** @internal older name of _softError */
+  get _peerError(): boolean { return this.flag(F_SOFT_ERROR); }
+  set _peerError(v: boolean) { this.setFlag(F_SOFT_ERROR, v); }
+
+  /** @internal */ get _destroyed(): boolean {
+    return this.flag(F_STREAM) ? this.rs.destroyed === true : this.flag(F_DESTROYED);
+  }
+  /** @internal end() was called */ get _ended(): boolean {
+    return this.flag(F_STREAM) ? this.ws.ending === true : this.flag(F_WRITABLE_ENDED);
+  }
 
   private get readStopped(): boolean { return this.flag(F_READ_STOPPED); }
-  private set readStopped(v: boolean) { this.setFlag(F_READ_STOPPED, v); }
-  private get eofSeen(): boolean { return this.flag(F_EOF); }
-  private set eofSeen(v: boolean) { this.setFlag(F_EOF, v); }
-  private get needDrain(): boolean { return this.flag(F_NEED_DRAIN); }
-  private set needDrain(v: boolean) { this.setFlag(F_NEED_DRAIN, v); }
-  private get finishOnDrain(): boolean { return this.flag(F_FINISH_ON_DRAIN); }
-  private set finishOnDrain(v: boolean) { this.setFlag(F_FINISH_ON_DRAIN, v); }
   private get refed(): boolean { return this.flag(F_REFED); }
-  private set refed(v: boolean) { this.setFlag(F_REFED, v); }
-  private get counted(): boolean { return this.flag(F_COUNTED); }
-  private set counted(v: boolean) { this.setFlag(F_COUNTED, v); }
   private get noDelay(): boolean { return !this.flag(F_NO_DELAY_OFF); }
   private set noDelay(v: boolean) { this.setFlag(F_NO_DELAY_OFF, !v); }
-  /** null until a 'data' listener, pause() or resume() decides, as in node's streams. */
+  /** Light mode: null until a 'data' listener, pause() or resume() decides, as in node's streams. */
   private get flowing(): boolean | null {
     return this.flag(F_FLOW_SET) ? this.flag(F_FLOWING) : null;
   }
@@ -196,42 +312,90 @@ export class Socket extends FlowingEmitter implements StreamHandle {
     this.setFlag(F_FLOWING, v === true);
   }
 
-  private get localInfo(): AddressInfo | undefined { return this.ext?.localInfo; }
-  private set localInfo(v: AddressInfo | undefined) { this.x().localInfo = v; }
-  private get decoder(): StringDecoder | null { return this.ext === null ? null : this.ext.decoder; }
-  private set decoder(v: StringDecoder | null) { this.x().decoder = v; }
-  private get preConnect(): [Uint8Array, ((err?: Error | null) => void) | undefined][] | null {
+  private get preConnect(): [Uint8Array, WriteCb | undefined][] | null {
     return this.ext === null ? null : this.ext.preConnect;
   }
-  private set preConnect(v: [Uint8Array, ((err?: Error | null) => void) | undefined][] | null) { this.x().preConnect = v; }
   private get preConnectBytes(): number { return this.ext === null ? 0 : this.ext.preConnectBytes; }
-  private set preConnectBytes(v: number) { this.x().preConnectBytes = v; }
   private get corked(): number { return this.ext === null ? 0 : this.ext.corked; }
-  private set corked(v: number) { this.x().corked = v; }
   private get timeoutMs(): number { return this.ext === null ? 0 : this.ext.timeoutMs; }
-  private set timeoutMs(v: number) { this.x().timeoutMs = v; }
-  private get keepAlive(): [boolean, number] | null { return this.ext === null ? null : this.ext.keepAlive; }
-  private set keepAlive(v: [boolean, number] | null) { this.x().keepAlive = v; }
-  private get duplex(): Duplex | null { return this.ext === null ? null : this.ext.duplex; }
-  private set duplex(v: Duplex | null) { this.x().duplex = v; }
   private get fallbacks(): ResolvedAddress[] | null { return this.ext === null ? null : this.ext.fallbacks; }
-  private set fallbacks(v: ResolvedAddress[] | null) { this.x().fallbacks = v; }
 
   constructor(options?: SocketOptions) {
     super();
+    leanListeners(this);
     if (options !== undefined && (options === null || typeof options !== 'object')) {
       throw invalidArgType('options', 'of type object', options);
     }
-    this.allowHalfOpen = options?.allowHalfOpen === true;
-    const hwm = options?.writableHighWaterMark ?? 16384;
-    if (!(Number.isInteger(hwm) && hwm >= 0)) throw invalidArgType('options.writableHighWaterMark', 'a non-negative integer', hwm);
-    this.writableHighWaterMark = hwm;
+    let hwm = DEFAULT_HWM;
+    if (options !== undefined) {
+      if ((options as { fd?: unknown }).fd !== undefined) {
+        throw Object.assign(new TypeError('iomux sockets cannot adopt a file descriptor (options.fd)'),
+          { code: 'ERR_IOMUX_UNSUPPORTED' });
+      }
+      if ((options as { handle?: unknown }).handle !== undefined) {
+        throw Object.assign(new TypeError('iomux sockets cannot wrap a handle (options.handle)'),
+          { code: 'ERR_IOMUX_UNSUPPORTED' });
+      }
+      for (const k of ['objectMode', 'readableObjectMode', 'writableObjectMode'] as const) {
+        const v = (options as Record<string, unknown>)[k];
+        if (v) throw notSupported(`options.${k}`, v);
+      }
+      if (options.readable === false || options.writable === false) {
+        throw Object.assign(new TypeError('iomux sockets are always readable and writable (options.readable/writable false)'),
+          { code: 'ERR_IOMUX_UNSUPPORTED' });
+      }
+      if (options.allowHalfOpen === true) this._flags |= F_ALLOW_HALF_OPEN;
+      const whwm = options.writableHighWaterMark ?? options.highWaterMark;
+      if (whwm !== undefined) {
+        if (!(Number.isInteger(whwm) && whwm >= 0)) throw invalidArgType('options.writableHighWaterMark', 'a non-negative integer', whwm);
+        hwm = whwm;
+      }
+      const rhwm = options.readableHighWaterMark ?? options.highWaterMark;
+      if (rhwm !== undefined) {
+        if (!(Number.isInteger(rhwm) && rhwm >= 0)) throw invalidArgType('options.readableHighWaterMark', 'a non-negative integer', rhwm);
+        this.x().readableHwm = rhwm;
+      }
+      if (options.onread !== undefined && options.onread !== null) this.setOnread(options.onread);
+      if (options.signal !== undefined) this.addSignal(options.signal);
+      if (options.noDelay === false) this.noDelay = false;
+      if (options.keepAlive) this.x().keepAlive = [true, options.keepAliveInitialDelay ?? 0];
+    }
+    this.writableHwm = hwm;
+    // node's sockets carry one 'end' listener of their own (it answers the
+    // FIN without allowHalfOpen). Ours gives its place to the first listener
+    // added by the user (see on()): two listeners would cost an array per
+    // socket; emitEnd() then does its work.
+    EventEmitter.prototype.on.call(this, 'end', onReadableStreamEnd);
+    this._flags |= F_END_LISTENER;
+  }
+
+  private setOnread(onread: OnRead): void {
+    if (typeof onread !== 'object') throw invalidArgType('options.onread', 'of type object', onread);
+    const { buffer, callback } = onread;
+    if (typeof callback !== 'function') throw invalidArgType('options.onread.callback', 'of type function', callback);
+    if (typeof buffer !== 'function' && !(buffer instanceof Uint8Array)) {
+      throw invalidArgType('options.onread.buffer', 'an instance of Uint8Array or of type function', buffer);
+    }
+    this.x().onread = { buffer, callback };
+  }
+
+  private addSignal(signal: AbortSignal): void {
+    if (signal === null || typeof signal !== 'object' || !('aborted' in signal)) {
+      throw invalidArgType('options.signal', 'an instance of AbortSignal', signal);
+    }
+    if (signal.aborted) {
+      process.nextTick(() => this.destroy(abortError(signal)));
+      return;
+    }
+    const onAbort = (): void => { this.destroy(abortError(signal)); };
+    signal.addEventListener('abort', onAbort, { once: true });
+    this.once('close', () => signal.removeEventListener('abort', onAbort));
   }
 
   /** @internal An accepted connection. */
   static _accepted(id: number, familyPort: number, w0: number, w1: number, w2: number, w3: number,
-    options: SocketOptions, owner: SocketOwner): Socket {
-    const s = new Socket(options);
+    options: SocketOptions, owner: SocketOwner): SocketImpl {
+    const s = new SocketImpl(options);
     s.peerFamily = familyPort >>> 16;
     s.peerPort = familyPort & 0xffff;
     s.pw0 = w0;
@@ -240,15 +404,105 @@ export class Socket extends FlowingEmitter implements StreamHandle {
     s.pw3 = w3;
     if (s.peerFamily === AF_UNIX) s.peerText = '';
     s._owner = owner;
+    s._flags |= F_CONNECTED_ONCE;
     s.attach(id);
     return s;
+  }
+
+  /** The server that accepted this socket (null for a client socket), as node's socket.server. */
+  get server(): unknown {
+    return this.ext?.server ?? (this._owner as unknown) ?? null;
+  }
+  set server(v: unknown) {
+    this.x().server = v;
   }
 
   private attach(id: number): void {
     this._id = id;
     loop._streams[id] = this;
-    this.counted = true;
-    if (this.refed) loop._ref();
+    this.updateHold();
+  }
+
+  /**
+   * Whether the socket keeps the process alive, as a libuv handle does: while
+   * it connects, reads, or has bytes (or a FIN) queued in the core. A paused
+   * socket, or one whose reading stopped at the high-water mark or at the
+   * peer's FIN, does not.
+   */
+  private updateHold(): void {
+    const f = this._flags;
+    const want = this._id >= 0 && (f & F_DESTROYED) === 0 &&
+      ((f & (F_CONNECTING | F_WRITE_PENDING)) !== 0 || (f & F_READ_STOPPED) === 0);
+    if (want === ((f & F_COUNTED) !== 0)) return;
+    this._flags = want ? f | F_COUNTED : f & ~F_COUNTED;
+    if ((f & F_REFED) !== 0) {
+      if (want) loop._ref();
+      else loop._unref();
+    }
+  }
+
+  // ---- the stream state, made on first use -------------------------------------
+
+  /** @internal Makes the Duplex state from the light one (see the top of this file). */
+  _materialize(): void {
+    if (this.flag(F_STREAM)) return;
+    const self = this as unknown as Duplex & { _readableState: StreamState; _writableState: StreamState };
+    const common = { emitClose: false, autoDestroy: true, decodeStrings: false };
+    const rs = new ReadableState({ ...common, highWaterMark: this.ext?.readableHwm ?? DEFAULT_HWM }, self, true);
+    const ws = new WritableState({ ...common, highWaterMark: this.writableHwm }, self, true);
+    Object.defineProperty(this, '_readableState', { value: rs, writable: true, configurable: true, enumerable: false });
+    Object.defineProperty(this, '_writableState', { value: ws, writable: true, configurable: true, enumerable: false });
+    const f = this._flags;
+    this._flags |= F_STREAM;
+    rs.sync = false;
+    if (f & F_FLOW_SET) rs.flowing = (f & F_FLOWING) !== 0;
+    const pending = this.pendingChunks;
+    this.pendingChunks = null;
+    if (this.ext !== null) this.ext.pendingBytes = 0;
+    if (pending !== null) {
+      for (const c of pending) {
+        rs.buffer.push(c);
+        rs.length += c.length;
+      }
+    }
+    if (f & F_READABLE_ENDED) {
+      rs.ended = true;
+      rs.endEmitted = true;
+    } else if (f & F_EOF) {
+      rs.ended = true;
+    }
+    if (f & F_WRITABLE_ENDED) {
+      ws.ending = true;
+      ws.ended = true;
+      ws.finalCalled = true;
+      if (f & F_WRITABLE_FINISHED) {
+        ws.prefinished = true;
+        ws.finished = true;
+      } else {
+        // The light end() is under way: its finish completes the stream's.
+        ws.pendingcb++;
+        this.x().finalCb = () => {
+          ws.pendingcb--;
+          ws.prefinished = true;
+          ws.finished = true;
+          this.emit('prefinish');
+          this.emit('finish');
+          if (rs.endEmitted) this.destroy();
+        };
+      }
+    }
+    if (f & F_DESTROYED) {
+      rs.destroyed = ws.destroyed = true;
+      const err = this.ext?.errored;
+      if (err) {
+        rs.errored = ws.errored = err;
+        rs.errorEmitted = ws.errorEmitted = true;
+      }
+      if (f & F_CLOSE_EMITTED) {
+        rs.closed = ws.closed = true;
+        rs.closeEmitted = ws.closeEmitted = true;
+      }
+    }
   }
 
   // ---- addresses ---------------------------------------------------------
@@ -259,26 +513,28 @@ export class Socket extends FlowingEmitter implements StreamHandle {
       if (this.peerFamily === AF_INET) this.peerText = ipv4Text(this.pw0);
       else if (this.peerFamily === AF_INET6) this.peerText = binding.ntop6(this.pw0, this.pw1, this.pw2, this.pw3);
     }
-    return this.peerText;
+    return this.connecting || !this.flag(F_CONNECTED_ONCE) ? undefined : this.peerText;
   }
 
   get remotePort(): number | undefined {
+    if (this.connecting || !this.flag(F_CONNECTED_ONCE)) return undefined;
     return this.peerFamily === AF_INET || this.peerFamily === AF_INET6 ? this.peerPort : undefined;
   }
 
   get remoteFamily(): string | undefined {
+    if (this.connecting || !this.flag(F_CONNECTED_ONCE)) return undefined;
     return FAMILY_NAMES[this.peerFamily];
   }
 
   /** The local address (one getsockname, then cached). */
   address(): AddressInfo | Record<string, never> {
-    if (this.localInfo === undefined && this._id >= 0 && !this.connecting) {
+    if (this.ext?.localInfo === undefined && this._id >= 0 && !this.connecting) {
       const r = binding.localAddress(this._id);
       if (typeof r !== 'number') {
-        this.localInfo = { address: r[0], family: FAMILY_NAMES[r[2]] ?? 'unix', port: r[1] };
+        this.x().localInfo = { address: r[0], family: FAMILY_NAMES[r[2]] ?? 'unix', port: r[1] };
       }
     }
-    return this.localInfo ?? {};
+    return this.ext?.localInfo ?? {};
   }
 
   get localAddress(): string | undefined {
@@ -299,24 +555,39 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   /** 'opening' while connecting, then 'open', 'readOnly', 'writeOnly' or 'closed'. */
   get readyState(): string {
     if (this.connecting) return 'opening';
-    if (this.destroyed || this._id < 0) return 'closed';
-    const readable = !this.eofSeen, writable = !this.writableEnded;
+    if (this._destroyed || this._id < 0) return 'closed';
+    const readable = !this.flag(F_EOF), writable = !this._ended;
     if (readable && writable) return 'open';
     return readable ? 'readOnly' : writable ? 'writeOnly' : 'closed';
   }
 
-  /** Bytes accepted by write() and not yet handed to the kernel. */
-  get writableLength(): number {
+  /** Bytes written and not yet handed to the kernel (node's socket.bufferSize). */
+  get bufferSize(): number | undefined {
+    return this._id >= 0 || this.connecting ? this._writableLength() : undefined;
+  }
+
+  /** @internal */
+  _writableLength(): number {
     const q = this._id >= 0 ? binding.queued(this._id) : 0;
     return (q < 0 ? 0 : q) + this.preConnectBytes;
   }
 
-  get writableNeedDrain(): boolean {
-    return this.needDrain;
+  /** Bytes written so far, including those still queued. */
+  get bytesWritten(): number | undefined {
+    if (this.ext === undefined) return undefined; // read on the prototype itself
+    return this._bytesDispatched + this.preConnectBytes;
   }
 
   get pending(): boolean {
     return this._id < 0 || this.connecting;
+  }
+
+  get timeout(): number | undefined {
+    return this.timeoutMs || undefined;
+  }
+  set timeout(ms: number | undefined) {
+    // node keeps whatever is assigned; the timer only changes through setTimeout()
+    this.x().timeoutMs = typeof ms === 'number' && ms > 0 ? ms : 0;
   }
 
   // ---- connecting -------------------------------------------------------------
@@ -327,42 +598,72 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   connect(path: string, cb?: () => void): this;
   connect(...args: unknown[]): this {
     const [opts, cb] = normalizeConnectArgs(args);
-    if (this._id >= 0 || this.connecting) throw new Error('Socket is already connected or connecting');
-    if (this.destroyed) throw streamDestroyed('connect');
+    if (this.flag(F_FORWARDING)) throw forwardingError('connect');
+    if ((this._id >= 0 && !this._destroyed) || this.connecting) {
+      throw Object.assign(new Error('Socket is already connected or connecting'), { code: 'ERR_SOCKET_CONNECTING' });
+    }
+    if (this._destroyed) this.reset();
     if (cb) this.once('connect', cb);
     if (opts.timeout !== undefined) this.setTimeout(opts.timeout);
     if (opts.noDelay === false) this.noDelay = false;
-    if (opts.keepAlive) this.keepAlive = [true, opts.keepAliveInitialDelay ?? 0];
-    this.connecting = true;
+    if (opts.keepAlive) this.x().keepAlive = [true, opts.keepAliveInitialDelay ?? 0];
+    if (opts.onread) this.setOnread(opts.onread);
+    this.x().connectOptions = opts;
+    this.setFlag(F_CONNECTING, true);
+    this.setFlag(F_CONNECTED_ONCE, false);
     if (opts.path !== undefined) {
       this.peerFamily = AF_UNIX;
       this.peerText = opts.path;
       this.open(binding.connectUnix(opts.path), opts.path, undefined);
       return this;
     }
-    const host = opts.host ?? 'localhost';
     const port = opts.port!;
     this.peerPort = port;
-    const fam = isIP(host);
-    if (fam !== 0) {
-      this.startIp(host, fam, port);
-    } else {
-      lookupAll(host, opts.family ?? 0, (err, addresses) => {
-        if (this.destroyed) return;
-        if (err) return void this.destroy(err);
-        const [first, ...rest] = addresses;
-        this.fallbacks = rest.length ? rest : null;
-        this.startIp(first!.address, first!.family, port);
-      });
-    }
+    resolveForConnect(this as unknown as Socket, opts, (err, addresses) => {
+      if (this._destroyed || !this.connecting) return;
+      if (err) {
+        this.setFlag(F_CONNECTING, false);
+        return void this.destroy(err);
+      }
+      const [first, ...rest] = addresses;
+      this.x().fallbacks = rest.length ? rest : null;
+      if (rest.length) this.ext!.attempts = [];
+      this.startIp(first!.address, first!.family, port);
+    });
     return this;
+  }
+
+  /** A destroyed socket connects again (as node's): fresh state, same listeners. */
+  private reset(): void {
+    this.detach();
+    this.pendingChunks = null;
+    this.writeCbs = null;
+    this.queuedEstimate = 0;
+    this.bytesRead = 0;
+    this._bytesDispatched = 0;
+    const keep = this._flags & (F_ALLOW_HALF_OPEN | F_REFED | F_NO_DELAY_OFF | F_STREAM);
+    this._flags = keep;
+    const e = this.ext;
+    if (e !== null) {
+      e.errored = null;
+      e.localInfo = undefined;
+      e.preConnect = null;
+      e.preConnectBytes = 0;
+      e.pendingBytes = 0;
+      e.fallbacks = null;
+      e.finalCb = null;
+      e.attempts = null;
+      e.attemptErrors = null;
+    }
+    if (keep & F_STREAM) (this as unknown as { _undestroy(): void })._undestroy();
   }
 
   /** After a failed attempt, the next resolved address, if any. */
   private tryNextAddress(): boolean {
-    const next = this.fallbacks?.shift();
+    const fb = this.fallbacks;
+    const next = fb?.shift();
     if (next === undefined) return false;
-    if (this.fallbacks!.length === 0) this.fallbacks = null;
+    if (fb!.length === 0) this.x().fallbacks = null;
     this.detach();
     this.startIp(next.address, next.family, this.peerPort);
     return true;
@@ -371,40 +672,63 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   /** Closes the native socket, if any, and stops counting as a live handle. */
   private detach(): void {
     const id = this._id;
+    this.clearAttemptTimer();
     if (id >= 0) {
       this._id = -1;
       loop._streams[id] = undefined;
-      binding.close(id);
+      if ((this._flags & F_RESET) !== 0) binding.reset(id);
+      else binding.close(id);
     }
-    if (this.counted) {
-      this.counted = false;
-      if (this.refed) loop._unref();
+    this.updateHold();
+  }
+
+  private clearAttemptTimer(): void {
+    const t = this.ext?.attemptTimer;
+    if (t) {
+      clearTimeout(t);
+      this.ext!.attemptTimer = null;
     }
   }
 
   private startIp(host: string, family: number, port: number): void {
     this.peerFamily = family === 6 ? AF_INET6 : AF_INET;
     this.peerText = family === 6 ? canonicalIPv6(host) : host;
-    this.open(binding.connect(host, port, family), host, port);
+    const opts = this.ext?.connectOptions;
+    this.ext?.attempts?.push(`${host}:${port}`);
+    if (opts?.localAddress !== undefined || opts?.localPort !== undefined) {
+      const id = binding.connectFrom(host, port, family, opts.localAddress ?? '', opts.localPort ?? 0);
+      this.open(id, host, port);
+    } else {
+      this.open(binding.connect(host, port, family), host, port);
+    }
+    // Happy eyeballs: with other addresses left, an attempt that takes longer
+    // than autoSelectFamilyAttemptTimeout gives way to the next one.
+    if (this._id >= 0 && this.fallbacks !== null && opts?.autoSelectFamily) {
+      const t = setTimeout(() => {
+        this.ext!.attemptTimer = null;
+        if (this.connecting && !this.tryNextAddress()) return;
+      }, opts.autoSelectFamilyAttemptTimeout ?? 250);
+      t.unref();
+      this.x().attemptTimer = t;
+    }
   }
 
   private open(id: number, address: string, port: number | undefined): void {
     if (id < 0 && this.fallbacks !== null) {
-      const next = this.fallbacks.shift()!;
-      if (this.fallbacks.length === 0) this.fallbacks = null;
-      this.startIp(next.address, next.family, port!);
+      this.tryNextAddress();
       return;
     }
     if (id < 0) {
-      this.connecting = false;
       const err = errnoException(-id, 'connect', address, port);
-      process.nextTick(() => this.destroy(err));
+      process.nextTick(() => {
+        this.setFlag(F_CONNECTING, false);
+        this.destroy(err);
+      });
       return;
     }
     this.attach(id);
     if (this.timeoutMs) binding.setTimeout(id, this.timeoutMs);
     if (this.corked) binding.cork(id, true);
-    if (this.readStopped) binding.setReading(id, false);
     // With other addresses to try, this attempt may be abandoned: writes wait
     // in JavaScript until it succeeds.
     if (this.fallbacks === null) this.flushPreConnect();
@@ -413,27 +737,50 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   private flushPreConnect(): void {
     const pre = this.preConnect;
     if (pre !== null) {
-      this.preConnect = null;
-      this.preConnectBytes = 0;
-      for (const [chunk, cb] of pre) this.writeNative(chunk, chunk.length, false, cb);
+      const e = this.ext!;
+      e.preConnect = null;
+      e.preConnectBytes = 0;
+      for (const [chunk, cb] of pre) {
+        this._bytesDispatched += chunk.length;
+        this.writeNative(chunk, chunk.length, false, cb);
+      }
     }
-    if (this.writableEnded) this.shutdownNative();
   }
 
   /** @internal */
   _onConnect(errno: number): void {
+    if (errno !== 0 && this.ext?.attempts != null) {
+      (this.ext.attemptErrors ??= []).push(errnoException(errno, 'connect', this.peerText, this.peerPort || undefined));
+    }
     if (errno !== 0 && this.fallbacks !== null && this.tryNextAddress()) return;
+    this.clearAttemptTimer();
     if (errno !== 0) {
-      this.destroy(errnoException(errno, 'connect', this.peerText, this.remotePort));
+      this.setFlag(F_CONNECTING, false);
+      const e = errnoException(errno, 'connect', this.peerText, this.peerPort || undefined);
+      const errors = this.ext?.attemptErrors;
+      if (this.ext?.attempts != null && errors) {
+        // As node's happy eyeballs: every attempt's error, in one AggregateError.
+        const agg = new AggregateError(errors, e.message) as AggregateError & { code: string };
+        agg.code = e.code;
+        this.destroy(agg);
+      } else {
+        this.destroy(e);
+      }
       return;
     }
-    this.connecting = false;
+    if (this.ext !== null) this.ext.connectOptions = null;
+    this._flags = (this._flags & ~F_CONNECTING) | F_CONNECTED_ONCE;
     if (this.fallbacks !== null) {
-      this.fallbacks = null;
+      this.ext!.fallbacks = null;
       this.flushPreConnect();
     }
     if (!this.noDelay && this.peerFamily !== AF_UNIX) binding.setNoDelay(this._id, false);
-    if (this.keepAlive) binding.setKeepAlive(this._id, true, Math.floor(this.keepAlive[1] / 1000));
+    const ka = this.ext?.keepAlive;
+    if (ka && this.peerFamily !== AF_UNIX) binding.setKeepAlive(this._id, ka[0], Math.floor(ka[1] / 1000));
+    // A paused socket does not start reading (and so does not keep the process alive).
+    if (this.isPaused() && !this.readStopped && !(this.flag(F_STREAM) && this.rs.reading)) this.stopReading();
+    this.updateHold();
+    if (this._ended) this.shutdownNative();
     this.emit('connect');
     this.emit('ready');
   }
@@ -443,106 +790,245 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   /** @internal */
   _onData(chunk: Buffer): void {
     this.bytesRead += chunk.length;
-    if ((this._flags & F_FORWARDING) !== 0) return this.ext!.forward!._relay(this, chunk);
-    if (this.flowing === true) {
+    const f = this._flags;
+    if ((f & (F_FORWARDING | F_STREAM)) === 0 && (f & (F_FLOW_SET | F_FLOWING)) === (F_FLOW_SET | F_FLOWING) &&
+      this.ext?.onread == null) {
       this.emitData(chunk);
       return;
     }
-    // Nobody consumes yet: keep the bytes and stop reading until someone does.
+    if ((f & F_FORWARDING) !== 0) return this.ext!.forward!._relay(this as unknown as Socket, chunk);
+    if (this.ext?.onread != null) return this.onreadData(chunk);
+    if ((f & F_STREAM) !== 0) return this.streamData(chunk);
+    // Nobody consumes yet: keep the bytes, and read on up to the high-water mark.
     (this.pendingChunks ??= []).push(chunk);
-    this.stopReading();
+    const e = this.x();
+    e.pendingBytes += chunk.length;
+    if (e.pendingBytes >= e.readableHwm) this.stopReading();
+  }
+
+  private onreadData(chunk: Buffer): void {
+    const o = this.ext!.onread!;
+    let off = 0;
+    while (off < chunk.length && !this._destroyed) {
+      if (this.isPaused()) {
+        // Paused by the callback: the rest waits for resume().
+        this.ext!.onreadRest = Buffer.from(chunk.subarray(off));
+        this.stopReading();
+        return;
+      }
+      const buf = typeof o.buffer === 'function' ? o.buffer() : o.buffer;
+      const n = Math.min(buf.length, chunk.length - off);
+      if (n === 0) break;
+      buf.set(chunk.subarray(off, off + n), 0);
+      off += n;
+      if (o.callback.call(this, n, buf) === false) this.pause();
+    }
+  }
+
+  private streamData(chunk: Buffer): void {
+    const rs = this.rs;
+    if (rs.flowing === true && rs.length === 0 && rs.decoder === null && rs.awaitDrainWriters === null &&
+      !rs.ended && !rs.destroyed) {
+      // What push() would do: nothing is buffered, so the chunk goes to the
+      // 'data' listeners at once.
+      if (rs.reading) rs.reading = false;
+      rs.dataEmitted = true;
+      this.emitData(chunk);
+      return;
+    }
+    if (!this.push(chunk)) this.stopReading();
   }
 
   private emitData(chunk: Buffer): void {
-    if (this.decoder === null) {
-      // One listener (the usual case): call it as emit() would, without
-      // emit()'s megamorphic keyed lookup of the event name.
-      const h = (this as unknown as { _events: Record<string, unknown> })._events.data;
-      if (typeof h === 'function') h.call(this, chunk);
-      else this.emit('data', chunk);
-    } else {
-      const text = this.decoder.write(chunk);
-      if (text.length) this.emit('data', text);
-    }
+    // One listener (the usual case): call it as emit() would, without
+    // emit()'s megamorphic keyed lookup of the event name.
+    const h = (this as unknown as { _events: Record<string, unknown> })._events.data;
+    if (typeof h === 'function') h.call(this, chunk);
+    else this.emit('data', chunk);
   }
 
   /** @internal */
   _onEof(): void {
     if (this.flag(F_FORWARDING)) return; // the forwarder relays the FIN
-    this.eofSeen = true;
+    this._flags |= F_EOF | F_READ_STOPPED;
+    this.updateHold();
+    const onread = this.ext?.onread;
+    if (onread != null) {
+      // As node's: the read that found the FIN was given a buffer too.
+      if (typeof onread.buffer === 'function') onread.buffer();
+      if (!this.flag(F_STREAM)) {
+        if (this.ext!.onreadRest === null) this.emitEnd(); // else resume() ends it
+        return;
+      }
+    }
+    if (this.flag(F_STREAM)) {
+      this.push(null);
+      this.read(0);
+      return;
+    }
     if (this.pendingChunks === null) this.emitEnd();
   }
 
   private emitEnd(): void {
-    if (this.readableEnded) return;
-    this.readableEnded = true;
-    if (this.decoder !== null) {
-      const rest = this.decoder.end();
-      if (rest.length) this.emit('data', rest);
-    }
+    if (this.flag(F_READABLE_ENDED)) return;
+    this._flags |= F_READABLE_ENDED;
+    if ((this._flags & F_END_LISTENER) === 0) onReadableStreamEnd.call(this as unknown as Socket);
     this.emit('end');
-    if (this.destroyed) return;
-    if (!this.allowHalfOpen) this.end();
-    if (this.writableFinished) this.destroy();
+    if (this._destroyed) return;
+    if (this.flag(F_WRITABLE_FINISHED)) this.destroy();
   }
 
   private stopReading(): void {
     if (this.readStopped) return;
-    this.readStopped = true;
+    this._flags |= F_READ_STOPPED;
     if (this._id >= 0) binding.setReading(this._id, false);
+    this.updateHold();
   }
 
-  pause(): this {
+  private startReading(): void {
+    if (!this.readStopped || this.flag(F_EOF) || this._destroyed) return;
+    this._flags &= ~F_READ_STOPPED;
+    if (this._id >= 0 && !this.connecting) binding.setReading(this._id, true);
+    this.updateHold();
+  }
+
+  /** @internal stream mode: the Readable wants more. */
+  override _read(): void {
+    if (this.readStopped) this.startReading();
+  }
+
+  override pause(): this {
     if (this.flag(F_FORWARDING)) return this; // the forwarder reads on its own terms
-    this.flowing = false;
+    if (this.flag(F_STREAM)) {
+      if (this.ext?.onread != null) this.stopReading();
+      return DuplexProto.pause.call(this);
+    }
+    if (this.flowing !== false) {
+      this.flowing = false;
+      this.emit('pause');
+    }
     this.stopReading();
     return this;
   }
 
-  resume(): this {
+  override resume(): this {
     if (this.flag(F_FORWARDING)) return this;
+    if (this.flag(F_STREAM)) {
+      if (this.ext?.onread != null) this.startReading();
+      return DuplexProto.resume.call(this);
+    }
+    const was = this.flowing;
     this.flowing = true;
+    if (was !== true) this.emit('resume');
+    if (this.ext?.onread != null) {
+      const rest = this.ext.onreadRest;
+      if (rest !== null) {
+        this.ext.onreadRest = null;
+        this.onreadData(rest);
+        if (this.ext.onreadRest !== null || this.flowing !== true) return this;
+      }
+      if (this.flag(F_EOF)) {
+        this.emitEnd();
+        return this;
+      }
+    }
     const pending = this.pendingChunks;
     if (pending !== null) {
       this.pendingChunks = null;
+      this.ext!.pendingBytes = 0;
       for (let i = 0; i < pending.length; i++) {
         this.emitData(pending[i]!);
-        if (this.flowing !== true || this.destroyed) {
+        if (this.flag(F_STREAM)) {
+          // A handler made the stream state: the rest goes to its buffer.
+          for (let j = i + 1; j < pending.length; j++) this.unshiftRest(pending[j]!);
+          return this;
+        }
+        if (this.flowing !== true || this._destroyed) {
           // Paused (or destroyed) by a handler: keep the rest for later.
           const rest = pending.slice(i + 1);
-          if (rest.length) this.pendingChunks = rest;
-          if (this.pendingChunks === null && this.eofSeen) this.emitEnd();
+          if (rest.length) {
+            this.pendingChunks = rest;
+            for (const c of rest) this.ext!.pendingBytes += c.length;
+          }
+          if (this.pendingChunks === null && this.flag(F_EOF)) this.emitEnd();
           return this;
         }
       }
-      if (this.eofSeen) this.emitEnd();
+      if (this.flag(F_EOF)) this.emitEnd();
     }
-    if (this.readStopped && !this.destroyed) {
-      this.readStopped = false;
-      if (this._id >= 0) binding.setReading(this._id, true);
-    }
+    if (!this._destroyed) this.startReading();
     return this;
   }
 
-  isPaused(): boolean {
+  private unshiftRest(c: Buffer): void {
+    const rs = this.rs;
+    rs.buffer.push(c);
+    rs.length += c.length;
+  }
+
+  override isPaused(): boolean {
+    if (this.flag(F_STREAM)) return DuplexProto.isPaused.call(this);
     return this.flowing === false;
   }
 
-  setEncoding(encoding: BufferEncoding = 'utf8'): this {
-    this.decoder = new StringDecoder(encoding);
+  override on(event: string | symbol, listener: (...args: any[]) => void): this {
+    if (this.flag(F_STREAM)) return DuplexProto.on.call(this, event, listener);
+    if (event === 'readable') {
+      this._materialize();
+      return DuplexProto.on.call(this, event, listener);
+    }
+    if (event === 'end' && (this._flags & F_END_LISTENER) !== 0) {
+      // Takes the place of ours, in place: removing it would send the
+      // listener table into dictionary mode (see flow.ts).
+      const events = (this as unknown as { _events: Record<string, unknown> })._events;
+      if (events.end === onReadableStreamEnd && typeof listener === 'function') {
+        this._flags &= ~F_END_LISTENER;
+        if (this.listenerCount('newListener') > 0) this.emit('newListener', event, listener);
+        events.end = listener;
+        return this;
+      }
+    }
+    EventEmitter.prototype.on.call(this, event, listener);
+    if (event === 'data' && this.flowing !== false) this.resume();
     return this;
+  }
+
+  override addListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    return this.on(event, listener);
+  }
+
+  override removeListener(event: string | symbol, listener: (...args: any[]) => void): this {
+    if (this.flag(F_STREAM)) return DuplexProto.removeListener.call(this, event, listener);
+    EventEmitter.prototype.removeListener.call(this, event, listener);
+    return this;
+  }
+
+  override off(event: string | symbol, listener: (...args: any[]) => void): this {
+    return this.removeListener(event, listener);
+  }
+
+  override removeAllListeners(event?: string | symbol): this {
+    if (this.flag(F_STREAM)) return DuplexProto.removeAllListeners.call(this, event);
+    EventEmitter.prototype.removeAllListeners.call(this, event);
+    return this;
+  }
+
+  override setEncoding(encoding?: BufferEncoding): this {
+    this._materialize();
+    return DuplexProto.setEncoding.call(this, encoding);
   }
 
   // ---- writing -----------------------------------------------------------------
 
   /**
    * Writes data. Returns false once writableHighWaterMark bytes are queued;
-   * 'drain' follows when the queue empties. Nothing is ever dropped.
+   * 'drain' follows when the queue empties. Nothing is ever dropped. Never
+   * throws because of the socket's state: after end(), after the peer's FIN
+   * or once destroyed, the error goes to cb (and to 'error' listeners).
    */
-  write(data: string | Uint8Array, cb?: (err?: Error | null) => void): boolean;
-  write(data: string | Uint8Array, encoding?: BufferEncoding, cb?: (err?: Error | null) => void): boolean;
-  write(data: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void),
-    cb?: (err?: Error | null) => void): boolean {
+  override write(data: string | Uint8Array, cb?: WriteCb): boolean;
+  override write(data: string | Uint8Array, encoding?: BufferEncoding, cb?: WriteCb): boolean;
+  override write(data: any, encoding?: BufferEncoding | WriteCb, cb?: WriteCb): boolean {
     if (typeof encoding === 'function') {
       cb = encoding;
       encoding = undefined;
@@ -559,39 +1045,73 @@ export class Socket extends FlowingEmitter implements StreamHandle {
         chunk = data;
         size = latin1 ? data.length : Buffer.byteLength(data, 'utf8');
       } else {
+        if (!Buffer.isEncoding(enc)) {
+          throw Object.assign(new TypeError(`Unknown encoding: ${String(enc)}`), { code: 'ERR_UNKNOWN_ENCODING' });
+        }
         chunk = Buffer.from(data, enc);
         size = chunk.length;
       }
     } else if (data instanceof Uint8Array) {
       chunk = data;
       size = data.length;
+    } else {
+      throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
     }
-    else throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
-    if (this.flag(F_FORWARDING)) throw forwardingError('write');
-    if (this.writableEnded) {
-      process.nextTick(emitWriteError, this, writeAfterEnd(), cb);
+    const f = this._flags;
+    if ((f & (F_FORWARDING | F_STREAM | F_WRITABLE_ENDED | F_DESTROYED | F_CONNECTING)) === 0 && this._id >= 0 &&
+      (f & F_FLOW_SET) !== 0 && this.ext?.fallbacks == null) {
+      this._bytesDispatched += size;
+      return this.writeNative(chunk, size, latin1, cb);
+    }
+    if ((f & F_FORWARDING) !== 0) throw forwardingError('write');
+    return this.writeSlow(chunk, size, latin1, cb);
+  }
+
+  private writeSlow(chunk: Uint8Array | string, size: number, latin1: boolean, cb: WriteCb | undefined): boolean {
+    if (this._ended) {
+      // After the peer's FIN (and the automatic end() it brought), node's
+      // writeAfterFIN: EPIPE. After the user's own end(): write after end.
+      if (this.flag(F_EOF) && !this.allowHalfOpen) {
+        const err = peerEnded();
+        if (cb) process.nextTick(cb, err);
+        if (!this._destroyed) {
+          this._softError = true;
+          this.destroy(err);
+        }
+      } else {
+        // A local mistake that costs nothing already written: reported, the
+        // socket stays as it was (node destroys it, and throws without a listener).
+        const err = writeAfterEnd();
+        if (cb) process.nextTick(cb, err);
+        process.nextTick(emitIfListened, this, err);
+      }
       return false;
     }
-    if (this.destroyed) {
+    if (this._destroyed) {
       if (cb) process.nextTick(cb, streamDestroyed('write'));
       return false;
     }
-    if (this._id < 0 || this.fallbacks !== null) { // a lookup or a first attempt is under way
+    if (this._id < 0 || this.connecting || this.fallbacks !== null) {
+      // Not connected yet: the bytes wait here (they reach the core as soon
+      // as there is a socket, to be sent once it connects).
       if (typeof chunk === 'string') chunk = Buffer.from(chunk, latin1 ? 'latin1' : 'utf8');
-      (this.preConnect ??= []).push([chunk, cb]);
-      this.preConnectBytes += size!;
-      this.bytesWritten += size!;
-      if (this.preConnectBytes >= this.writableHighWaterMark) this.needDrain = true;
-      return !this.needDrain;
+      if (this._id >= 0 && this.fallbacks === null) {
+        this._bytesDispatched += size;
+        return this.writeNative(chunk, size, false, cb);
+      }
+      const e = this.x();
+      (e.preConnect ??= []).push([chunk, cb]);
+      e.preConnectBytes += size;
+      if (e.preConnectBytes >= this.writableHwm) this._flags |= F_NEED_DRAIN;
+      return !this.flag(F_NEED_DRAIN);
     }
-    this.bytesWritten += size!;
-    return this.writeNative(chunk, size!, latin1, cb);
+    this._bytesDispatched += size;
+    return this.writeNative(chunk, size, latin1, cb);
   }
 
-  private writeNative(chunk: Uint8Array | string, size: number, latin1: boolean,
-    cb: ((err?: Error | null) => void) | undefined): boolean {
-    const notify = cb !== undefined || this.queuedEstimate + size >= this.writableHighWaterMark;
+  private writeNative(chunk: Uint8Array | string, size: number, latin1: boolean, cb: WriteCb | undefined): boolean {
+    const notify = cb !== undefined || this.queuedEstimate + size >= this.writableHwm;
     let q = typeof chunk === 'string'
       ? binding.writeString(this._id, chunk, latin1, notify)
       : binding.write(this._id, chunk, notify);
@@ -599,20 +1119,29 @@ export class Socket extends FlowingEmitter implements StreamHandle {
     if (q < 0) {
       const err = errnoException(-q, 'write');
       if (cb) process.nextTick(cb, err);
-      this._peerError = true;
+      this._softError = true;
       this.destroy(err);
       return false;
     }
     this.queuedEstimate = q;
+    if (q > 0 && (this._flags & F_WRITE_PENDING) === 0 && notify) {
+      this._flags |= F_WRITE_PENDING;
+      this.updateHold();
+    }
     if (cb !== undefined) {
       if (q === 0) process.nextTick(cb, null);
       else (this.writeCbs ??= []).push(cb);
     }
-    if (q >= this.writableHighWaterMark) {
-      this.needDrain = true;
+    if (q >= this.writableHwm) {
+      this._flags |= F_NEED_DRAIN;
       return false;
     }
     return true;
+  }
+
+  /** @internal stream mode: Writable's own write path (only reached through Duplex internals). */
+  override _write(chunk: any, encoding: BufferEncoding, cb: WriteCb): void {
+    this.write(chunk, encoding, cb);
   }
 
   /** @internal The native queue emptied. */
@@ -624,21 +1153,26 @@ export class Socket extends FlowingEmitter implements StreamHandle {
       this.writeCbs = null;
       for (const cb of cbs) cb(null);
     }
-    if (this.needDrain) {
-      this.needDrain = false;
+    if (this.flag(F_WRITE_PENDING)) {
+      this._flags &= ~F_WRITE_PENDING;
+      if (!this.flag(F_FINISH_ON_DRAIN)) this.updateHold();
+    }
+    if (this.flag(F_NEED_DRAIN)) {
+      this._flags &= ~F_NEED_DRAIN;
       this.emit('drain');
     }
-    if (this.finishOnDrain) {
-      this.finishOnDrain = false;
+    if (this.flag(F_FINISH_ON_DRAIN)) {
+      this._flags &= ~F_FINISH_ON_DRAIN;
+      this.updateHold();
       this._finish();
     }
   }
 
   /** Sends FIN once everything written so far is flushed. */
-  end(cb?: () => void): this;
-  end(data: string | Uint8Array, cb?: () => void): this;
-  end(data: string | Uint8Array, encoding?: BufferEncoding, cb?: () => void): this;
-  end(data?: string | Uint8Array | (() => void), encoding?: BufferEncoding | (() => void), cb?: () => void): this {
+  override end(cb?: () => void): this;
+  override end(data: string | Uint8Array, cb?: () => void): this;
+  override end(data: string | Uint8Array, encoding?: BufferEncoding, cb?: () => void): this;
+  override end(data?: any, encoding?: any, cb?: any): this {
     if (typeof data === 'function') {
       cb = data;
       data = undefined;
@@ -647,53 +1181,107 @@ export class Socket extends FlowingEmitter implements StreamHandle {
       encoding = undefined;
     }
     if (this.flag(F_FORWARDING)) throw forwardingError('end');
+    if (this.flag(F_STREAM)) return DuplexProto.end.call(this, data, encoding, cb);
     if (data !== undefined && data !== null) this.write(data, encoding as BufferEncoding | undefined);
-    if (cb) this.once('finish', cb);
-    if (this.writableEnded) return this;
-    this.writableEnded = true;
-    if (!this.destroyed && this._id >= 0) this.shutdownNative();
+    if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
+    if (this.flag(F_DESTROYED)) {
+      if (cb) process.nextTick(cb, this.ext?.errored ?? streamDestroyed('end'));
+      return this;
+    }
+    if (cb) {
+      if (this.flag(F_WRITABLE_FINISHED)) process.nextTick(cb);
+      else this.once('finish', cb);
+    }
+    if (this.flag(F_WRITABLE_ENDED)) return this;
+    this._flags |= F_WRITABLE_ENDED;
+    if (this._id >= 0 && !this.connecting && this.fallbacks === null) this.shutdownNative();
     return this;
+  }
+
+  /** @internal stream mode: Writable's end reached its final step. */
+  override _final(cb: (err?: Error | null) => void): void {
+    this.x().finalCb = cb;
+    this._flags |= F_WRITABLE_ENDED;
+    if (this._id >= 0 && !this.connecting && this.fallbacks === null) this.shutdownNative();
+    // otherwise _onConnect shuts down once connected
   }
 
   private shutdownNative(): void {
     const id = this._id;
     if (binding.queued(id) > 0) {
       binding.write(id, EMPTY, true); // ask for a DRAIN when the queue empties
-      this.finishOnDrain = true;
-    } else if (!this.connecting) {
-      process.nextTick(emitFinish, this);
+      this._flags |= F_FINISH_ON_DRAIN | F_WRITE_PENDING;
+      this.updateHold();
     } else {
-      this.finishOnDrain = true;
-      binding.write(id, EMPTY, true);
+      process.nextTick(emitFinish, this);
     }
     const rc = binding.shutdown(id);
-    if (rc < 0) this.destroy(errnoException(-rc, 'shutdown'));
+    if (rc < 0) {
+      this._softError = true;
+      this.destroy(errnoException(-rc, 'shutdown'));
+    }
   }
 
   /** @internal */
   _finish(): void {
-    if (this.writableFinished || this.destroyed) return;
-    this.writableFinished = true;
+    const finalCb = this.ext?.finalCb;
+    if (finalCb) {
+      this.ext!.finalCb = null;
+      finalCb();
+      return;
+    }
+    if (this.flag(F_STREAM) || this.flag(F_WRITABLE_FINISHED) || this._destroyed) return;
+    this._flags |= F_WRITABLE_FINISHED;
     this.emit('finish');
-    if (this.readableEnded && !this.destroyed) this.destroy();
+    if (this.flag(F_READABLE_ENDED) && !this._destroyed) this.destroy();
   }
 
-  cork(): void {
-    if (this.corked++ === 0 && this._id >= 0) binding.cork(this._id, true);
+  override cork(): void {
+    const e = this.x();
+    if (e.corked++ === 0 && this._id >= 0) binding.cork(this._id, true);
   }
 
-  uncork(): void {
-    if (this.corked > 0 && --this.corked === 0 && this._id >= 0) binding.cork(this._id, false);
+  override uncork(): void {
+    const e = this.ext;
+    if (e !== null && e.corked > 0 && --e.corked === 0 && this._id >= 0) binding.cork(this._id, false);
   }
 
   // ---- closing -----------------------------------------------------------------
 
   /** Closes the socket now; queued bytes are discarded. A second call does nothing. */
-  destroy(err?: Error): this {
-    if (this.destroyed) return this;
-    this.destroyed = true;
-    this.connecting = false;
-    if (err !== undefined) this.errored = err;
+  override destroy(err?: Error | null, cb?: (err: Error | null) => void): this {
+    if (this.flag(F_STREAM)) return DuplexProto.destroy.call(this, err, cb);
+    if (this.flag(F_DESTROYED)) {
+      if (typeof cb === 'function') cb(this.ext?.errored ?? null);
+      return this;
+    }
+    const e = err ?? undefined;
+    if (e !== undefined) this.x().errored = e;
+    this.teardown(e);
+    if (typeof cb === 'function') cb(e ?? null);
+    process.nextTick(emitErrorAndClose, this, e);
+    return this;
+  }
+
+  /** @internal stream mode: Duplex.destroy() calls this. */
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    if (err !== null && !reportsError(this, err)) {
+      // Reported to listeners only: the stream must not throw it.
+      this.rs.errorEmitted = true;
+      this.ws.errorEmitted = true;
+    }
+    this.teardown(err ?? undefined);
+    cb(err);
+    process.nextTick(emitCloseOnly, this, err !== null);
+  }
+
+  private teardown(err: Error | undefined): void {
+    this._flags = (this._flags | F_DESTROYED | F_CLOSE_EMITTED) & ~F_CONNECTING;
+    if (this.ext?.finalCb) {
+      const fcb = this.ext.finalCb;
+      this.ext.finalCb = null;
+      if (this.flag(F_STREAM)) process.nextTick(fcb, err ?? streamDestroyed('end'));
+    }
     this.detach();
     const cbs = this.writeCbs;
     if (cbs !== null) {
@@ -701,22 +1289,50 @@ export class Socket extends FlowingEmitter implements StreamHandle {
       const e = err ?? streamDestroyed('write');
       for (const cb of cbs) process.nextTick(cb, e);
     }
-    if (this._owner !== null) this._owner._onSocketClosed();
-    process.nextTick(emitClose, this, err);
-    return this;
+    const pre = this.preConnect;
+    if (pre !== null) {
+      this.ext!.preConnect = null;
+      this.ext!.preConnectBytes = 0;
+      for (const [, cb] of pre) if (cb) process.nextTick(cb, closedBeforeConnection());
+    }
+    if (this._owner !== null) {
+      const o = this._owner;
+      this._owner = null;
+      if (this.ext === null || this.ext.server === null) this.x().server = o;
+      o._onSocketClosed();
+    }
   }
 
   /** Ends the writable side, then destroys once everything was flushed (as node's). */
   destroySoon(): void {
-    if (!this.writableEnded) this.end();
+    if (!this._ended) this.end();
     if (this.writableFinished) this.destroy();
     else this.once('finish', () => this.destroy());
+  }
+
+  /** Closes the connection with a TCP RST (SO_LINGER 0) instead of a FIN. */
+  resetAndDestroy(): this {
+    if (this._destroyed) {
+      const err = socketClosed();
+      process.nextTick(emitError, this, err);
+      return this;
+    }
+    if (this._id >= 0 && !this.connecting) {
+      this._flags |= F_RESET;
+      this.destroy();
+    } else if (this.connecting) {
+      this.once('connect', () => this.resetAndDestroy());
+    } else {
+      this.destroy(Object.assign(new Error('Socket is closed'), { code: 'ERR_SOCKET_CLOSED' }));
+    }
+    return this;
   }
 
   /** @internal */
   _onError(errno: number, op: number): void {
     if (this.flag(F_FORWARDING)) return; // the forwarding's end reports it
-    this._peerError = true;
+    if (op === 3 /* connect */) return this._onConnect(errno);
+    this._softError = true;
     this.destroy(errnoException(errno, OP_NAMES[op] ?? 'io'));
   }
 
@@ -735,8 +1351,16 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   _handOver(link: ForwardLink): Buffer[] {
     this.setFlag(F_FORWARDING, true);
     this.x().forward = link;
-    const pending = this.pendingChunks ?? [];
+    let pending = this.pendingChunks ?? [];
     this.pendingChunks = null;
+    if (this.flag(F_STREAM)) {
+      const rs = this.rs;
+      while (rs.length > 0) {
+        const c = this.read() as Buffer | null;
+        if (c === null) break;
+        pending = pending.concat(typeof c === 'string' ? Buffer.from(c) : c);
+      }
+    }
     const cbs = this.writeCbs;
     if (cbs !== null) {
       this.writeCbs = null;
@@ -749,12 +1373,12 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   _forwardEnded(err: Error | undefined): void {
     this.setFlag(F_FORWARDING, false);
     this.x().forward = null;
-    if (this.destroyed) return; // destroy() ended it
+    if (this._destroyed) return; // destroy() ended it
     if (this._id >= 0) {
       loop._streams[this._id] = undefined;
       this._id = -1; // closed by the core: nothing to close here
     }
-    if (err !== undefined) this._peerError = true;
+    if (err !== undefined) this._softError = true;
     this.destroy(err);
   }
 
@@ -768,7 +1392,7 @@ export class Socket extends FlowingEmitter implements StreamHandle {
       if (ms === 0) this.removeListener('timeout', cb);
       else this.once('timeout', cb);
     }
-    this.timeoutMs = Math.ceil(ms);
+    this.x().timeoutMs = Math.ceil(ms);
     if (this._id >= 0) binding.setTimeout(this._id, this.timeoutMs);
     return this;
   }
@@ -779,10 +1403,6 @@ export class Socket extends FlowingEmitter implements StreamHandle {
     this.emit('timeout');
   }
 
-  get timeout(): number | undefined {
-    return this.timeoutMs || undefined;
-  }
-
   /** TCP_NODELAY; on by default. */
   setNoDelay(noDelay = true): this {
     this.noDelay = noDelay;
@@ -791,7 +1411,7 @@ export class Socket extends FlowingEmitter implements StreamHandle {
   }
 
   setKeepAlive(enable = false, initialDelay = 0): this {
-    this.keepAlive = [enable, initialDelay];
+    this.x().keepAlive = [enable, initialDelay];
     if (this._id >= 0 && !this.connecting && this.peerFamily !== AF_UNIX) {
       binding.setKeepAlive(this._id, enable, Math.floor(initialDelay / 1000));
     }
@@ -800,78 +1420,122 @@ export class Socket extends FlowingEmitter implements StreamHandle {
 
   ref(): this {
     if (!this.refed) {
-      this.refed = true;
-      if (this.counted) loop._ref();
+      this._flags |= F_REFED;
+      if (this.flag(F_COUNTED)) loop._ref();
     }
     return this;
   }
 
   unref(): this {
     if (this.refed) {
-      this.refed = false;
-      if (this.counted) loop._unref();
+      this._flags &= ~F_REFED;
+      if (this.flag(F_COUNTED)) loop._unref();
     }
     return this;
   }
 
   // ---- streams -----------------------------------------------------------------
 
-  /**
-   * A stream.Duplex over this socket, for pipeline(), async iteration and
-   * tls.connect({ socket }). Made once, on first use.
-   */
-  toDuplex(): Duplex {
-    if (this.duplex !== null) return this.duplex;
-    const sock = this;
-    const d = new Duplex({
-      allowHalfOpen: true,
-      read() {
-        sock.resume();
-      },
-      write(chunk: Buffer, _enc, cb) {
-        sock.write(chunk, (err) => cb(err ?? null));
-      },
-      final(cb) {
-        if (sock.writableFinished) return cb();
-        sock.once('finish', () => cb());
-        sock.end();
-      },
-      destroy(err, cb) {
-        sock.destroy(err ?? undefined);
-        cb(err);
-      },
-    });
-    this.duplex = d;
-    this.on('data', (chunk: Buffer) => {
-      if (!d.push(chunk)) sock.pause();
-    });
-    this.on('end', () => d.push(null));
-    this.on('error', (err: Error) => d.destroy(err));
-    this.on('close', () => {
-      if (!this.readableEnded && !d.destroyed) d.destroy();
-    });
-    this.on('timeout', () => d.emit('timeout'));
-    return d;
-  }
-
-  [Symbol.asyncIterator](): AsyncIterableIterator<Buffer> {
-    return this.toDuplex()[Symbol.asyncIterator]();
-  }
-
-  pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
-    return this.toDuplex().pipe(destination, options);
+  /** The socket itself: it is a stream.Duplex (kept for code written for older iomux). */
+  toDuplex(): this {
+    return this;
   }
 }
+
+// ---- Duplex's accessors, answered from the light state until the stream state exists ----
+
+interface Light { _flags: number; ext: SocketExtra | null; writableHwm: number; _materialize(): void }
+
+function streamOr<T>(name: string, light: (s: Light) => T, set?: (s: Light, v: any) => void): PropertyDescriptor {
+  const d = inherited(name);
+  const desc: PropertyDescriptor = {
+    configurable: true,
+    enumerable: false,
+    get(this: Light) {
+      return (this._flags & F_STREAM) !== 0 ? d.get!.call(this) : light(this);
+    },
+  };
+  desc.set = function (this: Light, v: any) {
+    if ((this._flags & F_STREAM) === 0 && set !== undefined) return set(this, v);
+    this._materialize();
+    if (d.set) d.set.call(this, v);
+  };
+  return desc;
+}
+
+Object.defineProperties(SocketImpl.prototype, {
+  _readableState: {
+    configurable: true,
+    get(this: SocketImpl) {
+      this._materialize();
+      return (this as unknown as { _readableState: StreamState })._readableState;
+    },
+  },
+  _writableState: {
+    configurable: true,
+    get(this: SocketImpl) {
+      this._materialize();
+      return (this as unknown as { _writableState: StreamState })._writableState;
+    },
+  },
+  destroyed: streamOr('destroyed', (s) => (s._flags & F_DESTROYED) !== 0),
+  readable: streamOr('readable', (s) => (s._flags & (F_DESTROYED | F_READABLE_ENDED)) === 0),
+  writable: streamOr('writable', (s) => (s._flags & (F_DESTROYED | F_WRITABLE_ENDED)) === 0),
+  readableEnded: streamOr('readableEnded', (s) => (s._flags & F_READABLE_ENDED) !== 0),
+  writableEnded: streamOr('writableEnded', (s) => (s._flags & F_WRITABLE_ENDED) !== 0),
+  writableFinished: streamOr('writableFinished', (s) => (s._flags & F_WRITABLE_FINISHED) !== 0),
+  writableHighWaterMark: { configurable: true, get(this: Light) { return this.writableHwm; } },
+  readableHighWaterMark: streamOr('readableHighWaterMark', (s) => s.ext?.readableHwm ?? DEFAULT_HWM),
+  readableFlowing: streamOr('readableFlowing', (s) => ((s._flags & F_FLOW_SET) !== 0 ? (s._flags & F_FLOWING) !== 0 : null)),
+  readableLength: streamOr('readableLength', (s) => s.ext?.pendingBytes ?? 0),
+  readableObjectMode: { configurable: true, get() { return false; } },
+  writableObjectMode: { configurable: true, get() { return false; } },
+  readableEncoding: streamOr('readableEncoding', () => null),
+  errored: streamOr('errored', (s) => s.ext?.errored ?? null),
+  closed: streamOr('closed', (s) => (s._flags & F_CLOSE_EMITTED) !== 0),
+  writableLength: { configurable: true, get(this: SocketImpl) { return this._writableLength(); } },
+  writableNeedDrain: {
+    configurable: true,
+    get(this: Light) {
+      return (this._flags & F_NEED_DRAIN) !== 0;
+    },
+  },
+  writableCorked: { configurable: true, get(this: Light) { return this.ext?.corked ?? 0; } },
+  allowHalfOpen: {
+    configurable: true,
+    get(this: Light) { return (this._flags & F_ALLOW_HALF_OPEN) !== 0; },
+    set(this: Light, v: boolean) { this._flags = v ? this._flags | F_ALLOW_HALF_OPEN : this._flags & ~F_ALLOW_HALF_OPEN; },
+  },
+});
+
+/**
+ * node:net's Socket: callable with or without `new`, a stream.Duplex.
+ */
+export type Socket = SocketImpl;
+type SocketClass = typeof SocketImpl & ((options?: SocketOptions) => SocketImpl);
+export const Socket: SocketClass = new Proxy(SocketImpl, {
+  apply(target, _this, args: [SocketOptions?]) {
+    return new target(...args);
+  },
+}) as SocketClass;
+
+/** @internal the class itself (the export is a Proxy that also answers calls without `new`) */
+export const SocketClassImpl = SocketImpl;
 
 /** Opens a connection: connect(port[, host][, cb]), connect(path[, cb]) or connect(options[, cb]). */
 export function connect(options: ConnectOptions & SocketOptions, cb?: () => void): Socket;
 export function connect(port: number | string, host?: string, cb?: () => void): Socket;
 export function connect(port: number | string, cb?: () => void): Socket;
 export function connect(...args: unknown[]): Socket {
+  if (args.length === 0 || (args.length === 1 && typeof args[0] === 'function')) {
+    throw Object.assign(new TypeError('The "options" or "port" or "path" argument must be specified'),
+      { code: 'ERR_MISSING_ARGS' });
+  }
   const first = args[0];
   const opts = first !== null && typeof first === 'object' ? (first as SocketOptions) : undefined;
-  const s = new Socket(opts);
+  const s = new SocketImpl(opts);
   return (s.connect as (...a: unknown[]) => Socket)(...args);
 }
 
 export const createConnection = connect;
+Object.defineProperty(SocketImpl, 'name', { value: 'Socket' });

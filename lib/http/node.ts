@@ -471,7 +471,7 @@ Object.defineProperties(NodeSocket.prototype, {
   bytesWritten: {
     configurable: true,
     get(this: NodeSocket) {
-      let n = this.iomuxSocket.bytesWritten;
+      let n = this.iomuxSocket.bytesWritten ?? 0;
       const queued = (this as unknown as { writableBuffer: { chunk: Buffer | string; encoding: BufferEncoding }[] }).writableBuffer;
       for (let i = 0; i < queued.length; i++) {
         const c = queued[i]!.chunk;

@@ -241,6 +241,11 @@ int iomux_adopt(iomux_loop *loop, int fd);
 /* Starts a non-blocking connect; IOMUX_EV_CONNECT reports the outcome. */
 int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
                   socklen_t len);
+/* The same, bound first to local (same family; port 0 lets the kernel
+ * choose). local NULL is iomux_connect(). */
+int iomux_connect_from(iomux_loop *loop, const struct sockaddr *addr,
+                       socklen_t len, const struct sockaddr *local,
+                       socklen_t local_len);
 
 /* Writes len bytes: straight to the kernel when nothing is queued and no
  * batch is being delivered, otherwise queued. Whatever the kernel refuses is
@@ -263,6 +268,9 @@ int iomux_shutdown(iomux_loop *loop, int id);
  * only then does the peer see the close. A listener is released at once.
  * Closing a forwarding socket ends its forwarding (see iomux_forward). */
 int iomux_close(iomux_loop *loop, int id);
+/* Closes a stream socket with a TCP RST (SO_LINGER 0): queued bytes are
+ * dropped and the peer sees ECONNRESET. */
+int iomux_reset(iomux_loop *loop, int id);
 
 int iomux_set_reading(iomux_loop *loop, int id, int on);
 int iomux_cork(iomux_loop *loop, int id, int on);

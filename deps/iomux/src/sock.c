@@ -925,14 +925,23 @@ static void accept_some(iomux_loop *loop, sock *l, int32_t lslot) {
 
 int iomux_connect(iomux_loop *loop, const struct sockaddr *addr,
                   socklen_t len) {
+  return iomux_connect_from(loop, addr, len, NULL, 0);
+}
+
+int iomux_connect_from(iomux_loop *loop, const struct sockaddr *addr,
+                       socklen_t len, const struct sockaddr *local,
+                       socklen_t local_len) {
   int family = addr->sa_family;
   if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
+    return -EAFNOSUPPORT;
+  if (local && (family == AF_UNIX || local->sa_family != family))
     return -EAFNOSUPPORT;
   int fd = sys_socket(loop, family);
   if (fd < 0) return fd;
   int rc = 0;
   if (family != AF_UNIX)
     rc = sys_setsockopt_int(loop, fd, IPPROTO_TCP, TCP_NODELAY, 1);
+  if (!rc && local) rc = sys_bind(loop, fd, local, local_len);
   if (!rc) {
     rc = sys_connect(loop, fd, addr, len);
     if (rc == -EINPROGRESS) rc = 0;
@@ -1063,6 +1072,16 @@ int iomux_close(iomux_loop *loop, int id) {
     return 0;
   }
   return iomux__sock_close(loop, id, true, false);
+}
+
+int iomux_reset(iomux_loop *loop, int id) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (s->fwd) {
+    iomux__fwd_closed(loop, s, id);
+    return 0;
+  }
+  return iomux__sock_close(loop, id, true, true);
 }
 
 int iomux__sock_close(iomux_loop *loop, int32_t id, bool recycle, bool reset) {

@@ -2433,6 +2433,63 @@ done:;
 static void test_emfile(void) { run_child(emfile_child); }
 static void test_emfile_wake(void) { run_child(emfile_wake_child); }
 
+/* iomux_connect_from binds before connecting; iomux_reset closes with an
+ * RST, which the peer reads as ECONNRESET. */
+static void test_connect_from_and_reset(void) {
+  H *h = h_new(NULL);
+  if (!h) {
+    diag("h_new failed");
+    t_failed = 1;
+    return;
+  }
+  struct sockaddr_storage b;
+  socklen_t blen;
+  int l = listen_lo(h, AF_INET, &b, &blen);
+  CHECK_GE(l, 0);
+  struct sockaddr_storage local;
+  socklen_t llen = addr_lo(&local, AF_INET, 0);
+  uint64_t binds = ST(h)->bind;
+  int c = iomux_connect_from(h->loop, (struct sockaddr *)&b, blen,
+                             (struct sockaddr *)&local, llen);
+  CHECK_GE(c, 0);
+  sstate_reset(S(h, c));
+  CHECK_EQ(ST(h)->bind - binds, 1);
+  int64_t dl = now_ns() + MS(2000) * g_slow;
+  while (now_ns() < dl && S(h, c)->connects == 0) h_run(h, 2);
+  CHECK_EQ(S(h, c)->connects, 1);
+  CHECK_EQ(S(h, c)->connect_err, 0);
+  struct sockaddr_storage got;
+  socklen_t glen = 0;
+  CHECK_EQ(iomux_local_address(h->loop, c, &got, &glen), 0);
+  CHECK_EQ(got.ss_family, AF_INET);
+  CHECK(port_of(&got) != 0);
+  int s = -1;
+  dl = now_ns() + MS(2000) * g_slow;
+  while (now_ns() < dl && (s = accepted_by_port(h, port_of(&got))) < 0) h_run(h, 2);
+  CHECK_GE(s, 0);
+  /* A local address of the other family is refused before any socket. */
+  struct sockaddr_storage l6;
+  socklen_t l6len = addr_lo(&l6, AF_INET6, 0);
+  uint64_t sockets = ST(h)->socket;
+  CHECK_EQ(iomux_connect_from(h->loop, (struct sockaddr *)&b, blen,
+                              (struct sockaddr *)&l6, l6len), -EAFNOSUPPORT);
+  CHECK_EQ(ST(h)->socket, sockets);
+  /* Reset: the peer sees ECONNRESET, not an EOF. */
+  CHECK_EQ(iomux_reset(h->loop, c), 0);
+  S(h, c)->closed = true;
+  S(h, c)->closed_batch = h->batches;
+  dl = now_ns() + MS(2000) * g_slow;
+  while (now_ns() < dl && S(h, s)->errors == 0 && S(h, s)->eofs == 0) h_run(h, 2);
+  CHECK_EQ(S(h, s)->errors, 1);
+  CHECK_EQ(S(h, s)->err, ECONNRESET);
+  CHECK_EQ(S(h, s)->eofs, 0);
+  CHECK_EQ(iomux_reset(h->loop, l), -EBADF); /* a listener is not a stream */
+  CHECK_EQ(iomux_reset(h->loop, 4242), -EBADF);
+  CHECK_EQ(h->violations, 0);
+done:
+  h_free(h);
+}
+
 static void test_socket_options(void) {
   cli c = CLI_INIT, cu = CLI_INIT;
   char path[108] = "";
@@ -4493,6 +4550,7 @@ int main(int argc, char **argv) {
       test_writev_many_buffers);
   run("foreign fd readiness", test_foreign_fd);
   run("socket options, calls on the wrong kind of id", test_socket_options);
+  run("connect from a local address; reset sends an RST", test_connect_from_and_reset);
   run("slab: kept ranges are not overwritten, swapped slabs are used",
       test_slab_contract);
   run("backends: the default is the best available, a named one or an error",
