@@ -305,6 +305,7 @@ export function normalizeListenArgs(args: unknown[]): [NormalizedListen, (() => 
   }
   // (As node: a non-negative numeric fd takes the descriptor path; anything else is ignored.)
   if (typeof o.fd === 'number' && o.fd >= 0) {
+    if (!Number.isInteger(o.fd) || o.fd > 0x7fffffff) throw outOfRange('options.fd', 'an integer >= 0 and <= 2147483647', o.fd);
     out.fd = o.fd;
     return [out, cb];
   }
