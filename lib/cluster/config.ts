@@ -32,6 +32,27 @@ export interface ServiceConfig {
   restart?: RestartPolicy;
   /** ms a worker has to report ready (30000). */
   startTimeout?: number;
+  /**
+   * Shared-memory caches handed to every worker (container.cache(name)):
+   * a SharedCache the caller made, or { name, size, maxEntries, defaultTtl,
+   * evict } for one the master makes at start and holds until stop, so its
+   * contents outlive any worker (rolling restarts included).
+   */
+  caches?: (CacheHandle | CacheSpec)[];
+}
+
+/** What the supervisor needs of a SharedCache that the caller made. */
+export interface CacheHandle {
+  readonly fd: number;
+  readonly name: string | null;
+}
+
+export interface CacheSpec {
+  name: string;
+  size?: number;
+  maxEntries?: number;
+  defaultTtl?: number;
+  evict?: boolean;
 }
 
 export interface MasterHooks {
@@ -66,6 +87,8 @@ export interface ResolvedService {
   execArgv: string[];
   restart: Required<RestartPolicy>;
   startTimeout: number;
+  /** Each cache's name (for container.cache(name)) and either the caller's handle or the spec to create. */
+  caches: { name: string; handle?: CacheHandle; spec?: CacheSpec }[];
 }
 
 export class ConfigError extends Error {
@@ -92,7 +115,8 @@ function strings(v: unknown, field: string): string[] {
   return v as string[];
 }
 
-const SERVICE_KEYS = new Set(['name', 'worker', 'count', 'listen', 'env', 'args', 'execArgv', 'restart', 'startTimeout']);
+const SERVICE_KEYS = new Set(['name', 'worker', 'count', 'listen', 'env', 'args', 'execArgv', 'restart', 'startTimeout', 'caches']);
+const CACHE_KEYS = new Set(['name', 'size', 'maxEntries', 'defaultTtl', 'evict']);
 const RESTART_KEYS = new Set(['initialDelay', 'maxDelay', 'resetAfter', 'maxCrashes', 'window']);
 const TOP_KEYS = new Set(['services', 'runDir', 'grace', 'hooks', 'log', 'admin', 'signals']);
 
@@ -151,9 +175,30 @@ export function resolveConfig(options: unknown, baseDir = process.cwd()): { serv
       window: int(r.window, `${at}.restart.window`, 1, 86400000, 60000),
     };
     if (restart.maxDelay < restart.initialDelay) throw new ConfigError(`${at}.restart.maxDelay`, 'must not be below initialDelay');
+    const caches: ResolvedService['caches'] = [];
+    if (raw.caches !== undefined) {
+      if (!Array.isArray(raw.caches)) throw new ConfigError(`${at}.caches`, 'must be an array of SharedCache or { name, size, ... }');
+      raw.caches.forEach((c: unknown, j: number) => {
+        const cat = `${at}.caches[${j}]`;
+        if (!isObject(c)) throw new ConfigError(cat, 'must be a SharedCache or { name, size, maxEntries, defaultTtl, evict }');
+        const name = c.name === null || c.name === undefined ? `${j}` : c.name;
+        if (typeof name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(name)) {
+          throw new ConfigError(`${cat}.name`, 'must be 1-64 characters of A-Z a-z 0-9 _ . -');
+        }
+        if (caches.some((x) => x.name === name)) throw new ConfigError(`${cat}.name`, `${JSON.stringify(name)} is used twice`);
+        if (typeof c.fd === 'number') {
+          if (c.fd < 0) throw new ConfigError(cat, 'is a closed SharedCache');
+          caches.push({ name, handle: c as unknown as CacheHandle });
+          return;
+        }
+        for (const k of Object.keys(c)) if (!CACHE_KEYS.has(k)) throw new ConfigError(`${cat}.${k}`, 'is not a known option');
+        caches.push({ name, spec: c as unknown as CacheSpec });
+      });
+    }
     return {
       name: raw.name,
       worker: path.resolve(baseDir, raw.worker),
+      caches,
       count: int(raw.count, `${at}.count`, 1, 1024, 1),
       listen,
       env,

@@ -15,6 +15,8 @@ export interface WorkerSpec {
   /** fd of the control channel's end. */
   ctl: number;
   listeners: { fd: number; address: string }[];
+  /** Shared caches handed down (service option caches), by name. */
+  caches?: { fd: number; name: string }[];
 }
 
 /** Sender of a message: a container, or the master. */
@@ -51,6 +53,9 @@ export class Container extends EventEmitter {
   readonly args: readonly string[];
   /** The listening sockets the master handed down: adopt them with listen(server, i). */
   readonly inherited: readonly { fd: number; address: string }[];
+  /** The shared caches the master handed down, by name (attach with cache(name)). */
+  readonly inheritedCaches: readonly { fd: number; name: string }[];
+  private readonly attachedCaches = new Map<string, import('../shared').SharedCache>();
   /** @internal */ readonly _channel: Channel;
   /** @internal */ _hooks: WorkerHooks = {};
   private readonly timers = new Set<Timer>();
@@ -64,6 +69,7 @@ export class Container extends EventEmitter {
     this.service = spec.service;
     this.args = spec.args;
     this.inherited = spec.listeners;
+    this.inheritedCaches = spec.caches ?? [];
     this._channel = new Channel(adoptSocket(spec.ctl));
     this._channel.on('frame', (f: Frame) => this.onFrame(f));
     this._channel.on('request', (op: string, body: Record<string, unknown>, reply: (r: unknown) => void) => {
@@ -98,6 +104,24 @@ export class Container extends EventEmitter {
   /** A request to the master (the channel that later shared-state operations use). */
   request(op: string, args: Record<string, unknown> = {}): Promise<unknown> {
     return this._channel.request(op, args);
+  }
+
+  /**
+   * The service's shared cache of that name (or index), attached on first
+   * use: one hashtable for every worker, kept by the master across restarts.
+   */
+  cache(name: string | number = 0): import('../shared').SharedCache {
+    const c = typeof name === 'number' ? this.inheritedCaches[name] : this.inheritedCaches.find((x) => x.name === name);
+    if (!c) {
+      throw new RangeError(`no shared cache ${JSON.stringify(name)} (this service has ${this.inheritedCaches.map((x) => x.name).join(', ') || 'none'})`);
+    }
+    let cache = this.attachedCaches.get(c.name);
+    if (!cache) {
+      const { SharedCache } = require('../shared') as typeof import('../shared');
+      cache = SharedCache.fromFd(c.fd);
+      this.attachedCaches.set(c.name, cache);
+    }
+    return cache;
   }
 
   /** Adopts the index-th inherited listener with server (iomux Server, http server, or node's). */

@@ -11,7 +11,7 @@ import { errnoException } from '../errors';
 import { createServer, type Server } from '../server';
 import type { Socket } from '../socket';
 import { Channel, adoptSocket } from './channel';
-import { resolveConfig, type MasterHooks, type ResolvedService, type SupervisorOptions } from './config';
+import { ConfigError, resolveConfig, type MasterHooks, type ResolvedService, type SupervisorOptions } from './config';
 import type { WorkerSpec } from './container';
 import { encodeFrame, FrameType, type Frame } from './protocol';
 import { adminPath, defaultRunDir, ensureRunDir } from './rundir';
@@ -105,7 +105,32 @@ class Service {
   rolling: Promise<void> = Promise.resolve();
   /** Workers a rolling restart is replacing: a crash of one is not restarted twice. */
   readonly replacing = new Set<Worker>();
+  /** The service's shared caches: fds handed to every worker after the listeners. */
+  readonly caches: { name: string; fd: number; owned: { close(): void } | null }[] = [];
   constructor(readonly cfg: ResolvedService, readonly listeners: Listener[]) {}
+}
+
+/**
+ * The service's caches: the caller's SharedCache as it is, or one made now
+ * (anonymous, held by the master until stop, so it outlives every worker).
+ */
+function openCaches(svc: Service): void {
+  for (const c of svc.cfg.caches) {
+    if (c.handle) {
+      svc.caches.push({ name: c.name, fd: c.handle.fd, owned: null });
+      continue;
+    }
+    // Loaded here: a supervisor without caches does not load the shared-memory binding.
+    const { SharedCache } = require('../shared') as typeof import('../shared');
+    const { name: _name, ...options } = c.spec!;
+    let cache;
+    try {
+      cache = SharedCache.create(options);
+    } catch (err) {
+      throw new ConfigError(`services[${svc.cfg.name}].caches[${c.name}]`, (err as Error).message);
+    }
+    svc.caches.push({ name: c.name, fd: cache.fd, owned: cache });
+  }
 }
 
 /**
@@ -154,6 +179,7 @@ export class Supervisor extends EventEmitter {
       for (const cfg of this.config.services) {
         const svc = new Service(cfg, cfg.listen.map((l) => bindListener(l)));
         this.services.set(cfg.name, svc);
+        openCaches(svc);
         await this.hooks.postAdd?.(cfg.name);
       }
       if (this.opts.admin !== false) await this.startAdmin();
@@ -195,11 +221,12 @@ export class Supervisor extends EventEmitter {
     const spec: WorkerSpec = {
       v: 1, id, service: svc.cfg.name, module: svc.cfg.worker, args: svc.cfg.args, ctl: 3,
       listeners: svc.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, address: l.address })),
+      caches: svc.caches.map((c, i) => ({ fd: FIRST_LISTENER_FD + svc.listeners.length + i, name: c.name })),
     };
     let proc: ChildProcess;
     try {
       proc = spawn(process.execPath, [...svc.cfg.execArgv, WORKER_MAIN, ...svc.cfg.args], {
-        stdio: ['ignore', 'inherit', 'inherit', theirs, ...svc.listeners.map((l) => l.fd)],
+        stdio: ['ignore', 'inherit', 'inherit', theirs, ...svc.listeners.map((l) => l.fd), ...svc.caches.map((c) => c.fd)],
         env: { ...process.env, ...svc.cfg.env, IOMUX_CLUSTER: JSON.stringify(spec) },
       });
     } finally {
@@ -449,6 +476,7 @@ export class Supervisor extends EventEmitter {
         try { closeSync(l.fd); } catch { /* closed */ }
         if (l.path) try { unlinkSync(l.path); } catch { /* gone */ }
       }
+      for (const c of svc.caches.splice(0)) c.owned?.close();
     }
   }
 
