@@ -1,4 +1,5 @@
-// The shared cache's first use: an HTTP front end of 3 worker processes
+// The shared cache's first use: an HTTP front end of 3 worker processes under
+// the supervisor, sharing the cache through its caches option
 // (examples/shared-cache/front.js) caches a slow back end's responses with a
 // TTL. The back end sees one fetch per path per TTL across all workers, and
 // after the TTL a request misses and fetches again.

@@ -1,12 +1,13 @@
 'use strict';
 // An HTTP front end of N worker processes that share one response cache in
-// shared memory, in front of a slow back end.
+// shared memory, in front of a slow back end, run by the supervisor.
 //
 //   node examples/shared-cache/front.js --backend http://127.0.0.1:8081 [--workers 3] [--port 8080] [--ttl 5000]
 //
-// The master creates an anonymous SharedCache (memfd on Linux) and starts
-// the workers with child_process, handing each the region as its fd 3. Every
-// worker serves on the same port (SO_REUSEPORT) with iomux's HTTP server:
+// The master (iomux.cluster) binds the port once, makes the cache (the
+// service's caches option: an anonymous region it holds until it stops) and
+// runs this same file as the worker module in each of N processes. Every
+// worker serves the inherited listener with iomux's HTTP server:
 //
 //   GET /<path>   the back end's response for /<path>, from the cache when
 //                 it is there; headers x-cache (hit or miss) and x-worker (pid)
@@ -14,24 +15,23 @@
 // On a miss, one worker fetches: the first to add() the key's fill lock;
 // the others wait for its result in the cache. So the back end sees one
 // fetch per path per TTL, whichever workers the requests land on. The master
-// holds the region: workers can be restarted without losing the cache.
+// holds the region: workers are restarted (a crash, a rolling restart on
+// SIGHUP) without losing the cache.
 //
 // The master prints one JSON line { port, workers: [pid...] } when all
-// workers listen, and stops them on SIGTERM or SIGINT.
-const { spawn } = require('node:child_process');
+// workers listen, and stops them gracefully on SIGTERM or SIGINT.
 const http = require('node:http');
 const path = require('node:path');
-const { SharedCache, http: iomuxHttp } = require(path.join(__dirname, '..', '..', 'dist'));
+const { cluster, http: iomuxHttp } = require(path.join(__dirname, '..', '..', 'dist'));
 
 function args() {
-  const o = { workers: 3, port: 0, ttl: 5000, backend: null, role: 'master' };
+  const o = { workers: 3, port: 0, ttl: 5000, backend: null };
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i++) {
     if (a[i] === '--workers') o.workers = Number(a[++i]);
     else if (a[i] === '--port') o.port = Number(a[++i]);
     else if (a[i] === '--ttl') o.ttl = Number(a[++i]);
     else if (a[i] === '--backend') o.backend = a[++i];
-    else if (a[i] === '--worker') o.role = 'worker';
     else throw new Error(`unknown argument ${a[i]}`);
   }
   if (!o.backend) throw new Error('--backend URL is required');
@@ -40,37 +40,20 @@ function args() {
 
 // ---- master -----------------------------------------------------------------
 
-function master(o) {
-  const cache = SharedCache.create({ size: 64 << 20, defaultTtl: o.ttl });
-  const workers = [];
-  let port = o.port;
-  const start = (i) => new Promise((resolve, reject) => {
-    const w = spawn(process.execPath, [__filename, '--worker', '--backend', o.backend, '--ttl', String(o.ttl), '--port', String(port)],
-      { stdio: ['ignore', 'pipe', 'inherit', cache.fd] });
-    workers[i] = w;
-    let buf = '';
-    w.stdout.on('data', (d) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
-      if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)).port);
-    });
-    w.on('exit', (code) => reject(new Error(`worker ${i} exited with ${code} before it listened`)));
+async function master(o) {
+  const sup = cluster.createSupervisor({
+    admin: false,
+    services: [{
+      name: 'front', worker: __filename, count: o.workers,
+      listen: [{ port: o.port, host: '127.0.0.1' }],
+      env: { FRONT_BACKEND: o.backend, FRONT_TTL: String(o.ttl) },
+      caches: [{ name: 'responses', size: 64 << 20, defaultTtl: o.ttl }],
+    }],
   });
-  (async () => {
-    port = await start(0); // the first picks the port when none was given
-    for (let i = 1; i < o.workers; i++) await start(i);
-    process.stdout.write(JSON.stringify({ port, workers: workers.map((w) => w.pid) }) + '\n');
-  })().catch((err) => {
-    console.error(err);
-    stop(1);
-  });
-  function stop(code) {
-    for (const w of workers) if (w && w.exitCode === null) w.kill('SIGTERM');
-    cache.close();
-    process.exit(code);
-  }
-  process.on('SIGTERM', () => stop(0));
-  process.on('SIGINT', () => stop(0));
+  await sup.start();
+  const port = Number(sup.addresses('front')[0].split(':').pop());
+  const [svc] = await sup.list();
+  process.stdout.write(JSON.stringify({ port, workers: svc.containers.map((c) => c.pid) }) + '\n');
 }
 
 // ---- worker -----------------------------------------------------------------
@@ -112,27 +95,27 @@ async function cached(cache, o, p) {
   }
 }
 
-function worker(o) {
-  const cache = SharedCache.fromFd(3);
-  const server = iomuxHttp.createServer((req, res) => {
-    cached(cache, o, req.url).then((r) => {
-      res.writeHead(r.status, { 'content-type': r.type, 'x-cache': r.cache, 'x-worker': String(process.pid) });
-      res.end(Buffer.from(r.body));
-    }, (err) => {
-      res.writeHead(502, { 'content-type': 'text/plain' });
-      res.end(`back end: ${err.message}\n`);
+// The worker module: the supervisor calls postStart in each worker process.
+module.exports = {
+  postStart(container) {
+    const o = { backend: process.env.FRONT_BACKEND, ttl: Number(process.env.FRONT_TTL) };
+    const cache = container.cache('responses');
+    const server = iomuxHttp.createServer((req, res) => {
+      cached(cache, o, req.url).then((r) => {
+        res.writeHead(r.status, { 'content-type': r.type, 'x-cache': r.cache, 'x-worker': String(process.pid) });
+        res.end(Buffer.from(r.body));
+      }, (err) => {
+        res.writeHead(502, { 'content-type': 'text/plain' });
+        res.end(`back end: ${err.message}\n`);
+      });
     });
-  });
-  server.listen({ port: o.port, host: '127.0.0.1', reusePort: true }, () => {
-    process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
-  });
-  process.on('SIGTERM', () => {
-    server.close();
-    cache.close();
-    process.exit(0);
+    return new Promise((resolve) => container.listen(server, 0, resolve));
+  },
+};
+
+if (require.main === module) {
+  master(args()).catch((err) => {
+    console.error(err);
+    process.exit(1);
   });
 }
-
-const o = args();
-if (o.role === 'worker') worker(o);
-else master(o);
