@@ -139,8 +139,10 @@ abstract class Primitive {
     this.w = peer.region.word(slot);
   }
 
+  // The generation and the flags change only under the master's create and
+  // destroy: a plain read is enough (the atomics that follow order the rest).
   protected live(): void {
-    if (Atomics.load(this.a, this.w + W_GEN) !== this.gen) {
+    if (this.a[this.w + W_GEN] !== this.gen) {
       throw syncError('ERR_IOMUX_SYNC_DESTROYED', `${this.name} was destroyed`);
     }
   }
@@ -173,7 +175,7 @@ export class Semaphore extends Primitive {
     const a = this.a;
     const w = this.w;
     const v = Atomics.add(a, w + W_VALUE, 1) + 1;
-    if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) {
+    if (a[w + W_FLAGS]! & F_PROTECTED) {
       Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), 1);
     }
     if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
@@ -196,7 +198,7 @@ export class Semaphore extends Primitive {
       const v = Atomics.load(a, w + W_VALUE);
       if (v <= 0) break;
       if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) === v) {
-        if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) {
+        if (a[w + W_FLAGS]! & F_PROTECTED) {
           Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), -1);
         }
         return opts?.wait ? Promise.resolve(v - 1) : v - 1;
@@ -224,13 +226,18 @@ export interface LockResult {
   ownerDied: boolean;
 }
 
+const NOT_DIED: LockResult = Object.freeze({ ownerDied: false });
+const DIED: LockResult = Object.freeze({ ownerDied: true });
+
 /** A named mutex held by one process at a time (not re-entrant). */
 export class Mutex extends Primitive {
   /** The lock now, or false if someone holds it. */
   tryLock(): LockResult | false {
     this.live();
     if (Atomics.compareExchange(this.a, this.w + W_VALUE, 0, this.peer.id) !== 0) return false;
-    return { ownerDied: Atomics.exchange(this.a, this.w + W_DIED, 0) === 1 };
+    // W_DIED is set only while the mutex is free: a plain read, then the exchange if set
+    if (this.a[this.w + W_DIED] === 0) return NOT_DIED;
+    return Atomics.exchange(this.a, this.w + W_DIED, 0) === 1 ? DIED : NOT_DIED;
   }
 
   /** Resolves once this process holds the lock (waiters are served FIFO). */
@@ -249,6 +256,11 @@ export class Mutex extends Primitive {
       throw syncError('ERR_IOMUX_SYNC_NOT_OWNER', `unlock of mutex ${this.name}, which this process does not hold`);
     }
     if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+  }
+
+  /** Processes waiting for it at the master (lock() calls not yet served). */
+  get waiters(): number {
+    return Atomics.load(this.a, this.w + W_WAITERS);
   }
 
   /** True if some process holds it. */
