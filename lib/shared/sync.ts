@@ -446,7 +446,8 @@ export class Config {
 
   constructor(private readonly sync: SyncClient) {}
 
-  private v(key: string): Promise<SharedVar> {
+  /** The shared variable behind key (for its version, waitFor and 'change'). */
+  var(key: string): Promise<SharedVar> {
     checkName(key);
     let p = this.vars.get(key);
     if (!p) {
@@ -457,11 +458,11 @@ export class Config {
   }
 
   async put(key: string, value: unknown): Promise<void> {
-    (await this.v(key)).set(value);
+    (await this.var(key)).set(value);
   }
 
   async get(key: string): Promise<unknown> {
-    return (await this.v(key)).get();
+    return (await this.var(key)).get();
   }
 
   /** counter(name).next(): the next number of that counter (start it with reset()). */
