@@ -218,6 +218,10 @@ export class Supervisor extends EventEmitter {
         stdio: ['ignore', 'inherit', 'inherit', theirs, ...svc.listeners.map((l) => l.fd), sync.fd],
         env: { ...process.env, ...svc.cfg.env, IOMUX_CLUSTER: JSON.stringify(spec) },
       });
+    } catch (err) {
+      closeSync(mine);
+      sync.containerExited(syncId, svc.cfg.name, svc.workers.size || 1); // gives the row back
+      throw err;
     } finally {
       closeSync(theirs);
     }

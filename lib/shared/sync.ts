@@ -628,8 +628,12 @@ export class SyncMaster {
     } else if (e.kind === Kind.Var) {
       Atomics.store(a, w + W_FLAGS, F_CREATED);
       if (args.owner === true && service !== 'master') e.ownerService = service;
+      const bytes = args.value;
+      if (!(bytes instanceof Uint8Array) || bytes.length === 0 || bytes.length > this.region.valueCap) {
+        throw syncError('ERR_INVALID_ARG_VALUE', `a shared variable's value must be 1 to ${this.region.valueCap} serialized bytes`, TypeError);
+      }
       const v = new SharedVar(this.client.peer, e.key, e.slot, e.gen);
-      v.store(args.value as Uint8Array);
+      v.store(bytes);
     } else {
       Atomics.store(a, w + W_FLAGS, F_CREATED);
     }
