@@ -12,6 +12,8 @@ export * as http from './http';
 export * as proxy from './proxy';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
 export { SharedCache } from './shared';
+export { SyncClient, SyncMaster, SyncRegion, Semaphore, Mutex, SharedVar, Counter, Config as SyncConfig } from './shared';
+export type { LockResult, SemaphoreCreateOptions, SharedVarCreateOptions, SyncRegionOptions, SyncError } from './shared';
 export type {
   SharedCacheOptions, SharedCacheStats, WriteOptions as SharedCacheWriteOptions, IncrOptions as SharedCacheIncrOptions,
   SetResult as SharedCacheSetResult, StaleValue as SharedCacheStaleValue, VersionedValue as SharedCacheVersionedValue,

