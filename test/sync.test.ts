@@ -157,6 +157,7 @@ t.test('the region: a foreign fd is refused, slots run out with a clear error', 
   writeFileSync(file, Buffer.alloc(4096));
   const fd = openSync(file, 'r+');
   t.throws(() => SyncRegion.attach(fd), { code: 'ERR_IOMUX_SYNC_REGION', message: /magic/ });
+  t.throws(() => SyncRegion.attach(-1), { name: 'TypeError', message: /fd must be/ });
   closeSync(fd);
   t.throws(() => new SyncMaster({ slots: 0 }), { name: 'RangeError', message: /sync.slots/ });
   const m = new SyncMaster({ slots: 2, containers: 2, valueSize: 8 });

@@ -77,6 +77,7 @@ export class SyncRegion {
   }
 
   static attach(fd: number): SyncRegion {
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be a non-negative integer, got ${String(fd)}`);
     return new SyncRegion(fd, binding.syncRegion.attach(fd));
   }
 
