@@ -6,6 +6,7 @@
         "addon/binding.cc",
         "addon/shm_binding.cc",
         "deps/iomux/src/shm.c",
+        "deps/iomux/src/shm_sync.c",
         "deps/iomux/src/loop.c",
         "deps/iomux/src/timer.c",
         "deps/iomux/src/sock.c",

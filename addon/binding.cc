@@ -40,6 +40,8 @@ extern "C" {
 
 // The shared-memory cache's class (addon/shm_binding.cc).
 Napi::Function DefineSharedCacheHandle(Napi::Env env);
+// The sync region's create/attach (addon/shm_binding.cc).
+Napi::Object DefineSyncRegion(Napi::Env env);
 
 namespace {
 
@@ -359,6 +361,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("memory", &Binding::Memory),
       InstanceMethod("forward", &Binding::Forward),
       InstanceValue("SharedCacheHandle", DefineSharedCacheHandle(env), napi_enumerable),
+      InstanceValue("syncRegion", DefineSyncRegion(env), napi_enumerable),
     });
   }
 

@@ -20,6 +20,7 @@
 
 extern "C" {
 #include "iomux_shm.h"
+#include "iomux_sync.h"
 }
 
 namespace {
@@ -403,6 +404,87 @@ class SharedCacheHandle : public Napi::ObjectWrap<SharedCacheHandle> {
   }
 };
 
+// The sync region (deps/iomux/src/shm_sync.c): its mapping becomes an
+// external ArrayBuffer, unmapped when that is collected. JavaScript does
+// 32-bit Atomics on it (they are real atomic instructions on any integer
+// typed array; only wait/notify need a SharedArrayBuffer). Every access is
+// bounds-checked by the typed array, so a corrupted word can mislead a peer
+// but not crash it.
+struct SyncMapping {
+  void *base;
+  size_t size;
+};
+
+void SyncFinalize(napi_env, void *, void *hint) {
+  SyncMapping *m = static_cast<SyncMapping *>(hint);
+  iomux_sync_unmap(m->base, m->size);
+  delete m;
+}
+
+Napi::Value SyncBuffer(napi_env env, void *base, size_t size) {
+  SyncMapping *m = new SyncMapping{base, size};
+  napi_value ab = nullptr;
+  if (napi_create_external_arraybuffer(env, base, size, SyncFinalize, m, &ab) != napi_ok) {
+    iomux_sync_unmap(base, size);
+    delete m;
+    Napi::Error::New(env, "sync region: cannot wrap the mapping").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  return Napi::Value(env, ab);
+}
+
+void ThrowSync(napi_env env, int rc, const std::string &msg) {
+  Napi::Error e = Napi::Error::New(env, "sync region: " + msg + " (" + strerror(-rc) + ")");
+  e.Set("code", Napi::String::New(env, rc == -EPROTO ? "ERR_IOMUX_SYNC_REGION" : "ERR_IOMUX_SHM"));
+  e.Set("errno", Napi::Number::New(env, rc));
+  e.ThrowAsJavaScriptException();
+}
+
+// syncCreate(nslots, rows, valueCap) -> [fd, ArrayBuffer]
+Napi::Value SyncCreate(const Napi::CallbackInfo &info) {
+  napi_env env = info.Env();
+  iomux_sync_layout l = {static_cast<uint32_t>(Int(info, 0)), static_cast<uint32_t>(Int(info, 1)),
+                         static_cast<uint32_t>(Int(info, 2))};
+  int fd = -1;
+  void *base = nullptr;
+  size_t size = 0;
+  int rc = iomux_sync_create(&l, &fd, &base, &size);
+  if (rc) {
+    ThrowSync(env, rc, rc == -EINVAL ? "layout out of range" : "create failed");
+    return Napi::Value();
+  }
+  Napi::Value ab = SyncBuffer(env, base, size);
+  if (ab.IsEmpty()) {
+    close(fd);
+    return Napi::Value();
+  }
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, Napi::Number::New(env, fd));
+  out.Set(1u, ab);
+  return out;
+}
+
+// syncAttach(fd) -> ArrayBuffer (the fd stays the caller's)
+Napi::Value SyncAttach(const Napi::CallbackInfo &info) {
+  napi_env env = info.Env();
+  void *base = nullptr;
+  size_t size = 0;
+  char err[128] = "";
+  int rc = iomux_sync_attach(Int(info, 0), &base, &size, err, sizeof err);
+  if (rc) {
+    ThrowSync(env, rc, err);
+    return Napi::Value();
+  }
+  return SyncBuffer(env, base, size);
+}
+
 }  // namespace
+
+Napi::Object DefineSyncRegion(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("create", Napi::Function::New(env, SyncCreate, "syncCreate"));
+  o.Set("attach", Napi::Function::New(env, SyncAttach, "syncAttach"));
+  return o;
+}
 
 Napi::Function DefineSharedCacheHandle(Napi::Env env) { return SharedCacheHandle::Define(env); }

@@ -22,6 +22,10 @@
 //   cache      SharedCache get/set against lmdb, Redis (ioredis) and a Map,
 //              from 1 and 2 processes (benchmarks/micro/cache.js; its own
 //              table after the others, in latest.md, and "cache" in latest.json)
+//   sync       semaphores, mutexes and shared variables across worker
+//              processes: the fast path, the Netplex way (a round trip to the
+//              master), proper-lockfile, a contended hand-off
+//              (benchmarks/micro/sync.js; "sync" in latest.json)
 //   cluster    HTTP keep-alive and churn on 2 worker processes: an iomux
 //              supervisor vs node:cluster vs 2 iomux processes with
 //              reusePort; CPU over master and workers, the spread across
@@ -92,7 +96,7 @@ const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report')
 
 const ROOT = path.resolve(__dirname, '..');
 const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'idle-silent',
-  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster', 'zmq'];
+  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster', 'zmq', 'sync'];
 const { runCluster } = require('./lib/cluster');
 
 // ---------------------------------------------------------------------------
@@ -650,7 +654,24 @@ async function main() {
     }
   }
 
-  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '')
+  // The cross-process primitives: no server, its own runner and table.
+  let syncMd = '';
+  if (opts.only.includes('sync')) {
+    const syncBench = require('./micro/sync');
+    log('bench: == sync: semaphores, mutexes, shared variables across processes');
+    try {
+      const out = await syncBench.main({ quick: opts.quick, rounds: opts.rounds });
+      report.sync = out;
+      syncMd = syncBench.render(out);
+      report.finishedAt = new Date().toISOString();
+      report.elapsedS = (Date.now() - started) / 1000;
+    } catch (e) {
+      failures.push(`sync: ${e.message.split('\n')[0]}`);
+      log(`bench:   sync FAILED: ${e.message}`);
+    }
+  }
+
+  const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (syncMd ? '\n\n' + syncMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '')
     + (zmqResult ? '\n\n' + zmqResult.markdown : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');

@@ -42,6 +42,11 @@ export interface Binding {
   memory(): [number, number, number];
   forward(a: number, b: number, idleMs: number, highWater: number, flags: number): number;
   SharedCacheHandle: SharedCacheHandleClass;
+  /** The sync region (deps/iomux/src/shm_sync.c): mappings as external ArrayBuffers. */
+  syncRegion: {
+    create(nslots: number, rows: number, valueCap: number): [number, ArrayBuffer];
+    attach(fd: number): ArrayBuffer;
+  };
 }
 
 /** The native shared-memory cache (addon/shm_binding.cc); lib/shared/cache.ts wraps it. */

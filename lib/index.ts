@@ -13,6 +13,8 @@ export * as proxy from './proxy';
 export * as zmq from './zmq';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
 export { SharedCache } from './shared';
+export { SyncClient, SyncMaster, SyncRegion, Semaphore, Mutex, SharedVar, Counter, Config as SyncConfig } from './shared';
+export type { LockResult, SemaphoreCreateOptions, SharedVarCreateOptions, SyncRegionOptions, SyncError } from './shared';
 export type {
   SharedCacheOptions, SharedCacheStats, WriteOptions as SharedCacheWriteOptions, IncrOptions as SharedCacheIncrOptions,
   SetResult as SharedCacheSetResult, StaleValue as SharedCacheStaleValue, VersionedValue as SharedCacheVersionedValue,

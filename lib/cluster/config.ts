@@ -75,6 +75,8 @@ export interface SupervisorOptions {
   admin?: boolean;
   /** SIGTERM/SIGINT stop, SIGHUP restarts every service (true). */
   signals?: boolean;
+  /** Size of the region of semaphores, mutexes and shared variables (docs/sync.md). */
+  sync?: { slots?: number; containers?: number; valueSize?: number };
 }
 
 export interface ResolvedService {
@@ -118,7 +120,7 @@ function strings(v: unknown, field: string): string[] {
 const SERVICE_KEYS = new Set(['name', 'worker', 'count', 'listen', 'env', 'args', 'execArgv', 'restart', 'startTimeout', 'caches']);
 const CACHE_KEYS = new Set(['name', 'size', 'maxEntries', 'defaultTtl', 'evict']);
 const RESTART_KEYS = new Set(['initialDelay', 'maxDelay', 'resetAfter', 'maxCrashes', 'window']);
-const TOP_KEYS = new Set(['services', 'runDir', 'grace', 'hooks', 'log', 'admin', 'signals']);
+const TOP_KEYS = new Set(['sync', 'services', 'runDir', 'grace', 'hooks', 'log', 'admin', 'signals']);
 
 /** Checks options; relative worker paths resolve against baseDir. Throws ConfigError. */
 export function resolveConfig(options: unknown, baseDir = process.cwd()): { services: ResolvedService[]; runDir?: string; grace: number } {

@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import { loop, type Timer } from '../loop';
 import { Channel, adoptSocket } from './channel';
 import { FrameType, type Frame } from './protocol';
+import { SyncClient, SyncRegion, type Config, type Counter, type Mutex, type Semaphore, type SharedVar } from '../shared/sync';
 
 /** What the master puts in the worker's environment (IOMUX_CLUSTER, JSON). */
 export interface WorkerSpec {
@@ -17,6 +18,8 @@ export interface WorkerSpec {
   listeners: { fd: number; address: string }[];
   /** Shared caches handed down (service option caches), by name. */
   caches?: { fd: number; name: string }[];
+  /** The sync region's fd and this container's id in it (lib/shared/sync.ts). */
+  sync?: { fd: number; id: number };
 }
 
 /** Sender of a message: a container, or the master. */
@@ -61,10 +64,13 @@ export class Container extends EventEmitter {
   private readonly timers = new Set<Timer>();
   private readonly servers: Closable[] = [];
   private stopping = false;
+  private readonly syncSpec: { fd: number; id: number } | undefined;
+  private syncClient: SyncClient | null = null;
 
   /** @internal */
   constructor(spec: WorkerSpec) {
     super();
+    this.syncSpec = spec.sync;
     this.id = spec.id;
     this.service = spec.service;
     this.args = spec.args;
@@ -122,6 +128,48 @@ export class Container extends EventEmitter {
       this.attachedCaches.set(c.name, cache);
     }
     return cache;
+  }
+
+  /** The semaphores, mutexes, shared variables and config shared with the master and the other containers. */
+  get sync(): SyncClient {
+    if (!this.syncClient) {
+      const spec = this.syncSpec;
+      if (!spec) throw new Error('this master gave no sync region');
+      const region = SyncRegion.attach(spec.fd);
+      const channel = this._channel;
+      this.syncClient = new SyncClient({
+        region,
+        id: spec.id,
+        call: (op, args) => channel.request(op, args),
+        kick: (slot) => { channel.send(FrameType.SYNC, { s: slot }); },
+      });
+    }
+    return this.syncClient;
+  }
+
+  /** A named semaphore (docs/sync.md). */
+  semaphore(name: string): Promise<Semaphore> {
+    return this.sync.semaphore(name);
+  }
+
+  /** A named mutex (docs/sync.md). */
+  mutex(name: string): Promise<Mutex> {
+    return this.sync.mutex(name);
+  }
+
+  /** A named, versioned shared variable (docs/sync.md). */
+  sharedVar(name: string): Promise<SharedVar> {
+    return this.sync.sharedVar(name);
+  }
+
+  /** An atomic counter (docs/sync.md). */
+  counter(name: string): Promise<Counter> {
+    return this.sync.counter(name);
+  }
+
+  /** The shared config object: put/get and counter(name).next(). */
+  get config(): Config {
+    return this.sync.config;
   }
 
   /** Adopts the index-th inherited listener with server (iomux Server, http server, or node's). */

@@ -45,6 +45,8 @@ export enum FrameType {
   REQUEST = 8,
   REPLY = 9,
   ERROR = 10,
+  /** worker -> master: { s: slot }: a primitive changed while it had waiters (lib/shared/sync.ts). */
+  SYNC = 11,
 }
 
 export const FLAG_NONE = 0;

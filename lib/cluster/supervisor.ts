@@ -15,6 +15,7 @@ import { ConfigError, resolveConfig, type MasterHooks, type ResolvedService, typ
 import type { WorkerSpec } from './container';
 import { encodeFrame, FrameType, type Frame } from './protocol';
 import { adminPath, defaultRunDir, ensureRunDir } from './rundir';
+import { SyncMaster, type SyncClient } from '../shared/sync';
 
 const WORKER_MAIN = path.join(__dirname, 'worker-main.js');
 const FIRST_LISTENER_FD = 4; // 3 is the control channel
@@ -69,7 +70,7 @@ class Worker {
   rejectReady!: (e: Error) => void;
   killTimer: NodeJS.Timeout | null = null;
 
-  constructor(readonly id: string, readonly svc: Service, readonly proc: ChildProcess, readonly channel: Channel) {
+  constructor(readonly id: string, readonly svc: Service, readonly proc: ChildProcess, readonly channel: Channel, readonly syncId: number) {
     this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
     this.ready.catch(() => {});
     this.exited = new Promise((res) => {
@@ -151,6 +152,7 @@ export class Supervisor extends EventEmitter {
   private stopped: Promise<void> | null = null;
   private signalHandlers: [string, () => void][] = [];
   private readonly handlers = new Map<string, RequestHandler>();
+  private syncMaster: SyncMaster | null = null;
 
   constructor(options: SupervisorOptions, baseDir?: string) {
     super();
@@ -163,6 +165,12 @@ export class Supervisor extends EventEmitter {
 
   get stopping(): boolean {
     return this.stopped !== null;
+  }
+
+  /** The master's semaphores, mutexes, shared variables and config (docs/sync.md). */
+  get sync(): SyncClient {
+    this.syncMaster ??= new SyncMaster(this.opts.sync);
+    return this.syncMaster.client;
   }
 
   /** Binds the listeners, starts every worker; resolves once each first worker is ready (or has died). */
@@ -215,20 +223,32 @@ export class Supervisor extends EventEmitter {
   private async spawnWorker(svc: Service): Promise<Worker> {
     const id = `${svc.cfg.name}.${++svc.seq}`;
     await this.hooks.preStart?.(svc.cfg.name, id);
+    void this.sync;
+    const sync = this.syncMaster!;
+    const syncId = sync.allocId();
+    if (syncId === null) throw new Error(`no free row in the sync region (sync.containers is ${sync.region.rows})`);
     const pair = binding.socketpair();
-    if (typeof pair === 'number') throw errnoException(-pair, 'socketpair');
+    if (typeof pair === 'number') {
+      sync.containerExited(syncId, svc.cfg.name, svc.workers.size || 1);
+      throw errnoException(-pair, 'socketpair');
+    }
     const [mine, theirs] = pair;
     const spec: WorkerSpec = {
       v: 1, id, service: svc.cfg.name, module: svc.cfg.worker, args: svc.cfg.args, ctl: 3,
       listeners: svc.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, address: l.address })),
-      caches: svc.caches.map((c, i) => ({ fd: FIRST_LISTENER_FD + svc.listeners.length + i, name: c.name })),
+      sync: { fd: FIRST_LISTENER_FD + svc.listeners.length, id: syncId },
+      caches: svc.caches.map((c, i) => ({ fd: FIRST_LISTENER_FD + svc.listeners.length + 1 + i, name: c.name })),
     };
     let proc: ChildProcess;
     try {
       proc = spawn(process.execPath, [...svc.cfg.execArgv, WORKER_MAIN, ...svc.cfg.args], {
-        stdio: ['ignore', 'inherit', 'inherit', theirs, ...svc.listeners.map((l) => l.fd), ...svc.caches.map((c) => c.fd)],
+        stdio: ['ignore', 'inherit', 'inherit', theirs, ...svc.listeners.map((l) => l.fd), sync.fd, ...svc.caches.map((c) => c.fd)],
         env: { ...process.env, ...svc.cfg.env, IOMUX_CLUSTER: JSON.stringify(spec) },
       });
+    } catch (err) {
+      closeSync(mine);
+      sync.containerExited(syncId, svc.cfg.name, svc.workers.size || 1); // gives the row back
+      throw err;
     } finally {
       closeSync(theirs);
     }
@@ -240,10 +260,16 @@ export class Supervisor extends EventEmitter {
       proc.kill('SIGKILL');
       throw err;
     }
-    const w = new Worker(id, svc, proc, channel);
+    const w = new Worker(id, svc, proc, channel, syncId);
     svc.workers.add(w);
     channel.on('frame', (f: Frame) => this.onFrame(w, f));
     channel.on('request', (op: string, body: Record<string, unknown>, reply: (r: unknown) => void) => {
+      if (op.startsWith('sync.')) {
+        Promise.resolve()
+          .then(() => sync.request(op, body, syncId, svc.cfg.name))
+          .then(reply, (e: unknown) => reply(e instanceof Error ? e : new Error(String(e))));
+        return;
+      }
       const handler = this.handlers.get(op);
       if (!handler) {
         reply(new Error(`unknown request op ${op}`));
@@ -280,6 +306,9 @@ export class Supervisor extends EventEmitter {
         break;
       case FrameType.STOPPING:
         w.state = 'stopping';
+        break;
+      case FrameType.SYNC:
+        if (typeof b.s === 'number') this.syncMaster?.kick(b.s);
         break;
       case FrameType.MESSAGE:
         this.route(String(b.target), String(b.name), Array.isArray(b.args) ? b.args : [], { id: w.id, service: w.svc.cfg.name });
@@ -346,6 +375,8 @@ export class Supervisor extends EventEmitter {
   private onExit(w: Worker, status: ExitStatus): void {
     const svc = w.svc;
     svc.workers.delete(w);
+    // before anyone hears of the exit: its semaphores, mutexes and writer locks
+    this.syncMaster?.containerExited(w.syncId, svc.cfg.name, svc.workers.size);
     this.emit('exit', w.id, svc.cfg.name, status);
     void Promise.resolve()
       .then(() => this.hooks.postFinish?.(svc.cfg.name, w.id, status))
@@ -467,6 +498,10 @@ export class Supervisor extends EventEmitter {
     }
     for (const [sig, fn] of this.signalHandlers) process.removeListener(sig, fn);
     this.signalHandlers = [];
+    // the mapping stays valid for the master's own handles; the workers are gone
+    if (this.syncMaster) {
+      try { closeSync(this.syncMaster.fd); } catch { /* closed already */ }
+    }
     this.emit('stopped');
   }
 

@@ -1,0 +1,72 @@
+/*
+ * iomux_sync.h -- the region of the cross-process primitives (semaphores,
+ * mutexes, shared variables): one small shared mapping that a master creates
+ * and every worker maps from an inherited fd. The C side only creates,
+ * validates and maps it; the operations are 32-bit atomics on its words,
+ * done by the users of the mapping (lib/shared/sync.ts).
+ *
+ * Layout (bytes, little-endian 32-bit words):
+ *   0     header (64 bytes): magic, version, total size, slots, ledger rows,
+ *         value capacity, offset of the slots, of the ledgers, of the values
+ *   slots nslots records of IOMUX_SYNC_SLOT bytes (state words of one
+ *         primitive each)
+ *   ledg  rows x nslots int32: each container's net contribution to each
+ *         protected semaphore (increments minus successful decrements)
+ *   vals  nslots x 2 buffers of value_cap bytes (a shared variable's
+ *         double buffer)
+ */
+#ifndef IOMUX_SYNC_H
+#define IOMUX_SYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IOMUX_SYNC_MAGIC 0x594e5953u /* "SYNY" */
+#define IOMUX_SYNC_VERSION 1u
+#define IOMUX_SYNC_HEADER 64u
+#define IOMUX_SYNC_SLOT 64u
+#define IOMUX_SYNC_MAX_SLOTS 65536u
+#define IOMUX_SYNC_MAX_ROWS 4096u
+#define IOMUX_SYNC_MAX_VALUE (16u << 20)
+
+typedef struct iomux_sync_layout {
+  uint32_t nslots;    /* primitives in the table */
+  uint32_t rows;      /* ledger rows: containers alive at once (+ the master) */
+  uint32_t value_cap; /* bytes of one shared variable's value (multiple of 8) */
+} iomux_sync_layout;
+
+/* header word indexes (32-bit words from the start) */
+enum {
+  IOMUX_SYNC_H_MAGIC = 0,
+  IOMUX_SYNC_H_VERSION = 1,
+  IOMUX_SYNC_H_SIZE = 2,
+  IOMUX_SYNC_H_NSLOTS = 3,
+  IOMUX_SYNC_H_ROWS = 4,
+  IOMUX_SYNC_H_VALUE_CAP = 5,
+  IOMUX_SYNC_H_OFF_SLOTS = 6,
+  IOMUX_SYNC_H_OFF_LEDGER = 7,
+  IOMUX_SYNC_H_OFF_VALUES = 8,
+};
+
+/* Bytes a region of this layout needs, or 0 if the layout is out of range. */
+size_t iomux_sync_size(const iomux_sync_layout *l);
+
+/* Creates an anonymous region (memfd, mode 0600) with this layout and maps
+ * it: 0 and *fd, *base, *size, or -errno (-EINVAL for a bad layout). */
+int iomux_sync_create(const iomux_sync_layout *l, int *fd, void **base, size_t *size);
+
+/* Maps the region behind fd after checking its header against its size:
+ * 0, or -errno with a reason in errbuf (-EPROTO for a bad header). */
+int iomux_sync_attach(int fd, void **base, size_t *size, char *errbuf, size_t errlen);
+
+void iomux_sync_unmap(void *base, size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

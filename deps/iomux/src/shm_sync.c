@@ -1,0 +1,119 @@
+/*
+ * shm_sync.c -- create, check and map the region of the cross-process
+ * primitives (see include/iomux_sync.h). Everything after the mapping is
+ * atomics on its words, done by whoever maps it.
+ */
+#define _GNU_SOURCE
+#include "iomux_sync.h"
+#include "iomux_shm.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static size_t layout_offsets(const iomux_sync_layout *l, uint32_t *slots, uint32_t *ledger, uint32_t *values) {
+  if (!l || l->nslots == 0 || l->nslots > IOMUX_SYNC_MAX_SLOTS || l->rows == 0 || l->rows > IOMUX_SYNC_MAX_ROWS ||
+      l->value_cap < 8 || l->value_cap > IOMUX_SYNC_MAX_VALUE || (l->value_cap & 7))
+    return 0;
+  uint64_t off = IOMUX_SYNC_HEADER;
+  uint64_t s = off;
+  off += (uint64_t)l->nslots * IOMUX_SYNC_SLOT;
+  uint64_t g = off;
+  off += (uint64_t)l->rows * l->nslots * 4;
+  off = (off + 63) & ~(uint64_t)63;
+  uint64_t v = off;
+  off += (uint64_t)l->nslots * 2 * l->value_cap;
+  if (off > UINT32_MAX) return 0;
+  if (slots) *slots = (uint32_t)s;
+  if (ledger) *ledger = (uint32_t)g;
+  if (values) *values = (uint32_t)v;
+  return (size_t)off;
+}
+
+size_t iomux_sync_size(const iomux_sync_layout *l) { return layout_offsets(l, NULL, NULL, NULL); }
+
+static int map_fd(int fd, size_t size, void **base) {
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return -errno;
+  *base = p;
+  return 0;
+}
+
+int iomux_sync_create(const iomux_sync_layout *l, int *fd, void **base, size_t *size) {
+  uint32_t s, g, v;
+  size_t total = layout_offsets(l, &s, &g, &v);
+  if (!total) return -EINVAL;
+  int f = iomux_shm_fd_new(NULL, 1);
+  if (f < 0) return f;
+  int rc;
+  do rc = ftruncate(f, (off_t)total);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0 || (rc = fchmod(f, 0600)) < 0) {
+    rc = -errno;
+    close(f);
+    return rc;
+  }
+  void *p = NULL;
+  rc = map_fd(f, total, &p);
+  if (rc) {
+    close(f);
+    return rc;
+  }
+  /* a fresh memfd reads as zeros: only the header needs writing */
+  uint32_t *h = (uint32_t *)p;
+  h[IOMUX_SYNC_H_VERSION] = IOMUX_SYNC_VERSION;
+  h[IOMUX_SYNC_H_SIZE] = (uint32_t)total;
+  h[IOMUX_SYNC_H_NSLOTS] = l->nslots;
+  h[IOMUX_SYNC_H_ROWS] = l->rows;
+  h[IOMUX_SYNC_H_VALUE_CAP] = l->value_cap;
+  h[IOMUX_SYNC_H_OFF_SLOTS] = s;
+  h[IOMUX_SYNC_H_OFF_LEDGER] = g;
+  h[IOMUX_SYNC_H_OFF_VALUES] = v;
+  __atomic_store_n(&h[IOMUX_SYNC_H_MAGIC], IOMUX_SYNC_MAGIC, __ATOMIC_RELEASE);
+  *fd = f;
+  *base = p;
+  *size = total;
+  return 0;
+}
+
+static int fail(char *errbuf, size_t errlen, int rc, const char *msg) {
+  if (errbuf && errlen) snprintf(errbuf, errlen, "%s", msg);
+  return rc;
+}
+
+int iomux_sync_attach(int fd, void **base, size_t *size, char *errbuf, size_t errlen) {
+  struct stat st;
+  if (fstat(fd, &st) < 0) return fail(errbuf, errlen, -errno, "fstat failed");
+  if (st.st_size < (off_t)IOMUX_SYNC_HEADER || st.st_size > (off_t)UINT32_MAX)
+    return fail(errbuf, errlen, -EPROTO, "region size is not that of a sync region");
+  size_t total = (size_t)st.st_size;
+  void *p = NULL;
+  int rc = map_fd(fd, total, &p);
+  if (rc) return fail(errbuf, errlen, rc, "mmap failed");
+  const uint32_t *h = (const uint32_t *)p;
+  const char *why = NULL;
+  iomux_sync_layout l = {h[IOMUX_SYNC_H_NSLOTS], h[IOMUX_SYNC_H_ROWS], h[IOMUX_SYNC_H_VALUE_CAP]};
+  uint32_t s, g, v;
+  if (__atomic_load_n(&h[IOMUX_SYNC_H_MAGIC], __ATOMIC_ACQUIRE) != IOMUX_SYNC_MAGIC)
+    why = "bad magic: not a sync region";
+  else if (h[IOMUX_SYNC_H_VERSION] != IOMUX_SYNC_VERSION)
+    why = "sync region of another version";
+  else if (layout_offsets(&l, &s, &g, &v) != total || h[IOMUX_SYNC_H_SIZE] != total || s != h[IOMUX_SYNC_H_OFF_SLOTS] ||
+           g != h[IOMUX_SYNC_H_OFF_LEDGER] || v != h[IOMUX_SYNC_H_OFF_VALUES])
+    why = "sync region layout does not match its size";
+  if (why) {
+    munmap(p, total);
+    return fail(errbuf, errlen, -EPROTO, why);
+  }
+  *base = p;
+  *size = total;
+  return 0;
+}
+
+void iomux_sync_unmap(void *base, size_t size) {
+  if (base) munmap(base, size);
+}
