@@ -215,7 +215,8 @@ export class PipelineServer {
   endpoints: { loopback: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', stages: [] };
   private readonly pending = new Map<string, Pending>();
   private readonly workerHandles: WorkerHandle[] = [];
-  private supervisor: { stop(): Promise<void> } | null = null;
+  /** The supervisor running the stages' workers ('cluster' mode). */
+  supervisor: import('../cluster').Supervisor | null = null;
   private seq = 0;
   private readonly prefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
   private readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
