@@ -149,6 +149,15 @@ class StageProxy {
     });
   }
 
+  private send(frames: Buffer[]): void {
+    try {
+      const p = this.backend.send(frames);
+      if (p !== undefined) p.catch(() => {});
+    } catch {
+      // closed: the pipeline is stopping
+    }
+  }
+
   get queued(): number {
     return this.queue.length - this.qHead;
   }
@@ -171,7 +180,7 @@ class StageProxy {
       const w = this.idle.shift()!;
       w.jobs.add(id);
       this.holder.set(id, w);
-      void this.backend.send([w.identity, JOB, job[0], job[1], job[2]]);
+      this.send([w.identity, JOB, job[0], job[1], job[2]]);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.qHead);
@@ -183,7 +192,7 @@ class StageProxy {
   cancel(id: string, idFrame: Buffer): boolean {
     const w = this.holder.get(id);
     if (w !== undefined) {
-      void this.backend.send([w.identity, CANCEL, idFrame]);
+      this.send([w.identity, CANCEL, idFrame]);
       return true;
     }
     for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![0].equals(idFrame)) return true;

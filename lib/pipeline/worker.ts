@@ -80,11 +80,17 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   // On every (re)connection, announce the free slots.
   dealer.on('connect', () => {
     const free = concurrency - running.size;
-    if (free > 0) void dealer.send([READY, Buffer.from(String(free))]);
+    if (free > 0) send(dealer, [READY, Buffer.from(String(free))]);
   });
 
+  // After close() nothing is sent: a job that ends then has nobody to tell.
+  const send = (sock: Dealer | Push, frames: Buffer[]): void => {
+    if (closed) return;
+    const p = sock.send(frames);
+    if (p !== undefined) p.catch(() => {});
+  };
   const reply = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): void => {
-    void loopback.send([REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)]);
+    send(loopback, [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)]);
   };
 
   async function run(idFrame: Buffer, kind: Buffer, data: Buffer): Promise<void> {
@@ -111,7 +117,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
         reply(idFrame, FLAG_NONE, out.status, out.headers, out.body);
       } else if (next !== null) {
         const [k, d] = encodeData(out.data);
-        void next.send([JOB, idFrame, k, d]);
+        send(next, [JOB, idFrame, k, d]);
       } else {
         const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
         reply(idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
@@ -122,13 +128,14 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       if (!ac.signal.aborted) reply(idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
     } finally {
       running.delete(id);
-      if (!closed) void dealer.send([DONE, idFrame]);
+      send(dealer, [DONE, idFrame]);
     }
   }
 
   dealer.on('message', (...frames: Buffer[]) => {
     const type = frames[0];
     if (type === undefined || frames[1] === undefined) return;
+    if (closed) return;
     if (type.equals(JOB) && frames.length === 4) {
       void run(frames[1], frames[2]!, frames[3]!);
     } else if (type.equals(CANCEL)) {
