@@ -173,6 +173,33 @@ t.test('a worker that dies holding a job: 502 at once; others carry on', async (
   await srv.close();
 });
 
+t.test('an idempotent stage runs the job of a worker that died again on another worker', async (t) => {
+  let calls = 0;
+  const srv = P.createServer({
+    log: () => {},
+    stages: [{ name: 'retry', idempotent: true, workers: 2, fn: (_j: unknown, ctx: Ctx) => (++calls === 1 ? new Promise<never>(() => {}) : ctx.reply(200, {}, `call ${calls}`)) }],
+  });
+  await srv.listen();
+  const port = srv.address().port;
+  await until(() => srv.stages[0]!.workers.size === 2, 5000, 'workers');
+  const pending = get(port, '/');
+  await until(() => srv.stats().stages[0].inFlight === 1, 5000, 'job held');
+  // A third worker joins; then both first ones die, the holder among them.
+  const fn = (_j: unknown, ctx: Ctx) => ctx.reply(200, {}, `call ${++calls} on the new worker`);
+  const spare = P.runWorker({ stage: 'retry', stageIndex: 0, fn, endpoints: srv.workerEndpoints(0) });
+  await until(() => srv.stages[0]!.workers.size === 3, 5000, 'spare announced');
+  await Promise.all(srv._workers.map((w) => w.kill()));
+  const r = await pending;
+  t.equal(r.status, 200);
+  t.equal(r.body, 'call 2 on the new worker', 'run again on another worker');
+  // Once, or twice when the first retry went to the other dying worker.
+  const retried = srv.stats().stages[0].retried;
+  t.ok(retried === 1 || retried === 2, `retried ${retried}`);
+  t.equal(srv.stats().stages[0].failed, 0);
+  await spare.close();
+  await srv.close();
+});
+
 t.test('a client that hangs up interrupts its job', async (t) => {
   let interrupted = false;
   let finish: () => void = () => {};

@@ -31,6 +31,8 @@ export interface StageConfig {
   workers?: number;
   /** Jobs each worker runs at once (1). */
   concurrency?: number;
+  /** A job whose worker went away is run again on another worker (up to 2 retries), instead of a 502. */
+  idempotent?: boolean;
 }
 
 export interface PipelineOptions {
@@ -61,6 +63,7 @@ export interface StageStats {
   timeouts: number;
   interrupts: number;
   failed: number;
+  retried: number;
 }
 
 export interface PipelineStats {
@@ -99,13 +102,16 @@ class StageProxy {
   private queue: Array<[Buffer, Buffer, Buffer]> = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
+  /** Idempotent stages: the data of each job in flight, and its retries so far. */
+  private readonly held = new Map<string, { job: [Buffer, Buffer, Buffer]; retries: number }>();
+  retried = 0;
   completed = 0;
   errors = 0;
   timeouts = 0;
   interrupts = 0;
   failed = 0;
 
-  constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer) {
+  constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer, private readonly idempotent = false) {
     this.intake.on('error', () => {});
     this.backend.on('error', () => {});
     this.intake.on('message', (...f: Buffer[]) => {
@@ -127,6 +133,7 @@ class StageProxy {
         const id = arg.toString('latin1');
         if (w.jobs.delete(id)) {
           if (this.holder.get(id) === w) this.holder.delete(id);
+          this.held.delete(id);
           this.completed++;
         }
         this.idle.push(w);
@@ -142,10 +149,19 @@ class StageProxy {
       this.idle = this.idle.filter((s) => s !== w);
       for (const id of w.jobs) {
         this.holder.delete(id);
+        const h = this.held.get(id);
+        this.held.delete(id);
+        if (h !== undefined && h.retries < 2 && this.front._live(id)) {
+          // An idempotent stage runs the job again, first in line.
+          this.retried++;
+          this.requeue(h.job, h.retries + 1);
+          continue;
+        }
         this.failed++;
         this.front._fail(id, 502, `stage ${this.name}: the worker holding the job went away`);
       }
       w.jobs.clear();
+      this.dispatch();
     });
   }
 
@@ -171,15 +187,30 @@ class StageProxy {
     this.dispatch();
   }
 
+  private readonly retries = new Map<string, number>();
+
+  private requeue(job: [Buffer, Buffer, Buffer], retries: number): void {
+    this.retries.set(job[0].toString('latin1'), retries);
+    if (this.qHead > 0) this.queue[--this.qHead] = job;
+    else this.queue.unshift(job);
+  }
+
   private dispatch(): void {
     while (this.qHead < this.queue.length && this.idle.length > 0) {
       const job = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as never;
       const id = job[0].toString('latin1');
-      if (!this.front._live(id)) continue; // a dead request's job is dropped here
+      if (!this.front._live(id)) {
+        this.retries.delete(id);
+        continue; // a dead request's job is dropped here
+      }
       const w = this.idle.shift()!;
       w.jobs.add(id);
       this.holder.set(id, w);
+      if (this.idempotent) {
+        this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
+        this.retries.delete(id);
+      }
       this.send([w.identity, JOB, job[0], job[1], job[2]]);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
@@ -204,7 +235,7 @@ class StageProxy {
     for (const w of this.workers.values()) inFlight += w.jobs.size;
     return {
       name: this.name, workers: this.workers.size, idle: this.idle.length, queued: this.queued, inFlight,
-      completed: this.completed, errors: this.errors, timeouts: this.timeouts, interrupts: this.interrupts, failed: this.failed,
+      completed: this.completed, errors: this.errors, timeouts: this.timeouts, interrupts: this.interrupts, failed: this.failed, retried: this.retried,
     };
   }
 }
@@ -258,7 +289,7 @@ export class PipelineServer {
     this.maxQueued = num(options.maxQueued, 'maxQueued', 1000);
     this.retryAfter = num(options.retryAfter, 'retryAfter', 1);
     this.log = options.log ?? ((l) => console.error(l));
-    this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this));
+    this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this, s.idempotent === true));
     this.loopback.on('error', () => {});
     this.loopback.on('message', (...f: Buffer[]) => this.onReply(f));
     this.http = createHttpServer((req, res) => this.onRequest(req, res));
