@@ -2,16 +2,16 @@
 'use strict';
 // iomux-pipeline demo [--port P] [--workers K] [--inprocess]
 // iomux-pipeline demo --simulate N [--workers K] [--concurrency C] [--inprocess]
-// iomux-pipeline worker --stage NAME --index I --module FILE [--export NAME]
-//                       --proxy EP --loopback EP [--next EP] [--concurrency C]
+// iomux-pipeline worker --stage NAME --module FILE [--export NAME] [--concurrency C]
+//                       (--connect DIRECTORY_EP | --index I --proxy EP --loopback EP [--next EP])
 const { parseArgs } = require('node:util');
 const path = require('node:path');
 
 const USAGE = `usage:
   iomux-pipeline demo [--port 8002] [--workers K] [--inprocess]
   iomux-pipeline demo --simulate N [--workers K] [--concurrency 64] [--inprocess]
-  iomux-pipeline worker --stage NAME --index I --module FILE [--export NAME]
-                        --proxy EP --loopback EP [--next EP] [--concurrency C]`;
+  iomux-pipeline worker --stage NAME --module FILE [--export NAME] [--concurrency C]
+                        (--connect DIRECTORY_EP | --index I --proxy EP --loopback EP [--next EP])`;
 
 function fail(msg) {
   console.error(`iomux-pipeline: ${msg}\n${USAGE}`);
@@ -75,21 +75,25 @@ async function worker(argv) {
   let v;
   try {
     ({ values: v } = parseArgs({ args: argv, options: {
-      stage: { type: 'string' }, index: { type: 'string' }, module: { type: 'string' }, export: { type: 'string' },
+      stage: { type: 'string' }, index: { type: 'string' }, module: { type: 'string' }, export: { type: 'string' }, connect: { type: 'string' },
       proxy: { type: 'string' }, loopback: { type: 'string' }, next: { type: 'string' }, concurrency: { type: 'string' },
     } }));
   } catch (e) { fail(e.message); }
-  for (const k of ['stage', 'index', 'module', 'proxy', 'loopback']) if (v[k] === undefined) fail(`--${k} is required`);
+  const need = v.connect !== undefined ? ['stage', 'module'] : ['stage', 'index', 'module', 'proxy', 'loopback'];
+  for (const k of need) if (v[k] === undefined) fail(`--${k} is required`);
   const { pipeline } = require('../dist');
   const { loadStageFunction } = require('../dist/pipeline/worker-main');
   const fn = loadStageFunction(path.resolve(v.module), v.export ?? 'default');
-  const h = pipeline.runWorker({
+  const h = v.connect !== undefined ? await pipeline.connectWorker({
+    stage: v.stage, connect: v.connect, fn, concurrency: int(v.concurrency, 'concurrency', 1) ?? 1,
+  }) : pipeline.runWorker({
     stage: v.stage, stageIndex: int(v.index, 'index', 0), fn, concurrency: int(v.concurrency, 'concurrency', 1) ?? 1,
     endpoints: { proxy: v.proxy, loopback: v.loopback, ...(v.next !== undefined ? { next: v.next } : {}) },
   });
   const stop = async () => { await h.close(); process.exit(0); };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  console.error(`iomux-pipeline worker: stage ${v.stage}, pid ${process.pid}`);
 }
 
 const [cmd, ...rest] = process.argv.slice(2);

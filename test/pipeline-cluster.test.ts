@@ -71,6 +71,32 @@ t.test('a SIGKILLed worker process holding a job: 502 at once, and the superviso
   t.equal(pids.size, 2, 'both workers serve, the new one included');
 });
 
+t.test('workers elsewhere: tcp endpoints, iomux-pipeline worker --connect the directory', async (t) => {
+  const srv = iomux.pipeline.createServer({ stages: [{ name: 'tag' }, { name: 'answer' }], workers: 'none', transport: 'tcp' });
+  await srv.listen();
+  t.match(srv.endpoints.directory, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+  t.equal(srv.runDir, null, 'no run dir with tcp');
+  const mod = join(__dirname, 'fixtures', 'pipeline-stages.js');
+  const kids = ['tag', 'answer'].map((stage) => spawn(process.execPath, [BIN, 'worker', '--stage', stage, '--module', mod, '--export', stage, '--connect', srv.endpoints.directory], { stdio: 'ignore' }));
+  t.teardown(async () => {
+    for (const k of kids) if (k.exitCode === null) k.kill('SIGKILL');
+    await srv.close();
+  });
+  await until(() => srv.stages.every((s) => s.workers.size === 1), 15000, 'remote workers announced');
+  const r = await get(srv.address().port, '/?n=14');
+  t.equal(r.status, 200);
+  const body = JSON.parse(r.body);
+  t.equal(body.n, 42);
+  t.same(body.by, kids.map((k) => k.pid), 'each stage ran in its own worker process');
+  const h = JSON.parse((await get(srv.address().port, '/health')).body);
+  t.equal(h.status, 'ok');
+  kids[1]!.kill('SIGTERM');
+  const [code] = await once(kids[1]!, 'exit');
+  t.equal(code, 0, 'a worker stops on SIGTERM');
+  await until(() => srv.stages[1]!.workers.size === 0, 5000, 'the proxy saw it leave');
+  t.equal((await get(srv.address().port, '/health')).status, 503, 'health: degraded without a stage 2 worker');
+});
+
 t.test('iomux-pipeline demo --simulate', async (t) => {
   const out = await new Promise<string>((resolve, reject) => {
     execFile(process.execPath, [BIN, 'demo', '--simulate', '300', '--workers', '2', '--concurrency', '16'], { timeout: 60000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));

@@ -15,7 +15,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
-import { Pull, Router } from '../zmq';
+import { Pull, Reply as Rep, Router } from '../zmq';
 import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeData } from './codec';
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
@@ -250,9 +250,11 @@ export class PipelineServer {
   readonly http: HttpServer;
   readonly stages: StageProxy[];
   readonly loopback = new Pull({ receiveHighWaterMark: 0 });
+  /** Answers a worker's request for its stage's endpoints (see connectWorker). */
+  readonly directory = new Rep();
   runDir: string | null = null;
   /** Per stage: the proxy backend and the intake endpoints (after listen()). */
-  endpoints: { loopback: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', stages: [] };
+  endpoints: { loopback: string; directory: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', directory: '', stages: [] };
   private readonly pending = new Map<string, Pending>();
   private readonly workerHandles: WorkerHandle[] = [];
   /** The supervisor running the stages' workers ('cluster' mode). */
@@ -313,6 +315,19 @@ export class PipelineServer {
       await s.intake.bind(ep(`${s.index}-intake`));
       this.endpoints.stages.push({ name: s.name, proxy: s.backend.lastEndpoint!, intake: s.intake.lastEndpoint! });
     }
+    await this.directory.bind(ep('directory'));
+    this.endpoints.directory = this.directory.lastEndpoint!;
+    this.directory.on('error', () => {});
+    this.directory.on('message', (name?: Buffer) => {
+      const i = name === undefined ? -1 : this.stages.findIndex((s) => s.name === name.toString());
+      const answer = i < 0 ? { error: `no stage ${String(name)}` } : { index: i, ...this.workerEndpoints(i) };
+      try {
+        const r = this.directory.send(JSON.stringify(answer));
+        if (r !== undefined) r.catch(() => {});
+      } catch {
+        // closed
+      }
+    });
     await this.startWorkers();
     const p = port ?? this.options.http?.port ?? 0;
     const h = host ?? this.options.http?.host ?? '127.0.0.1';
@@ -557,7 +572,7 @@ export class PipelineServer {
     const httpClosed = this.http.close();
     for (const w of this.workerHandles) await w.close();
     if (this.supervisor !== null) await this.supervisor.stop();
-    await Promise.all([this.loopback.close(), ...this.stages.flatMap((s) => [s.intake.close(), s.backend.close()])]);
+    await Promise.all([this.loopback.close(), this.directory.close(), ...this.stages.flatMap((s) => [s.intake.close(), s.backend.close()])]);
     await httpClosed;
     if (this.runDir !== null) fs.rmSync(this.runDir, { recursive: true, force: true });
   }

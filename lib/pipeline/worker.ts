@@ -1,6 +1,6 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
-import { Dealer, Push } from '../zmq';
+import { Dealer, Push, Request } from '../zmq';
 import { JOB, CANCEL, READY, DONE, REPLY, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
@@ -157,4 +157,39 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     await Promise.all([dealer.close(), loopback.close(), next?.close()]);
   };
   return { close: () => shut(1000), kill: () => shut(0) };
+}
+
+/**
+ * Runs a worker of the stage named `stage` of the pipeline whose directory
+ * endpoint is `connect` (the front end's `endpoints.directory`): it asks the
+ * front end for the stage's endpoints, then runs as runWorker() does. An
+ * endpoint bound to every interface (0.0.0.0) is reached at the directory's host.
+ */
+export async function connectWorker(options: Omit<WorkerOptions, 'endpoints' | 'stageIndex'> & { connect: string; timeout?: number }): Promise<WorkerHandle> {
+  const req = new Request({ linger: 0 });
+  req.on('error', () => {});
+  req.connect(options.connect);
+  try {
+    const timeout = options.timeout ?? 10000;
+    let timer: NodeJS.Timeout | undefined;
+    await req.send(options.stage);
+    const [answer] = await Promise.race([
+      req.receive(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`pipeline worker: no answer from ${options.connect} within ${timeout} ms`)), timeout);
+      }),
+    ]);
+    clearTimeout(timer);
+    const a = JSON.parse(String(answer)) as { error?: string; index: number; proxy: string; next?: string; loopback: string };
+    if (a.error !== undefined) throw new Error(`pipeline worker: ${a.error}`);
+    const host = /^tcp:\/\/(.*):\d+$/.exec(options.connect)?.[1];
+    const fix = (ep: string): string => (host !== undefined ? ep.replace(/^tcp:\/\/(0\.0\.0\.0|\*|\[::\]):/, `tcp://${host}:`) : ep);
+    return runWorker({
+      ...options,
+      stageIndex: a.index,
+      endpoints: { proxy: fix(a.proxy), loopback: fix(a.loopback), ...(a.next !== undefined ? { next: fix(a.next) } : {}) },
+    });
+  } finally {
+    await req.close();
+  }
 }
