@@ -253,3 +253,31 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   await until(() => fdCount() <= fds, 5000, 'fds back');
   t.ok(fdCount() <= fds, 'no fd leaked');
 });
+
+t.test('a misbehaving peer cannot add slots or crash the front end', async (t) => {
+  const srv = P.createServer({ stages: [{ name: 'echo', fn: (_j: unknown, ctx: Ctx) => ctx.reply(200, {}, 'ok') }] });
+  await srv.listen();
+  await until(() => srv.stages[0]!.workers.size === 1, 5000, 'worker');
+  const rogue = new iomux.zmq.Dealer();
+  rogue.connect(srv.endpoints.stages[0]!.proxy);
+  await rogue.send(['R', '1']);
+  await rogue.send(['R', '1000']);
+  for (let i = 0; i < 5; i++) await rogue.send(['D', `stray${i}`]);
+  await rogue.send(['D']);
+  await rogue.send(['X', 'junk', 'more']);
+  const junk = new iomux.zmq.Push();
+  junk.connect(srv.endpoints.loopback);
+  await junk.send(['Y']);
+  await junk.send(['Y', 'id', 'notanumber', 'e', 'x', '{bad json', 'b']);
+  const intake = new iomux.zmq.Push();
+  intake.connect(srv.endpoints.stages[0]!.intake);
+  await intake.send(['J', 'unknown-id', 'v', 'not v8']);
+  await until(() => srv.stages[0]!.workers.size === 2, 5000, 'rogue counted as a worker');
+  await sleep(50);
+  t.equal(srv.stats().stages[0].idle, 2, 'one slot each: a repeated READY and stray DONEs add none');
+  t.equal(srv.stats().unknownReplies, 1, 'the well-formed reply for an unknown id is counted');
+  await Promise.all([rogue.close(), junk.close(), intake.close()]);
+  await until(() => srv.stages[0]!.workers.size === 1, 5000, 'rogue gone');
+  t.equal((await get(srv.address().port, '/')).body, 'ok', 'still serving');
+  await srv.close();
+});

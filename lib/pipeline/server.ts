@@ -122,20 +122,20 @@ class StageProxy {
       const key = identity.toString('latin1');
       let w = this.workers.get(key);
       if (type.equals(READY)) {
-        if (w === undefined) {
-          w = { key, identity, jobs: new Set(), alive: true };
-          this.workers.set(key, w);
-        }
+        // Once per connection: a worker that reconnects is a new peer.
+        if (w !== undefined) return;
+        w = { key, identity, jobs: new Set(), alive: true };
+        this.workers.set(key, w);
         const n = Math.min(1024, Number.parseInt(arg.toString('latin1'), 10) || 0);
         for (let i = 0; i < n; i++) this.idle.push(w);
         this.dispatch();
       } else if (type.equals(DONE) && w !== undefined) {
         const id = arg.toString('latin1');
-        if (w.jobs.delete(id)) {
-          if (this.holder.get(id) === w) this.holder.delete(id);
-          this.held.delete(id);
-          this.completed++;
-        }
+        // Only a job it holds gives a slot back: a stray DONE cannot add slots.
+        if (!w.jobs.delete(id)) return;
+        if (this.holder.get(id) === w) this.holder.delete(id);
+        this.held.delete(id);
+        this.completed++;
         this.idle.push(w);
         this.dispatch();
       }
