@@ -25,16 +25,6 @@ function int(v, name, min) {
   return n;
 }
 
-function summary(s) {
-  const l = s.latencyMs;
-  const lines = [`requests ${s.requests}, in flight ${s.inFlight}, responses ${JSON.stringify(s.responses)}, unknown replies ${s.unknownReplies}`,
-    `latency ms p50 ${l.p50} p90 ${l.p90} p99 ${l.p99} max ${l.max} (${l.count})`];
-  for (const st of s.stages) {
-    lines.push(`  ${st.name}: workers ${st.workers} idle ${st.idle} queued ${st.queued} in flight ${st.inFlight} completed ${st.completed} errors ${st.errors} timeouts ${st.timeouts} interrupts ${st.interrupts} failed ${st.failed}`);
-  }
-  return lines.join('\n');
-}
-
 async function demo(argv) {
   let v;
   try {
@@ -53,14 +43,14 @@ async function demo(argv) {
     const srv = await demoMod.startDemo({ port: 0, workers, mode });
     const r = await demoMod.simulate(srv.address().port, n, int(v.concurrency, 'concurrency', 1) ?? 64);
     console.log(`${n} requests, ${workers} worker(s) per stage (${mode}): ${r.primes} primes, ${r.errors} errors, ${(r.ms / 1000).toFixed(3)} s, ${Math.round(n / (r.ms / 1000))} req/s`);
-    console.log(summary(srv.stats()));
+    console.log(srv.summary());
     await srv.close();
     process.exit(r.errors === 0 ? 0 : 1);
   }
   const srv = await demoMod.startDemo({ port: int(v.port, 'port', 0) ?? 8002, workers, mode });
   const a = srv.address();
   console.error(`iomux-pipeline demo: http://${a.address}:${a.port}/is_prime?possible_prime=N, ${workers} worker(s) per stage (${mode}); pid ${process.pid}`);
-  process.on('SIGUSR2', () => console.error(summary(srv.stats())));
+  process.on('SIGUSR2', () => console.error(srv.summary()));
   const stop = async () => {
     console.error('iomux-pipeline demo: draining');
     await srv.close();

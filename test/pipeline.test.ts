@@ -60,6 +60,7 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   t.equal(s.stages[1].completed, 201);
   t.equal(s.latencyMs.count, 202);
   t.ok(s.latencyMs.p50 > 0 && s.latencyMs.p99 >= s.latencyMs.p50 && s.latencyMs.max >= s.latencyMs.p99, 'latency percentiles');
+  t.match(srv.summary(), /^requests 202, in flight 0, .*\nlatency ms p50 [0-9.]+ p90 .*\n  parse: workers 2 idle 2 queued 0 in flight 0 completed 202 /, 'summary');
   const dir = srv.runDir!;
   await srv.close();
   t.notOk(existsSync(dir), 'run dir removed at close');

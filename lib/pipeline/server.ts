@@ -561,6 +561,20 @@ export class PipelineServer {
     };
   }
 
+  /** stats() as a few lines of text (what iomux-pipeline prints on SIGUSR2). */
+  summary(): string {
+    const s = this.stats();
+    const l = s.latencyMs;
+    const lines = [
+      `requests ${s.requests}, in flight ${s.inFlight}, responses ${JSON.stringify(s.responses)}, rejected ${s.rejected}, unknown replies ${s.unknownReplies}`,
+      `latency ms p50 ${l.p50} p90 ${l.p90} p99 ${l.p99} max ${l.max} (${l.count})`,
+    ];
+    for (const st of s.stages) {
+      lines.push(`  ${st.name}: workers ${st.workers} idle ${st.idle} queued ${st.queued} in flight ${st.inFlight} completed ${st.completed} errors ${st.errors} timeouts ${st.timeouts} interrupts ${st.interrupts} failed ${st.failed} retried ${st.retried}`);
+    }
+    return lines.join('\n');
+  }
+
   private emitDrained: (() => void) | null = null;
 
   /** Drains: new requests get 503, those in flight finish (or time out); then everything closes. */
