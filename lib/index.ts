@@ -11,6 +11,7 @@ export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
 export * as zmq from './zmq';
+export * as pipeline from './pipeline';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
 export { SharedCache } from './shared';
 export { SyncClient, SyncMaster, SyncRegion, Semaphore, Mutex, SharedVar, Counter, Config as SyncConfig } from './shared';

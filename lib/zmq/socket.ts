@@ -770,7 +770,11 @@ export class Router extends Socket {
   }
   protected override _pipeDown(pipe: Pipe): void {
     const key = pipe.identity.toString('latin1');
-    if (this.routes.get(key) === pipe) this.routes.delete(key);
+    if (this.routes.get(key) === pipe) {
+      this.routes.delete(key);
+      // Which peer left: a load balancer fails over the work that peer held.
+      this.emit('peerdisconnect', pipe.identity);
+    }
   }
   protected override _checkSend(frames: Buffer[]): void {
     if (frames.length < 2 && this.routerMandatory) throw zmqError('EINVAL', 'A ROUTER message starts with the identity frame, then at least one frame');

@@ -1,0 +1,602 @@
+// The front end: an iomux.http server, one load-balancing proxy per stage, and
+// the loopback PULL on which every worker can answer a request.
+//
+//   client <-> front end -> proxy 1 <-> workers 1 -> proxy 2 <-> workers 2 ...
+//                 ^                        |                       |
+//                 |________________________|_______________________|  loopback (PULL)
+//
+// The proxies live in the front end's process: each is a PULL intake (from the
+// front end or the previous stage's workers) and a ROUTER backend whose DEALER
+// workers announce free slots; jobs wait in a FIFO until a slot is free, so a
+// slow job holds up only its own worker. Because a proxy knows which worker
+// holds which job, a worker that disconnects fails its jobs with 502 at once.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as hdr from 'hdr-histogram-js';
+import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
+import { Pull, Reply as Rep, Router } from '../zmq';
+import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeData } from './codec';
+import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
+import { loadStageFunction } from './worker-main';
+
+export interface StageConfig {
+  name: string;
+  /** The worker function, for workers run in this process. */
+  fn?: WorkerFunction;
+  /** Or a module (absolute path) and its export ('default': the module itself, or its default). */
+  module?: string;
+  export?: string;
+  /** Workers of this stage (1); in-process workers, or supervisor service `count`. */
+  workers?: number;
+  /** Jobs each worker runs at once (1). */
+  concurrency?: number;
+  /** A job whose worker went away is run again on another worker (up to 2 retries), instead of a 502. */
+  idempotent?: boolean;
+}
+
+export interface PipelineOptions {
+  stages: StageConfig[];
+  http?: { port?: number; host?: string };
+  /** ms before a request is answered 504 (30000; 0: none). */
+  timeout?: number;
+  /** Jobs that may wait for a worker over all stages before new requests get 503 (1000). */
+  maxQueued?: number;
+  /** Seconds sent in Retry-After with a 503 (1). */
+  retryAfter?: number;
+  /** 'inprocess' (default): workers in this process; 'cluster': a supervisor service per stage; 'none': workers connect on their own. */
+  workers?: 'inprocess' | 'cluster' | 'none';
+  /** 'ipc' (default): unix sockets in a 0700 run dir; 'tcp': on `host` (127.0.0.1), ephemeral ports. */
+  transport?: 'ipc' | 'tcp';
+  host?: string;
+  log?: (line: string) => void;
+}
+
+export interface StageStats {
+  name: string;
+  workers: number;
+  idle: number;
+  queued: number;
+  inFlight: number;
+  completed: number;
+  errors: number;
+  timeouts: number;
+  interrupts: number;
+  failed: number;
+  retried: number;
+}
+
+export interface PipelineStats {
+  requests: number;
+  inFlight: number;
+  responses: Record<string, number>;
+  rejected: number;
+  unknownReplies: number;
+  latencyMs: { count: number; p50: number; p90: number; p99: number; max: number };
+  stages: StageStats[];
+}
+
+interface Pending {
+  id: string;
+  idFrame: Buffer;
+  res: ServerResponse;
+  start: bigint;
+  timer: NodeJS.Timeout | null;
+  unhook: (() => void) | null;
+  socket: { destroy(): void } | null;
+}
+
+interface WorkerSlot {
+  key: string;
+  identity: Buffer;
+  jobs: Set<string>;
+  alive: boolean;
+}
+
+class StageProxy {
+  readonly intake = new Pull({ receiveHighWaterMark: 0 });
+  readonly backend = new Router();
+  readonly workers = new Map<string, WorkerSlot>();
+  /** One entry per free slot, oldest first. */
+  private idle: WorkerSlot[] = [];
+  private queue: Array<[Buffer, Buffer, Buffer]> = [];
+  private qHead = 0;
+  readonly holder = new Map<string, WorkerSlot>();
+  /** Idempotent stages: the data of each job in flight, and its retries so far. */
+  private readonly held = new Map<string, { job: [Buffer, Buffer, Buffer]; retries: number }>();
+  retried = 0;
+  completed = 0;
+  errors = 0;
+  timeouts = 0;
+  interrupts = 0;
+  failed = 0;
+
+  constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer, private readonly idempotent = false) {
+    this.intake.on('error', () => {});
+    this.backend.on('error', () => {});
+    this.intake.on('message', (...f: Buffer[]) => {
+      if (f.length === 4 && f[0]!.equals(JOB)) this.enqueue(f[1]!, f[2]!, f[3]!);
+    });
+    this.backend.on('message', (identity: Buffer, type?: Buffer, arg?: Buffer) => {
+      if (type === undefined || arg === undefined) return;
+      const key = identity.toString('latin1');
+      let w = this.workers.get(key);
+      if (type.equals(READY)) {
+        // Once per connection: a worker that reconnects is a new peer.
+        if (w !== undefined) return;
+        w = { key, identity, jobs: new Set(), alive: true };
+        this.workers.set(key, w);
+        const n = Math.min(1024, Number.parseInt(arg.toString('latin1'), 10) || 0);
+        for (let i = 0; i < n; i++) this.idle.push(w);
+        this.dispatch();
+      } else if (type.equals(DONE) && w !== undefined) {
+        const id = arg.toString('latin1');
+        // Only a job it holds gives a slot back: a stray DONE cannot add slots.
+        if (!w.jobs.delete(id)) return;
+        if (this.holder.get(id) === w) this.holder.delete(id);
+        this.held.delete(id);
+        this.completed++;
+        this.idle.push(w);
+        this.dispatch();
+      }
+    });
+    this.backend.on('peerdisconnect', (identity: Buffer) => {
+      const key = identity.toString('latin1');
+      const w = this.workers.get(key);
+      if (w === undefined) return;
+      w.alive = false;
+      this.workers.delete(key);
+      this.idle = this.idle.filter((s) => s !== w);
+      for (const id of w.jobs) {
+        this.holder.delete(id);
+        const h = this.held.get(id);
+        this.held.delete(id);
+        if (h !== undefined && h.retries < 2 && this.front._live(id)) {
+          // An idempotent stage runs the job again, first in line.
+          this.retried++;
+          this.requeue(h.job, h.retries + 1);
+          continue;
+        }
+        this.failed++;
+        this.front._fail(id, 502, `stage ${this.name}: the worker holding the job went away`);
+      }
+      w.jobs.clear();
+      this.dispatch();
+    });
+  }
+
+  private send(frames: Buffer[]): void {
+    try {
+      const p = this.backend.send(frames);
+      if (p !== undefined) p.catch(() => {});
+    } catch {
+      // closed: the pipeline is stopping
+    }
+  }
+
+  get queued(): number {
+    return this.queue.length - this.qHead;
+  }
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  enqueue(idFrame: Buffer, kind: Buffer, data: Buffer): void {
+    if (!this.front._live(idFrame.toString('latin1'))) return; // its request is already answered
+    this.queue.push([idFrame, kind, data]);
+    this.dispatch();
+  }
+
+  private readonly retries = new Map<string, number>();
+
+  private requeue(job: [Buffer, Buffer, Buffer], retries: number): void {
+    this.retries.set(job[0].toString('latin1'), retries);
+    if (this.qHead > 0) this.queue[--this.qHead] = job;
+    else this.queue.unshift(job);
+  }
+
+  private dispatch(): void {
+    while (this.qHead < this.queue.length && this.idle.length > 0) {
+      const job = this.queue[this.qHead]!;
+      this.queue[this.qHead++] = undefined as never;
+      const id = job[0].toString('latin1');
+      if (!this.front._live(id)) {
+        this.retries.delete(id);
+        continue; // a dead request's job is dropped here
+      }
+      const w = this.idle.shift()!;
+      w.jobs.add(id);
+      this.holder.set(id, w);
+      if (this.idempotent) {
+        this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
+        this.retries.delete(id);
+      }
+      this.send([w.identity, JOB, job[0], job[1], job[2]]);
+    }
+    if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.qHead);
+      this.qHead = 0;
+    }
+  }
+
+  /** The request is dead: drop its queued job, interrupt the worker running it. Returns whether this stage held it. */
+  cancel(id: string, idFrame: Buffer): boolean {
+    const w = this.holder.get(id);
+    if (w !== undefined) {
+      this.send([w.identity, CANCEL, idFrame]);
+      return true;
+    }
+    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![0].equals(idFrame)) return true;
+    return false;
+  }
+
+  stats(): StageStats {
+    let inFlight = 0;
+    for (const w of this.workers.values()) inFlight += w.jobs.size;
+    return {
+      name: this.name, workers: this.workers.size, idle: this.idle.length, queued: this.queued, inFlight,
+      completed: this.completed, errors: this.errors, timeouts: this.timeouts, interrupts: this.interrupts, failed: this.failed, retried: this.retried,
+    };
+  }
+}
+
+function loadFunction(stage: StageConfig): WorkerFunction {
+  if (typeof stage.fn === 'function') return stage.fn;
+  if (typeof stage.module !== 'string') throw new TypeError(`pipeline stage ${stage.name}: give fn, or module (and export)`);
+  return loadStageFunction(stage.module, stage.export ?? 'default');
+}
+
+export class PipelineServer {
+  readonly http: HttpServer;
+  readonly stages: StageProxy[];
+  readonly loopback = new Pull({ receiveHighWaterMark: 0 });
+  /** Answers a worker's request for its stage's endpoints (see connectWorker). */
+  readonly directory = new Rep();
+  runDir: string | null = null;
+  /** Per stage: the proxy backend and the intake endpoints (after listen()). */
+  endpoints: { loopback: string; directory: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', directory: '', stages: [] };
+  private readonly pending = new Map<string, Pending>();
+  private readonly workerHandles: WorkerHandle[] = [];
+  /** The supervisor running the stages' workers ('cluster' mode). */
+  supervisor: import('../cluster').Supervisor | null = null;
+  private seq = 0;
+  private readonly prefix = `${process.pid.toString(36)}.${Date.now().toString(36)}.`;
+  private readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: 3 });
+  private readonly responses: Record<string, number> = {};
+  private requests = 0;
+  private rejected = 0;
+  private unknownReplies = 0;
+  private draining = false;
+  private readonly timeout: number;
+  private readonly maxQueued: number;
+  private readonly retryAfter: number;
+  private readonly log: (line: string) => void;
+
+  constructor(readonly options: PipelineOptions) {
+    if (options === null || typeof options !== 'object') throw new TypeError('pipeline.createServer: options must be an object');
+    if (!Array.isArray(options.stages) || options.stages.length === 0) throw new TypeError('pipeline.createServer: options.stages must be a non-empty array');
+    const names = new Set<string>();
+    options.stages.forEach((s, i) => {
+      if (s === null || typeof s !== 'object' || typeof s.name !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(s.name)) throw new TypeError(`pipeline.createServer: stages[${i}].name must be 1-64 of A-Z a-z 0-9 _ . -`);
+      if (names.has(s.name)) throw new TypeError(`pipeline.createServer: stages[${i}].name ${s.name} is used twice`);
+      names.add(s.name);
+      if (s.workers !== undefined && (!Number.isInteger(s.workers) || s.workers < 0 || s.workers > 1024)) throw new RangeError(`pipeline.createServer: stages[${i}].workers must be an integer from 0 to 1024`);
+    });
+    const num = (v: unknown, name: string, dflt: number): number => {
+      if (v === undefined) return dflt;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`pipeline.createServer: options.${name} must be a non-negative number, got ${String(v)}`);
+      return v;
+    };
+    this.timeout = num(options.timeout, 'timeout', 30000);
+    this.maxQueued = num(options.maxQueued, 'maxQueued', 1000);
+    this.retryAfter = num(options.retryAfter, 'retryAfter', 1);
+    this.log = options.log ?? ((l) => console.error(l));
+    this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this, s.idempotent === true));
+    this.loopback.on('error', () => {});
+    this.loopback.on('message', (...f: Buffer[]) => this.onReply(f));
+    this.http = createHttpServer((req, res) => this.onRequest(req, res));
+  }
+
+  /** Binds the proxies and the loopback, starts the workers, then listens for HTTP. */
+  async listen(port?: number, host?: string): Promise<void> {
+    const transport = this.options.transport ?? 'ipc';
+    const ep = (name: string): string => {
+      if (transport === 'tcp') return `tcp://${this.options.host ?? '127.0.0.1'}:0`;
+      return `ipc://${path.join(this.runDir!, `${name}.sock`)}`;
+    };
+    if (transport === 'ipc') {
+      this.runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'iomux-pipeline-'));
+      fs.chmodSync(this.runDir, 0o700);
+    }
+    await this.loopback.bind(ep('loopback'));
+    this.endpoints.loopback = this.loopback.lastEndpoint!;
+    for (const s of this.stages) {
+      await s.backend.bind(ep(`${s.index}-proxy`));
+      await s.intake.bind(ep(`${s.index}-intake`));
+      this.endpoints.stages.push({ name: s.name, proxy: s.backend.lastEndpoint!, intake: s.intake.lastEndpoint! });
+    }
+    await this.directory.bind(ep('directory'));
+    this.endpoints.directory = this.directory.lastEndpoint!;
+    this.directory.on('error', () => {});
+    this.directory.on('message', (name?: Buffer) => {
+      const i = name === undefined ? -1 : this.stages.findIndex((s) => s.name === name.toString());
+      const answer = i < 0 ? { error: `no stage ${String(name)}` } : { index: i, ...this.workerEndpoints(i) };
+      try {
+        const r = this.directory.send(JSON.stringify(answer));
+        if (r !== undefined) r.catch(() => {});
+      } catch {
+        // closed
+      }
+    });
+    await this.startWorkers();
+    const p = port ?? this.options.http?.port ?? 0;
+    const h = host ?? this.options.http?.host ?? '127.0.0.1';
+    await new Promise<void>((resolve, reject) => {
+      this.http.once('error', reject);
+      this.http.listen(p, h, () => {
+        this.http.removeListener('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  /** The endpoints a worker of stage `index` connects to. */
+  workerEndpoints(index: number): { proxy: string; next?: string; loopback: string } {
+    const s = this.endpoints.stages[index]!;
+    const next = this.endpoints.stages[index + 1];
+    return { proxy: s.proxy, loopback: this.endpoints.loopback, ...(next !== undefined ? { next: next.intake } : {}) };
+  }
+
+  private async startWorkers(): Promise<void> {
+    const mode = this.options.workers ?? 'inprocess';
+    if (mode === 'none') return;
+    if (mode === 'inprocess') {
+      this.options.stages.forEach((s, i) => {
+        const fn = loadFunction(s);
+        for (let k = 0; k < (s.workers ?? 1); k++) {
+          this.workerHandles.push(runWorker({ stage: s.name, stageIndex: i, fn, endpoints: this.workerEndpoints(i), concurrency: s.concurrency ?? 1, log: this.log }));
+        }
+      });
+      return;
+    }
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    const cluster = require('../cluster') as typeof import('../cluster');
+    const sup = cluster.createSupervisor({
+      services: this.options.stages.map((s, i) => {
+        if (typeof s.module !== 'string') throw new TypeError(`pipeline stage ${s.name}: cluster workers need module (and export)`);
+        return {
+          name: s.name,
+          worker: path.join(__dirname, 'worker-main.js'),
+          count: Math.max(1, s.workers ?? 1),
+          env: {
+            IOMUX_PIPELINE_WORKER: JSON.stringify({
+              stage: s.name, stageIndex: i, module: s.module, export: s.export ?? 'default', concurrency: s.concurrency ?? 1, endpoints: this.workerEndpoints(i),
+            }),
+          },
+        };
+      }),
+      runDir: path.join(this.runDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'iomux-pipeline-')), 'cluster'),
+      admin: false,
+      signals: false,
+      log: this.log,
+    });
+    await sup.start();
+    this.supervisor = sup;
+  }
+
+  address(): { port: number; address: string } {
+    return this.http.address() as { port: number; address: string };
+  }
+
+  /** @internal Is the request still waiting for its response? */
+  _live(id: string): boolean {
+    return this.pending.has(id);
+  }
+
+  /** @internal A proxy lost the worker holding the job. */
+  _fail(id: string, status: number, why: string): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return;
+    this.log(`iomux-pipeline: ${why}`);
+    this.respond(p, status, { 'content-type': 'text/plain' }, Buffer.from(`${status === 502 ? 'Bad Gateway' : 'Error'}\n`));
+  }
+
+  private queuedTotal(): number {
+    let n = 0;
+    for (const s of this.stages) n += s.queued;
+    return n;
+  }
+
+  private onRequest(req: IncomingRequest, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    if (req.method === 'GET' && url === '/health') {
+      const stages = this.stages.map((s) => ({ name: s.name, workers: s.workers.size }));
+      const ok = stages.every((s) => s.workers > 0) && !this.draining;
+      res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: ok ? 'ok' : this.draining ? 'draining' : 'degraded', stages }));
+      return;
+    }
+    if (req.method === 'GET' && url === '/stats') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(this.stats()));
+      return;
+    }
+    this.requests++;
+    if (this.draining) {
+      this.count(503);
+      res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': String(this.retryAfter), connection: 'close' });
+      res.end('Service Unavailable: draining\n');
+      return;
+    }
+    const first = this.stages[0]!;
+    if (this.queuedTotal() >= this.maxQueued && !(first.idleCount > 0 && first.queued === 0)) {
+      this.rejected++;
+      this.count(503);
+      res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': String(this.retryAfter) });
+      res.end('Service Unavailable: too many queued requests\n');
+      return;
+    }
+    const id = this.prefix + (this.seq++).toString(36);
+    const p: Pending = { id, idFrame: Buffer.from(id, 'latin1'), res, start: process.hrtime.bigint(), timer: null, unhook: null, socket: null };
+    this.pending.set(id, p);
+    if (this.timeout > 0) {
+      p.timer = setTimeout(() => this.expire(p), this.timeout);
+    }
+    // A client that hangs up (a reset, or a FIN while its request waits, as
+    // node:http treats it by default) interrupts its job.
+    const hangup = (): void => {
+      if (this.pending.get(id) === p) this.interrupt(p);
+    };
+    res.once('close', hangup);
+    const sock = req.socket as unknown as NodeJS.EventEmitter;
+    sock.once('end', hangup);
+    p.unhook = () => sock.removeListener('end', hangup);
+    p.socket = req.socket as unknown as { destroy(): void };
+    req.body().then(
+      (body) => {
+        if (this.pending.get(id) !== p) return;
+        const q = url.indexOf('?');
+        const job = {
+          method: req.method, url, path: q < 0 ? url : url.slice(0, q),
+          query: Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1))),
+          headers: req.headers, body,
+        };
+        const [kind, data] = encodeData(job);
+        first.enqueue(p.idFrame, kind, data);
+      },
+      () => {
+        if (this.pending.get(id) === p) this.interrupt(p);
+      },
+    );
+  }
+
+  private cancelEverywhere(p: Pending, what: 'timeouts' | 'interrupts'): void {
+    for (const s of this.stages) {
+      if (s.cancel(p.id, p.idFrame)) {
+        s[what]++;
+        break;
+      }
+    }
+  }
+
+  private expire(p: Pending): void {
+    if (this.pending.get(p.id) !== p) return;
+    p.timer = null;
+    this.respond(p, 504, { 'content-type': 'text/plain' }, Buffer.from('Gateway Timeout\n'));
+    this.cancelEverywhere(p, 'timeouts');
+  }
+
+  private interrupt(p: Pending): void {
+    this.finish(p);
+    // Nobody reads a response any more: the half-open connection goes too.
+    p.socket?.destroy();
+    this.count('interrupted');
+    this.cancelEverywhere(p, 'interrupts');
+  }
+
+  private onReply(f: Buffer[]): void {
+    if (f.length !== 7 || !f[0]!.equals(REPLY)) return;
+    const id = f[1]!.toString('latin1');
+    const p = this.pending.get(id);
+    const stage = this.stages[Number.parseInt(f[2]!.toString('latin1'), 10)];
+    if (stage !== undefined && f[3]!.equals(FLAG_ERROR)) stage.errors++;
+    if (p === undefined) {
+      this.unknownReplies++;
+      return;
+    }
+    let headers: Record<string, string | number | string[]> = {};
+    try {
+      headers = JSON.parse(f[5]!.toString()) as typeof headers;
+    } catch {
+      /* a worker's bad headers: none */
+    }
+    const status = Number.parseInt(f[4]!.toString('latin1'), 10);
+    this.respond(p, status >= 100 && status <= 599 ? status : 500, headers, f[6]!);
+  }
+
+  private finish(p: Pending): void {
+    this.pending.delete(p.id);
+    if (p.timer !== null) clearTimeout(p.timer);
+    p.timer = null;
+    if (p.unhook !== null) p.unhook();
+    p.unhook = null;
+    if (this.draining && this.pending.size === 0) this.emitDrained?.();
+  }
+
+  private count(key: number | string): void {
+    const k = String(key);
+    this.responses[k] = (this.responses[k] ?? 0) + 1;
+  }
+
+  private respond(p: Pending, status: number, headers: Record<string, string | number | string[]>, body: Buffer): void {
+    this.finish(p);
+    this.count(status);
+    this.histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - p.start) / 1000n)));
+    try {
+      p.res.writeHead(status, headers);
+      p.res.end(body);
+    } catch (e) {
+      this.log(`iomux-pipeline: response for ${p.id} failed: ${(e as Error).message}`);
+      if (!p.res.headersSent) {
+        p.res.writeHead(500);
+        p.res.end();
+      }
+    }
+  }
+
+  stats(): PipelineStats {
+    const h = this.histogram;
+    const ms = (us: number): number => Math.round(us) / 1000;
+    return {
+      requests: this.requests,
+      inFlight: this.pending.size,
+      responses: { ...this.responses },
+      rejected: this.rejected,
+      unknownReplies: this.unknownReplies,
+      latencyMs: {
+        count: h.totalCount,
+        p50: ms(h.getValueAtPercentile(50)), p90: ms(h.getValueAtPercentile(90)), p99: ms(h.getValueAtPercentile(99)), max: ms(h.maxValue),
+      },
+      stages: this.stages.map((s) => s.stats()),
+    };
+  }
+
+  /** stats() as a few lines of text (what iomux-pipeline prints on SIGUSR2). */
+  summary(): string {
+    const s = this.stats();
+    const l = s.latencyMs;
+    const lines = [
+      `requests ${s.requests}, in flight ${s.inFlight}, responses ${JSON.stringify(s.responses)}, rejected ${s.rejected}, unknown replies ${s.unknownReplies}`,
+      `latency ms p50 ${l.p50} p90 ${l.p90} p99 ${l.p99} max ${l.max} (${l.count})`,
+    ];
+    for (const st of s.stages) {
+      lines.push(`  ${st.name}: workers ${st.workers} idle ${st.idle} queued ${st.queued} in flight ${st.inFlight} completed ${st.completed} errors ${st.errors} timeouts ${st.timeouts} interrupts ${st.interrupts} failed ${st.failed} retried ${st.retried}`);
+    }
+    return lines.join('\n');
+  }
+
+  private emitDrained: (() => void) | null = null;
+
+  /** Drains: new requests get 503, those in flight finish (or time out); then everything closes. */
+  async close(): Promise<void> {
+    if (!this.draining) {
+      this.draining = true;
+      if (this.pending.size > 0) await new Promise<void>((resolve) => (this.emitDrained = resolve));
+    }
+    const httpClosed = this.http.close();
+    for (const w of this.workerHandles) await w.close();
+    if (this.supervisor !== null) await this.supervisor.stop();
+    await Promise.all([this.loopback.close(), this.directory.close(), ...this.stages.flatMap((s) => [s.intake.close(), s.backend.close()])]);
+    await httpClosed;
+    if (this.runDir !== null) fs.rmSync(this.runDir, { recursive: true, force: true });
+  }
+
+  /** @internal tests: the in-process workers. */
+  get _workers(): WorkerHandle[] {
+    return this.workerHandles;
+  }
+}
+
+export function createServer(options: PipelineOptions): PipelineServer {
+  return new PipelineServer(options);
+}

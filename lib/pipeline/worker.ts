@@ -1,0 +1,195 @@
+// The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
+// intake (none for the last stage) and a PUSH to the front end's loopback.
+import { Dealer, Push, Request } from '../zmq';
+import { JOB, CANCEL, READY, DONE, REPLY, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes } from './codec';
+
+export type Headers = Record<string, string | number | string[]>;
+
+/** What a worker function returns: made by ctx.next() or ctx.reply(). */
+export type Outcome =
+  | { readonly kind: 'next'; readonly data: unknown }
+  | { readonly kind: 'reply'; readonly status: number; readonly headers: Headers; readonly body: unknown };
+
+export interface JobContext {
+  /** The request's id (unique within one front end). */
+  readonly id: string;
+  /** This stage's name. */
+  readonly stage: string;
+  /** Aborted when the client hung up or the request timed out. */
+  readonly signal: AbortSignal;
+  /** True once the job's request is dead: stop and return anything. */
+  readonly interrupted: boolean;
+  /** Pass data to the next stage (from the last stage: a 200 reply with it as body). */
+  next(data: unknown): Outcome;
+  /** Answer the client now, through the loopback. */
+  reply(status: number, headers?: Headers, body?: unknown): Outcome;
+}
+
+export type WorkerFunction = (job: any, ctx: JobContext) => Outcome | Promise<Outcome>;
+
+export interface WorkerEndpoints {
+  /** The stage proxy's backend (ROUTER). */
+  proxy: string;
+  /** The next stage's intake (PULL); none for the last stage. */
+  next?: string;
+  /** The front end's loopback (PULL). */
+  loopback: string;
+}
+
+export interface WorkerOptions {
+  stage: string;
+  stageIndex: number;
+  fn: WorkerFunction;
+  endpoints: WorkerEndpoints;
+  /** Jobs this worker runs at once (1). */
+  concurrency?: number;
+  /** Where a thrown error is logged (console.error). */
+  log?: (line: string) => void;
+}
+
+export interface WorkerHandle {
+  close(): Promise<void>;
+  /** Drop the connections at once, as a crashed worker would (tests). */
+  kill(): Promise<void>;
+}
+
+const nextOutcome = (data: unknown): Outcome => ({ kind: 'next', data });
+const replyOutcome = (status: number, headers: Headers = {}, body?: unknown): Outcome => {
+  if (!Number.isInteger(status) || status < 100 || status > 599) throw new RangeError(`ctx.reply: status must be an integer from 100 to 599, got ${String(status)}`);
+  return { kind: 'reply', status, headers, body };
+};
+
+/** Runs one worker of a stage until close(). */
+export function runWorker(options: WorkerOptions): WorkerHandle {
+  const { stage, stageIndex, fn, endpoints } = options;
+  if (typeof fn !== 'function') throw new TypeError(`pipeline stage ${stage}: the worker function is not a function`);
+  const concurrency = options.concurrency ?? 1;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`pipeline stage ${stage}: concurrency must be a positive integer, got ${String(concurrency)}`);
+  const log = options.log ?? ((l: string) => console.error(l));
+  const stageFrame = Buffer.from(String(stageIndex));
+
+  const dealer = new Dealer({ reconnectInterval: 50 });
+  const loopback = new Push({ reconnectInterval: 50 });
+  const next = endpoints.next !== undefined ? new Push({ reconnectInterval: 50 }) : null;
+  const running = new Map<string, AbortController>();
+  let closed = false;
+
+  dealer.on('error', () => {});
+  loopback.on('error', () => {});
+  next?.on('error', () => {});
+  // On every (re)connection, announce the free slots.
+  dealer.on('connect', () => {
+    const free = concurrency - running.size;
+    if (free > 0) send(dealer, [READY, Buffer.from(String(free))]);
+  });
+
+  // After close() nothing is sent: a job that ends then has nobody to tell.
+  const send = (sock: Dealer | Push, frames: Buffer[]): void => {
+    if (closed) return;
+    const p = sock.send(frames);
+    if (p !== undefined) p.catch(() => {});
+  };
+  const reply = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): void => {
+    send(loopback, [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)]);
+  };
+
+  async function run(idFrame: Buffer, kind: Buffer, data: Buffer): Promise<void> {
+    const id = idFrame.toString('latin1');
+    const ac = new AbortController();
+    running.set(id, ac);
+    const ctx: JobContext = {
+      id,
+      stage,
+      signal: ac.signal,
+      get interrupted() {
+        return ac.signal.aborted;
+      },
+      next: nextOutcome,
+      reply: replyOutcome,
+    };
+    try {
+      const out = await fn(decodeData(kind, data), ctx);
+      if (ac.signal.aborted) {
+        // Its request is gone: nobody waits for a result.
+      } else if (out === null || typeof out !== 'object' || (out.kind !== 'next' && out.kind !== 'reply')) {
+        throw new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)');
+      } else if (out.kind === 'reply') {
+        reply(idFrame, FLAG_NONE, out.status, out.headers, out.body);
+      } else if (next !== null) {
+        const [k, d] = encodeData(out.data);
+        send(next, [JOB, idFrame, k, d]);
+      } else {
+        const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
+        reply(idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
+      }
+    } catch (e) {
+      const err = e as Error;
+      log(`iomux-pipeline: stage ${stage}: job ${id} failed: ${err && err.stack ? err.stack : String(err)}`);
+      if (!ac.signal.aborted) reply(idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
+    } finally {
+      running.delete(id);
+      send(dealer, [DONE, idFrame]);
+    }
+  }
+
+  dealer.on('message', (...frames: Buffer[]) => {
+    const type = frames[0];
+    if (type === undefined || frames[1] === undefined) return;
+    if (closed) return;
+    if (type.equals(JOB) && frames.length === 4) {
+      void run(frames[1], frames[2]!, frames[3]!);
+    } else if (type.equals(CANCEL)) {
+      running.get(frames[1].toString('latin1'))?.abort();
+    }
+  });
+
+  dealer.connect(endpoints.proxy);
+  loopback.connect(endpoints.loopback);
+  if (next !== null && endpoints.next !== undefined) next.connect(endpoints.next);
+
+  const shut = async (lingerMs: number): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    for (const ac of running.values()) ac.abort();
+    dealer.linger = 0;
+    loopback.linger = lingerMs;
+    if (next !== null) next.linger = lingerMs;
+    await Promise.all([dealer.close(), loopback.close(), next?.close()]);
+  };
+  return { close: () => shut(1000), kill: () => shut(0) };
+}
+
+/**
+ * Runs a worker of the stage named `stage` of the pipeline whose directory
+ * endpoint is `connect` (the front end's `endpoints.directory`): it asks the
+ * front end for the stage's endpoints, then runs as runWorker() does. An
+ * endpoint bound to every interface (0.0.0.0) is reached at the directory's host.
+ */
+export async function connectWorker(options: Omit<WorkerOptions, 'endpoints' | 'stageIndex'> & { connect: string; timeout?: number }): Promise<WorkerHandle> {
+  const req = new Request({ linger: 0 });
+  req.on('error', () => {});
+  req.connect(options.connect);
+  try {
+    const timeout = options.timeout ?? 10000;
+    let timer: NodeJS.Timeout | undefined;
+    await req.send(options.stage);
+    const [answer] = await Promise.race([
+      req.receive(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`pipeline worker: no answer from ${options.connect} within ${timeout} ms`)), timeout);
+      }),
+    ]);
+    clearTimeout(timer);
+    const a = JSON.parse(String(answer)) as { error?: string; index: number; proxy: string; next?: string; loopback: string };
+    if (a.error !== undefined) throw new Error(`pipeline worker: ${a.error}`);
+    const host = /^tcp:\/\/(.*):\d+$/.exec(options.connect)?.[1];
+    const fix = (ep: string): string => (host !== undefined ? ep.replace(/^tcp:\/\/(0\.0\.0\.0|\*|\[::\]):/, `tcp://${host}:`) : ep);
+    return runWorker({
+      ...options,
+      stageIndex: a.index,
+      endpoints: { proxy: fix(a.proxy), loopback: fix(a.loopback), ...(a.next !== undefined ? { next: fix(a.next) } : {}) },
+    });
+  } finally {
+    await req.close();
+  }
+}
