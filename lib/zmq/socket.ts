@@ -968,8 +968,12 @@ export class XPublisher extends Publisher {
 }
 
 function matches(p: Pipe, first: Buffer): boolean {
-  if (p.subsAll > 0) return true;
-  for (const key of p.subs!.keys()) {
+  return p.subsAll > 0 || anyPrefixOf(p.subs!.keys(), first);
+}
+
+/** Whether one of the keys (prefixes held as latin1 strings, one char a byte) starts first. */
+function anyPrefixOf(keys: Iterable<string>, first: Buffer): boolean {
+  for (const key of keys) {
     const n = key.length;
     if (n > first.length) continue;
     let ok = true;
@@ -1023,20 +1027,7 @@ export class Subscriber extends Socket {
     for (const t of this.topics.values()) pipe.conn!.sendSubscription(true, t);
   }
   protected override _receive(_pipe: Pipe, frames: Buffer[]): Buffer[] | null {
-    const first = frames[0]!;
-    if (this.topics.has('')) return frames;
-    for (const key of this.topics.keys()) {
-      const n = key.length;
-      if (n > first.length) continue;
-      let ok = true;
-      for (let i = 0; i < n; i++) {
-        if (key.charCodeAt(i) !== first[i]) {
-          ok = false;
-          break;
-        }
-      }
-      if (ok) return frames;
-    }
+    if (this.topics.has('') || anyPrefixOf(this.topics.keys(), frames[0]!)) return frames;
     return null;
   }
 }
