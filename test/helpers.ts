@@ -217,3 +217,26 @@ export function collectCopies(socket: iomux.Socket): Promise<Buffer> {
     socket.on('close', () => resolve(Buffer.concat(chunks)));
   });
 }
+
+/**
+ * A seeded pseudo-random source (mulberry32) for the fuzz tests, so that a
+ * failing seed can be run again: rand() in [0, 1), int(n) in [0, n),
+ * pick(array), chance(p).
+ */
+export function seededRandom(seed: number) {
+  let state = seed >>> 0;
+  const rand = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let x = state;
+    x = Math.imul(x ^ (x >>> 15), x | 1);
+    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number): number => Math.floor(rand() * n);
+  return {
+    rand,
+    int,
+    pick: <T>(a: readonly T[]): T => a[int(a.length)]!,
+    chance: (p: number): boolean => rand() < p,
+  };
+}

@@ -12,7 +12,7 @@
 import t from 'tap';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { iomux, waitFor } from './helpers';
+import { iomux, seededRandom, waitFor } from './helpers';
 
 const { RequestParser, HttpError, DEFAULT_LIMITS } = iomux.http;
 type Limits = iomux.http.ParserLimits;
@@ -24,19 +24,7 @@ const STATUSES = new Set([400, 408, 413, 431, 501, 505]);
 
 t.comment(`fuzz seed ${SEED} (repeat with IOMUX_FUZZ_SEED=${SEED})`);
 
-// ---- a seeded PRNG (mulberry32) --------------------------------------------------------
-
-let state = SEED;
-function rand(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let x = state;
-  x = Math.imul(x ^ (x >>> 15), x | 1);
-  x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-  return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-}
-const int = (n: number) => Math.floor(rand() * n);
-const pick = <T>(a: readonly T[]): T => a[int(a.length)]!;
-const chance = (p: number) => rand() < p;
+const { rand, int, pick, chance } = seededRandom(SEED);
 
 // ---- the corpus: valid requests --------------------------------------------------------
 

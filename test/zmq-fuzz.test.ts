@@ -10,7 +10,7 @@
 import t from 'tap';
 import * as net from 'node:net';
 import { once } from 'node:events';
-import { iomux } from './helpers';
+import { iomux, seededRandom } from './helpers';
 
 const { Decoder, ZmtpError, encodeGreeting, encodeReady, encodeMessage, encodeCommand, encodePing, encodeSubscription } = iomux.zmq;
 
@@ -18,16 +18,7 @@ const SEED = process.env.IOMUX_FUZZ_SEED !== undefined ? Number(process.env.IOMU
 const ITERATIONS = Number(process.env.IOMUX_ZMQ_FUZZ_ITERATIONS ?? 20_000);
 t.comment(`zmq fuzz seed ${SEED}, ${ITERATIONS} cases (repeat with IOMUX_FUZZ_SEED=${SEED})`);
 
-let state = SEED;
-function rand(): number {
-  state = (state + 0x6d2b79f5) >>> 0;
-  let x = state;
-  x = Math.imul(x ^ (x >>> 15), x | 1);
-  x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-  return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-}
-const int = (n: number) => Math.floor(rand() * n);
-const chance = (p: number) => rand() < p;
+const { int, chance } = seededRandom(SEED);
 
 function randomBytes(n: number): Buffer {
   const b = Buffer.allocUnsafe(n);
