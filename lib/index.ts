@@ -11,7 +11,6 @@ export type { SystemError } from './errors';
 export * as http from './http';
 export * as proxy from './proxy';
 export * as zmq from './zmq';
-export * as pipeline from './pipeline';
 export { forward, type ForwardOptions, type ForwardReason, type ForwardResult } from './forward';
 export { SharedCache } from './shared';
 export { SyncClient, SyncMaster, SyncRegion, Semaphore, Mutex, SharedVar, Counter, Config as SyncConfig } from './shared';
@@ -20,12 +19,17 @@ export type {
   SharedCacheOptions, SharedCacheStats, WriteOptions as SharedCacheWriteOptions, IncrOptions as SharedCacheIncrOptions,
   SetResult as SharedCacheSetResult, StaleValue as SharedCacheStaleValue, VersionedValue as SharedCacheVersionedValue,
 } from './shared';
-// The supervisor is loaded on first use: a plain server does not pay for
-// child_process and the rest at start-up.
+// The supervisor and the pipeline are loaded on first use: a plain server
+// does not pay at start-up for child_process, the pipeline's histograms
+// (hdr-histogram-js alone takes about 60 ms to load) and the rest.
 import type * as ClusterModule from './cluster';
+import type * as PipelineModule from './pipeline';
 export declare const cluster: typeof ClusterModule;
-Object.defineProperty(exports, 'cluster', {
-  enumerable: true,
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  get: () => require('./cluster') as typeof ClusterModule,
-});
+export declare const pipeline: typeof PipelineModule;
+function onFirstUse(name: string, load: () => unknown): void {
+  Object.defineProperty(exports, name, { enumerable: true, get: load });
+}
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+onFirstUse('cluster', () => require('./cluster'));
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+onFirstUse('pipeline', () => require('./pipeline'));
