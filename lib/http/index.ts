@@ -1,6 +1,6 @@
 // iomux's HTTP/1.1 server: `import { http } from 'iomux'`.
 export { createServer, HttpServer, HttpServer as Server } from './server';
-export type { HttpServerOptions, RequestListener } from './server';
+export type { DrainOptions, HttpServerOptions, RequestListener } from './server';
 export { IncomingRequest } from './request';
 export { ServerResponse, httpDate } from './response';
 export type { OutgoingHeaders, OutgoingHeaderValue } from './response';
