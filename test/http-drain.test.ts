@@ -2,11 +2,13 @@
 // Each keep-alive connection's next request is answered (Connection: close)
 // before the connection closes; idle ones get idleGrace; closing half-closes
 // and reads until the client's FIN, so nothing is answered with a reset.
+import { once } from 'node:events';
+import * as nodeHttp from 'node:http';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { sleep, waitFor } from './helpers';
-import { parseResponses, rawClient, serve, within } from './http-helpers';
+import { http, parseResponses, rawClient, serve, within } from './http-helpers';
 
 /** Connects to port: 'connected' or the error's code. */
 function tryConnect(port: number): Promise<string> {
@@ -238,3 +240,44 @@ t.test('drain() options are checked', async (t) => {
   t.throws(() => s.drain({ timeout: Infinity }), { code: 'ERR_INVALID_ARG_VALUE', message: /options\.timeout/ });
   t.ok(server.listening, 'a rejected call changes nothing');
 });
+
+t.test('serveNode(): drain() on the last iomux server drains the node server the same way', async (t) => {
+  const node = nodeHttp.createServer((req, res) => {
+    res.end(`hello ${req.url}`);
+  });
+  const server = http.serveNode(node) as unknown as iomuxDrainable;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as net.AddressInfo).port;
+  t.teardown(() => {
+    node.closeAllConnections();
+    server.close();
+  });
+  const clients = Array.from({ length: 8 }, () => looper(port));
+  t.ok(await waitFor(() => clients.every((c) => c.responses >= 20)), 'the clients are running');
+  const idle = rawClient(port); // served once, then idle
+  idle.sock.write('GET /first HTTP/1.1\r\nHost: x\r\n\r\n');
+  await idle.responses(1);
+  const fresh = rawClient(port); // connected, sends nothing: node counts it as a request under way
+  t.ok(await waitFor(() => (server.connections ?? 0) >= 10), 'ten connections');
+  let nodeClosed = false;
+  node.on('close', () => { nodeClosed = true; });
+  const at = performance.now();
+  const draining = server.drain({ idleGrace: 300, timeout: 1500 });
+  t.equal(server.drain(), draining, 'a second drain() returns the same promise');
+  await within(Promise.all(clients.map((c) => c.done)), 5000, 'the clients to finish');
+  for (const [i, c] of clients.entries()) {
+    t.same(c.errors, [], `client ${i}: no reset, no end without a response (${c.responses} responses)`);
+    t.equal(c.lastConnection, 'close', `client ${i}: the last response says Connection: close`);
+  }
+  const idleEnd = await idle.waitEnd(3000);
+  t.ok(idleEnd - at >= 250 && idleEnd - at < 1400, `the idle connection closed after the grace (${(idleEnd - at).toFixed(0)} ms)`);
+  const freshEnd = await fresh.waitEnd(3000);
+  t.ok(freshEnd - at >= 1400, `the one that sent nothing at the timeout (${(freshEnd - at).toFixed(0)} ms)`);
+  await within(draining, 3000, 'drain() to resolve');
+  t.ok(await waitFor(() => nodeClosed), "the node server's 'close'");
+  t.equal(node.listenerCount('request'), 1, 'the Connection: close listener is gone');
+  t.equal(await tryConnect(port), 'ECONNREFUSED', 'no longer accepting');
+});
+
+type iomuxDrainable = ReturnType<typeof http.serveNode> & { drain(o?: { idleGrace?: number; timeout?: number }): Promise<void>; connections?: number };

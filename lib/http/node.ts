@@ -20,10 +20,11 @@
 // what headersTimeout, requestTimeout, closeIdleConnections() and
 // closeAllConnections() work from.
 import { Server as NetServer, Socket as NetSocket } from 'node:net';
-import { Server as HttpServerClass, type Server as HttpServer } from 'node:http';
+import { Server as HttpServerClass, type IncomingMessage, type Server as HttpServer, type ServerResponse as NodeServerResponse } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
+import { drainOptions, type DrainOptions } from './server';
 
 // Node's own limit for socket timeouts; larger values are clamped, as node does.
 const TIMEOUT_MAX = 2 ** 31 - 1;
@@ -576,6 +577,7 @@ class NodeHttpBridge extends Server {
   private readonly keepAliveDefault: [boolean, number];
   private local: LocalInfo | null = null;
   private warnedAccept = false;
+  private draining: Promise<void> | null = null;
 
   constructor(bridge: Bridge, options: ServerOptions, highWaterMark: number) {
     super(options);
@@ -593,6 +595,7 @@ class NodeHttpBridge extends Server {
   // close() are right from the next line on. The callback runs with `this`
   // the node server, as a callback given to node's listen() does.
   override listen(...args: any[]): this {
+    this.draining = null;
     const last = args.length - 1;
     if (last >= 0 && typeof args[last] === 'function') {
       const cb = args[last] as () => void;
@@ -675,6 +678,45 @@ class NodeHttpBridge extends Server {
     d._server = node;
     d.server = node;
     node.emit('connection', d);
+  }
+
+  /**
+   * The graceful close a retiring worker uses, as HttpServer.drain(): stops
+   * accepting. When this is the last iomux server of the node server, the
+   * node server's responses from then on say Connection: close (their
+   * connection closes after them), requests under way finish, and after
+   * options.idleGrace ms (500) the node server is closed, which closes the
+   * connections with no request under way; after options.timeout ms, every
+   * connection left is closed (closeAllConnections()). Resolves once this
+   * server's connections are gone.
+   */
+  drain(options?: DrainOptions): Promise<void> {
+    const { idleGrace, timeout } = drainOptions(options);
+    if (this.draining !== null) return this.draining;
+    const b = this.bridge;
+    const node = b.node as unknown as HttpServer & NodeServer;
+    const wasListening = this.listening;
+    b.servers.delete(this);
+    this.draining = new Promise<void>((resolve) => {
+      super.close(() => resolve());
+    });
+    if (wasListening && b.servers.size === 0 && b.handle !== null && node._handle === b.handle) {
+      const closeAfter = (_req: IncomingMessage, res: NodeServerResponse): void => {
+        res.shouldKeepAlive = false;
+      };
+      node.prependListener('request', closeAfter);
+      const grace = setTimeout(() => node.close(), idleGrace);
+      grace.unref();
+      const hard = timeout === undefined ? null : setTimeout(() => node.closeAllConnections(), timeout);
+      hard?.unref();
+      void this.draining.then(() => {
+        clearTimeout(grace);
+        if (hard !== null) clearTimeout(hard);
+        node.removeListener('request', closeAfter);
+        if (node._handle === b.handle && b.handle !== null) node.close();
+      });
+    }
+    return this.draining;
   }
 
   /**

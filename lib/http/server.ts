@@ -39,6 +39,22 @@ export interface DrainOptions {
   timeout?: number;
 }
 
+/** @internal drain()'s options, checked, with their defaults. */
+export function drainOptions(options: DrainOptions | undefined): { idleGrace: number; timeout: number | undefined } {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw invalidArgType('options', 'of type object', options);
+  }
+  const idleGrace = options?.idleGrace ?? 500;
+  if (typeof idleGrace !== 'number' || !(idleGrace > 0) || !Number.isFinite(idleGrace)) {
+    throw invalidArgValue('options.idleGrace', idleGrace, 'must be a number > 0');
+  }
+  const timeout = options?.timeout;
+  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0) || !Number.isFinite(timeout))) {
+    throw invalidArgValue('options.timeout', timeout, 'must be a number >= 0');
+  }
+  return { idleGrace, timeout };
+}
+
 export type RequestListener = (req: IncomingRequest, res: ServerResponse) => void;
 
 function timeoutOption(options: HttpServerOptions, name: keyof HttpServerOptions, dflt: number, zeroMeansNone: boolean): number {
@@ -168,18 +184,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
    * once every socket is gone.
    */
   drain(options?: DrainOptions): Promise<void> {
-    if (options !== undefined && (options === null || typeof options !== 'object')) {
-      throw invalidArgType('options', 'of type object', options);
-    }
-    const o = options ?? {};
-    const idleGrace = o.idleGrace ?? 500;
-    if (typeof idleGrace !== 'number' || !(idleGrace > 0) || !Number.isFinite(idleGrace)) {
-      throw invalidArgValue('options.idleGrace', idleGrace, 'must be a number > 0');
-    }
-    const timeout = o.timeout;
-    if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0) || !Number.isFinite(timeout))) {
-      throw invalidArgValue('options.timeout', timeout, 'must be a number >= 0');
-    }
+    const { idleGrace, timeout } = drainOptions(options);
     if (this.closed !== null) return this.closed; // closing or draining already
     const closed = this.beginClose();
     this._idleGrace = idleGrace;
