@@ -46,23 +46,25 @@ for (const connHeader of ['keep-alive', 'close']) {
   });
 }
 
-t.test('rolling restart twice under a wrk-like keep-alive client: every request answered, no connection ends under a request', async (t) => {
-  const h = makeSupervisor([{ count: 2 }]);
-  await h.sup.start();
-  const load = wrkLike(h.port(), 16);
-  await sleep(SECONDS * 150);
-  await h.sup.restart('web');
-  await sleep(SECONDS * 100);
-  await h.sup.restart('web');
-  await sleep(SECONDS * 150);
-  const r = await load.stop();
-  t.comment(`${r.requests} requests on ${r.connects} connections, non2xx ${r.non2xx}, errors ${r.errors.length}`);
-  t.ok(r.requests > 100, 'load ran');
-  t.ok(r.connects > 16, 'the retiring workers closed their connections (the client reconnected)');
-  t.equal(r.non2xx, 0, 'no failed request');
-  t.same(r.errors.slice(0, 5), [], `no reset, no connection ended under a request (${r.errors.length} errors)`);
-  const list = await h.sup.list();
-  t.same(list[0]!.containers.map((c) => c.id).sort(), ['web.5', 'web.6'], 'every worker replaced twice');
-  await h.sup.stop();
-  t.same(children(), []);
-});
+for (const mode of ['iomux', 'node-http']) {
+  t.test(`rolling restart twice under a wrk-like keep-alive client (${mode === 'iomux' ? 'iomux.http' : 'node:http via serveNode'}): every request answered, no connection ends under a request`, async (t) => {
+    const h = makeSupervisor([{ count: 2, env: { CLUSTER_MODE: mode === 'iomux' ? '' : mode } }]);
+    await h.sup.start();
+    const load = wrkLike(h.port(), 16);
+    await sleep(SECONDS * 150);
+    await h.sup.restart('web');
+    await sleep(SECONDS * 100);
+    await h.sup.restart('web');
+    await sleep(SECONDS * 150);
+    const r = await load.stop();
+    t.comment(`${r.requests} requests on ${r.connects} connections, non2xx ${r.non2xx}, errors ${r.errors.length}`);
+    t.ok(r.requests > 100, 'load ran');
+    t.ok(r.connects > 16, 'the retiring workers closed their connections (the client reconnected)');
+    t.equal(r.non2xx, 0, 'no failed request');
+    t.same(r.errors.slice(0, 5), [], `no reset, no connection ended under a request (${r.errors.length} errors)`);
+    const list = await h.sup.list();
+    t.same(list[0]!.containers.map((c) => c.id).sort(), ['web.5', 'web.6'], 'every worker replaced twice');
+    await h.sup.stop();
+    t.same(children(), []);
+  });
+}
