@@ -4,9 +4,11 @@
 // the previous response is complete and counts a connection ending under a
 // request as an error, as wrk does. Duration: CLUSTER_LOAD_SECONDS (4).
 import autocannon from 'autocannon';
+import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { children, makeSupervisor, wrkLike } from './cluster-helpers';
 import { sleep } from './helpers';
+import { parseResponses, rawClient } from './http-helpers';
 
 const SECONDS = Number(process.env.CLUSTER_LOAD_SECONDS ?? 4);
 
@@ -68,3 +70,32 @@ for (const mode of ['iomux', 'node-http']) {
     t.same(children(), []);
   });
 }
+
+t.test('a stopping worker keeps an idle keep-alive connection for the idleGrace option, and answers a request sent in it', async (t) => {
+  const h = makeSupervisor([{ count: 1 }], { idleGrace: 1200 });
+  await h.sup.start();
+  const port = h.port();
+  const idle = rawClient(port);
+  idle.sock.write('GET /1 HTTP/1.1\r\nHost: x\r\n\r\n');
+  await idle.responses(1);
+  const late = rawClient(port);
+  late.sock.write('GET /1 HTTP/1.1\r\nHost: x\r\n\r\n');
+  await late.responses(1);
+  const at = performance.now();
+  const stopping = h.sup.stop();
+  await sleep(600);
+  late.sock.write('GET /2 HTTP/1.1\r\nHost: x\r\n\r\n');
+  await late.waitEnd(3000);
+  const lrs = parseResponses(late.data());
+  t.equal(lrs.length, 2, 'the request sent 600 ms into the stop is answered');
+  t.equal(lrs[1]!.headers.connection, 'close', 'with Connection: close');
+  const idleEnd = await idle.waitEnd(5000);
+  t.ok(idleEnd - at >= 1100, `the idle connection was kept for the idle grace (${(idleEnd - at).toFixed(0)} ms)`);
+  for (const c of [idle, late]) {
+    c.sock.end();
+    await c.closed;
+    t.same(c.errors, [], 'no socket error');
+  }
+  await stopping;
+  t.same(children(), []);
+});

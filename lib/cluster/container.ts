@@ -233,7 +233,8 @@ export class Container extends EventEmitter {
         break;
       }
       case FrameType.SHUTDOWN:
-        void this.stop(typeof b.grace === 'number' ? b.grace : 10000, false);
+        void this.stop(typeof b.grace === 'number' ? b.grace : 10000, false,
+          typeof b.idleGrace === 'number' && b.idleGrace > 0 ? b.idleGrace : undefined);
         break;
       default:
         break; // a later master's one-way frame: ignored
@@ -241,7 +242,7 @@ export class Container extends EventEmitter {
   }
 
   /** @internal The graceful stop: preFinish, stop accepting, drain, shutdown, exit. */
-  async stop(grace: number, orphaned: boolean): Promise<void> {
+  async stop(grace: number, orphaned: boolean, idleGrace?: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this._channel.send(FrameType.STOPPING);
@@ -258,7 +259,7 @@ export class Container extends EventEmitter {
     const closes = this.servers.map((s) => new Promise<void>((resolve) => {
       try {
         if (typeof s.drain === 'function') {
-          s.drain({ timeout: grace }).then(() => resolve(), () => resolve());
+          s.drain({ idleGrace, timeout: grace }).then(() => resolve(), () => resolve());
           return;
         }
         const r = s.close(() => resolve());
