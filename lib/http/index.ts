@@ -7,4 +7,4 @@ export type { OutgoingHeaders, OutgoingHeaderValue } from './response';
 export { HttpError, RequestParser, DEFAULT_LIMITS } from './parser';
 export type { ParserLimits, ParserHandler, RequestHead } from './parser';
 export { serveNode, takeOverListen, NodeSocket } from './node';
-export type { ServeNodeOptions } from './node';
+export type { ServeNodeOptions, ServeNodeServer } from './node';

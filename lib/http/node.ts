@@ -90,6 +90,12 @@ export interface ServeNodeOptions extends ServerOptions {
   takeOverListen?: boolean;
 }
 
+/** The iomux server serveNode() returns: a TCP Server with drain(). */
+export interface ServeNodeServer extends Server {
+  /** The graceful close a retiring worker uses (docs/http-node.md). */
+  drain(options?: DrainOptions): Promise<void>;
+}
+
 /** What the node server sees of a local address when the listener is bound to a specific one. */
 interface LocalInfo {
   address: string | undefined;
@@ -743,7 +749,7 @@ class NodeHttpBridge extends Server {
  *
  *   iomux.http.serveNode(http.createServer(app)).listen(3000);
  */
-export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): Server {
+export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): ServeNodeServer {
   if (!(nodeServer instanceof NetServer)) throw invalidArgType('nodeServer', 'an instance of http.Server', nodeServer);
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw invalidArgType('options', 'of type object', options);
