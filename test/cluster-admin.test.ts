@@ -107,6 +107,7 @@ t.test('a bad config names the field and exits 2', async (t) => {
     [{ services: [{ name: 'a', worker: 'w.js', restart: { maxDelay: 1, initialDelay: 5 } }] }, /services\[0\]\.restart\.maxDelay: must not be below initialDelay/],
     [{ services: [{ name: 'a', worker: 'w.js', colour: 1 }] }, /services\[0\]\.colour: is not a known option/],
     [{ services: [{ name: 'a' }] }, /services\[0\]\.worker: must be a module path/],
+    [{ services: [{ name: 'a', worker: 'w.js' }], idleGrace: 0 }, /idleGrace: must be between 1 and 3600000, got 0/],
   ];
   for (const [i, [conf, re]] of cases.entries()) {
     const f = join(dir, `c${i}.json`);

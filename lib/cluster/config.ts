@@ -68,6 +68,11 @@ export interface SupervisorOptions {
   runDir?: string;
   /** Grace period of a graceful stop, ms (10000). */
   grace?: number;
+  /**
+   * ms a stopping worker's HTTP server keeps a connection with no request
+   * under way for its next request (500; HttpServer.drain's idleGrace).
+   */
+  idleGrace?: number;
   hooks?: MasterHooks;
   /** Where the master's log lines go (default: console.error). */
   log?: (line: string) => void;
@@ -120,10 +125,10 @@ function strings(v: unknown, field: string): string[] {
 const SERVICE_KEYS = new Set(['name', 'worker', 'count', 'listen', 'env', 'args', 'execArgv', 'restart', 'startTimeout', 'caches']);
 const CACHE_KEYS = new Set(['name', 'size', 'maxEntries', 'defaultTtl', 'evict']);
 const RESTART_KEYS = new Set(['initialDelay', 'maxDelay', 'resetAfter', 'maxCrashes', 'window']);
-const TOP_KEYS = new Set(['sync', 'services', 'runDir', 'grace', 'hooks', 'log', 'admin', 'signals']);
+const TOP_KEYS = new Set(['sync', 'services', 'runDir', 'grace', 'idleGrace', 'hooks', 'log', 'admin', 'signals']);
 
 /** Checks options; relative worker paths resolve against baseDir. Throws ConfigError. */
-export function resolveConfig(options: unknown, baseDir = process.cwd()): { services: ResolvedService[]; runDir?: string; grace: number } {
+export function resolveConfig(options: unknown, baseDir = process.cwd()): { services: ResolvedService[]; runDir?: string; grace: number; idleGrace: number } {
   if (!isObject(options)) throw new ConfigError('config', 'must be an object');
   for (const k of Object.keys(options)) if (!TOP_KEYS.has(k)) throw new ConfigError(k, 'is not a known option');
   if (!Array.isArray(options.services) || options.services.length === 0) {
@@ -219,5 +224,6 @@ export function resolveConfig(options: unknown, baseDir = process.cwd()): { serv
     services,
     runDir: options.runDir === undefined ? undefined : path.resolve(baseDir, options.runDir as string),
     grace: int(options.grace, 'grace', 0, 3600000, 10000),
+    idleGrace: int(options.idleGrace, 'idleGrace', 1, 3600000, 500),
   };
 }

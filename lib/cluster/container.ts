@@ -42,6 +42,8 @@ export interface WorkerHooks {
 /** Something the container stops at shutdown: an iomux or node server, an http server. */
 interface Closable {
   close(cb?: (err?: Error) => void): unknown;
+  /** iomux.http's graceful close (HttpServer.drain), used instead of close() where there is one. */
+  drain?(options: { idleGrace?: number; timeout?: number }): Promise<void>;
   listen(options: { fd: number }, cb?: () => void): unknown;
   once(event: string, cb: (...a: any[]) => void): unknown;
 }
@@ -231,7 +233,8 @@ export class Container extends EventEmitter {
         break;
       }
       case FrameType.SHUTDOWN:
-        void this.stop(typeof b.grace === 'number' ? b.grace : 10000, false);
+        void this.stop(typeof b.grace === 'number' ? b.grace : 10000, false,
+          typeof b.idleGrace === 'number' && b.idleGrace > 0 ? b.idleGrace : undefined);
         break;
       default:
         break; // a later master's one-way frame: ignored
@@ -239,7 +242,7 @@ export class Container extends EventEmitter {
   }
 
   /** @internal The graceful stop: preFinish, stop accepting, drain, shutdown, exit. */
-  async stop(grace: number, orphaned: boolean): Promise<void> {
+  async stop(grace: number, orphaned: boolean, idleGrace?: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     this._channel.send(FrameType.STOPPING);
@@ -248,9 +251,17 @@ export class Container extends EventEmitter {
     this.timers.clear();
     if (this._hooks.preFinish) await guard(() => this._hooks.preFinish!(this));
     // Stop accepting and let the open connections finish; their close
-    // resolves each server's close(). The master kills us after the grace.
+    // resolves each server's close(). An iomux HTTP server drains: each
+    // keep-alive connection's next request is still answered (with
+    // Connection: close), so a client that sends it as the worker retires
+    // sees a response, not a closed connection. The master kills us after
+    // the grace.
     const closes = this.servers.map((s) => new Promise<void>((resolve) => {
       try {
+        if (typeof s.drain === 'function') {
+          s.drain({ idleGrace, timeout: grace }).then(() => resolve(), () => resolve());
+          return;
+        }
         const r = s.close(() => resolve());
         if (r && typeof (r as Promise<void>).then === 'function') (r as Promise<void>).then(() => resolve(), () => resolve());
       } catch {

@@ -39,7 +39,7 @@ export enum FrameType {
   MESSAGE = 5,
   /** master -> worker: an admin message { name, args }. */
   ADMIN = 6,
-  /** master -> worker: stop gracefully ({ grace } ms). */
+  /** master -> worker: stop gracefully ({ grace, idleGrace } ms; see Container.stop). */
   SHUTDOWN = 7,
   /** either way: { op, ...args }, answered by REPLY or ERROR with the same id. */
   REQUEST = 8,

@@ -423,7 +423,7 @@ export class Supervisor extends EventEmitter {
   private retire(w: Worker, grace: number): Promise<ExitStatus> {
     if (w.state === 'exited') return w.exited;
     w.retiring = true;
-    if (!w.channel.send(FrameType.SHUTDOWN, { grace })) w.proc.kill('SIGTERM');
+    if (!w.channel.send(FrameType.SHUTDOWN, { grace, idleGrace: this.config.idleGrace })) w.proc.kill('SIGTERM');
     if (!w.killTimer) {
       w.killTimer = setTimeout(() => {
         if (w.state !== 'exited') {

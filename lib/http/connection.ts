@@ -27,6 +27,11 @@ export interface ConnectionOwner {
   readonly _highWaterMark: number;
   /** The server is closing: finish what is under way, take nothing new. */
   readonly _draining: boolean;
+  /**
+   * While the server drains (HttpServer.drain): ms a connection with nothing
+   * under way waits for its next request; 0 otherwise.
+   */
+  readonly _idleGrace: number;
   _dispatch(req: IncomingRequest, res: ServerResponse): void;
   _clientError(err: HttpError, socket: Socket): void;
   _connectionClosed(conn: Connection): void;
@@ -310,7 +315,8 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       this.endAndClose();
     } else if (this.parser.idle && !this.closing) {
       const now = loop._now();
-      this.setDeadline(now + this.server._keepAliveTimeout, now);
+      const grace = this.server._idleGrace;
+      this.setDeadline(now + (grace > 0 ? Math.min(grace, this.server._keepAliveTimeout) : this.server._keepAliveTimeout), now);
     }
   }
 
@@ -387,7 +393,9 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       parser.close();
       this.protocolError(requestTimedOut());
     } else if (this.first === null) {
-      this.socket.destroy(); // idle too long (or never sent a request)
+      // Idle too long (or never sent a request); a draining server closes gently.
+      if (this.server._idleGrace > 0) this.endAndClose();
+      else this.socket.destroy();
     }
   }
 
@@ -430,7 +438,32 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     if (this.closing) return;
     this.closing = true;
     this.flushOut();
+    if (this.server._idleGrace > 0) {
+      // Draining: half-close and read (dropping it) whatever the client sent
+      // meanwhile until its FIN, for up to LINGER_MS. Closing with bytes
+      // unread would send a reset, which can discard the last response
+      // before the client reads it.
+      this.parser.close();
+      this.paused = 0;
+      this.socket.resume();
+      this.socket.end();
+      const now = loop._now();
+      this.setDeadline(now + LINGER_MS, now);
+      return;
+    }
     this.socket.destroySoon();
+  }
+
+  /**
+   * The server drains: the responses from now on say Connection: close (see
+   * _mustClose); a connection with nothing under way gets _idleGrace ms for
+   * its next request.
+   */
+  drain(): void {
+    if (this.closing || !this.idle) return;
+    const now = loop._now();
+    const at = now + this.server._idleGrace;
+    if (at < this.deadline) this.setDeadline(at, now);
   }
 
   /** Closes now if nothing is under way; else after the current responses. Returns true if closed now. */

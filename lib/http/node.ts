@@ -20,10 +20,11 @@
 // what headersTimeout, requestTimeout, closeIdleConnections() and
 // closeAllConnections() work from.
 import { Server as NetServer, Socket as NetSocket } from 'node:net';
-import { Server as HttpServerClass, type Server as HttpServer } from 'node:http';
+import { Server as HttpServerClass, type IncomingMessage, type Server as HttpServer, type ServerResponse as NodeServerResponse } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
+import { drainOptions, type DrainOptions } from './server';
 
 // Node's own limit for socket timeouts; larger values are clamped, as node does.
 const TIMEOUT_MAX = 2 ** 31 - 1;
@@ -87,6 +88,12 @@ export interface ServeNodeOptions extends ServerOptions {
    * framework's listen() included, moves over unchanged. Default false.
    */
   takeOverListen?: boolean;
+}
+
+/** The iomux server serveNode() returns: a TCP Server with drain(). */
+export interface ServeNodeServer extends Server {
+  /** The graceful close a retiring worker uses (docs/http-node.md). */
+  drain(options?: DrainOptions): Promise<void>;
 }
 
 /** What the node server sees of a local address when the listener is bound to a specific one. */
@@ -576,6 +583,7 @@ class NodeHttpBridge extends Server {
   private readonly keepAliveDefault: [boolean, number];
   private local: LocalInfo | null = null;
   private warnedAccept = false;
+  private draining: Promise<void> | null = null;
 
   constructor(bridge: Bridge, options: ServerOptions, highWaterMark: number) {
     super(options);
@@ -593,6 +601,7 @@ class NodeHttpBridge extends Server {
   // close() are right from the next line on. The callback runs with `this`
   // the node server, as a callback given to node's listen() does.
   override listen(...args: any[]): this {
+    this.draining = null;
     const last = args.length - 1;
     if (last >= 0 && typeof args[last] === 'function') {
       const cb = args[last] as () => void;
@@ -678,6 +687,45 @@ class NodeHttpBridge extends Server {
   }
 
   /**
+   * The graceful close a retiring worker uses, as HttpServer.drain(): stops
+   * accepting. When this is the last iomux server of the node server, the
+   * node server's responses from then on say Connection: close (their
+   * connection closes after them), requests under way finish, and after
+   * options.idleGrace ms (500) the node server is closed, which closes the
+   * connections with no request under way; after options.timeout ms, every
+   * connection left is closed (closeAllConnections()). Resolves once this
+   * server's connections are gone.
+   */
+  drain(options?: DrainOptions): Promise<void> {
+    const { idleGrace, timeout } = drainOptions(options);
+    if (this.draining !== null) return this.draining;
+    const b = this.bridge;
+    const node = b.node as unknown as HttpServer & NodeServer;
+    const wasListening = this.listening;
+    b.servers.delete(this);
+    this.draining = new Promise<void>((resolve) => {
+      super.close(() => resolve());
+    });
+    if (wasListening && b.servers.size === 0 && b.handle !== null && node._handle === b.handle) {
+      const closeAfter = (_req: IncomingMessage, res: NodeServerResponse): void => {
+        res.shouldKeepAlive = false;
+      };
+      node.prependListener('request', closeAfter);
+      const grace = setTimeout(() => node.close(), idleGrace);
+      grace.unref();
+      const hard = timeout === undefined ? null : setTimeout(() => node.closeAllConnections(), timeout);
+      hard?.unref();
+      void this.draining.then(() => {
+        clearTimeout(grace);
+        if (hard !== null) clearTimeout(hard);
+        node.removeListener('request', closeAfter);
+        if (node._handle === b.handle && b.handle !== null) node.close();
+      });
+    }
+    return this.draining;
+  }
+
+  /**
    * Stops accepting. Closing the last iomux server of a node server closes the
    * node server, as its own close() would: idle keep-alive connections are
    * closed, and its 'close' follows once every connection is gone.
@@ -701,7 +749,7 @@ class NodeHttpBridge extends Server {
  *
  *   iomux.http.serveNode(http.createServer(app)).listen(3000);
  */
-export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): Server {
+export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): ServeNodeServer {
   if (!(nodeServer instanceof NetServer)) throw invalidArgType('nodeServer', 'an instance of http.Server', nodeServer);
   if (options !== undefined && (options === null || typeof options !== 'object')) {
     throw invalidArgType('options', 'of type object', options);

@@ -28,6 +28,33 @@ export interface HttpServerOptions extends Partial<ParserLimits> {
   noDelay?: boolean;
 }
 
+/** How HttpServer.drain() winds the connections down. */
+export interface DrainOptions {
+  /**
+   * ms a connection with no request under way is kept for its next request
+   * (default 500); it is closed then.
+   */
+  idleGrace?: number;
+  /** ms after which the connections still open are closed at once (default: none). */
+  timeout?: number;
+}
+
+/** @internal drain()'s options, checked, with their defaults. */
+export function drainOptions(options: DrainOptions | undefined): { idleGrace: number; timeout: number | undefined } {
+  if (options !== undefined && (options === null || typeof options !== 'object')) {
+    throw invalidArgType('options', 'of type object', options);
+  }
+  const idleGrace = options?.idleGrace ?? 500;
+  if (typeof idleGrace !== 'number' || !(idleGrace > 0) || !Number.isFinite(idleGrace)) {
+    throw invalidArgValue('options.idleGrace', idleGrace, 'must be a number > 0');
+  }
+  const timeout = options?.timeout;
+  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0) || !Number.isFinite(timeout))) {
+    throw invalidArgValue('options.timeout', timeout, 'must be a number >= 0');
+  }
+  return { idleGrace, timeout };
+}
+
 export type RequestListener = (req: IncomingRequest, res: ServerResponse) => void;
 
 function timeoutOption(options: HttpServerOptions, name: keyof HttpServerOptions, dflt: number, zeroMeansNone: boolean): number {
@@ -57,6 +84,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
   /** @internal */ readonly _maxPipelined: number;
   /** @internal */ readonly _highWaterMark: number;
   /** @internal */ _draining = false;
+  /** @internal */ _idleGrace = 0;
   private readonly tcp: TcpServer;
   private readonly connections = new Set<Connection>();
   private closed: Promise<void> | null = null;
@@ -105,6 +133,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
   listen(cb?: () => void): this;
   listen(...args: unknown[]): this {
     this._draining = false;
+    this._idleGrace = 0;
     this.closed = null;
     (this.tcp.listen as (...a: unknown[]) => TcpServer)(...args);
     return this;
@@ -127,10 +156,49 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
    * Stops accepting, closes idle connections, lets the requests under way
    * finish (their responses say Connection: close) and closes each
    * connection after its last response. Resolves once every socket is gone;
-   * cb, if given, is called then too.
+   * cb, if given, is called then too. During a drain(), closes the idle
+   * connections at once.
    */
   close(cb?: (err?: Error) => void): Promise<void> {
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('callback', 'of type function', cb);
+    if (this.closed === null || this._idleGrace > 0) {
+      const closed = this.beginClose();
+      this._idleGrace = 0;
+      for (const c of this.connections) c.closeIfIdle();
+      if (cb !== undefined) closed.then(() => cb(), cb);
+      return closed;
+    }
+    if (cb !== undefined) this.closed.then(() => cb(), cb);
+    return this.closed;
+  }
+
+  /**
+   * A graceful close for a server that is being replaced (a retiring
+   * worker): stops accepting; each connection's next response says
+   * Connection: close and the connection is closed after it; one with no
+   * request under way gets options.idleGrace ms to send it; requests under
+   * way finish. A closed connection is half-closed first and read until the
+   * client closes its side (up to 2 s), so that bytes the client sent
+   * meanwhile are not answered with a reset. After options.timeout ms, the
+   * connections left are closed at once. Resolves, and 'close' is emitted,
+   * once every socket is gone.
+   */
+  drain(options?: DrainOptions): Promise<void> {
+    const { idleGrace, timeout } = drainOptions(options);
+    if (this.closed !== null) return this.closed; // closing or draining already
+    const closed = this.beginClose();
+    this._idleGrace = idleGrace;
+    for (const c of this.connections) c.drain();
+    if (timeout !== undefined) {
+      const timer = setTimeout(() => this.closeAllConnections(), timeout);
+      timer.unref();
+      void closed.then(() => clearTimeout(timer));
+    }
+    return closed;
+  }
+
+  /** Stops accepting; the promise resolves once every connection is gone. */
+  private beginClose(): Promise<void> {
     if (this.closed === null) {
       this._draining = true;
       this.closed = new Promise<void>((resolve) => {
@@ -143,9 +211,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
       }).then(() => {
         this.emit('close');
       });
-      for (const c of this.connections) c.closeIfIdle();
     }
-    if (cb !== undefined) this.closed.then(() => cb(), cb);
     return this.closed;
   }
 
@@ -172,7 +238,10 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
   private onConnection(socket: Socket): void {
     const conn = new Connection(this, socket);
     this.connections.add(conn);
-    if (this._draining) conn.closeIfIdle();
+    if (this._draining) {
+      if (this._idleGrace > 0) conn.drain();
+      else conn.closeIfIdle();
+    }
     this.emit('connection', socket);
   }
 
