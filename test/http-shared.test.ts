@@ -77,6 +77,29 @@ t.test('one server, connections in every phase at once: each closes at its own d
   busy.sock.destroy();
 });
 
+t.test('requestTimeout counts from the head\'s first byte: a body whose head began first times out first', async (t) => {
+  const RT = 700;
+  const { port } = await serve(t, () => { /* never answers: the bodies time out */ }, { headersTimeout: 500, requestTimeout: RT });
+  const [x, y] = [rawClient(port), rawClient(port)];
+  await Promise.all([once(x.sock, 'connect'), once(y.sock, 'connect')]);
+  // x's head begins first, y's whole head and part of its body next, then
+  // x's head ends: x joins the body deadlines after y, due before it.
+  const xAt = performance.now();
+  x.sock.write('POST /x HTTP/1.1\r\nHost: x\r\n');
+  await sleep(250); // (more than a timeout may be late)
+  const yAt = performance.now();
+  y.sock.write('POST /y HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab');
+  await sleep(100);
+  x.sock.write('Content-Length: 10\r\n\r\nab');
+  const [xEnd, yEnd] = await Promise.all([x.waitEnd(3000), y.waitEnd(3000)]);
+  for (const [what, end, due] of [['x', xEnd, xAt + RT], ['y', yEnd, yAt + RT]] as const) {
+    t.ok(end >= due - EARLY, `${what}: not before its deadline (${(end - due).toFixed(1)} ms after it)`);
+    t.ok(end <= due + LATE, `${what}: close to it`);
+  }
+  t.match(x.text(), /^HTTP\/1\.1 408 /);
+  t.match(y.text(), /^HTTP\/1\.1 408 /);
+});
+
 t.test('parsers are shared: heads and bodies in pieces on many connections at once, and after errors', async (t) => {
   const CONNS = 24;
   const { port } = await serve(t, (req, res) => {

@@ -143,10 +143,21 @@ export class ConnectionShared {
   /** @internal Puts conn on list `kind`, due at `at` (whole ms); conn is on no list. */
   _link(conn: Connection, kind: number, at: number, now: number): void {
     conn._deadline = at;
-    // Its place: after the last connection due no later (nearly always the
-    // list's last one: each list's deadlines come in order).
+    // Its place: after the last connection due no later. Nearly always the
+    // list's last one: a connection joins a list when its phase begins, so
+    // each list's deadlines come in order; only a body's deadline counts from
+    // its head's first byte. The search runs from both ends at once, so a
+    // deadline older than most is placed quickly too.
     let after: Connection | null = this.tails[kind]!;
-    while (after !== null && after._deadline > at) after = after._tPrev;
+    let before: Connection | null = this.heads[kind]!;
+    while (after !== null && after._deadline > at) {
+      if (before!._deadline > at) {
+        after = before!._tPrev;
+        break;
+      }
+      after = after._tPrev;
+      before = before!._tNext;
+    }
     conn._tPrev = after;
     const next = after === null ? this.heads[kind]! : after._tNext;
     conn._tNext = next;
