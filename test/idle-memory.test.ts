@@ -46,8 +46,7 @@ const POOL_BOUND = 128 * 1024 + 32 * 16384 + 4096;
 // request (its socket object 208 B, its Connection 168 B, the socket's
 // listener table 64 B, the server's set of connections), malloc 140-173 B,
 // the core 107 B. When each connection kept its own timer, timer closure and
-// parser the heap was 1,089 B (heap and malloc 1,262 B); a request or
-// response object kept after the response would add 300 B or more.
+// parser the heap was 1,089 B (heap and malloc 1,262 B).
 const HTTP_CONNS = Math.ceil(CONNS / 1.5);
 const HTTP_HEAP_BUDGET = 800;    // V8 heap bytes per idle keep-alive connection
 const HTTP_TOTAL_BUDGET = 1024;  // V8 heap + malloc per idle keep-alive connection
