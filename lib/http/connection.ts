@@ -264,9 +264,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private get closed(): boolean { return (this.flags & F_CLOSED) !== 0; }
   private set closed(v: boolean) { this.flags = v ? this.flags | F_CLOSED : this.flags & ~F_CLOSED; }
   private get parsing(): boolean { return (this.flags & F_PARSING) !== 0; }
-  private set parsing(v: boolean) { this.flags = v ? this.flags | F_PARSING : this.flags & ~F_PARSING; }
   private get dead(): boolean { return (this.flags & F_DEAD) !== 0; }
-  private set dead(v: boolean) { this.flags = v ? this.flags | F_DEAD : this.flags & ~F_DEAD; }
   private get paused(): number { return this.flags & F_PAUSED; }
   private set paused(v: number) { this.flags = (this.flags & ~F_PAUSED) | v; }
 
