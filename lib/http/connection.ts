@@ -3,13 +3,26 @@
 // responses in request order, and enforces the timeouts.
 //
 // Timeouts cost no syscall and, while requests keep coming, no call into the
-// core either: each connection has one loop timer and a deadline; moving the
-// deadline later only stores it, and the timer, when it fires early, re-arms
-// itself for what is left. The deadline is, by phase:
+// core either. A connection has at most one deadline, by phase:
 //   waiting for a first request, or a head under way: headersTimeout from its first byte
 //   a body under way: requestTimeout from the request's first byte
 //   between requests: keepAliveTimeout from the last response
+//   after an error response: the linger (LINGER_MS)
 //   a handler at work: none
+// Each phase has its own duration, so the connections of one server waiting
+// in the same phase fall due in the order they entered it: the server keeps
+// one list per phase, ordered by deadline (a connection joins at the end, in
+// O(1)), and one loop timer for the earliest of their first deadlines (see
+// ConnectionShared). Moving a deadline later relinks the connection and
+// leaves the timer alone; when the timer fires early it re-arms for what is
+// left. Deadlines are whole milliseconds rounded up (small integers: no boxed
+// number per connection), so a timeout never fires early.
+//
+// Memory of an idle keep-alive connection: no timer object or closure of its
+// own, no parser (a connection takes one from its server's free list when
+// bytes arrive and gives it back once the request is parsed, as node:http
+// does with its parser FreeList), no request or response once it has gone
+// out, and its booleans share one integer.
 import { loop, type Timer } from '../loop';
 import type { Socket } from '../socket';
 import { HttpError, RequestParser, type ParserHandler, type ParserLimits, type RequestHead } from './parser';
@@ -32,6 +45,8 @@ export interface ConnectionOwner {
    * under way waits for its next request; 0 otherwise.
    */
   readonly _idleGrace: number;
+  /** Its connections' parsers and timeouts. */
+  readonly _connShared: ConnectionShared;
   _dispatch(req: IncomingRequest, res: ServerResponse): void;
   _clientError(err: HttpError, socket: Socket): void;
   _connectionClosed(conn: Connection): void;
@@ -42,9 +57,31 @@ export interface ConnectionOwner {
 // response rather than a reset caused by unread data.
 const LINGER_MS = 2000;
 
-// Why reading is paused; reading resumes when none is left.
+// Why reading is paused; reading resumes when none is left. These are bits
+// of Connection.flags (F_PAUSED masks them).
 const PAUSE_BODY = 1; // an unconsumed request body is over its buffer limit
 const PAUSE_PIPELINE = 2; // too many responses waiting
+const F_PAUSED = PAUSE_BODY | PAUSE_PIPELINE;
+// The other bits of Connection.flags.
+const F_NO_MORE = 4; // take no more requests; close once the responses are out
+const F_CLOSING = 8;
+const F_CLOSED = 16;
+const F_PARSING = 32; // inside parser.execute()
+const F_DEAD = 64; // the connection parses nothing more (its parser closed, failed or finished)
+// Bits 8-10: which deadline list the connection is on (T_NONE: none).
+const T_SHIFT = 8;
+const T_MASK = 7 << T_SHIFT;
+const T_NONE = 0;
+const T_HEADERS = 1;
+const T_REQUEST = 2;
+const T_KEEPALIVE = 3;
+const T_LINGER = 4;
+const T_LISTS = 5;
+
+// Parsers a server keeps for its connections' next requests. Only the
+// connections with a request under way hold one; past this many at once,
+// parsers given back are left to the GC.
+const MAX_FREE_PARSERS = 64;
 
 function rethrow(err: unknown): never {
   throw err;
@@ -75,10 +112,117 @@ function requestTimedOut(): HttpError {
   return new HttpError(408, 'HTTP_REQUEST_TIMEOUT', 'the request did not arrive in time');
 }
 
+/**
+ * What the connections of one server share: the free list of parsers, the
+ * deadline lists (one per phase, each ordered by deadline) and the one loop
+ * timer for them all.
+ */
+export class ConnectionShared {
+  private readonly owner: ConnectionOwner;
+  private readonly parsers: RequestParser[] = [];
+  /** First and last connection of each deadline list (index T_*; T_NONE unused). */
+  private readonly heads: (Connection | null)[] = [null, null, null, null, null];
+  private readonly tails: (Connection | null)[] = [null, null, null, null, null];
+  private timer: Timer | null = null;
+  /** When the timer fires (Infinity: not armed). */
+  private armedAt = Infinity;
+
+  constructor(owner: ConnectionOwner) {
+    this.owner = owner;
+  }
+
+  /** @internal A parser, new again, for conn. */
+  _takeParser(conn: Connection): RequestParser {
+    const p = this.parsers.pop();
+    if (p === undefined) return new RequestParser(conn, this.owner._limits);
+    p.reuse(conn);
+    return p;
+  }
+
+  /** @internal A parser no connection uses any more. */
+  _giveParser(p: RequestParser): void {
+    p.close(); // drops what it still holds
+    if (this.parsers.length < MAX_FREE_PARSERS) this.parsers.push(p);
+  }
+
+  /** @internal Puts conn on list `kind`, due at `at` (whole ms); conn is on no list. */
+  _link(conn: Connection, kind: number, at: number, now: number): void {
+    conn._deadline = at;
+    // Its place: after the last connection due no later. Nearly always the
+    // list's last one: a connection joins a list when its phase begins, so
+    // each list's deadlines come in order; only a body's deadline counts from
+    // its head's first byte. The search runs from both ends at once, so a
+    // deadline older than most is placed quickly too.
+    let after: Connection | null = this.tails[kind]!;
+    let before: Connection | null = this.heads[kind]!;
+    while (after !== null && after._deadline > at) {
+      if (before!._deadline > at) {
+        after = before!._tPrev;
+        break;
+      }
+      after = after._tPrev;
+      before = before!._tNext;
+    }
+    conn._tPrev = after;
+    const next = after === null ? this.heads[kind]! : after._tNext;
+    conn._tNext = next;
+    if (after === null) this.heads[kind] = conn;
+    else after._tNext = conn;
+    if (next === null) this.tails[kind] = conn;
+    else next._tPrev = conn;
+    if (at < this.armedAt) this.arm(at, now);
+  }
+
+  /** @internal Takes conn off list `kind`. */
+  _unlink(conn: Connection, kind: number): void {
+    const prev = conn._tPrev;
+    const next = conn._tNext;
+    if (prev === null) this.heads[kind] = next;
+    else prev._tNext = next;
+    if (next === null) this.tails[kind] = prev;
+    else next._tPrev = prev;
+    conn._tPrev = conn._tNext = null;
+  }
+
+  private arm(at: number, now: number): void {
+    this.armedAt = at;
+    const ms = Math.max(1, Math.ceil(at - now));
+    if (this.timer === null) {
+      this.timer = loop.setTimeout(() => this.sweep(), ms);
+      this.timer.unref();
+    } else {
+      this.timer._rearm(ms);
+    }
+  }
+
+  /** The timer fired: every connection due times out; the timer re-arms for the next one. */
+  private sweep(): void {
+    this.armedAt = Infinity;
+    const now = loop._now();
+    try {
+      for (let kind = 1; kind < T_LISTS; kind++) {
+        for (let c = this.heads[kind]!; c !== null && c._deadline <= now; c = this.heads[kind]!) {
+          this._unlink(c, kind);
+          c._timedOut();
+        }
+      }
+    } finally {
+      let next = Infinity;
+      for (let kind = 1; kind < T_LISTS; kind++) {
+        const c = this.heads[kind]!;
+        if (c !== null && c._deadline < next) next = c._deadline;
+      }
+      if (next < this.armedAt) this.arm(next, loop._now());
+    }
+  }
+}
+
 export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   readonly socket: Socket;
   private readonly server: ConnectionOwner;
-  private readonly parser: RequestParser;
+  private readonly shared: ConnectionShared;
+  /** The parser, while a request is being parsed (null between requests, and once dead). */
+  private parser: RequestParser | null = null;
   /** The request whose head or body is being parsed, and its response. */
   private req: IncomingRequest | null = null;
   private res: ServerResponse | null = null;
@@ -87,28 +231,24 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private last: ServerResponse | null = null;
   private waiting = 0;
   private requests = 0;
-  /** Take no more requests; close once the responses are out. */
-  private noMore = false;
+  /** F_*, PAUSE_* and the deadline list (T_*), in one small integer. */
+  private flags = 0;
   /** An error response to send once the responses ahead of it are out. */
   private errorText: string | null = null;
-  private closing = false;
-  private closed = false;
-  private paused = 0;
   /** Response text made while a chunk is parsed, written once after it (see _send). */
   private outText = '';
   private outEncoding: BufferEncoding = 'utf8';
-  private parsing = false;
-  /** When the request being parsed began (its first byte), and the time of the current data event. */
+  /** When the request being parsed began (its first byte), in whole ms rounded up. */
   private requestStart = 0;
-  private now = 0;
-  private deadline: number;
-  private armedAt = Infinity;
-  private timer: Timer | null = null;
+  /** @internal The deadline (whole ms) and the neighbours on its list (see ConnectionShared). */
+  _deadline = 0;
+  /** @internal */ _tPrev: Connection | null = null;
+  /** @internal */ _tNext: Connection | null = null;
 
   constructor(server: ConnectionOwner, socket: Socket) {
     this.server = server;
+    this.shared = server._connShared;
     this.socket = socket;
-    this.parser = new RequestParser(this, server._limits);
     (socket as ConnectionSocket)[kConnection] = this;
     socket.on('data', Connection.onSocketData);
     socket.on('end', Connection.onSocketEnd);
@@ -116,10 +256,22 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     socket.on('error', ignoreError);
     socket.on('close', Connection.onSocketClose);
     const now = loop._now();
-    this.requestStart = now;
-    this.deadline = Infinity;
-    this.setDeadline(now + server._headersTimeout, now);
+    this.requestStart = Math.ceil(now);
+    this.setDeadline(T_HEADERS, this.requestStart + server._headersTimeout, now);
   }
+
+  // ---- flags -----------------------------------------------------------------------------
+
+  private get noMore(): boolean { return (this.flags & F_NO_MORE) !== 0; }
+  private set noMore(v: boolean) { this.flags = v ? this.flags | F_NO_MORE : this.flags & ~F_NO_MORE; }
+  private get closing(): boolean { return (this.flags & F_CLOSING) !== 0; }
+  private set closing(v: boolean) { this.flags = v ? this.flags | F_CLOSING : this.flags & ~F_CLOSING; }
+  private get closed(): boolean { return (this.flags & F_CLOSED) !== 0; }
+  private set closed(v: boolean) { this.flags = v ? this.flags | F_CLOSED : this.flags & ~F_CLOSED; }
+  private get parsing(): boolean { return (this.flags & F_PARSING) !== 0; }
+  private get dead(): boolean { return (this.flags & F_DEAD) !== 0; }
+  private get paused(): number { return this.flags & F_PAUSED; }
+  private set paused(v: number) { this.flags = (this.flags & ~F_PAUSED) | v; }
 
   // The socket's listeners (see kConnection); `this` is the socket.
   private static onSocketData(this: Socket, chunk: Buffer): void {
@@ -140,43 +292,84 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
 
   /** No request under way and no response waiting. */
   get idle(): boolean {
-    return this.first === null && this.parser.idle;
+    return this.first === null && this.parserIdle();
+  }
+
+  // ---- the parser ------------------------------------------------------------------------
+
+  /** Between requests, nothing of the next one received (and not dead). */
+  private parserIdle(): boolean {
+    const p = this.parser;
+    return p === null ? (this.flags & F_DEAD) === 0 : p.idle;
+  }
+
+  /** Gives the parser back to the server's free list. */
+  private releaseParser(): void {
+    const p = this.parser;
+    if (p === null) return;
+    this.parser = null;
+    this.shared._giveParser(p);
+  }
+
+  /** Parses nothing more. (During execute() the parser is given back once it returns.) */
+  private closeParser(): void {
+    this.flags |= F_DEAD;
+    const p = this.parser;
+    if (p === null) return;
+    p.close();
+    if ((this.flags & F_PARSING) === 0) this.releaseParser();
   }
 
   // ---- input ----------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
-    const parser = this.parser;
-    if (parser.dead) return; // closing: what the client still sends is dropped
+    if ((this.flags & F_DEAD) !== 0) return; // closing: what the client still sends is dropped
     const now = loop._now();
-    this.now = now;
-    if (parser.idle) this.requestStart = now;
-    this.parsing = true;
+    let parser = this.parser;
+    if (parser === null) {
+      this.parser = parser = this.shared._takeParser(this);
+      this.requestStart = Math.ceil(now);
+    } else if (parser.idle) {
+      this.requestStart = Math.ceil(now);
+    }
+    this.flags |= F_PARSING;
     try {
       parser.execute(chunk);
     } catch (err) {
-      this.parsing = false;
+      this.flags = (this.flags & ~F_PARSING) | F_DEAD; // the parser died
       this.flushOut();
-      if (!(err instanceof HttpError)) throw err;
+      if (!(err instanceof HttpError)) {
+        this.releaseParser();
+        throw err;
+      }
       this.protocolError(err);
       return;
     }
-    this.parsing = false;
+    this.flags &= ~F_PARSING;
+    const inHead = parser.inHead;
+    const idle = parser.idle; // (a dead parser is neither idle nor in a head)
+    if (idle || (this.flags & F_DEAD) !== 0) this.releaseParser();
     if (this.outText !== '') this.flushOut();
-    if (this.closing) return;
-    if (parser.inHead) this.setDeadline(this.requestStart + this.server._headersTimeout, now);
-    else if (!parser.idle) this.setDeadline(this.requestStart + this.server._requestTimeout, now);
-    else if (this.first !== null) this.deadline = Infinity;
+    if ((this.flags & F_CLOSING) !== 0) return;
+    if (inHead) this.setDeadline(T_HEADERS, this.requestStart + this.server._headersTimeout, now);
+    else if (!idle) this.setDeadline(T_REQUEST, this.requestStart + this.server._requestTimeout, now);
+    else if (this.first !== null) this.clearDeadline();
   }
 
   private onPeerEnd(): void {
     // The client will send nothing more. A request cut short is answered
     // with 400; the responses already due still go out.
-    try {
-      this.parser.finish();
-    } catch (err) {
-      this.protocolError(err as HttpError);
-      return;
+    this.flags |= F_DEAD;
+    const parser = this.parser;
+    if (parser !== null) {
+      try {
+        parser.finish();
+      } catch (err) {
+        this.releaseParser();
+        this.protocolError(err as HttpError);
+        return;
+      }
+      this.releaseParser();
     }
     this.noMore = true;
     if (this.first === null) this.close();
@@ -223,10 +416,10 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     const req = this.req!;
     this.req = null;
     this.res = null;
-    this.requestStart = this.now;
+    this.requestStart = Math.ceil(loop._now());
     if (!req._keepAlive || this.noMore || this.server._draining) {
       this.noMore = true;
-      this.parser.close();
+      this.closeParser();
     }
     req._end(rawTrailers);
     // Its response may have gone out already (a handler that answered
@@ -297,7 +490,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       this.first = r;
       if (!keepAlive) {
         this.noMore = true;
-        this.parser.close();
+        this.closeParser();
         if (this.errorText === null) {
           this.endAndClose();
           return;
@@ -313,10 +506,11 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       this.sendError();
     } else if (this.noMore && this.req === null) {
       this.endAndClose();
-    } else if (this.parser.idle && !this.closing) {
+    } else if (this.parserIdle() && !this.closing) {
       const now = loop._now();
       const grace = this.server._idleGrace;
-      this.setDeadline(now + (grace > 0 ? Math.min(grace, this.server._keepAliveTimeout) : this.server._keepAliveTimeout), now);
+      const keepAlive = this.server._keepAliveTimeout;
+      this.setDeadline(T_KEEPALIVE, Math.ceil(now + (grace > 0 ? Math.min(grace, keepAlive) : keepAlive)), now);
     }
   }
 
@@ -362,35 +556,38 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
 
   // ---- timeouts ----------------------------------------------------------------------------
 
-  private setDeadline(at: number, now: number): void {
-    this.deadline = at;
-    if (at >= this.armedAt) return; // the timer fires first and re-arms for the rest
-    this.armedAt = at;
-    const ms = Math.max(1, Math.ceil(at - now));
-    if (this.timer === null) {
-      this.timer = loop.setTimeout(() => this.onTimer(), ms);
-      this.timer.unref();
-    } else {
-      this.timer._rearm(ms);
-    }
+  /** The deadline is `at` (ms, rounded up to a whole one here), on list `kind`. */
+  private setDeadline(kind: number, at: number, now: number): void {
+    at = Math.ceil(at);
+    const flags = this.flags;
+    const was = (flags & T_MASK) >> T_SHIFT;
+    if (was === kind && at === this._deadline) return; // (a head arriving in pieces)
+    const shared = this.shared;
+    if (was !== T_NONE) shared._unlink(this, was);
+    this.flags = (flags & ~T_MASK) | (kind << T_SHIFT);
+    shared._link(this, kind, at, now);
   }
 
-  private onTimer(): void {
-    this.armedAt = Infinity;
+  /** No deadline (a handler at work). */
+  private clearDeadline(): void {
+    const was = (this.flags & T_MASK) >> T_SHIFT;
+    if (was === T_NONE) return;
+    this.shared._unlink(this, was);
+    this.flags &= ~T_MASK;
+  }
+
+  /** @internal The deadline passed (the server's sweep has taken the connection off its list). */
+  _timedOut(): void {
+    this.flags &= ~T_MASK;
     if (this.closed) return;
-    const now = loop._now();
-    if (now < this.deadline) {
-      if (this.deadline !== Infinity) this.setDeadline(this.deadline, now);
-      return;
-    }
-    this.deadline = Infinity;
     if (this.closing) {
       this.socket.destroy(); // the linger after an error response is over
       return;
     }
     const parser = this.parser;
-    if (parser.inHead || (!parser.idle && !parser.dead)) {
-      parser.close();
+    if (parser !== null && !this.dead && !parser.idle) {
+      // A head or a body under way.
+      this.closeParser();
       this.protocolError(requestTimedOut());
     } else if (this.first === null) {
       // Idle too long (or never sent a request); a draining server closes gently.
@@ -405,7 +602,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private protocolError(err: HttpError): void {
     this.server._clientError(err, this.socket);
     this.noMore = true;
-    this.parser.close();
+    this.closeParser();
     const req = this.req;
     const res = this.res;
     this.req = null;
@@ -430,7 +627,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
     this.flushOut();
     this.socket.end(text, 'latin1');
     const now = loop._now();
-    this.setDeadline(now + LINGER_MS, now);
+    this.setDeadline(T_LINGER, now + LINGER_MS, now);
   }
 
   /** Ends the connection once the responses are out (FIN), closing it then. */
@@ -443,12 +640,12 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       // meanwhile until its FIN, for up to LINGER_MS. Closing with bytes
       // unread would send a reset, which can discard the last response
       // before the client reads it.
-      this.parser.close();
+      this.closeParser();
       this.paused = 0;
       this.socket.resume();
       this.socket.end();
       const now = loop._now();
-      this.setDeadline(now + LINGER_MS, now);
+      this.setDeadline(T_LINGER, now + LINGER_MS, now);
       return;
     }
     this.socket.destroySoon();
@@ -462,8 +659,8 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   drain(): void {
     if (this.closing || !this.idle) return;
     const now = loop._now();
-    const at = now + this.server._idleGrace;
-    if (at < this.deadline) this.setDeadline(at, now);
+    const at = Math.ceil(now + this.server._idleGrace);
+    if ((this.flags & T_MASK) === 0 || at < this._deadline) this.setDeadline(T_KEEPALIVE, at, now);
   }
 
   /** Closes now if nothing is under way; else after the current responses. Returns true if closed now. */
@@ -473,7 +670,7 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
       return true;
     }
     this.noMore = true;
-    if (this.parser.idle) this.parser.close();
+    if (this.parserIdle()) this.closeParser();
     return false;
   }
 
@@ -489,8 +686,8 @@ export class Connection implements ParserHandler, RequestOwner, ResponseOwner {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
-    this.parser.close();
-    if (this.timer !== null) loop.clearTimeout(this.timer);
+    this.closeParser();
+    this.clearDeadline();
     this.req?._abort();
     for (let r = this.first; r !== null; r = r._next) r._destroy();
     this.first = this.last = null;

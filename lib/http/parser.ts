@@ -297,6 +297,11 @@ function terminatorFrom(buf: Buffer, base: number, to: number): number {
   return to;
 }
 
+function isComplete(limits: Partial<ParserLimits>): limits is ParserLimits {
+  return limits.maxRequestLineSize !== undefined && limits.maxHeaderSize !== undefined &&
+    limits.maxHeaders !== undefined && limits.maxBodySize !== undefined;
+}
+
 /** First index of byte in buf[from, to), or -1. */
 function indexIn(buf: Buffer, byte: number, from: number, to: number): number {
   if (from >= to) return -1;
@@ -323,13 +328,28 @@ export class RequestParser {
   /** What followed a detached request (see detach()). */
   private rest: Buffer | null = null;
   private readonly limits: ParserLimits;
-  private readonly handler: ParserHandler;
+  private handler: ParserHandler;
   /** Requests completed so far on this connection. */
   requests = 0;
 
   constructor(handler: ParserHandler, limits?: Partial<ParserLimits>) {
     this.handler = handler;
-    this.limits = limits === undefined ? DEFAULT_LIMITS : { ...DEFAULT_LIMITS, ...limits };
+    // Complete limits (a server's) are shared, not copied for each parser.
+    this.limits = limits === undefined ? DEFAULT_LIMITS : isComplete(limits) ? limits : { ...DEFAULT_LIMITS, ...limits };
+  }
+
+  /**
+   * Makes the parser new again, for another connection (a server keeps
+   * parsers for its connections between requests: see connection.ts). Not
+   * while execute() runs.
+   */
+  reuse(handler: ParserHandler): void {
+    this.drop();
+    this.state = S_HEAD;
+    this.handler = handler;
+    this.requests = 0;
+    this.rest = null;
+    this.dropText();
   }
 
   /** Between requests, with nothing of the next one received yet. */

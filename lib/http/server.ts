@@ -6,7 +6,7 @@ import type { ListenOptions } from '../address';
 import { invalidArgType, invalidArgValue } from '../errors';
 import { Server as TcpServer } from '../server';
 import type { AddressInfo, Socket } from '../socket';
-import { Connection, type ConnectionOwner } from './connection';
+import { Connection, ConnectionShared, type ConnectionOwner } from './connection';
 import { DEFAULT_LIMITS, type HttpError, type ParserLimits } from './parser';
 import type { IncomingRequest } from './request';
 import type { ServerResponse } from './response';
@@ -85,6 +85,7 @@ export class HttpServer extends EventEmitter implements ConnectionOwner {
   /** @internal */ readonly _highWaterMark: number;
   /** @internal */ _draining = false;
   /** @internal */ _idleGrace = 0;
+  /** @internal */ readonly _connShared: ConnectionShared = new ConnectionShared(this);
   private readonly tcp: TcpServer;
   private readonly connections = new Set<Connection>();
   private closed: Promise<void> | null = null;
