@@ -119,6 +119,9 @@ const S_BODY = 4;
 const S_DEAD = 5;
 
 const MECHANISM_NULL = Buffer.from('NULL');
+// Module constants, not global lookups, on the per-frame path.
+const allocUnsafe = Buffer.allocUnsafe;
+const viewOf = (ab: ArrayBufferLike, offset: number, length: number): Buffer => Buffer.from(ab, offset, length);
 
 /**
  * The incremental ZMTP decoder of one connection. It expects the peer's
@@ -229,7 +232,7 @@ export class Decoder {
               pos += 8;
               this.bodySize = lo;
               this.checkSize(lo);
-              const body = Buffer.from(chunk.buffer, chunk.byteOffset + pos, lo);
+              const body = viewOf(chunk.buffer, chunk.byteOffset + pos, lo);
               pos += lo;
               this.state = S_FLAGS;
               if (this.frames.length === 0 && (flags & FLAG_MORE) === 0) this.handler.onMessage([body]);
@@ -244,7 +247,7 @@ export class Decoder {
               pos++;
               this.bodySize = size;
               this.checkSize(size);
-              const body = Buffer.allocUnsafe(size);
+              const body = allocUnsafe(size);
               if (size <= 48) {
                 // A short copy in JavaScript costs less than a native call and a view.
                 for (let k = 0; k < size; k++) body[k] = chunk[pos + k]!;
