@@ -39,7 +39,7 @@ const PAIRS = [
   ['c', 'c'],
   ['iomux', 'c'],
   ['c', 'iomux'],
-  ['raw', 'raw'], // round-trip rows only
+  ['raw', 'raw'], // the 1-in-flight round-trip row only
 ];
 
 const ROWS = [
@@ -250,9 +250,12 @@ async function run(opts) {
   return { results, summary, markdown, failures, skipped, config: { rounds, warmupMs: env.warmupMs, windowMs: env.windowMs, pinned: env.pin } };
 }
 
-/** The raw ping-pong floor has no PUSH/PULL: round-trip rows only. */
+/**
+ * The raw ping-pong floor has no PUSH/PULL, and it answers one message at a
+ * time (no batching): the 1-in-flight round-trip row only.
+ */
 function pairsOf(pairs, row) {
-  return row.kind === 'rtt' ? pairs : pairs.filter((p) => !p.includes('raw'));
+  return row.kind === 'rtt' && row.inflight === 1 ? pairs : pairs.filter((p) => !p.includes('raw'));
 }
 
 function summarize(results, pairs, rows) {

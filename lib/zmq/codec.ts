@@ -27,7 +27,7 @@ const PREALLOC_MAX = 1 << 20;
 // is handed out as a view of the chunk, not copied. Below it a copy is a
 // slice of Node's shared buffer pool (Buffer.allocUnsafe pools under 4 KiB)
 // and cheap; from 4 KiB on each copy is an ArrayBuffer of its own (malloc,
-// memcpy, GC sweeping), which cost a 4 KiB PULL stream about a quarter of its
+// memcpy, GC sweeping), which cost a 4 KiB PULL stream about a third of its
 // receiving CPU. A kept view keeps its chunk alive: at most the loop's read
 // slab (96 KiB), i.e. 24 times the frame's size.
 const VIEW_MIN = 4096;
