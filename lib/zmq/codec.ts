@@ -157,7 +157,11 @@ export class Decoder {
     this.maxMessageSize = max < 0 ? BUFFER_MAX : Math.min(max, BUFFER_MAX);
   }
 
-  /** Feeds bytes; returns the error that killed the decoder (now or before), else null. */
+  /**
+   * Feeds bytes; returns the error that killed the decoder (now or before),
+   * else null. Frames of 4 KiB or more may be views of `chunk`: do not write
+   * into a chunk once it was pushed.
+   */
   push(chunk: Uint8Array): ZmtpError | null {
     if (this.error !== null) return this.error;
     try {
