@@ -84,6 +84,29 @@ t.test('long frames: 8-byte sizes, and a frame over 16 MiB gathered in pieces', 
   t.equal(seen.messages[0]![0]![big.length - 1], 9);
 });
 
+t.test('long frames of 4 KiB and more lying whole in a chunk are views of it; split ones are gathered', async (t) => {
+  const a = Buffer.alloc(4096, 1);
+  const b = Buffer.alloc(5000, 2);
+  b[4999] = 8;
+  const small = Buffer.alloc(300, 5);
+  const stream = Buffer.concat([encodeMessage([a]), encodeMessage([small, b, a]), encodeMessage([Buffer.alloc(4095, 4)])]);
+  for (const step of [stream.length, 4100, 4105, 1000, 1]) {
+    const { d, seen } = decoder();
+    d.push(HELLO);
+    const copy = Buffer.from(stream);
+    for (let i = 0; i < copy.length; i += step) t.equal(d.push(copy.subarray(i, i + step)), null);
+    t.equal(seen.messages.length, 3, `three messages (step ${step})`);
+    t.ok(seen.messages[0]![0]!.equals(a));
+    t.same(seen.messages[1]!.map((f) => f.length), [300, 5000, 4096]);
+    t.ok(seen.messages[1]![0]!.equals(small) && seen.messages[1]![1]!.equals(b) && seen.messages[1]![2]!.equals(a));
+    t.ok(seen.messages[2]![0]!.equals(Buffer.alloc(4095, 4)));
+    const viewed = seen.messages[0]![0]!.buffer === copy.buffer;
+    // Whole in one chunk: a view of it (zero-copy); a frame under 4 KiB or split: its own copy.
+    t.equal(viewed, step === stream.length || step === 4105, `the 4 KiB frame is a view exactly when it lay whole in a chunk (step ${step})`);
+    t.not(seen.messages[2]![0]!.buffer, copy.buffer, 'a frame under 4 KiB is copied');
+  }
+});
+
 function expectError(t: Tap.Test, input: Buffer, code: string, name: string, opts?: iomux.zmq.DecoderOptions): void {
   for (const step of [input.length, 1]) {
     const { d } = decoder(opts);

@@ -11,7 +11,9 @@
 //
 // Candidates: iomux <-> iomux, zeromq.js <-> zeromq.js, C on libzmq <-> C on
 // libzmq (peer.c, the floor), and iomux against the C/libzmq peer both ways.
-// They alternate within each round (A B C D E, B C D E A, ...).
+// The round-trip rows add the machine's physical floor: two C processes
+// ping-ponging over loopback TCP with blocking reads, no ZeroMQ at all
+// (pingpong.c). They alternate within each round (A B C D E, B C D E A, ...).
 //
 // Standalone: node benchmarks/zmq/bench.js [--quick] [--rounds N] [--window MS]
 const { spawn, execFileSync } = require('child_process');
@@ -22,11 +24,13 @@ const U = require('../lib/util');
 
 const PEER_JS = path.join(__dirname, 'peer.js');
 const PEER_C = path.join(__dirname, 'peer.c');
+const PINGPONG_C = path.join(__dirname, 'pingpong.c');
 
 const IMPLS = {
   iomux: { label: 'iomux' },
   zeromq: { label: 'zeromq.js' },
   c: { label: 'C/libzmq' },
+  raw: { label: 'C raw TCP ping-pong, no zmq' },
 };
 
 const PAIRS = [
@@ -35,6 +39,7 @@ const PAIRS = [
   ['c', 'c'],
   ['iomux', 'c'],
   ['c', 'iomux'],
+  ['raw', 'raw'], // the 1-in-flight round-trip row only
 ];
 
 const ROWS = [
@@ -56,6 +61,18 @@ function buildPeer(workDir) {
   }
 }
 
+function buildPingpong(workDir) {
+  const cc = U.which('cc') || U.which('gcc') || U.which('clang');
+  if (!cc) return { exe: null, error: 'no C compiler' };
+  const exe = path.join(workDir, 'zmq-pingpong');
+  try {
+    execFileSync(cc, ['-O2', '-Wall', '-o', exe, PINGPONG_C], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
+    return { exe, error: null };
+  } catch (err) {
+    return { exe: null, error: `building pingpong.c failed: ${String(err.stderr || err.message).trim().split('\n').slice(-2).join(' | ')}` };
+  }
+}
+
 function hasZeromq() {
   try {
     require.resolve('zeromq');
@@ -67,6 +84,7 @@ function hasZeromq() {
 
 function command(env, impl, args) {
   if (impl === 'c') return [env.cPeer, args];
+  if (impl === 'raw') return [env.rawPeer, [args[0] === 'router' ? 'server' : 'client', ...args.slice(1)]];
   return [process.execPath, [PEER_JS, impl, ...args]];
 }
 
@@ -172,6 +190,7 @@ async function runOne(env, row, [a, b]) {
 }
 
 function pairLabel([a, b], kind) {
+  if (a === 'raw') return IMPLS.raw.label;
   const r = kind === 'tput' ? ['PUSH', 'PULL'] : ['DEALER', 'ROUTER'];
   return `${IMPLS[a].label} ${r[0]} -> ${IMPLS[b].label} ${r[1]}`;
 }
@@ -188,15 +207,20 @@ async function run(opts) {
     windowMs: opts.windowMs || (opts.quick ? 1000 : 2000),
     iomuxEnv: opts.iomuxEnv || {},
     cPeer: null,
+    rawPeer: null,
   };
   const rounds = opts.rounds || (opts.quick ? 1 : 3);
-  const built = buildPeer(opts.workDir || fs.mkdtempSync(path.join(os.tmpdir(), 'iomux-zmq-bench-')));
+  const workDir = opts.workDir || fs.mkdtempSync(path.join(os.tmpdir(), 'iomux-zmq-bench-'));
+  const built = buildPeer(workDir);
   env.cPeer = built.exe;
+  const rawBuilt = buildPingpong(workDir);
+  env.rawPeer = rawBuilt.exe;
   const failures = [];
   const skipped = [];
   const zq = hasZeromq();
   const pairs = PAIRS.filter((p) => !opts.pairs || opts.pairs.includes(p.join('>'))).filter(([a, b]) => {
-    const why = [a, b].includes('c') && !env.cPeer ? built.error : [a, b].includes('zeromq') && !zq ? 'the zeromq package is not installed' : null;
+    const why = [a, b].includes('c') && !env.cPeer ? built.error : [a, b].includes('raw') && !env.rawPeer ? rawBuilt.error
+      : [a, b].includes('zeromq') && !zq ? 'the zeromq package is not installed' : null;
     if (why) skipped.push(`${pairLabel([a, b], 'tput')}: ${why}`);
     return !why;
   });
@@ -205,10 +229,11 @@ async function run(opts) {
   const rows = ROWS.filter((r) => !opts.rows || opts.rows.includes(r.id));
   for (const row of rows) {
     results[row.id] = {};
-    for (const p of pairs) results[row.id][p.join('>')] = [];
+    const rowPairs = pairsOf(pairs, row);
+    for (const p of rowPairs) results[row.id][p.join('>')] = [];
     for (let round = 1; round <= rounds; round++) {
-      const shift = (round - 1) % pairs.length;
-      const order = [...pairs.slice(shift), ...pairs.slice(0, shift)];
+      const shift = (round - 1) % rowPairs.length;
+      const order = [...rowPairs.slice(shift), ...rowPairs.slice(0, shift)];
       for (const p of order) {
         const r = await runOne(env, row, p);
         results[row.id][p.join('>')].push(r);
@@ -225,11 +250,19 @@ async function run(opts) {
   return { results, summary, markdown, failures, skipped, config: { rounds, warmupMs: env.warmupMs, windowMs: env.windowMs, pinned: env.pin } };
 }
 
+/**
+ * The raw ping-pong floor has no PUSH/PULL, and it answers one message at a
+ * time (no batching): the 1-in-flight round-trip row only.
+ */
+function pairsOf(pairs, row) {
+  return row.kind === 'rtt' && row.inflight === 1 ? pairs : pairs.filter((p) => !p.includes('raw'));
+}
+
 function summarize(results, pairs, rows) {
   const out = {};
   for (const row of rows) {
     out[row.id] = {};
-    for (const p of pairs) {
+    for (const p of pairsOf(pairs, row)) {
       const rs = results[row.id][p.join('>')].filter((r) => r.ok);
       const med = (k) => U.median(rs.map((r) => r[k]).filter((x) => x != null));
       out[row.id][p.join('>')] = { rate: med('rate'), cpuUs: med('cpuUs'), sendCpuUs: med('sendCpuUs'), recvCpuUs: med('recvCpuUs'), p50: med('p50'), p99: med('p99'), n: rs.length };
@@ -256,7 +289,7 @@ function render(summary, pairs, env, rounds, skipped, rows) {
     L.push(row.kind === 'tput'
       ? '| candidate | msg/s | CPU µs/msg | sender µs | receiver µs |\n|---|---:|---:|---:|---:|'
       : '| candidate | round trips/s | CPU µs/rt | client µs | server µs | p50 µs | p99 µs |\n|---|---:|---:|---:|---:|---:|---:|');
-    for (const p of pairs) {
+    for (const p of pairsOf(pairs, row)) {
       const s = summary[row.id][p.join('>')];
       const base = `| ${pairLabel(p, row.kind)} | ${U.fmt(s.rate, 0)} | ${U.fmt(s.cpuUs, 2)} | ${U.fmt(s.sendCpuUs, 2)} | ${U.fmt(s.recvCpuUs, 2)} |`;
       L.push(row.kind === 'tput' ? base : `${base} ${U.fmt(s.p50, 1)} | ${U.fmt(s.p99, 1)} |`);
@@ -281,6 +314,11 @@ function render(summary, pairs, env, rounds, skipped, rows) {
       } else {
         parts.push(`round trips ${U.fmt(r, 1)}x zeromq.js (target >= 4x: ${r != null && r >= 4 ? 'met' : 'not met'})`);
       }
+    }
+    const raw = row.kind === 'rtt' ? get(row.id, 'raw>raw') : null;
+    if (raw && raw.rate != null) {
+      parts.push(`round trips ${U.fmt(ratio(io.rate, raw.rate), 2)}x the physical floor (C raw TCP ping-pong, ${U.fmt(raw.rate, 0)}/s, p50 ${U.fmt(raw.p50, 1)} µs, p99 ${U.fmt(raw.p99, 1)} µs)` +
+        (js && js.rate != null ? `; 4x zeromq.js would be ${U.fmt(4 * js.rate, 0)}/s = ${U.fmt(ratio(4 * js.rate, raw.rate), 2)}x that floor` : ''));
     }
     if (c) {
       const f = ratio(io.cpuUs, c.cpuUs);

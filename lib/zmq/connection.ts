@@ -198,10 +198,10 @@ export class Connection implements DecoderHandler {
 
   // ---- output --------------------------------------------------------------------------
 
-  /** Encodes one message (its frames in order, never interleaved with another). */
-  send(frames: readonly Uint8Array[]): void {
+  /** Encodes one message, frames[first..] (in order, never interleaved with another). */
+  send(frames: readonly Uint8Array[], first = 0): void {
     const n = frames.length;
-    for (let i = 0; i < n; i++) {
+    for (let i = first; i < n; i++) {
       const f = frames[i]!;
       const size = f.length;
       const hs = frameHeaderSize(size);
