@@ -5,7 +5,10 @@
 //   worker -> proxy (DEALER -> ROUTER):        ['R', free slots] | ['D', id]
 //   worker -> front end (PUSH -> loopback PULL): ['Y', id, stage index, flags, status, headers JSON, body]
 //
-// Job data is a Buffer as it is ('b'), or any structured value through v8.serialize ('v').
+// Job data is a Buffer as it is ('b'), any structured value through v8.serialize
+// ('v'), or the front end's HTTP request ('h': a 4-byte big-endian length, JSON
+// [method, url, headers], then the body's bytes), which the worker sees as
+// { method, url, path, query, headers, body }.
 import * as v8 from 'node:v8';
 
 export const JOB = Buffer.from('J');
@@ -15,6 +18,39 @@ export const DONE = Buffer.from('D');
 export const REPLY = Buffer.from('Y');
 const KIND_BUFFER = Buffer.from('b');
 const KIND_V8 = Buffer.from('v');
+const KIND_HTTP = Buffer.from('h');
+
+/** The job the front end sends the first stage for an HTTP request. */
+export interface HttpJob {
+  method: string;
+  url: string;
+  path: string;
+  query: Record<string, string>;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+export function encodeHttpJob(method: string, url: string, headers: unknown, body: Buffer): [Buffer, Buffer] {
+  const head = JSON.stringify([method, url, headers]);
+  const n = Buffer.byteLength(head);
+  const out = Buffer.allocUnsafe(4 + n + body.length);
+  out.writeUInt32BE(n, 0);
+  out.write(head, 4, 'utf8');
+  body.copy(out, 4 + n);
+  return [KIND_HTTP, out];
+}
+
+function decodeHttpJob(data: Buffer): HttpJob {
+  const n = data.length >= 4 ? data.readUInt32BE(0) : -1;
+  if (n < 0 || 4 + n > data.length) throw new Error('pipeline: a truncated HTTP job');
+  const [method, url, headers] = JSON.parse(data.toString('utf8', 4, 4 + n)) as [string, string, HttpJob['headers']];
+  const q = url.indexOf('?');
+  return {
+    method, url, path: q < 0 ? url : url.slice(0, q),
+    query: q < 0 ? {} : Object.fromEntries(new URLSearchParams(url.slice(q + 1))),
+    headers, body: data.subarray(4 + n),
+  };
+}
 
 export function encodeData(data: unknown): [Buffer, Buffer] {
   if (Buffer.isBuffer(data)) return [KIND_BUFFER, data];
@@ -25,6 +61,7 @@ export function encodeData(data: unknown): [Buffer, Buffer] {
 export function decodeData(kind: Buffer, data: Buffer): unknown {
   if (kind.length === 1 && kind[0] === 0x62) return data;
   if (kind.length === 1 && kind[0] === 0x76) return v8.deserialize(data);
+  if (kind.length === 1 && kind[0] === 0x68) return decodeHttpJob(data);
   throw new Error(`pipeline: unknown job data kind ${JSON.stringify(kind.toString('latin1'))}`);
 }
 
