@@ -5,7 +5,9 @@
 //   worker -> proxy (DEALER -> ROUTER):        ['R', free slots] | ['D', id]
 //   worker -> front end (PUSH -> loopback PULL): ['Y', id, stage index, flags, status, headers JSON, body]
 //
-// Job data is a Buffer as it is ('b'), any structured value through v8.serialize
+// Job data is a Buffer as it is ('b'), a plain value that JSON carries exactly
+// ('j': objects, arrays, strings, finite numbers, booleans, null; cheaper than
+// v8.serialize by several µs), any other structured value through v8.serialize
 // ('v'), or the front end's HTTP request ('h': a 4-byte big-endian length, JSON
 // [method, url, headers], then the body's bytes), which the worker sees as
 // { method, url, path, query, headers, body }.
@@ -19,6 +21,35 @@ export const REPLY = Buffer.from('Y');
 const KIND_BUFFER = Buffer.from('b');
 const KIND_V8 = Buffer.from('v');
 const KIND_HTTP = Buffer.from('h');
+const KIND_JSON = Buffer.from('j');
+
+/** Is `v` a value JSON.parse(JSON.stringify(v)) gives back as it is? Looks at up to `budget` values. */
+function jsonExact(v: unknown, budget: { n: number }): boolean {
+  if (--budget.n < 0) return false;
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(v) && !Object.is(v, -0);
+    case 'object': {
+      if (v === null) return true;
+      if (Array.isArray(v)) {
+        for (let i = 0; i < v.length; i++) if (!(i in v) || !jsonExact(v[i], budget)) return false;
+        return true;
+      }
+      const proto = Object.getPrototypeOf(v) as unknown;
+      if (proto !== Object.prototype && proto !== null) return false;
+      if (Object.getOwnPropertySymbols(v).length > 0) return false;
+      for (const k in v) {
+        if (k === '__proto__' || !jsonExact((v as Record<string, unknown>)[k], budget)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
 
 /** The job the front end sends the first stage for an HTTP request. */
 export interface HttpJob {
@@ -55,6 +86,7 @@ function decodeHttpJob(data: Buffer): HttpJob {
 export function encodeData(data: unknown): [Buffer, Buffer] {
   if (Buffer.isBuffer(data)) return [KIND_BUFFER, data];
   if (data instanceof Uint8Array) return [KIND_BUFFER, Buffer.from(data.buffer, data.byteOffset, data.byteLength)];
+  if (jsonExact(data, { n: 64 })) return [KIND_JSON, Buffer.from(JSON.stringify(data))];
   return [KIND_V8, v8.serialize(data)];
 }
 
@@ -62,6 +94,7 @@ export function decodeData(kind: Buffer, data: Buffer): unknown {
   if (kind.length === 1 && kind[0] === 0x62) return data;
   if (kind.length === 1 && kind[0] === 0x76) return v8.deserialize(data);
   if (kind.length === 1 && kind[0] === 0x68) return decodeHttpJob(data);
+  if (kind.length === 1 && kind[0] === 0x6a) return JSON.parse(data.toString('utf8')) as unknown;
   throw new Error(`pipeline: unknown job data kind ${JSON.stringify(kind.toString('latin1'))}`);
 }
 
