@@ -37,12 +37,14 @@ async function main() {
     const k = Number(arg);
     const { pipeline } = require(dist);
     const demo = path.join(dist, 'pipeline', 'demo.js');
+    // IOMUX_BENCH_WORKERS=inprocess: the workers in this process (the pipeline's default).
+    const inproc = (name) => (process.env.IOMUX_BENCH_WORKERS === 'inprocess' ? { fn: require(demo)[name] } : {});
     const srv = pipeline.createServer({
       stages: [
-        { name: 'parse', module: demo, export: 'parse', workers: k, concurrency: C },
-        { name: 'compute', module: demo, export: 'compute', workers: k, concurrency: C },
+        { name: 'parse', module: demo, export: 'parse', workers: k, concurrency: C, ...inproc('parse') },
+        { name: 'compute', module: demo, export: 'compute', workers: k, concurrency: C, ...inproc('compute') },
       ],
-      workers: 'cluster',
+      workers: process.env.IOMUX_BENCH_WORKERS === 'inprocess' ? 'inprocess' : 'cluster',
       timeout: 120000,
       maxQueued: 100000,
       log: () => {},

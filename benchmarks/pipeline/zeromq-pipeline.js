@@ -184,7 +184,8 @@ function runZeromqWorker(spec) {
     next: (data) => ({ kind: 'next', data }),
     reply: (status, headers = {}, body) => ({ kind: 'reply', status, headers, body }),
   };
-  toDealer([codec.READY, Buffer.from('1')]);
+  // Slots: IOMUX_BENCH_CONCURRENCY (1), as the iomux workers' concurrency.
+  toDealer([codec.READY, Buffer.from(String(Number(process.env.IOMUX_BENCH_CONCURRENCY) || 1))]);
   void receiveAll(dealer, (f) => {
     if (f.length !== 4 || !f[0].equals(codec.JOB)) return;
     const out = fn(codec.decodeData(f[2], f[3]), ctx);
