@@ -94,6 +94,8 @@ interface HookedSocket {
 }
 const kWaiting = Symbol('iomux.pipeline.waiting');
 
+type QueuedJob = [idFrame: Buffer, kind: Buffer, data: Buffer, id: string];
+
 interface WorkerSlot {
   key: string;
   identity: Buffer;
@@ -107,11 +109,12 @@ class StageProxy {
   readonly workers = new Map<string, WorkerSlot>();
   /** One entry per free slot, oldest first. */
   private idle: WorkerSlot[] = [];
-  private queue: Array<[Buffer, Buffer, Buffer]> = [];
+  /** Jobs waiting for a slot: [id frame, kind, data, id]. */
+  private queue: QueuedJob[] = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
   /** Idempotent stages: the data of each job in flight, and its retries so far. */
-  private readonly held = new Map<string, { job: [Buffer, Buffer, Buffer]; retries: number }>();
+  private readonly held = new Map<string, { job: QueuedJob; retries: number }>();
   retried = 0;
   completed = 0;
   errors = 0;
@@ -206,14 +209,14 @@ class StageProxy {
 
   enqueue(idFrame: Buffer, kind: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
     if (!this.front._live(id)) return; // its request is already answered
-    this.queue.push([idFrame, kind, data]);
+    this.queue.push([idFrame, kind, data, id]);
     this.dispatch();
   }
 
   private readonly retries = new Map<string, number>();
 
-  private requeue(job: [Buffer, Buffer, Buffer], retries: number): void {
-    this.retries.set(job[0].toString('latin1'), retries);
+  private requeue(job: QueuedJob, retries: number): void {
+    this.retries.set(job[3], retries);
     if (this.qHead > 0) this.queue[--this.qHead] = job;
     else this.queue.unshift(job);
   }
@@ -222,7 +225,7 @@ class StageProxy {
     while (this.qHead < this.queue.length && this.idle.length > 0) {
       const job = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as never;
-      const id = job[0].toString('latin1');
+      const id = job[3];
       if (!this.front._live(id)) {
         this.retries.delete(id);
         continue; // a dead request's job is dropped here
@@ -249,7 +252,7 @@ class StageProxy {
       this.send([w.identity, CANCEL, idFrame]);
       return true;
     }
-    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![0].equals(idFrame)) return true;
+    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![3] === id) return true;
     return false;
   }
 
