@@ -167,12 +167,19 @@ async function runRow(env, row, log) {
         for (const id of order) {
           const s = servers[id];
           const c0 = cpuTicks(s.pid);
+          const m0 = U.readMachineTicks();
           const t0 = process.hrtime.bigint();
           const r = await wrk(env, s.port, env.duration, row.connections, v.script, row.pin ? 1 : null);
           const el = Number(process.hrtime.bigint() - t0) / 1e9;
           const c1 = cpuTicks(s.pid);
+          const m1 = U.readMachineTicks();
           const cpuS = cpuDelta(c0, c1) / env.clkTck;
-          const res = { variant: v.id, cand: id, round, rate: r.units / env.duration, cpuUs: (cpuS / r.units) * 1e6, cpuPct: (cpuS / el) * 100, p50: r.p50, p90: r.p90, p99: r.p99, units: r.units };
+          // The whole machine's busy CPU (all CPUs, in % of one): server + wrk + everything else running.
+          const busyPct = m0 && m1 ? ((m1.busy - m0.busy) / env.clkTck / el) * 100 : null;
+          const res = {
+            variant: v.id, cand: id, round, rate: r.units / env.duration, cpuUs: (cpuS / r.units) * 1e6, cpuPct: (cpuS / el) * 100, busyPct,
+            p50: r.p50, p90: r.p90, p99: r.p99, units: r.units,
+          };
           results[id].push(res);
           log(`bench:   stages ${row.id} ${v.id} round ${round}/${env.rounds} ${CANDS[id].label}: ${U.fmt(res.rate, 0)} req/s, ` +
             `${U.fmt(res.cpuUs, 1)} µs CPU/req (${U.fmt(res.cpuPct, 0)}% CPU), p50 ${U.fmt(res.p50, 2)} ms, p99 ${U.fmt(res.p99, 2)} ms`);
@@ -207,7 +214,9 @@ function summarize(all) {
     for (const [cand, rs] of Object.entries(res)) {
       for (const v of [...new Set(rs.map((r) => r.variant))]) {
         const x = rs.filter((r) => r.variant === v);
-        (out[rowId][v] ??= {})[cand] = { rate: med(x, 'rate'), cpuUs: med(x, 'cpuUs'), p50: med(x, 'p50'), p99: med(x, 'p99'), rounds: x.length };
+        (out[rowId][v] ??= {})[cand] = {
+          rate: med(x, 'rate'), cpuUs: med(x, 'cpuUs'), cpuPct: med(x, 'cpuPct'), busyPct: med(x, 'busyPct'), p50: med(x, 'p50'), p99: med(x, 'p99'), rounds: x.length,
+        };
       }
     }
   }
@@ -249,11 +258,15 @@ function targets(s) {
 function render(s, t, env) {
   const lines = ['## Pipeline stages (iomux.pipeline, prime_server\'s demo)', '',
     `${env.rounds} round(s) of ${env.duration} s per candidate and variant, medians; wrk 1 thread; ` +
-    `${env.pin ? 'overhead row: servers (all their processes) on CPU 0, wrk on CPU 1' : 'not pinned'}. CPU per request: utime+stime of the server and every descendant.`, ''];
+    `${env.pin ? 'overhead row: servers (all their processes) on CPU 0, wrk on CPU 1' : 'not pinned'}. CPU per request: utime+stime of the server and every descendant. ` +
+    '"Machine busy %": all CPUs, in % of one (200 = both busy): when it is well above server + wrk, other work was running and throughput and latency are not the server\'s alone.', ''];
   for (const [rowId, vars] of Object.entries(s)) {
-    lines.push(`### ${rowId}`, '', '| variant | candidate | req/s | server CPU µs/req | p50 ms | p99 ms |', '| --- | --- | ---: | ---: | ---: | ---: |');
+    lines.push(`### ${rowId}`, '', '| variant | candidate | req/s | server CPU µs/req | server CPU % | machine busy % | p50 ms | p99 ms |',
+      '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const [v, cands] of Object.entries(vars)) {
-      for (const [c, x] of Object.entries(cands)) lines.push(`| ${v} | ${CANDS[c].label} | ${U.fmt(x.rate, 0)} | ${U.fmt(x.cpuUs, 1)} | ${U.fmt(x.p50, 2)} | ${U.fmt(x.p99, 2)} |`);
+      for (const [c, x] of Object.entries(cands)) {
+        lines.push(`| ${v} | ${CANDS[c].label} | ${U.fmt(x.rate, 0)} | ${U.fmt(x.cpuUs, 1)} | ${U.fmt(x.cpuPct, 0)} | ${U.fmt(x.busyPct, 0)} | ${U.fmt(x.p50, 2)} | ${U.fmt(x.p99, 2)} |`);
+      }
     }
     lines.push('');
   }
