@@ -118,7 +118,7 @@ function parseDuration(s) {
 }
 
 async function wrk(env, port, seconds, connections, script, cpu) {
-  const [cmd, argv] = pinned(env, cpu, env.wrk, ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', script, `http://127.0.0.1:${port}/`]);
+  const [cmd, argv] = pinned(env, cpu, env.wrk, ['-t1', `-c${connections}`, `-d${seconds}s`, '--timeout', '30s', '--latency', '-s', script, `http://127.0.0.1:${port}/`]);
   const child = U.track(spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], detached: true }), { group: true });
   let out = '';
   child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
