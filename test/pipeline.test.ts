@@ -312,3 +312,34 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
 });
+
+t.test('a stage that returns neither ctx.next nor ctx.reply (undefined, a number, a thenable that throws): 500, logged, and the worker goes on', async (t) => {
+  const lines: string[] = [];
+  const srv = P.createServer({
+    log: (l) => lines.push(l),
+    stages: [{
+      name: 'odd',
+      fn: (job: { query: Record<string, string> }, ctx: Ctx) => {
+        const q = job.query.r;
+        if (q === 'undefined') return undefined as never;
+        if (q === 'number') return 5 as never;
+        if (q === 'thenable') return { then: () => { throw new Error('bad thenable'); } } as never;
+        if (q === 'async') return Promise.resolve(ctx.reply(202, {}, 'later'));
+        return ctx.reply(200, {}, 'ok');
+      },
+    }],
+  });
+  await srv.listen();
+  const port = srv.address().port;
+  for (const r of ['undefined', 'number', 'thenable']) {
+    const res = await get(port, `/?r=${r}`);
+    t.equal(res.status, 500, `${r}: 500`);
+  }
+  t.equal(lines.filter((l) => l.includes('must return ctx.next')).length, 2, 'undefined and a number are named');
+  t.ok(lines.some((l) => l.includes('bad thenable')), 'the thenable\'s error is logged');
+  t.equal((await get(port, '/?r=async')).status, 202, 'a promise of an outcome');
+  t.equal((await get(port, '/')).body, 'ok', 'the worker goes on');
+  await until(() => srv.stats().stages[0].inFlight === 0 && srv.stats().stages[0].idle === 1, 5000, 'the slot is back');
+  t.equal(srv.stats().stages[0].completed, 5);
+  await srv.close();
+});

@@ -176,8 +176,8 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       failed(job, e);
       return;
     }
-    if (out !== null && typeof (out as Promise<Outcome>).then === 'function') {
-      (out as Promise<Outcome>).then((o) => ended(job, o), (e: unknown) => failed(job, e));
+    if (out !== null && out !== undefined && typeof (out as Promise<Outcome>).then === 'function') {
+      Promise.resolve(out).then((o) => ended(job, o), (e: unknown) => failed(job, e));
     } else {
       ended(job, out as Outcome);
     }
