@@ -2,7 +2,9 @@
 //
 //   into a stage (PUSH -> the stage's PULL):   ['J', id, kind, data]
 //   proxy -> worker (ROUTER -> DEALER):        [identity, 'J', id, kind, data] | [identity, 'C', id]
-//   worker -> proxy (DEALER -> ROUTER):        ['R', free slots] | ['D', id]
+//   worker -> proxy (DEALER -> ROUTER):        ['R', free slots] | ['D', id] (only for a job that sent
+//                                              nothing: a result's arrival at the next intake or the
+//                                              loopback gives the slot back)
 //   worker -> front end (PUSH -> loopback PULL): ['Y', id, stage index, flags, status, headers JSON, body]
 //
 // Job data is a Buffer as it is ('b'), a plain value that JSON carries exactly
