@@ -35,6 +35,12 @@
 //              round trips (1 and 100 in flight): iomux.zmq, zeromq.js and a
 //              C program on libzmq, and iomux against libzmq both ways
 //              (benchmarks/zmq/bench.js; it also runs on its own)
+//   stages     iomux.pipeline (prime_server's demo, 2 stages of worker
+//              processes): its own CPU per request against an iomux.http
+//              server doing the work inline and the same pipeline on
+//              zeromq.js; 1, 2 and 8 workers per stage on non-uniform work;
+//              p99 as the share of slow jobs grows, against a single FIFO
+//              (benchmarks/pipeline/bench.js; it also runs on its own)
 //
 // Candidates: node:http (HTTP rows), node:net, iomux (integrated in Node's
 // loop, IOMUX_BACKEND=epoll), iomux standalone (loop.run()), iomux with
@@ -96,7 +102,7 @@ const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report')
 
 const ROOT = path.resolve(__dirname, '..');
 const SCENARIO_IDS = ['keepalive', 'pipeline', 'churn', 'express', 'fastify', 'echo', 'bulk', 'proxy', 'proxy-bulk', 'idle', 'idle-silent',
-  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster', 'zmq', 'sync'];
+  'idle-http', 'idle-proxy', 'timers', 'timeouts', 'cache', 'cluster', 'zmq', 'sync', 'stages'];
 const { runCluster } = require('./lib/cluster');
 
 // ---------------------------------------------------------------------------
@@ -590,6 +596,25 @@ async function main() {
     }
   }
 
+  // The pipeline scenario has its own runner (a server of several processes).
+  let stagesResult = null;
+  if (opts.only.includes('stages')) {
+    log('bench: == stages: iomux.pipeline against inline iomux.http and a zeromq.js pipeline');
+    if (iomuxError) {
+      failures.push(`stages: ${iomuxError}`);
+    } else {
+      try {
+        stagesResult = await require('./pipeline/bench').run({
+          quick: opts.quick, rounds: opts.rounds, duration: opts.quick ? 1 : opts.duration, pin: opts.pin, log, iomuxEnv: env.iomuxEnv,
+        });
+        failures.push(...stagesResult.failures);
+      } catch (err) {
+        failures.push(`stages: ${err.message}`);
+        log(`bench: stages: FAILED: ${err.stack || err}`);
+      }
+    }
+  }
+
   const report = {
     startedAt: new Date(started).toISOString(),
     finishedAt: new Date().toISOString(),
@@ -631,6 +656,7 @@ async function main() {
     scenarios: reportScenarios,
     cluster: cluster ? cluster.json : null,
     zmq: zmqResult ? { config: zmqResult.config, summary: zmqResult.summary, skipped: zmqResult.skipped } : null,
+    stages: stagesResult ? { config: stagesResult.config, summary: stagesResult.summary, targets: stagesResult.targets } : null,
     failures,
   };
   report.machine.loadAvgStart = startLoad;
@@ -672,7 +698,7 @@ async function main() {
   }
 
   const md = renderMarkdown(report) + (cacheMd ? '\n\n' + cacheMd : '') + (syncMd ? '\n\n' + syncMd : '') + (cluster ? `\n\n${cluster.markdown}\n` : '')
-    + (zmqResult ? '\n\n' + zmqResult.markdown : '');
+    + (zmqResult ? '\n\n' + zmqResult.markdown : '') + (stagesResult ? '\n\n' + stagesResult.markdown : '');
   const svg = renderSvg(report);
   process.stdout.write('\n' + md + '\n');
   fs.mkdirSync(opts.out, { recursive: true });

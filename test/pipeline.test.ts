@@ -282,3 +282,64 @@ t.test('a misbehaving peer cannot add slots or crash the front end', async (t) =
   t.equal((await get(srv.address().port, '/')).body, 'ok', 'still serving');
   await srv.close();
 });
+
+t.test('job data between stages: plain values as JSON, the rest through v8.serialize, the HTTP request as its own kind', async (t) => {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const codec = require('../dist/pipeline/codec') as typeof import('../dist/pipeline/codec');
+  const round = (v: unknown): [string, unknown] => {
+    const [k, d] = codec.encodeData(v);
+    return [k.toString(), codec.decodeData(k, d)];
+  };
+  for (const v of [{ n: 97 }, [1, 'a', null, true, { b: [2.5] }], 'text \u{1F600}', 0, {}]) {
+    const [kind, back] = round(v);
+    t.equal(kind, 'j', `${JSON.stringify(v)} as JSON`);
+    t.same(back, v);
+  }
+  const cycle: Record<string, unknown> = { a: 1 };
+  cycle.self = cycle;
+  for (const v of [new Date(5), new Map([[1, 2]]), { x: undefined }, [1, , 3], -0, Number.NaN, 10n, cycle, Array.from({ length: 100 }, (_, i) => i)]) {
+    const [kind, back] = round(v);
+    t.equal(kind, 'v', 'kept exact by v8.serialize');
+    if (v === cycle) t.equal((back as typeof cycle).self, back);
+    else t.same(back, v);
+  }
+  t.equal(round(-0)[1], -0);
+  t.equal(Object.is(round(-0)[1], -0), true, '-0 stays -0');
+  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', { host: 'h', 'x-list': ['1', '2'] }, Buffer.from([0, 1, 255]));
+  t.same(codec.decodeData(k, d), {
+    method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' }, headers: { host: 'h', 'x-list': ['1', '2'] }, body: Buffer.from([0, 1, 255]),
+  });
+  t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
+  t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
+});
+
+t.test('a stage that returns neither ctx.next nor ctx.reply (undefined, a number, a thenable that throws): 500, logged, and the worker goes on', async (t) => {
+  const lines: string[] = [];
+  const srv = P.createServer({
+    log: (l) => lines.push(l),
+    stages: [{
+      name: 'odd',
+      fn: (job: { query: Record<string, string> }, ctx: Ctx) => {
+        const q = job.query.r;
+        if (q === 'undefined') return undefined as never;
+        if (q === 'number') return 5 as never;
+        if (q === 'thenable') return { then: () => { throw new Error('bad thenable'); } } as never;
+        if (q === 'async') return Promise.resolve(ctx.reply(202, {}, 'later'));
+        return ctx.reply(200, {}, 'ok');
+      },
+    }],
+  });
+  await srv.listen();
+  const port = srv.address().port;
+  for (const r of ['undefined', 'number', 'thenable']) {
+    const res = await get(port, `/?r=${r}`);
+    t.equal(res.status, 500, `${r}: 500`);
+  }
+  t.equal(lines.filter((l) => l.includes('must return ctx.next')).length, 2, 'undefined and a number are named');
+  t.ok(lines.some((l) => l.includes('bad thenable')), 'the thenable\'s error is logged');
+  t.equal((await get(port, '/?r=async')).status, 202, 'a promise of an outcome');
+  t.equal((await get(port, '/')).body, 'ok', 'the worker goes on');
+  await until(() => srv.stats().stages[0].inFlight === 0 && srv.stats().stages[0].idle === 1, 5000, 'the slot is back');
+  t.equal(srv.stats().stages[0].completed, 5);
+  await srv.close();
+});

@@ -16,7 +16,8 @@ import * as path from 'node:path';
 import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
-import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeData } from './codec';
+import { performance } from 'node:perf_hooks';
+import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeHttpJob } from './codec';
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
 
@@ -80,11 +81,20 @@ interface Pending {
   id: string;
   idFrame: Buffer;
   res: ServerResponse;
-  start: bigint;
-  timer: NodeJS.Timeout | null;
-  unhook: (() => void) | null;
-  socket: { destroy(): void } | null;
+  /** performance.now() at arrival, and when it times out (Infinity: never). */
+  start: number;
+  deadline: number;
+  socket: HookedSocket;
 }
+
+/** A client connection, with the requests of it that wait (hooked once per connection). */
+interface HookedSocket {
+  destroy(): void;
+  [kWaiting]?: Set<Pending>;
+}
+const kWaiting = Symbol('iomux.pipeline.waiting');
+
+type QueuedJob = [idFrame: Buffer, kind: Buffer, data: Buffer, id: string];
 
 interface WorkerSlot {
   key: string;
@@ -99,11 +109,12 @@ class StageProxy {
   readonly workers = new Map<string, WorkerSlot>();
   /** One entry per free slot, oldest first. */
   private idle: WorkerSlot[] = [];
-  private queue: Array<[Buffer, Buffer, Buffer]> = [];
+  /** Jobs waiting for a slot: [id frame, kind, data, id]. */
+  private queue: QueuedJob[] = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
   /** Idempotent stages: the data of each job in flight, and its retries so far. */
-  private readonly held = new Map<string, { job: [Buffer, Buffer, Buffer]; retries: number }>();
+  private readonly held = new Map<string, { job: QueuedJob; retries: number }>();
   retried = 0;
   completed = 0;
   errors = 0;
@@ -115,7 +126,12 @@ class StageProxy {
     this.intake.on('error', () => {});
     this.backend.on('error', () => {});
     this.intake.on('message', (...f: Buffer[]) => {
-      if (f.length === 4 && f[0]!.equals(JOB)) this.enqueue(f[1]!, f[2]!, f[3]!);
+      if (f.length !== 4 || !f[0]!.equals(JOB)) return;
+      // Only the previous stage's workers feed this intake: the job's arrival
+      // here ends it there, and gives its slot back (no separate DONE).
+      const id = f[1]!.toString('latin1');
+      if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
+      this.enqueue(f[1]!, f[2]!, f[3]!, id);
     });
     this.backend.on('message', (identity: Buffer, type?: Buffer, arg?: Buffer) => {
       if (type === undefined || arg === undefined) return;
@@ -130,14 +146,9 @@ class StageProxy {
         for (let i = 0; i < n; i++) this.idle.push(w);
         this.dispatch();
       } else if (type.equals(DONE) && w !== undefined) {
-        const id = arg.toString('latin1');
+        // A job that ended with nothing to pass on (its request is dead).
         // Only a job it holds gives a slot back: a stray DONE cannot add slots.
-        if (!w.jobs.delete(id)) return;
-        if (this.holder.get(id) === w) this.holder.delete(id);
-        this.held.delete(id);
-        this.completed++;
-        this.idle.push(w);
-        this.dispatch();
+        this.release(arg.toString('latin1'), w);
       }
     });
     this.backend.on('peerdisconnect', (identity: Buffer) => {
@@ -174,6 +185,21 @@ class StageProxy {
     }
   }
 
+  /**
+   * The job `id` ended on its worker: its result reached the next stage or the
+   * loopback, or the worker said DONE. Its slot goes back to the FIFO.
+   */
+  release(id: string, from?: WorkerSlot): void {
+    const w = this.holder.get(id);
+    if (w === undefined || (from !== undefined && w !== from) || !w.jobs.delete(id)) return;
+    this.holder.delete(id);
+    this.held.delete(id);
+    this.completed++;
+    if (!w.alive) return;
+    this.idle.push(w);
+    this.dispatch();
+  }
+
   get queued(): number {
     return this.queue.length - this.qHead;
   }
@@ -181,16 +207,16 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(idFrame: Buffer, kind: Buffer, data: Buffer): void {
-    if (!this.front._live(idFrame.toString('latin1'))) return; // its request is already answered
-    this.queue.push([idFrame, kind, data]);
+  enqueue(idFrame: Buffer, kind: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
+    if (!this.front._live(id)) return; // its request is already answered
+    this.queue.push([idFrame, kind, data, id]);
     this.dispatch();
   }
 
   private readonly retries = new Map<string, number>();
 
-  private requeue(job: [Buffer, Buffer, Buffer], retries: number): void {
-    this.retries.set(job[0].toString('latin1'), retries);
+  private requeue(job: QueuedJob, retries: number): void {
+    this.retries.set(job[3], retries);
     if (this.qHead > 0) this.queue[--this.qHead] = job;
     else this.queue.unshift(job);
   }
@@ -199,7 +225,7 @@ class StageProxy {
     while (this.qHead < this.queue.length && this.idle.length > 0) {
       const job = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as never;
-      const id = job[0].toString('latin1');
+      const id = job[3];
       if (!this.front._live(id)) {
         this.retries.delete(id);
         continue; // a dead request's job is dropped here
@@ -226,7 +252,7 @@ class StageProxy {
       this.send([w.identity, CANCEL, idFrame]);
       return true;
     }
-    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![0].equals(idFrame)) return true;
+    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![3] === id) return true;
     return false;
   }
 
@@ -255,7 +281,10 @@ export class PipelineServer {
   runDir: string | null = null;
   /** Per stage: the proxy backend and the intake endpoints (after listen()). */
   endpoints: { loopback: string; directory: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', directory: '', stages: [] };
+  /** The requests waiting for a response, in arrival order: also their deadlines' order, as the timeout is the same for all. */
   private readonly pending = new Map<string, Pending>();
+  /** One timer for all the deadlines: armed for the oldest request's. */
+  private expiry: NodeJS.Timeout | null = null;
   private readonly workerHandles: WorkerHandle[] = [];
   /** The supervisor running the stages' workers ('cluster' mode). */
   supervisor: import('../cluster').Supervisor | null = null;
@@ -437,38 +466,59 @@ export class PipelineServer {
       return;
     }
     const id = this.prefix + (this.seq++).toString(36);
-    const p: Pending = { id, idFrame: Buffer.from(id, 'latin1'), res, start: process.hrtime.bigint(), timer: null, unhook: null, socket: null };
-    this.pending.set(id, p);
-    if (this.timeout > 0) {
-      p.timer = setTimeout(() => this.expire(p), this.timeout);
-    }
-    // A client that hangs up (a reset, or a FIN while its request waits, as
-    // node:http treats it by default) interrupts its job.
-    const hangup = (): void => {
-      if (this.pending.get(id) === p) this.interrupt(p);
+    const start = performance.now();
+    const p: Pending = {
+      id, idFrame: Buffer.from(id, 'latin1'), res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
+      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter),
     };
-    res.once('close', hangup);
-    const sock = req.socket as unknown as NodeJS.EventEmitter;
-    sock.once('end', hangup);
-    p.unhook = () => sock.removeListener('end', hangup);
-    p.socket = req.socket as unknown as { destroy(): void };
+    this.pending.set(id, p);
+    p.socket[kWaiting]!.add(p);
+    if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
+    const { method, headers } = req;
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        const q = url.indexOf('?');
-        const job = {
-          method: req.method, url, path: q < 0 ? url : url.slice(0, q),
-          query: Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1))),
-          headers: req.headers, body,
-        };
-        const [kind, data] = encodeData(job);
-        first.enqueue(p.idFrame, kind, data);
+        first.enqueue(p.idFrame, ...encodeHttpJob(method, url, headers, body), id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
       },
     );
   }
+
+  /**
+   * A client that hangs up (a reset, or a FIN while its request waits, as
+   * node:http treats it by default) interrupts its jobs: the listeners go on
+   * each connection once, not on every request.
+   */
+  private hook(sock: HookedSocket & NodeJS.EventEmitter): HookedSocket {
+    if (sock[kWaiting] === undefined) {
+      const waiting = new Set<Pending>();
+      sock[kWaiting] = waiting;
+      const hangup = (): void => {
+        for (const p of waiting) if (this.pending.get(p.id) === p) this.interrupt(p);
+        waiting.clear();
+      };
+      sock.on('end', hangup);
+      sock.on('close', hangup);
+    }
+    return sock;
+  }
+
+  /** The expiry timer: answers 504 to every request past its deadline, then waits for the next one. */
+  private readonly onExpiry = (): void => {
+    this.expiry = null;
+    const now = performance.now();
+    let next = Infinity;
+    for (const p of this.pending.values()) {
+      if (p.deadline > now) {
+        next = p.deadline;
+        break;
+      }
+      this.expire(p);
+    }
+    if (next !== Infinity && this.expiry === null) this.expiry = setTimeout(this.onExpiry, Math.max(1, Math.ceil(next - now)));
+  };
 
   private cancelEverywhere(p: Pending, what: 'timeouts' | 'interrupts'): void {
     for (const s of this.stages) {
@@ -481,7 +531,6 @@ export class PipelineServer {
 
   private expire(p: Pending): void {
     if (this.pending.get(p.id) !== p) return;
-    p.timer = null;
     this.respond(p, 504, { 'content-type': 'text/plain' }, Buffer.from('Gateway Timeout\n'));
     this.cancelEverywhere(p, 'timeouts');
   }
@@ -489,7 +538,7 @@ export class PipelineServer {
   private interrupt(p: Pending): void {
     this.finish(p);
     // Nobody reads a response any more: the half-open connection goes too.
-    p.socket?.destroy();
+    p.socket.destroy();
     this.count('interrupted');
     this.cancelEverywhere(p, 'interrupts');
   }
@@ -499,6 +548,8 @@ export class PipelineServer {
     const id = f[1]!.toString('latin1');
     const p = this.pending.get(id);
     const stage = this.stages[Number.parseInt(f[2]!.toString('latin1'), 10)];
+    // The reply ends the job on its worker: the slot goes back.
+    stage?.release(id);
     if (stage !== undefined && f[3]!.equals(FLAG_ERROR)) stage.errors++;
     if (p === undefined) {
       this.unknownReplies++;
@@ -516,10 +567,11 @@ export class PipelineServer {
 
   private finish(p: Pending): void {
     this.pending.delete(p.id);
-    if (p.timer !== null) clearTimeout(p.timer);
-    p.timer = null;
-    if (p.unhook !== null) p.unhook();
-    p.unhook = null;
+    p.socket[kWaiting]?.delete(p);
+    if (this.pending.size === 0 && this.expiry !== null) {
+      clearTimeout(this.expiry);
+      this.expiry = null;
+    }
     if (this.draining && this.pending.size === 0) this.emitDrained?.();
   }
 
@@ -531,7 +583,7 @@ export class PipelineServer {
   private respond(p: Pending, status: number, headers: Record<string, string | number | string[]>, body: Buffer): void {
     this.finish(p);
     this.count(status);
-    this.histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - p.start) / 1000n)));
+    this.histogram.recordValue(Math.max(1, Math.round((performance.now() - p.start) * 1000)));
     try {
       p.res.writeHead(status, headers);
       p.res.end(body);

@@ -59,6 +59,37 @@ const replyOutcome = (status: number, headers: Headers = {}, body?: unknown): Ou
   return { kind: 'reply', status, headers, body };
 };
 
+/** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
+class Job implements JobContext {
+  readonly id: string;
+  private ac: AbortController | null = null;
+  private aborted = false;
+  constructor(readonly idFrame: Buffer, readonly stage: string) {
+    this.id = idFrame.toString('latin1');
+  }
+  get signal(): AbortSignal {
+    if (this.ac === null) {
+      this.ac = new AbortController();
+      if (this.aborted) this.ac.abort();
+    }
+    return this.ac.signal;
+  }
+  get interrupted(): boolean {
+    return this.aborted;
+  }
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.ac?.abort();
+  }
+  next(data: unknown): Outcome {
+    return nextOutcome(data);
+  }
+  reply(status: number, headers?: Headers, body?: unknown): Outcome {
+    return replyOutcome(status, headers, body);
+  }
+}
+
 /** Runs one worker of a stage until close(). */
 export function runWorker(options: WorkerOptions): WorkerHandle {
   const { stage, stageIndex, fn, endpoints } = options;
@@ -71,7 +102,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const dealer = new Dealer({ reconnectInterval: 50 });
   const loopback = new Push({ reconnectInterval: 50 });
   const next = endpoints.next !== undefined ? new Push({ reconnectInterval: 50 }) : null;
-  const running = new Map<string, AbortController>();
+  const running = new Map<string, Job>();
   let closed = false;
 
   dealer.on('error', () => {});
@@ -89,46 +120,66 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     const p = sock.send(frames);
     if (p !== undefined) p.catch(() => {});
   };
+  const replyFrames = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): Buffer[] =>
+    [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
   const reply = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): void => {
-    send(loopback, [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)]);
+    send(loopback, replyFrames(id, flags, status, headers, body));
   };
 
-  async function run(idFrame: Buffer, kind: Buffer, data: Buffer): Promise<void> {
-    const id = idFrame.toString('latin1');
-    const ac = new AbortController();
-    running.set(id, ac);
-    const ctx: JobContext = {
-      id,
-      stage,
-      signal: ac.signal,
-      get interrupted() {
-        return ac.signal.aborted;
-      },
-      next: nextOutcome,
-      reply: replyOutcome,
-    };
-    try {
-      const out = await fn(decodeData(kind, data), ctx);
-      if (ac.signal.aborted) {
-        // Its request is gone: nobody waits for a result.
-      } else if (out === null || typeof out !== 'object' || (out.kind !== 'next' && out.kind !== 'reply')) {
-        throw new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)');
-      } else if (out.kind === 'reply') {
-        reply(idFrame, FLAG_NONE, out.status, out.headers, out.body);
-      } else if (next !== null) {
-        const [k, d] = encodeData(out.data);
-        send(next, [JOB, idFrame, k, d]);
-      } else {
-        const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
-        reply(idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
+  // A job's end: its result goes to the next stage's intake or to the
+  // loopback, and its arrival there gives the slot back to the proxy (both
+  // live in the front end's process). Only a job that ends with nothing to
+  // send (its request is dead) tells the proxy DONE.
+  const failed = (job: Job, e: unknown): void => {
+    running.delete(job.id);
+    const err = e as Error;
+    log(`iomux-pipeline: stage ${stage}: job ${job.id} failed: ${err && err.stack ? err.stack : String(err)}`);
+    if (!job.interrupted) reply(job.idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
+    else send(dealer, [DONE, job.idFrame]);
+  };
+  const ended = (job: Job, out: Outcome): void => {
+    if (job.interrupted) {
+      // Its request is gone: nobody waits for a result.
+      running.delete(job.id);
+      send(dealer, [DONE, job.idFrame]);
+    } else if (out === null || typeof out !== 'object' || (out.kind !== 'next' && out.kind !== 'reply')) {
+      failed(job, new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)'));
+    } else {
+      let frames: Buffer[];
+      let sock: Push;
+      try {
+        if (out.kind === 'reply') {
+          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body)];
+        } else if (next !== null) {
+          const [k, d] = encodeData(out.data);
+          [sock, frames] = [next, [JOB, job.idFrame, k, d]];
+        } else {
+          const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
+          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data)];
+        }
+      } catch (e) {
+        failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
+        return;
       }
+      running.delete(job.id);
+      send(sock, frames);
+    }
+  };
+
+  function run(idFrame: Buffer, kind: Buffer, data: Buffer): void {
+    const job = new Job(idFrame, stage);
+    running.set(job.id, job);
+    let out: Outcome | Promise<Outcome>;
+    try {
+      out = fn(decodeData(kind, data), job);
     } catch (e) {
-      const err = e as Error;
-      log(`iomux-pipeline: stage ${stage}: job ${id} failed: ${err && err.stack ? err.stack : String(err)}`);
-      if (!ac.signal.aborted) reply(idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
-    } finally {
-      running.delete(id);
-      send(dealer, [DONE, idFrame]);
+      failed(job, e);
+      return;
+    }
+    if (out !== null && out !== undefined && typeof (out as Promise<Outcome>).then === 'function') {
+      Promise.resolve(out).then((o) => ended(job, o), (e: unknown) => failed(job, e));
+    } else {
+      ended(job, out as Outcome);
     }
   }
 
@@ -137,7 +188,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     if (type === undefined || frames[1] === undefined) return;
     if (closed) return;
     if (type.equals(JOB) && frames.length === 4) {
-      void run(frames[1], frames[2]!, frames[3]!);
+      run(frames[1], frames[2]!, frames[3]!);
     } else if (type.equals(CANCEL)) {
       running.get(frames[1].toString('latin1'))?.abort();
     }
@@ -150,7 +201,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const shut = async (lingerMs: number): Promise<void> => {
     if (closed) return;
     closed = true;
-    for (const ac of running.values()) ac.abort();
+    for (const job of running.values()) job.abort();
     dealer.linger = 0;
     loopback.linger = lingerMs;
     if (next !== null) next.linger = lingerMs;
