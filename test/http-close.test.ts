@@ -3,23 +3,10 @@
 // clients that reset mid-request or mid-response (no crash, no fd leak).
 import { once } from 'node:events';
 import * as nodeHttp from 'node:http';
-import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { openFds, settleFds, sleep, waitFor } from './helpers';
-import { parseResponses, rawClient, request, serve, within } from './http-helpers';
-
-/** Connects to port: 'connected' or the error's code. */
-function tryConnect(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-    s.on('connect', () => {
-      s.destroy();
-      resolve('connected');
-    });
-  });
-}
+import { parseResponses, rawClient, request, serve, tryConnect, within } from './http-helpers';
 
 t.test('close(): in-flight requests finish with Connection: close, idle connections close at once, resolves after the last socket', async (t) => {
   let slowStarted!: () => void;

@@ -8,19 +8,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { sleep, waitFor } from './helpers';
-import { http, parseResponses, rawClient, serve, within } from './http-helpers';
-
-/** Connects to port: 'connected' or the error's code. */
-function tryConnect(port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-    s.on('connect', () => {
-      s.destroy();
-      resolve('connected');
-    });
-  });
-}
+import { http, parseResponses, rawClient, serve, tryConnect, within } from './http-helpers';
 
 interface Looper {
   /** Complete responses received. */

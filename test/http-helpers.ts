@@ -65,6 +65,18 @@ export interface RawClient {
   responses(n: number, noBody?: (i: number) => boolean, ms?: number): Promise<RawResponse[]>;
 }
 
+/** Connects to port: 'connected' or the error's code. */
+export function tryConnect(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    s.on('connect', () => {
+      s.destroy();
+      resolve('connected');
+    });
+  });
+}
+
 /** A raw node:net client that records everything it receives. */
 export function rawClient(port: number): RawClient {
   const sock = net.connect(port, '127.0.0.1');

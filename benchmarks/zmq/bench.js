@@ -49,28 +49,25 @@ const ROWS = [
   { id: 'rtt-100', kind: 'rtt', size: 64, inflight: 100, title: 'DEALER->ROUTER 64 B, 100 in flight' },
 ];
 
-function buildPeer(workDir) {
+/** Compiles one of the C programs beside this file; { exe, error }. */
+function buildC(workDir, source, name, libs, hint) {
   const cc = U.which('cc') || U.which('gcc') || U.which('clang');
   if (!cc) return { exe: null, error: 'no C compiler' };
-  const exe = path.join(workDir, 'zmq-peer');
+  const exe = path.join(workDir, name);
   try {
-    execFileSync(cc, ['-O2', '-Wall', '-o', exe, PEER_C, '-lzmq'], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
+    execFileSync(cc, ['-O2', '-Wall', '-o', exe, source, ...libs], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
     return { exe, error: null };
   } catch (err) {
-    return { exe: null, error: `building peer.c failed (apt-get install libzmq3-dev): ${String(err.stderr || err.message).trim().split('\n').slice(-2).join(' | ')}` };
+    return { exe: null, error: `building ${path.basename(source)} failed${hint}: ${String(err.stderr || err.message).trim().split('\n').slice(-2).join(' | ')}` };
   }
 }
 
+function buildPeer(workDir) {
+  return buildC(workDir, PEER_C, 'zmq-peer', ['-lzmq'], ' (apt-get install libzmq3-dev)');
+}
+
 function buildPingpong(workDir) {
-  const cc = U.which('cc') || U.which('gcc') || U.which('clang');
-  if (!cc) return { exe: null, error: 'no C compiler' };
-  const exe = path.join(workDir, 'zmq-pingpong');
-  try {
-    execFileSync(cc, ['-O2', '-Wall', '-o', exe, PINGPONG_C], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000 });
-    return { exe, error: null };
-  } catch (err) {
-    return { exe: null, error: `building pingpong.c failed: ${String(err.stderr || err.message).trim().split('\n').slice(-2).join(' | ')}` };
-  }
+  return buildC(workDir, PINGPONG_C, 'zmq-pingpong', [], '');
 }
 
 function hasZeromq() {
