@@ -79,6 +79,9 @@
 //   --no-strace              skip the strace runs
 //   --no-pin                 do not pin processes with taskset
 //   --out DIR                where latest.{md,json,svg} go (default benchmarks/results)
+//   --base-dist DIR          express and fastify rows: also run serveNode() from
+//                            another built checkout's dist/ ("iomux serveNode
+//                            (base build)"), in the same rounds, to compare two builds
 //   --list                   print the scenario ids and exit
 //
 // The iomux build (dist/ and build/Release/iomux.node) is copied into
@@ -129,6 +132,7 @@ function parseArgs(argv) {
     straceDuration: 1,
     pin: true,
     out: path.join(__dirname, 'results'),
+    baseDist: null,
   };
   const explicit = new Set();
   const num = (name, v, min) => {
@@ -172,6 +176,11 @@ function parseArgs(argv) {
       case '--no-strace': opts.strace = false; break;
       case '--no-pin': opts.pin = false; break;
       case '--out': opts.out = path.resolve(value()); break;
+      case '--base-dist': {
+        opts.baseDist = path.resolve(value());
+        if (!fs.existsSync(path.join(opts.baseDist, 'http', 'node.js'))) usage(`--base-dist: no built iomux dist/ at ${opts.baseDist}`);
+        break;
+      }
       case '--loadgen': {
         const v = value();
         if (v !== 'wrk' && v !== 'autocannon') usage('--loadgen must be wrk or autocannon');
@@ -442,6 +451,7 @@ async function main() {
   let probe = null;
   if (!iomuxError) {
     env.iomuxEnv = { IOMUX_BENCH_DIST: snap.dist };
+    env.baseDist = opts.baseDist;
     probe = probeBackend(snap.dist, 'epoll');
     backends.epoll = probe.ok ? true : probe.error;
     if (!probe.ok) iomuxError = `iomux does not load with IOMUX_BACKEND=epoll: ${probe.error}`;

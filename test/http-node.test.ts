@@ -318,6 +318,36 @@ t.test('timeouts: server.setTimeout, keepAliveTimeout and headersTimeout', async
     t.ok(took >= 140, `not before the timeout (${took} ms)`);
   });
 
+  t.test('socket.setTimeout(ms) again with the same ms restarts the idle time, with or without a write just before', async (t) => {
+    let socket: NodeSocket | null = null;
+    const { port, node } = await serve(t, (req) => { socket = req.socket as NodeSocket; });
+    node.on('timeout', () => { /* a listener: node leaves the timed-out socket open */ });
+    const c = rawClient(port);
+    c.sock.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await waitFor(() => socket !== null);
+    const s = socket as unknown as NodeSocket;
+    const fired: number[] = [];
+    s.on('timeout', () => fired.push(Date.now()));
+    // No I/O between the two calls: the second one must push the deadline back.
+    s.setTimeout(300);
+    await sleep(200);
+    const second = Date.now();
+    s.setTimeout(300);
+    await waitFor(() => fired.length === 1, 3000);
+    t.ok(fired[0]! - second >= 290, `the second call restarted it (${fired[0]! - second} ms after it)`);
+    // A write, then the same value again at once (what node's http does after a
+    // response): the idle time runs from the write.
+    await sleep(100);
+    s.write('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n');
+    const wrote = Date.now();
+    s.setTimeout(300);
+    await waitFor(() => fired.length === 2, 3000);
+    t.ok(fired[1]! - wrote >= 290, `not before the idle time after the write (${fired[1]! - wrote} ms)`);
+    t.ok(fired[1]! - wrote < 2000, 'and then it fired');
+    await waitFor(() => c.text().includes('200 OK'));
+    c.sock.destroy();
+  });
+
   t.test('keepAliveTimeout: an idle keep-alive connection is closed by the server', async (t) => {
     const { port, node, sockets } = await serve(t, (_req, res) => res.end('ok'));
     node.keepAliveTimeout = 50; // node adds 1 s of margin to the socket timeout

@@ -64,6 +64,11 @@ Object.assign(CANDIDATES, {
 CANDIDATES['iomux-node'] = {
   id: 'iomux-node', label: 'iomux serveNode', impl: 'iomux-node', iomux: true, env: { IOMUX_BACKEND: 'epoll' },
 };
+// With --base-dist DIR, the same application on serveNode() from another
+// build (its dist/ directory): two builds measured in the same rounds.
+CANDIDATES['iomux-node-base'] = {
+  id: 'iomux-node-base', label: 'iomux serveNode (base build)', impl: 'iomux-node', iomux: true, env: { IOMUX_BACKEND: 'epoll' },
+};
 const FRAMEWORK_CANDIDATES = ['http', 'iomux-node'];
 const PROXY_CANDIDATES = ['proxy-net', 'proxy-iomux', 'proxy-iomux-standalone', 'proxy-haproxy'];
 const TCP_CANDIDATES = ['net', 'iomux', 'iomux-standalone', 'iomux-uring'];
@@ -195,7 +200,7 @@ function scenarios(cfg) {
     shortTitle: `${name} JSON route`,
     kind: 'load',
     group: 'http',
-    candidates: FRAMEWORK_CANDIDATES,
+    candidates: cfg.baseDist ? [...FRAMEWORK_CANDIDATES, 'iomux-node-base'] : FRAMEWORK_CANDIDATES,
     baselines: ['http'],
     unit: UNITS.req,
     server: (cand) => ({ script: FRAMEWORK_SERVER, impl: cand.impl, args: [id] }),
@@ -353,7 +358,8 @@ async function openLoad(env, sc, cand, round, { strace = false } = {}) {
       });
       spec.args = [...(spec.args || []), String(h.backend.port)];
     }
-    h.server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv } });
+    const dist = cand.id === 'iomux-node-base' ? { IOMUX_BENCH_DIST: env.baseDist } : {};
+    h.server = await startServer(env, { label: `${sc.id}/${cand.id}`, ...spec, extraEnv: { ...cand.env, ...env.iomuxEnv, ...dist } });
     h.run.backend = h.server.backend;
     h.driver = await sc.driver(env, h.server);
     if (h.driver.connectMs != null) h.run.connectMs = h.driver.connectMs;

@@ -22,6 +22,7 @@
 import { Server as NetServer, Socket as NetSocket } from 'node:net';
 import { Server as HttpServerClass, type IncomingMessage, type Server as HttpServer, type ServerResponse as NodeServerResponse } from 'node:http';
 import { invalidArgType, outOfRange } from '../errors';
+import { loop } from '../loop';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
 import { drainOptions, type DrainOptions } from './server';
@@ -132,6 +133,10 @@ export class NodeSocket extends NetSocket {
   private readDone = false;
   /** As asked with ref() and unref(). */
   private userRef = true;
+  /** The idle timeout the iomux socket is armed with (0: none). */
+  private armedMs = 0;
+  /** loop._now() at the last write to the iomux socket. */
+  private lastWrite = -Infinity;
   /** Node's HTTP parser while node's http server reads this socket (node sets it). */
   parser: NodeParserView | null | undefined = undefined;
   declare _readableState: ReadableStateView;
@@ -173,6 +178,7 @@ export class NodeSocket extends NetSocket {
       if (this.timeout) return void this.emit('timeout');
       // Turned off by setTimeout(0) since it was armed: disarm it now.
       sock.setTimeout(0);
+      this.armedMs = 0;
     });
     sock.on('error', (err: Error) => {
       if (this.destroyed) return;
@@ -199,10 +205,11 @@ export class NodeSocket extends NetSocket {
    * following bytes (node hands them to the 'upgrade' or 'connect' listener).
    */
   private deliver(chunk: Buffer): void {
+    const state = this._readableState;
     for (;;) {
       const parser = this.parser;
       // Node parses synchronously only while the stream flows with nothing buffered.
-      if (parser === null || parser === undefined || this.readableFlowing !== true || this.readableLength !== 0) break;
+      if (parser === null || parser === undefined || state.flowing !== true || state.length !== 0) break;
       const before = parser.incoming;
       if (before !== null && before !== undefined && !before.complete) break; // inside a body
       // GET and HEAD carry no body in practice: pipelined ones go to node
@@ -221,13 +228,16 @@ export class NodeSocket extends NetSocket {
         return;
       }
     }
-    const state = this._readableState;
     if (state.flowing === true && state.length === 0 && !state.ended && !this.destroyed) {
       // What push() does for a flowing stream with nothing buffered, without
       // its per-chunk tick to read more (this stream has no more to read:
       // the iomux socket pushes as bytes come).
       state.dataEmitted = true;
-      this.emit('data', chunk);
+      // One listener (node's http server's, the usual case): called as
+      // emit() would, without emit()'s generic path.
+      const h = (this as unknown as { _events: Record<string, unknown> })._events.data;
+      if (typeof h === 'function') (h as (c: Buffer) => void).call(this, chunk);
+      else this.emit('data', chunk);
       return;
     }
     // The stream's buffer is full: stop reading from the kernel (TCP
@@ -283,7 +293,9 @@ export class NodeSocket extends NetSocket {
   // mark (so consecutive writes reach the kernel together); past it, the next
   // write waits for 'drain'.
   override _write(chunk: Buffer | string, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (chunk.length === 0) return cb(); // nothing to send (node's http ends some responses so)
     const sock = this.iomuxSocket;
+    this.lastWrite = loop._now();
     // After the FIN, the socket holds the process until this write is out.
     const sent = this.readDone ? this.onSentAfterEof : undefined;
     const ok = typeof chunk === 'string' ? sock.write(chunk, encoding, sent) : sock.write(chunk, sent);
@@ -293,18 +305,34 @@ export class NodeSocket extends NetSocket {
   }
 
   // Corked writes (node's http corks the head and the first body chunk)
-  // leave as one write/writev.
+  // leave as one write/writev. Empty chunks (node's http ends a response
+  // with one, for its callback) are left out; a single chunk left needs no
+  // cork, and neither do writes made while the loop dispatches a batch: the
+  // core coalesces those by itself.
   override _writev(chunks: { chunk: Buffer | string; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
     const sock = this.iomuxSocket;
-    let ok = true;
-    sock.cork();
-    const last = chunks.length - 1;
-    for (let i = 0; i <= last; i++) {
-      const c = chunks[i]!;
-      const sent = i === last && this.readDone ? this.onSentAfterEof : undefined;
-      ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding, sent) : sock.write(c.chunk, sent);
+    this.lastWrite = loop._now();
+    let first = -1;
+    let last = -1;
+    let n = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      if (chunks[i]!.chunk.length === 0) continue;
+      if (first < 0) first = i;
+      last = i;
+      n++;
     }
-    sock.uncork();
+    let ok = true;
+    if (n > 0) {
+      const cork = n > 1 && !loop._inBatch;
+      if (cork) sock.cork();
+      for (let i = first; i <= last; i++) {
+        const c = chunks[i]!;
+        if (c.chunk.length === 0) continue;
+        const sent = i === last && this.readDone ? this.onSentAfterEof : undefined;
+        ok = typeof c.chunk === 'string' ? sock.write(c.chunk, c.encoding, sent) : sock.write(c.chunk, sent);
+      }
+      if (cork) sock.uncork();
+    }
     if (this.readDone) this.updateRef();
     if (ok) return cb();
     this.blockedWrite = cb;
@@ -401,7 +429,16 @@ export class NodeSocket extends NetSocket {
     // Node's http server turns the keep-alive timeout off at each request
     // and on again at its response: turning it off costs nothing here (a
     // timer that fires while it is off is dropped and disarmed then).
-    if (ms !== 0) this.iomuxSocket.setTimeout(Math.min(ms, TIMEOUT_MAX));
+    // Node's http server re-arms it after every response, with the same
+    // value: the response's write (under a millisecond ago) has already
+    // restarted the iomux socket's idle clock, so that costs nothing either.
+    if (ms !== 0) {
+      const t = Math.min(ms, TIMEOUT_MAX);
+      if (t !== this.armedMs || !(loop._now() - this.lastWrite < 1)) {
+        this.iomuxSocket.setTimeout(t);
+        this.armedMs = t;
+      }
+    }
     if (cb !== undefined) {
       if (ms === 0) this.removeListener('timeout', cb);
       else this.once('timeout', cb);
