@@ -10,12 +10,14 @@
 
 #define NAPI_VERSION 8
 #include <napi.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <memory>
 #include <string>
 
 extern "C" {
@@ -478,12 +480,128 @@ Napi::Value SyncAttach(const Napi::CallbackInfo &info) {
   return SyncBuffer(env, base, size);
 }
 
+// Doorbells (iomux_sync_bell_*): a process's bell is a datagram socket
+// watched by a uv_poll_t on Node's loop, so a ring wakes the loop once and
+// calls back into JavaScript; nothing here blocks.
+struct Bell {
+  uv_poll_t poll;
+  int fd = -1;
+  napi_env env = nullptr;
+  napi_ref fn = nullptr;
+  napi_async_context ctx = nullptr;
+  bool closed = false;
+};
+
+void BellClosed(uv_handle_t *h) {
+  Bell *b = static_cast<Bell *>(h->data);
+  close(b->fd);
+  delete b;
+}
+
+void BellShut(Bell *b) {
+  if (b->closed) return;
+  b->closed = true;
+  uv_poll_stop(&b->poll);
+  if (b->fn) napi_delete_reference(b->env, b->fn);
+  if (b->ctx) napi_async_destroy(b->env, b->ctx);
+  b->fn = nullptr;
+  b->ctx = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t *>(&b->poll), BellClosed);
+}
+
+void BellReadable(uv_poll_t *h, int status, int) {
+  Bell *b = static_cast<Bell *>(h->data);
+  if (b->closed) return;
+  int n = status < 0 ? status : iomux_sync_bell_drain(b->fd);
+  napi_env env = b->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value fn, recv, arg, result;
+  napi_get_reference_value(env, b->fn, &fn);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, n, &arg);
+  if (napi_make_callback(env, b->ctx, recv, fn, 1, &arg, &result) != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+void BellEnvCleanup(void *data) { BellShut(static_cast<Bell *>(data)); }
+
+// bellOpen(path, fn(rings)) -> close function, or -errno. fn runs once per
+// wake with the number of rings read (or a negative errno). The bell does not
+// keep the process alive (unref'd).
+Napi::Value BellOpen(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "bellOpen(path, fn)").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = iomux_sync_bell_open(path.c_str());
+  if (fd < 0) return Napi::Number::New(env, fd);
+  uv_loop_t *loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(fd);
+    return Napi::Number::New(env, -EINVAL);
+  }
+  Bell *b = new Bell;
+  b->fd = fd;
+  b->env = env;
+  b->poll.data = b;
+  int rc = uv_poll_init(loop, &b->poll, fd);
+  if (rc < 0) {
+    close(fd);
+    delete b;
+    return Napi::Number::New(env, rc);
+  }
+  napi_create_reference(env, info[1], 1, &b->fn);
+  napi_value name;
+  napi_create_string_utf8(env, "iomux.syncBell", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, nullptr, name, &b->ctx);
+  uv_poll_start(&b->poll, UV_READABLE, BellReadable);
+  uv_unref(reinterpret_cast<uv_handle_t *>(&b->poll));
+  napi_add_env_cleanup_hook(env, BellEnvCleanup, b);
+  auto ref = std::make_shared<Bell *>(b);  // cleared by the first close
+  return Napi::Function::New(env, [ref](const Napi::CallbackInfo &ci) -> Napi::Value {
+    Bell *bell = *ref;
+    *ref = nullptr;
+    if (bell && !bell->closed) {
+      napi_remove_env_cleanup_hook(ci.Env(), BellEnvCleanup, bell);
+      BellShut(bell);
+    }
+    return ci.Env().Undefined();
+  }, "closeBell");
+}
+
+// bellRing(path, slot) -> 0 or -errno (see iomux_sync_bell_ring); one
+// sending socket for the process (created on first use, thread-safe).
+Napi::Value BellRing(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    Napi::TypeError::New(env, "bellRing(path, slot)").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  static const int sender = iomux_sync_bell_sender();
+  if (sender < 0) return Napi::Number::New(env, sender);
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  return Napi::Number::New(env, iomux_sync_bell_ring(sender, path.c_str(), static_cast<uint32_t>(Int(info, 1))));
+}
+
 }  // namespace
 
 Napi::Object DefineSyncRegion(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("create", Napi::Function::New(env, SyncCreate, "syncCreate"));
   o.Set("attach", Napi::Function::New(env, SyncAttach, "syncAttach"));
+  o.Set("bellOpen", Napi::Function::New(env, BellOpen, "bellOpen"));
+  o.Set("bellRing", Napi::Function::New(env, BellRing, "bellRing"));
   return o;
 }
 

@@ -46,6 +46,10 @@ export interface Binding {
   syncRegion: {
     create(nslots: number, rows: number, valueCap: number): [number, ArrayBuffer];
     attach(fd: number): ArrayBuffer;
+    /** Binds this process's doorbell at path; fn(rings) on each wake. The close function, or -errno. */
+    bellOpen(path: string, fn: (rings: number) => void): (() => void) | number;
+    /** Rings the doorbell at path: 0 or -errno (-ENOENT/-ECONNREFUSED: nobody there; -EAGAIN: its queue is full). */
+    bellRing(path: string, slot: number): number;
   };
 }
 

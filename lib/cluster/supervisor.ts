@@ -236,7 +236,7 @@ export class Supervisor extends EventEmitter {
     const spec: WorkerSpec = {
       v: 1, id, service: svc.cfg.name, module: svc.cfg.worker, args: svc.cfg.args, ctl: 3,
       listeners: svc.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, address: l.address })),
-      sync: { fd: FIRST_LISTENER_FD + svc.listeners.length, id: syncId },
+      sync: { fd: FIRST_LISTENER_FD + svc.listeners.length, id: syncId, bells: sync.bellDir() ?? undefined },
       caches: svc.caches.map((c, i) => ({ fd: FIRST_LISTENER_FD + svc.listeners.length + 1 + i, name: c.name })),
     };
     let proc: ChildProcess;
@@ -308,7 +308,9 @@ export class Supervisor extends EventEmitter {
         w.state = 'stopping';
         break;
       case FrameType.SYNC:
-        if (typeof b.s === 'number') this.syncMaster?.kick(b.s);
+        if (typeof b.s !== 'number') break;
+        if (typeof b.t === 'number') this.syncMaster?.took(w.syncId, b.s, b.t);
+        else this.syncMaster?.kick(b.s);
         break;
       case FrameType.MESSAGE:
         this.route(String(b.target), String(b.name), Array.isArray(b.args) ? b.args : [], { id: w.id, service: w.svc.cfg.name });
@@ -501,6 +503,7 @@ export class Supervisor extends EventEmitter {
     // the mapping stays valid for the master's own handles; the workers are gone
     if (this.syncMaster) {
       try { closeSync(this.syncMaster.fd); } catch { /* closed already */ }
+      this.syncMaster.close();
     }
     this.emit('stopped');
   }

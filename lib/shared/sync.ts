@@ -8,6 +8,9 @@
 // recovery go to the master (SyncMaster), over the supervisor's control
 // channel. See docs/sync.md.
 import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { binding } from '../binding';
 
@@ -22,6 +25,7 @@ const W_GEN = 4; // bumped when the slot is destroyed
 const W_WLOCK = 5; // shared variable: the writer's id while it writes
 const W_LEN0 = 6; // shared variable: bytes in buffer 0 (W_LEN0 + 1: buffer 1)
 const W_DIED = 8; // mutex: 1 once a holder died with nobody waiting
+const W_HEAD = 9; // id of the process whose wait is first in the master's queue (0: none)
 const SLOT_WORDS = 16;
 
 const F_PROTECTED = 1;
@@ -114,6 +118,35 @@ function checkName(name: unknown): string {
   return name;
 }
 
+// ---- doorbells -------------------------------------------------------------
+
+const EAGAIN = 11;
+
+/**
+ * The doorbells of one region: process id's bell is the unix datagram socket
+ * dir/id (dir is the master's, mode 0700; each bell 0600). ring(id, slot)
+ * wakes that process's loop once; false when nobody listens there.
+ */
+export function bellRinger(dir: string): (id: number, slot: number) => boolean {
+  const paths: string[] = [];
+  return (id, slot) => {
+    const p = (paths[id] ??= join(dir, String(id)));
+    const rc = binding.syncRegion.bellRing(p, slot);
+    // a full queue: the process has rings to read and will retry its waits
+    return rc === 0 || rc === -EAGAIN;
+  };
+}
+
+/**
+ * Binds process id's doorbell in dir; each wake retries waits.rang(). The
+ * close function, or null when the bell cannot be bound (the process then
+ * waits for the master's answers only).
+ */
+export function openBell(dir: string, id: number, waits: LocalWaits): (() => void) | null {
+  const r = binding.syncRegion.bellOpen(join(dir, String(id)), () => waits.rang());
+  return typeof r === 'function' ? r : null;
+}
+
 // ---- who talks to the master ----------------------------------------------
 
 /** The process's side: its id and ledger row, and the way to the master. */
@@ -124,6 +157,107 @@ export interface SyncPeer {
   call(op: string, args: Record<string, unknown>): Promise<any>;
   /** Tells the master that slot changed while it had waiters (one-way). */
   kick(slot: number): void;
+  /**
+   * Rings the doorbell of process id (the head of slot's queue): the direct
+   * wake-up. False when it cannot (no doorbells, nobody listening there):
+   * the caller then kicks the master.
+   */
+  ring?(id: number, slot: number): boolean;
+  /** This process's waits that a ring can complete (a process with a doorbell). */
+  readonly waits?: LocalWaits;
+}
+
+/**
+ * The waits of a process that has a doorbell. Each wait is also queued at
+ * the master (with a ticket), which publishes the head of each queue in the
+ * slot; a releaser rings the head's doorbell directly, and the woken process
+ * retries its waits on the region itself. Whichever completes a wait first
+ * wins: a ring's success is reported to the master ('took', one-way) which
+ * drops the ticket; a grant from the master for a wait already completed by
+ * a ring is given back (undo).
+ */
+export class LocalWaits {
+  private seq = 0;
+  private readonly list: LocalWait[] = [];
+
+  constructor(
+    private readonly call: (op: string, args: Record<string, unknown>) => Promise<unknown>,
+    private readonly took: (slot: number, ticket: number) => void,
+  ) {}
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  add<T>(op: string, args: Record<string, unknown>, slot: number, take: () => T | undefined, undo: (granted: unknown) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.seq = this.seq >= 0x7fffffff ? 1 : this.seq + 1;
+      const w: LocalWait = { t: this.seq, slot, done: false, take, undo, resolve: resolve as (v: unknown) => void };
+      this.list.push(w);
+      this.call(op, { ...args, t: w.t }).then((r) => {
+        if (w.done) {
+          // completed by a ring: null means the master dropped the ticket
+          if (r !== null && r !== undefined) w.undo(r);
+          return;
+        }
+        this.finish(w);
+        resolve(r as T);
+      }, (e: unknown) => {
+        if (w.done) return;
+        this.finish(w);
+        reject(e);
+      });
+    });
+  }
+
+  private retrying = false;
+
+  /** rang() in a microtask (once however often it is asked). */
+  soon(): void {
+    if (this.retrying) return;
+    this.retrying = true;
+    queueMicrotask(() => {
+      this.retrying = false;
+      this.rang();
+    });
+  }
+
+  /** A ring came: retry every wait, FIFO per slot, on the region. */
+  rang(): void {
+    if (this.list.length === 0) return;
+    let blocked: Set<number> | null = null;
+    for (const w of this.list.slice()) {
+      if (w.done || blocked?.has(w.slot)) continue;
+      let r: unknown;
+      try {
+        r = w.take();
+      } catch {
+        r = undefined; // destroyed: the master's answer settles it
+      }
+      if (r === undefined) {
+        (blocked ??= new Set()).add(w.slot);
+        continue;
+      }
+      this.finish(w);
+      this.took(w.slot, w.t);
+      w.resolve(r);
+    }
+  }
+
+  private finish(w: LocalWait): void {
+    w.done = true;
+    const i = this.list.indexOf(w);
+    if (i >= 0) this.list.splice(i, 1);
+  }
+}
+
+interface LocalWait {
+  t: number;
+  slot: number;
+  done: boolean;
+  take(): unknown;
+  undo(granted: unknown): void;
+  resolve(v: unknown): void;
 }
 
 interface SlotInfo {
@@ -146,6 +280,30 @@ abstract class Primitive {
     if (this.a[this.w + W_GEN] !== this.gen) {
       throw syncError('ERR_IOMUX_SYNC_DESTROYED', `${this.name} was destroyed`);
     }
+  }
+
+  /**
+   * After a release (increment, unlock) that others may wait for: rings the
+   * process at the head of the queue, or kicks the master (the head is the
+   * master or this process, there are no doorbells, or the ring failed). The
+   * release's atomic comes first; the master publishes the head before it
+   * re-checks the value, so one of the two sees the other.
+   */
+  protected wake(): void {
+    const a = this.a;
+    const w = this.w;
+    if (Atomics.load(a, w + W_WAITERS) <= 0) return;
+    const head = Atomics.load(a, w + W_HEAD);
+    const peer = this.peer;
+    if (head === peer.id && peer.waits) {
+      // this process heads the queue: retry its own waits (if it has none on
+      // this slot, the head is its wait that a ring completed: the master
+      // serves the rest when it hears of that)
+      peer.waits.soon();
+      return;
+    }
+    if (head > MASTER_ID && head !== peer.id && peer.ring?.(head, this.slot)) return;
+    peer.kick(this.slot);
   }
 }
 
@@ -179,8 +337,25 @@ export class Semaphore extends Primitive {
     if (a[w + W_FLAGS]! & F_PROTECTED) {
       Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), 1);
     }
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    this.wake();
     return v;
+  }
+
+  /** The non-waiting decrement: the new value, or undefined at 0. */
+  private take(): number | undefined {
+    this.live();
+    const a = this.a;
+    const w = this.w;
+    for (;;) {
+      const v = Atomics.load(a, w + W_VALUE);
+      if (v <= 0) return undefined;
+      if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) === v) {
+        if (a[w + W_FLAGS]! & F_PROTECTED) {
+          Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), -1);
+        }
+        return v - 1;
+      }
+    }
   }
 
   /**
@@ -192,21 +367,18 @@ export class Semaphore extends Primitive {
   decrement(opts?: { wait?: false }): number;
   decrement(opts?: { wait?: boolean }): number | Promise<number>;
   decrement(opts?: { wait?: boolean }): number | Promise<number> {
-    this.live();
-    const a = this.a;
-    const w = this.w;
-    for (;;) {
-      const v = Atomics.load(a, w + W_VALUE);
-      if (v <= 0) break;
-      if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) === v) {
-        if (a[w + W_FLAGS]! & F_PROTECTED) {
-          Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), -1);
-        }
-        return opts?.wait ? Promise.resolve(v - 1) : v - 1;
-      }
-    }
+    const v = this.take();
+    if (v !== undefined) return opts?.wait ? Promise.resolve(v) : v;
     if (!opts?.wait) return -1;
-    return this.peer.call('sync.wait', { slot: this.slot, gen: this.gen });
+    const args = { slot: this.slot, gen: this.gen };
+    const waits = this.peer.waits;
+    if (!waits) return this.peer.call('sync.wait', args);
+    return waits.add('sync.wait', args, this.slot, () => this.take(), (granted) => {
+      // a decrement the master made for a wait a ring had completed: give it back
+      if (typeof granted === 'number' && granted >= 0) {
+        try { this.increment(); } catch { /* destroyed meanwhile */ }
+      }
+    });
   }
 
   get(): number {
@@ -245,7 +417,15 @@ export class Mutex extends Primitive {
   lock(): Promise<LockResult> {
     const r = this.tryLock();
     if (r) return Promise.resolve(r);
-    return this.peer.call('sync.lock', { slot: this.slot, gen: this.gen });
+    const args = { slot: this.slot, gen: this.gen };
+    const waits = this.peer.waits;
+    if (!waits) return this.peer.call('sync.lock', args);
+    return waits.add<LockResult>('sync.lock', args, this.slot, () => this.tryLock() || undefined, (granted) => {
+      // the master passed the lock to a wait a ring had completed: pass it on
+      if (!granted || typeof granted !== 'object' || Atomics.load(this.a, this.w + W_VALUE) !== this.peer.id) return;
+      if ((granted as LockResult).ownerDied) Atomics.store(this.a, this.w + W_DIED, 1);
+      if (Atomics.compareExchange(this.a, this.w + W_VALUE, this.peer.id, 0) === this.peer.id) this.wake();
+    });
   }
 
   /** Releases it; throws ERR_IOMUX_SYNC_NOT_OWNER if this process does not hold it. */
@@ -256,7 +436,7 @@ export class Mutex extends Primitive {
     if (Atomics.compareExchange(a, w + W_VALUE, this.peer.id, 0) !== this.peer.id) {
       throw syncError('ERR_IOMUX_SYNC_NOT_OWNER', `unlock of mutex ${this.name}, which this process does not hold`);
     }
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    this.wake();
   }
 
   /** Processes waiting for it at the master (lock() calls not yet served). */
@@ -519,10 +699,16 @@ export class SyncClient {
 
 // ---- the master -----------------------------------------------------------
 
+function ticket(t: unknown): number | undefined {
+  return typeof t === 'number' && Number.isInteger(t) && t > 0 ? t : undefined;
+}
+
 interface Waiter {
   id: number;
   resolve(v: unknown): void;
   version?: number;
+  /** The waiter's ticket (a process with a doorbell), for 'took'. */
+  t?: number;
 }
 
 interface Entry {
@@ -546,6 +732,10 @@ export class SyncMaster {
   private readonly bySlot: (Entry | undefined)[];
   private readonly freeSlots: number[] = [];
   private readonly freeRows: number[] = [];
+  private bells: string | null = null;
+  private ringer: ((id: number, slot: number) => boolean) | null = null;
+  /** Wake-ups that went through the master (kicks) and waits completed after a doorbell ring (took). */
+  readonly stats = { kicks: 0, took: 0 };
 
   constructor(opts: SyncRegionOptions = {}) {
     this.region = SyncRegion.create(opts);
@@ -557,12 +747,38 @@ export class SyncMaster {
       id: MASTER_ID,
       call: (op, args) => Promise.resolve().then(() => this.request(op, args, MASTER_ID, 'master')),
       kick: (slot) => queueMicrotask(() => this.kick(slot)),
+      ring: (id, slot) => this.ringer !== null && this.ringer(id, slot),
     };
     this.client = new SyncClient(peer);
   }
 
   get fd(): number {
     return this.region.fd;
+  }
+
+  /**
+   * The directory of the workers' doorbells (created on first use: mode
+   * 0700, in the system's temporary directory), or null if it cannot be made.
+   */
+  bellDir(): string | null {
+    if (this.bells === null) {
+      try {
+        this.bells = mkdtempSync(join(tmpdir(), 'iomux-sync-'));
+        this.ringer = bellRinger(this.bells);
+      } catch {
+        return null;
+      }
+    }
+    return this.bells;
+  }
+
+  /** Removes the doorbells' directory (the supervisor's stop). */
+  close(): void {
+    if (this.bells !== null) {
+      try { rmSync(this.bells, { recursive: true, force: true }); } catch { /* gone */ }
+      this.bells = null;
+      this.ringer = null;
+    }
   }
 
   /** A ledger row (and id = row + 1) for a new container; null when all are taken. */
@@ -580,8 +796,8 @@ export class SyncMaster {
       case 'sync.open': return this.open(String(args.kind), checkName(args.name));
       case 'sync.create': return this.create(this.entry(args), args, service);
       case 'sync.destroy': this.destroy(this.entry(args)); return undefined;
-      case 'sync.wait': return this.enqueue(this.entry(args, Kind.Semaphore), id);
-      case 'sync.lock': return this.enqueue(this.entry(args, Kind.Mutex), id);
+      case 'sync.wait': return this.enqueue(this.entry(args, Kind.Semaphore), id, undefined, ticket(args.t));
+      case 'sync.lock': return this.enqueue(this.entry(args, Kind.Mutex), id, undefined, ticket(args.t));
       case 'sync.watch': return this.enqueue(this.entry(args, Kind.Var), id, Number(args.version));
       case 'sync.rpc': return this.rpc(this.entry(args), String(args.what), id);
       default: throw new Error(`unknown request op ${op}`);
@@ -647,6 +863,7 @@ export class SyncMaster {
     Atomics.store(a, w + W_KIND, 0);
     Atomics.add(a, w + W_GEN, 1);
     Atomics.store(a, w + W_WAITERS, 0);
+    Atomics.store(a, w + W_HEAD, 0);
     this.byKey.delete(e.key);
     this.bySlot[e.slot] = undefined;
     this.freeSlots.push(e.slot);
@@ -654,50 +871,80 @@ export class SyncMaster {
     e.queue = [];
   }
 
-  private enqueue(e: Entry, id: number, version?: number): Promise<unknown> {
+  private enqueue(e: Entry, id: number, version?: number, t?: number): Promise<unknown> {
     return new Promise((resolve) => {
-      e.queue.push({ id, resolve, version });
-      Atomics.store(this.region.i32, this.region.word(e.slot) + W_WAITERS, e.queue.length);
+      e.queue.push({ id, resolve, version, t });
       this.serve(e);
     });
   }
 
   /** A releaser saw waiters on slot. */
   kick(slot: number): void {
+    this.stats.kicks++;
     const e = this.bySlot[slot];
     if (e) this.serve(e);
   }
 
-  /** Hands what is free to the waiters, FIFO. */
+  /**
+   * Container id completed its wait with ticket t on slot itself, after a
+   * ring: drop the ticket (its request is answered null) and serve the rest.
+   */
+  took(id: number, slot: number, t: number): void {
+    this.stats.took++;
+    const e = Number.isInteger(slot) ? this.bySlot[slot] : undefined;
+    if (!e) return;
+    const i = e.queue.findIndex((x) => x.id === id && x.t === t);
+    if (i >= 0) e.queue.splice(i, 1)[0]!.resolve(null);
+    this.serve(e);
+  }
+
+  /** Stores the queue's head and length in the slot (the releasers read them). */
+  private publish(e: Entry): void {
+    const a = this.region.i32;
+    const w = this.region.word(e.slot);
+    Atomics.store(a, w + W_HEAD, e.queue.length > 0 ? e.queue[0]!.id : 0);
+    Atomics.store(a, w + W_WAITERS, e.queue.length);
+  }
+
+  /**
+   * Hands what is free to the waiters, FIFO; then publishes the queue and
+   * checks again (a release that read the old head may have rung a process
+   * that no longer waits: this pass serves what it released).
+   */
   private serve(e: Entry): void {
     const r = this.region;
     const a = r.i32;
     const w = r.word(e.slot);
-    const q = e.queue;
-    if (e.kind === Kind.Semaphore) {
-      while (q.length > 0) {
-        const v = Atomics.load(a, w + W_VALUE);
-        if (v <= 0) break;
-        if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) !== v) continue;
-        const waiter = q.shift()!;
-        if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) Atomics.add(a, r.ledger(waiter.id - 1, e.slot), -1);
-        waiter.resolve(v - 1);
-      }
-    } else if (e.kind === Kind.Mutex) {
-      if (q.length > 0 && Atomics.compareExchange(a, w + W_VALUE, 0, q[0]!.id) === 0) {
-        q.shift()!.resolve({ ownerDied: Atomics.exchange(a, w + W_DIED, 0) === 1 });
-      }
-    } else if (e.kind === Kind.Var) {
-      const v = Atomics.load(a, w + W_VALUE);
-      e.queue = q.filter((x) => {
-        if (v > (x.version ?? 0)) {
-          x.resolve(v);
-          return false;
+    for (;;) {
+      const q = e.queue;
+      if (e.kind === Kind.Semaphore) {
+        while (q.length > 0) {
+          const v = Atomics.load(a, w + W_VALUE);
+          if (v <= 0) break;
+          if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) !== v) continue;
+          const waiter = q.shift()!;
+          if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) Atomics.add(a, r.ledger(waiter.id - 1, e.slot), -1);
+          waiter.resolve(v - 1);
         }
-        return true;
-      });
+      } else if (e.kind === Kind.Mutex) {
+        if (q.length > 0 && Atomics.compareExchange(a, w + W_VALUE, 0, q[0]!.id) === 0) {
+          q.shift()!.resolve({ ownerDied: Atomics.exchange(a, w + W_DIED, 0) === 1 });
+        }
+      } else if (e.kind === Kind.Var) {
+        const v = Atomics.load(a, w + W_VALUE);
+        e.queue = q.filter((x) => {
+          if (v > (x.version ?? 0)) {
+            x.resolve(v);
+            return false;
+          }
+          return true;
+        });
+      }
+      this.publish(e);
+      if (e.queue.length === 0 || e.kind === Kind.Var) return;
+      const v = Atomics.load(a, w + W_VALUE);
+      if (e.kind === Kind.Semaphore ? v <= 0 : v !== 0) return;
     }
-    Atomics.store(a, w + W_WAITERS, e.queue.length);
   }
 
   /** The Netplex way, for comparison: the operation done by the master, one round trip each. */
@@ -760,6 +1007,9 @@ export class SyncMaster {
     }
     if (serviceLeft === 0) {
       for (const e of [...this.byKey.values()]) if (e.ownerService === service) this.destroy(e);
+    }
+    if (this.bells !== null) {
+      try { unlinkSync(join(this.bells, String(id))); } catch { /* never bound */ }
     }
     this.freeRows.push(row);
   }

@@ -65,6 +65,28 @@ int iomux_sync_attach(int fd, void **base, size_t *size, char *errbuf, size_t er
 
 void iomux_sync_unmap(void *base, size_t size);
 
+/* Doorbells: the direct wake-up between two processes of the region. Each
+ * process that waits binds a unix datagram socket at a path in a directory
+ * only its uid can enter; a releaser sends one datagram (the slot number) to
+ * the path of the process at the head of a slot's queue, which wakes its
+ * event loop once. A ring is a hint: the woken process re-checks the region.
+ *
+ * iomux_sync_bell_open: binds a non-blocking, close-on-exec datagram socket
+ * at path (a stale file there is removed first), mode 0600: its fd or
+ * -errno (-ENAMETOOLONG if path does not fit a sockaddr_un). */
+int iomux_sync_bell_open(const char *path);
+
+/* An unbound non-blocking datagram socket to ring from: fd or -errno. */
+int iomux_sync_bell_sender(void);
+
+/* Sends one ring (slot) from sender to the bell at path: 0, or -errno:
+ * -ENOENT or -ECONNREFUSED when no process listens there any more, -EAGAIN
+ * when its queue is full (it has rings to read, so it wakes anyway). */
+int iomux_sync_bell_ring(int sender, const char *path, uint32_t slot);
+
+/* Reads every ring waiting on a bell's fd: how many (>= 0), or -errno. */
+int iomux_sync_bell_drain(int fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -8,11 +8,14 @@
 #include "iomux_shm.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static size_t layout_offsets(const iomux_sync_layout *l, uint32_t *slots, uint32_t *ledger, uint32_t *values) {
@@ -116,4 +119,70 @@ int iomux_sync_attach(int fd, void **base, size_t *size, char *errbuf, size_t er
 
 void iomux_sync_unmap(void *base, size_t size) {
   if (base) munmap(base, size);
+}
+
+/* ---- doorbells ---------------------------------------------------------- */
+
+static int bell_addr(const char *path, struct sockaddr_un *sa, socklen_t *len) {
+  if (!path || !*path) return -EINVAL;
+  size_t n = strlen(path);
+  if (n >= sizeof sa->sun_path) return -ENAMETOOLONG;
+  memset(sa, 0, sizeof *sa);
+  sa->sun_family = AF_UNIX;
+  memcpy(sa->sun_path, path, n + 1);
+  *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+  return 0;
+}
+
+int iomux_sync_bell_open(const char *path) {
+  struct sockaddr_un sa;
+  socklen_t len;
+  int rc = bell_addr(path, &sa, &len);
+  if (rc) return rc;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  if (unlink(path) < 0 && errno != ENOENT) {
+    rc = -errno;
+    close(fd);
+    return rc;
+  }
+  if (bind(fd, (struct sockaddr *)&sa, len) < 0 || chmod(path, 0600) < 0) {
+    rc = -errno;
+    close(fd);
+    return rc;
+  }
+  return fd;
+}
+
+int iomux_sync_bell_sender(void) {
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd < 0 ? -errno : fd;
+}
+
+int iomux_sync_bell_ring(int sender, const char *path, uint32_t slot) {
+  struct sockaddr_un sa;
+  socklen_t len;
+  int rc = bell_addr(path, &sa, &len);
+  if (rc) return rc;
+  ssize_t n;
+  do n = sendto(sender, &slot, sizeof slot, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&sa, len);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+  assert(n == (ssize_t)sizeof slot);
+  return 0;
+}
+
+int iomux_sync_bell_drain(int fd) {
+  uint32_t buf[16];
+  int count = 0;
+  for (;;) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n >= 0) {
+      count++;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return count;
+    return -errno;
+  }
 }
