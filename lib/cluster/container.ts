@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { loop, type Timer } from '../loop';
 import { Channel, adoptSocket } from './channel';
 import { FrameType, type Frame } from './protocol';
-import { LocalWaits, SyncClient, SyncRegion, bellRinger, openBell, type Config, type Counter, type Mutex, type Semaphore, type SharedVar } from '../shared/sync';
+import { LocalWaits, SyncClient, SyncRegion, bellRinger, holdLife, openBell, type Config, type Counter, type Mutex, type Semaphore, type SharedVar } from '../shared/sync';
 
 /** What the master puts in the worker's environment (IOMUX_CLUSTER, JSON). */
 export interface WorkerSpec {
@@ -137,6 +137,8 @@ export class Container extends EventEmitter {
       if (!spec) throw new Error('this master gave no sync region');
       const region = SyncRegion.attach(spec.fd);
       const channel = this._channel;
+      // the master watches this lock to learn of this process's death early
+      if (holdLife(region, spec.id)) channel.send(FrameType.SYNC, { life: 1 });
       const call = (op: string, args: Record<string, unknown>): Promise<unknown> => channel.request(op, args);
       // the doorbell: a release in another process wakes this one directly
       let waits: LocalWaits | undefined;

@@ -69,6 +69,8 @@ class Worker {
   resolveReady!: () => void;
   rejectReady!: (e: Error) => void;
   killTimer: NodeJS.Timeout | null = null;
+  /** Its sync region state was recovered (life lock released, or exit). */
+  syncGone = false;
 
   constructor(readonly id: string, readonly svc: Service, readonly proc: ChildProcess, readonly channel: Channel, readonly syncId: number) {
     this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
@@ -308,6 +310,10 @@ export class Supervisor extends EventEmitter {
         w.state = 'stopping';
         break;
       case FrameType.SYNC:
+        if (b.life === 1) {
+          this.syncMaster?.watchLife(w.syncId, () => this.syncGone(w));
+          break;
+        }
         if (typeof b.s !== 'number') break;
         if (typeof b.t === 'number') this.syncMaster?.took(w.syncId, b.s, b.t);
         else this.syncMaster?.kick(b.s);
@@ -374,11 +380,23 @@ export class Supervisor extends EventEmitter {
     return ws.length;
   }
 
+  /**
+   * A container's recovery in the sync region: at the death of its main
+   * thread (its life lock) or at its exit, whichever comes first.
+   */
+  private syncGone(w: Worker): void {
+    if (w.syncGone) return;
+    w.syncGone = true;
+    let left = 0;
+    for (const x of w.svc.workers) if (x !== w && !x.syncGone) left++;
+    this.syncMaster?.containerExited(w.syncId, w.svc.cfg.name, left);
+  }
+
   private onExit(w: Worker, status: ExitStatus): void {
     const svc = w.svc;
     svc.workers.delete(w);
     // before anyone hears of the exit: its semaphores, mutexes and writer locks
-    this.syncMaster?.containerExited(w.syncId, svc.cfg.name, svc.workers.size);
+    this.syncGone(w);
     this.emit('exit', w.id, svc.cfg.name, status);
     void Promise.resolve()
       .then(() => this.hooks.postFinish?.(svc.cfg.name, w.id, status))

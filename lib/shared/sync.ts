@@ -57,7 +57,7 @@ export class SyncRegion {
   private readonly ledgerBase: number;
   private readonly valueBase: number;
 
-  constructor(readonly fd: number, ab: ArrayBuffer) {
+  constructor(readonly fd: number, readonly ab: ArrayBuffer) {
     this.i32 = new Int32Array(ab);
     this.u8 = new Uint8Array(ab);
     const h = this.i32;
@@ -116,6 +116,26 @@ function checkName(name: unknown): string {
     throw syncError('ERR_INVALID_ARG_VALUE', 'name must be a non-empty string of at most 200 characters', TypeError);
   }
   return name;
+}
+
+// ---- life locks -----------------------------------------------------------
+
+/** The watches of this thread's master (lifeWatch's one callback per env). */
+const lifeWatches = new Map<number, (result: number) => void>();
+let lifeSeq = 0;
+
+function onLife(token: number, result: number): void {
+  const fn = lifeWatches.get(token);
+  lifeWatches.delete(token);
+  fn?.(result);
+}
+
+/**
+ * A container's main thread takes its row's life lock for good (its death
+ * releases it, which the master watches): true if it holds it now.
+ */
+export function holdLife(region: SyncRegion, id: number): boolean {
+  return binding.syncRegion.lifeHold(region.ab, id - 1) === 0;
 }
 
 // ---- doorbells -------------------------------------------------------------
@@ -444,6 +464,16 @@ export class Mutex extends Primitive {
     return Atomics.load(this.a, this.w + W_WAITERS);
   }
 
+  /** @internal The id of the process whose lock() heads the master's queue (0: none). */
+  get head(): number {
+    return Atomics.load(this.a, this.w + W_HEAD);
+  }
+
+  /** @internal This process's id in the region. */
+  get self(): number {
+    return this.peer.id;
+  }
+
   /** True if some process holds it. */
   get locked(): boolean {
     return Atomics.load(this.a, this.w + W_VALUE) !== 0;
@@ -736,6 +766,9 @@ export class SyncMaster {
   private ringer: ((id: number, slot: number) => boolean) | null = null;
   /** Wake-ups that went through the master (kicks) and waits completed after a doorbell ring (took). */
   readonly stats = { kicks: 0, took: 0 };
+  /** Rows whose life lock a thread watches; their release waits for it. */
+  private readonly watched = new Set<number>();
+  private readonly freeLater = new Set<number>();
 
   constructor(opts: SyncRegionOptions = {}) {
     this.region = SyncRegion.create(opts);
@@ -765,6 +798,7 @@ export class SyncMaster {
       try {
         this.bells = mkdtempSync(join(tmpdir(), 'iomux-sync-'));
         this.ringer = bellRinger(this.bells);
+        process.once('exit', this.onProcessExit);
       } catch {
         return null;
       }
@@ -772,14 +806,17 @@ export class SyncMaster {
     return this.bells;
   }
 
-  /** Removes the doorbells' directory (the supervisor's stop). */
+  /** Removes the doorbells' directory (the supervisor's stop, or this process's exit). */
   close(): void {
     if (this.bells !== null) {
       try { rmSync(this.bells, { recursive: true, force: true }); } catch { /* gone */ }
       this.bells = null;
       this.ringer = null;
+      process.removeListener('exit', this.onProcessExit);
     }
   }
+
+  private readonly onProcessExit = (): void => this.close();
 
   /** A ledger row (and id = row + 1) for a new container; null when all are taken. */
   allocId(): number | null {
@@ -787,7 +824,30 @@ export class SyncMaster {
     if (row === undefined) return null;
     const r = this.region;
     for (let s = 0; s < r.nslots; s++) Atomics.store(r.i32, r.ledger(row, s), 0);
+    binding.syncRegion.lifeInit(r.ab, row);
     return row + 1;
+  }
+
+  /**
+   * Container id holds its life lock: a thread waits for its main thread's
+   * death and then calls died() (on the loop), typically well before the
+   * process's exit is seen. False if no watch could be started.
+   */
+  watchLife(id: number, died: () => void): boolean {
+    const row = id - 1;
+    if (this.watched.has(row)) return true;
+    const token = ++lifeSeq;
+    lifeWatches.set(token, (result) => {
+      this.watched.delete(row);
+      if (this.freeLater.delete(row)) this.freeRows.push(row);
+      if (result === 1) died();
+    });
+    if (binding.syncRegion.lifeWatch(this.region.ab, row, token, onLife) !== 0) {
+      lifeWatches.delete(token);
+      return false;
+    }
+    this.watched.add(row);
+    return true;
   }
 
   /** The request ops (Supervisor routes every 'sync.*' request here). */
@@ -1011,6 +1071,8 @@ export class SyncMaster {
     if (this.bells !== null) {
       try { unlinkSync(join(this.bells, String(id))); } catch { /* never bound */ }
     }
-    this.freeRows.push(row);
+    // a row is handed out again once the thread watching its life lock is done
+    if (this.watched.has(row)) this.freeLater.add(row);
+    else this.freeRows.push(row);
   }
 }

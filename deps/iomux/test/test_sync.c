@@ -109,6 +109,45 @@ static void test_two_processes(void) {
   close(fd);
 }
 
+/* Life locks: a live holder times the wait out; its SIGKILL or its exit ends
+ * the wait; the lock is reusable afterwards. */
+static void test_lives(void) {
+  iomux_sync_layout l = {4, 3, 8};
+  int fd;
+  void *base;
+  size_t size;
+  CHECK(iomux_sync_create(&l, &fd, &base, &size) == 0, "create");
+  CHECK(iomux_sync_life_init(base, 3) == -EINVAL && iomux_sync_life_hold(base, 3) == -EINVAL &&
+        iomux_sync_life_wait(base, 3, 1) == -EINVAL, "row out of range");
+  CHECK(iomux_sync_life_init(base, 1) == 0, "init");
+  for (int how = 0; how < 2; how++) {
+    int pfd[2];
+    CHECK(pipe(pfd) == 0, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+      char c = (char)(iomux_sync_life_hold(base, 1) == 0 ? 'y' : 'n');
+      if (write(pfd[1], &c, 1) != 1) _exit(2);
+      if (how == 1) _exit(0); /* a clean exit releases it too */
+      for (;;) pause();
+    }
+    char c = 0;
+    CHECK(read(pfd[0], &c, 1) == 1 && c == 'y', "the child holds it");
+    close(pfd[0]);
+    close(pfd[1]);
+    if (how == 0) {
+      CHECK(iomux_sync_life_hold(base, 1) == -EBUSY, "held: a second hold fails");
+      CHECK(iomux_sync_life_wait(base, 1, 30) == 0, "alive: the wait times out");
+      kill(pid, SIGKILL);
+    }
+    CHECK(iomux_sync_life_wait(base, 1, 5000) == 1, "%s: the wait ends", how ? "exit" : "SIGKILL");
+    waitpid(pid, NULL, 0);
+    CHECK(iomux_sync_life_wait(base, 1, 1) == 1, "free afterwards");
+  }
+  CHECK(iomux_sync_life_init(base, 1) == 0 && iomux_sync_life_hold(base, 1) == 0, "re-init and hold");
+  iomux_sync_unmap(base, size);
+  close(fd);
+}
+
 /* Doorbells: errors, a stale path, a full queue, and a ping-pong of rings
  * between two processes waiting in poll(). */
 static void test_bells(void) {
@@ -183,6 +222,7 @@ int main(void) {
   test_layouts();
   test_attach_checks();
   test_two_processes();
+  test_lives();
   test_bells();
   printf("1..%d\n", g_tests);
   return g_failed ? 1 : 0;
