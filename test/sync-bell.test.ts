@@ -41,6 +41,23 @@ t.test('a hand-off between two workers is one ring, not a trip through the maste
   t.equal(statsOf(h.sup).took - b2.took, 1, 'one ring');
   t.equal(statsOf(h.sup).kicks - b2.kicks, 0, 'no kick');
   t.equal(sem.get(), 0);
+  // a shared variable with one watcher: the set in w.1 wakes the waitFor in w.2
+  const v = await h.sup.sync.sharedVar('hv');
+  await v.create('a');
+  const ver = v.version;
+  const watch = h.run('w.2', `const v = await c.sharedVar('hv'); return v.waitFor(${ver})`);
+  await sleep(100); // w.2's watch reaches the master
+  const b3 = { ...statsOf(h.sup) };
+  t.same(await h.run('w.1', "const v = await c.sharedVar('hv'); return v.set('b')"), { ok: true, v: ver + 1 });
+  t.same(await watch, { ok: true, v: { value: 'b', version: ver + 1 } }, 'the watcher saw the new value');
+  t.equal(statsOf(h.sup).took - b3.took, 1, 'one ring');
+  t.equal(statsOf(h.sup).kicks - b3.kicks, 0, 'no kick');
+  // two watchers: a broadcast through the master
+  const w1 = h.run('w.1', `const v = await c.sharedVar('hv'); return (await v.waitFor(${ver + 1})).value`);
+  const w2 = h.run('w.2', `const v = await c.sharedVar('hv'); return (await v.waitFor(${ver + 1})).value`);
+  await sleep(100);
+  v.set('c');
+  t.same(await Promise.all([w1, w2]), [{ ok: true, v: 'c' }, { ok: true, v: 'c' }], 'both watchers saw it');
 });
 
 t.test('contention: exclusion holds and no wait is lost (3 workers and the master)', async (t) => {

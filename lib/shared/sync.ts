@@ -573,7 +573,9 @@ export class SharedVar extends Primitive {
     Atomics.store(a, w + W_LEN0 + buf, bytes.length);
     Atomics.store(a, w + W_VALUE, v);
     Atomics.store(a, w + W_WLOCK, 0);
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    const n = Atomics.load(a, w + W_WAITERS);
+    if (n === 1) this.wake(); // one watcher: its doorbell
+    else if (n > 1) this.peer.kick(this.slot); // a broadcast: the master answers them all
     return v;
   }
 
@@ -586,7 +588,16 @@ export class SharedVar extends Primitive {
         const value = this.get();
         return { value, version: this.cachedVersion };
       }
-      await this.peer.call('sync.watch', { slot: this.slot, gen: this.gen, version });
+      const args = { slot: this.slot, gen: this.gen, version };
+      const waits = this.peer.waits;
+      if (!waits) await this.peer.call('sync.watch', args);
+      else {
+        await waits.add('sync.watch', args, this.slot, () => {
+          this.live();
+          const now = Atomics.load(this.a, this.w + W_VALUE);
+          return now > version ? now : undefined;
+        }, () => { /* a watch takes nothing */ });
+      }
     }
   }
 
@@ -858,7 +869,7 @@ export class SyncMaster {
       case 'sync.destroy': this.destroy(this.entry(args)); return undefined;
       case 'sync.wait': return this.enqueue(this.entry(args, Kind.Semaphore), id, undefined, ticket(args.t));
       case 'sync.lock': return this.enqueue(this.entry(args, Kind.Mutex), id, undefined, ticket(args.t));
-      case 'sync.watch': return this.enqueue(this.entry(args, Kind.Var), id, Number(args.version));
+      case 'sync.watch': return this.enqueue(this.entry(args, Kind.Var), id, Number(args.version), ticket(args.t));
       case 'sync.rpc': return this.rpc(this.entry(args), String(args.what), id);
       default: throw new Error(`unknown request op ${op}`);
     }
@@ -977,6 +988,7 @@ export class SyncMaster {
     const w = r.word(e.slot);
     for (;;) {
       const q = e.queue;
+      let seen = 0;
       if (e.kind === Kind.Semaphore) {
         while (q.length > 0) {
           const v = Atomics.load(a, w + W_VALUE);
@@ -992,6 +1004,7 @@ export class SyncMaster {
         }
       } else if (e.kind === Kind.Var) {
         const v = Atomics.load(a, w + W_VALUE);
+        seen = v;
         e.queue = q.filter((x) => {
           if (v > (x.version ?? 0)) {
             x.resolve(v);
@@ -1001,9 +1014,9 @@ export class SyncMaster {
         });
       }
       this.publish(e);
-      if (e.queue.length === 0 || e.kind === Kind.Var) return;
+      if (e.queue.length === 0) return;
       const v = Atomics.load(a, w + W_VALUE);
-      if (e.kind === Kind.Semaphore ? v <= 0 : v !== 0) return;
+      if (e.kind === Kind.Var ? v === seen : e.kind === Kind.Semaphore ? v <= 0 : v !== 0) return;
     }
   }
 
