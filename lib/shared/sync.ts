@@ -44,6 +44,11 @@ export interface SyncRegionOptions {
   containers?: number;
   /** Largest serialized value of a shared variable, bytes (default 4096). */
   valueSize?: number;
+  /**
+   * Direct wake-ups between workers through their doorbells (default true);
+   * false: every wake-up goes through the master (for comparison).
+   */
+  doorbells?: boolean;
 }
 
 /** A mapping of the sync region. */
@@ -781,8 +786,11 @@ export class SyncMaster {
   private readonly watched = new Set<number>();
   private readonly freeLater = new Set<number>();
 
+  private readonly doorbells: boolean;
+
   constructor(opts: SyncRegionOptions = {}) {
     this.region = SyncRegion.create(opts);
+    this.doorbells = opts.doorbells !== false;
     this.bySlot = new Array(this.region.nslots);
     for (let s = this.region.nslots - 1; s >= 0; s--) this.freeSlots.push(s);
     for (let r = this.region.rows - 1; r >= 1; r--) this.freeRows.push(r);
@@ -805,6 +813,7 @@ export class SyncMaster {
    * 0700, in the system's temporary directory), or null if it cannot be made.
    */
   bellDir(): string | null {
+    if (!this.doorbells) return null;
     if (this.bells === null) {
       try {
         this.bells = mkdtempSync(join(tmpdir(), 'iomux-sync-'));
