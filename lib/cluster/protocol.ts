@@ -48,7 +48,8 @@ export enum FrameType {
   /**
    * worker -> master: { s: slot }: a primitive changed while it had waiters;
    * { s: slot, t: ticket }: the worker completed its wait t itself after a
-   * doorbell ring (lib/shared/sync.ts).
+   * doorbell ring; { life: 1 }: the worker's main thread holds its life
+   * lock, which the master may now watch (lib/shared/sync.ts).
    */
   SYNC = 11,
 }

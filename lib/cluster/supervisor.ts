@@ -310,6 +310,8 @@ export class Supervisor extends EventEmitter {
         w.state = 'stopping';
         break;
       case FrameType.SYNC:
+        // a dead worker's last frames: its row may belong to another one now
+        if (w.syncGone) break;
         if (b.life === 1) {
           this.syncMaster?.watchLife(w.syncId, () => this.syncGone(w));
           break;
