@@ -317,7 +317,11 @@ export class Supervisor extends EventEmitter {
           break;
         }
         if (typeof b.s !== 'number') break;
-        if (typeof b.t === 'number') this.syncMaster?.took(w.syncId, b.s, b.t);
+        // after the requests before it, which reach the queue one microtask later
+        if (typeof b.t === 'number') {
+          const { s: slot, t } = b;
+          queueMicrotask(() => { if (!w.syncGone) this.syncMaster?.took(w.syncId, slot as number, t as number); });
+        }
         else this.syncMaster?.kick(b.s);
         break;
       case FrameType.MESSAGE:

@@ -784,6 +784,8 @@ export class SyncMaster {
   readonly stats = { kicks: 0, took: 0 };
   /** Rows whose life lock a thread watches; their release waits for it. */
   private readonly watched = new Set<number>();
+  /** Tickets a container took after a ring before the master had queued them, by id. */
+  private readonly tookEarly = new Map<number, Set<number>>();
   private readonly freeLater = new Set<number>();
 
   private readonly doorbells: boolean;
@@ -952,6 +954,11 @@ export class SyncMaster {
   }
 
   private enqueue(e: Entry, id: number, version?: number, t?: number): Promise<unknown> {
+    const early = t === undefined ? undefined : this.tookEarly.get(id);
+    if (early?.delete(t!)) {
+      if (early.size === 0) this.tookEarly.delete(id);
+      return Promise.resolve(null);
+    }
     return new Promise((resolve) => {
       e.queue.push({ id, resolve, version, t });
       this.serve(e);
@@ -975,6 +982,13 @@ export class SyncMaster {
     if (!e) return;
     const i = e.queue.findIndex((x) => x.id === id && x.t === t);
     if (i >= 0) e.queue.splice(i, 1)[0]!.resolve(null);
+    else {
+      // before its request (one that is still on its way to the queue):
+      // the request is answered null when it comes
+      let early = this.tookEarly.get(id);
+      if (!early) this.tookEarly.set(id, (early = new Set()));
+      early.add(t);
+    }
     this.serve(e);
   }
 
@@ -1093,6 +1107,7 @@ export class SyncMaster {
     if (this.bells !== null) {
       try { unlinkSync(join(this.bells, String(id))); } catch { /* never bound */ }
     }
+    this.tookEarly.delete(id);
     // a row is handed out again once the thread watching its life lock is done
     if (this.watched.has(row)) this.freeLater.add(row);
     else this.freeRows.push(row);
