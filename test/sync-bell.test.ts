@@ -12,7 +12,7 @@ import { LocalWaits, SyncMaster } from '../dist/shared/sync';
 const statsOf = (sup: unknown): { kicks: number; took: number } => (sup as { syncMaster: { stats: { kicks: number; took: number } } }).syncMaster.stats;
 
 t.test('a hand-off between two workers is one ring, not a trip through the master', async (t) => {
-  const h = makeSync([{ count: 2 }]);
+  const h = makeSync([{ count: 2 }], { sync: { doorbells: true } });
   t.teardown(() => h.sup.stop());
   await h.sup.start();
   const dir = (h.sup as unknown as { syncMaster: { bellDir(): string } }).syncMaster.bellDir();
@@ -61,7 +61,7 @@ t.test('a hand-off between two workers is one ring, not a trip through the maste
 });
 
 t.test('contention: exclusion holds and no wait is lost (3 workers and the master)', async (t) => {
-  const h = makeSync([{ count: 3 }]);
+  const h = makeSync([{ count: 3 }], { sync: { doorbells: true } });
   t.teardown(() => h.sup.stop());
   await h.sup.start();
   const N = 150;
