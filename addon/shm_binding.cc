@@ -10,13 +10,20 @@
 
 #define NAPI_VERSION 8
 #include <napi.h>
+#include <uv.h>
 
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 extern "C" {
 #include "iomux_shm.h"
@@ -478,12 +485,299 @@ Napi::Value SyncAttach(const Napi::CallbackInfo &info) {
   return SyncBuffer(env, base, size);
 }
 
+// Doorbells (iomux_sync_bell_*): a process's bell is a datagram socket
+// watched by a uv_poll_t on Node's loop, so a ring wakes the loop once and
+// calls back into JavaScript; nothing here blocks.
+struct Bell {
+  uv_poll_t poll;
+  int fd = -1;
+  napi_env env = nullptr;
+  napi_ref fn = nullptr;
+  napi_async_context ctx = nullptr;
+  bool closed = false;
+};
+
+void BellClosed(uv_handle_t *h) {
+  Bell *b = static_cast<Bell *>(h->data);
+  close(b->fd);
+  delete b;
+}
+
+void BellShut(Bell *b) {
+  if (b->closed) return;
+  b->closed = true;
+  uv_poll_stop(&b->poll);
+  if (b->fn) napi_delete_reference(b->env, b->fn);
+  if (b->ctx) napi_async_destroy(b->env, b->ctx);
+  b->fn = nullptr;
+  b->ctx = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t *>(&b->poll), BellClosed);
+}
+
+void BellReadable(uv_poll_t *h, int status, int) {
+  Bell *b = static_cast<Bell *>(h->data);
+  if (b->closed) return;
+  int n = status < 0 ? status : iomux_sync_bell_drain(b->fd);
+  napi_env env = b->env;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value fn, recv, arg, result;
+  napi_get_reference_value(env, b->fn, &fn);
+  napi_get_global(env, &recv);
+  napi_create_int32(env, n, &arg);
+  if (napi_make_callback(env, b->ctx, recv, fn, 1, &arg, &result) != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      napi_value err;
+      napi_get_and_clear_last_exception(env, &err);
+      napi_fatal_exception(env, err);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+void BellEnvCleanup(void *data) { BellShut(static_cast<Bell *>(data)); }
+
+// bellOpen(path, fn(rings)) -> close function, or -errno. fn runs once per
+// wake with the number of rings read (or a negative errno). The bell does not
+// keep the process alive (unref'd).
+Napi::Value BellOpen(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsFunction()) {
+    Napi::TypeError::New(env, "bellOpen(path, fn)").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int fd = iomux_sync_bell_open(path.c_str());
+  if (fd < 0) return Napi::Number::New(env, fd);
+  uv_loop_t *loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    close(fd);
+    return Napi::Number::New(env, -EINVAL);
+  }
+  Bell *b = new Bell;
+  b->fd = fd;
+  b->env = env;
+  b->poll.data = b;
+  int rc = uv_poll_init(loop, &b->poll, fd);
+  if (rc < 0) {
+    close(fd);
+    delete b;
+    return Napi::Number::New(env, rc);
+  }
+  napi_create_reference(env, info[1], 1, &b->fn);
+  napi_value name;
+  napi_create_string_utf8(env, "iomux.syncBell", NAPI_AUTO_LENGTH, &name);
+  napi_async_init(env, nullptr, name, &b->ctx);
+  uv_poll_start(&b->poll, UV_READABLE, BellReadable);
+  uv_unref(reinterpret_cast<uv_handle_t *>(&b->poll));
+  napi_add_env_cleanup_hook(env, BellEnvCleanup, b);
+  auto ref = std::make_shared<Bell *>(b);  // cleared by the first close
+  return Napi::Function::New(env, [ref](const Napi::CallbackInfo &ci) -> Napi::Value {
+    Bell *bell = *ref;
+    *ref = nullptr;
+    if (bell && !bell->closed) {
+      napi_remove_env_cleanup_hook(ci.Env(), BellEnvCleanup, bell);
+      BellShut(bell);
+    }
+    return ci.Env().Undefined();
+  }, "closeBell");
+}
+
+// bellRing(path, slot) -> 0 or -errno (see iomux_sync_bell_ring); one
+// sending socket for the process (created on first use, thread-safe).
+Napi::Value BellRing(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) {
+    Napi::TypeError::New(env, "bellRing(path, slot)").ThrowAsJavaScriptException();
+    return Napi::Value();
+  }
+  static const int sender = iomux_sync_bell_sender();
+  if (sender < 0) return Napi::Number::New(env, sender);
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  return Napi::Number::New(env, iomux_sync_bell_ring(sender, path.c_str(), static_cast<uint32_t>(Int(info, 1))));
+}
+
+// Life locks (iomux_sync_life_*). A container's main thread holds its row's
+// lock; the master watches each row with a small thread blocked in
+// iomux_sync_life_wait, which reports the holder's death to the loop through
+// a uv_async_t. The threads wait in slices of kLifeSlice ms so that a
+// teardown can stop them.
+constexpr int kLifeSlice = 250;
+
+struct LifeWatcher;
+
+struct LifeWatch {
+  LifeWatcher *lw;
+  void *base;
+  uint32_t row;
+  double token;
+  napi_ref ab;  // keeps the mapping alive while the thread reads it
+  pthread_t th;
+  int result = 0;
+};
+
+struct LifeWatcher {
+  uv_async_t async;
+  napi_env env = nullptr;
+  napi_ref fn = nullptr;
+  napi_async_context ctx = nullptr;
+  std::mutex mu;
+  std::vector<LifeWatch *> done;  // under mu
+  std::vector<LifeWatch *> all;   // main thread only
+  std::atomic<bool> stop{false};
+};
+
+// one per env; an env lives on one thread (the main one or a worker's)
+thread_local LifeWatcher *tl_life = nullptr;
+
+void *LifeThread(void *arg) {
+  LifeWatch *w = static_cast<LifeWatch *>(arg);
+  LifeWatcher *lw = w->lw;
+  int rc = 0;
+  while (!lw->stop.load()) {
+    rc = iomux_sync_life_wait(w->base, w->row, kLifeSlice);
+    if (rc != 0) break;
+  }
+  w->result = rc;
+  {
+    std::lock_guard<std::mutex> g(lw->mu);
+    lw->done.push_back(w);
+  }
+  uv_async_send(&lw->async);
+  return nullptr;
+}
+
+void LifeReport(uv_async_t *h) {
+  LifeWatcher *lw = static_cast<LifeWatcher *>(h->data);
+  std::vector<LifeWatch *> done;
+  {
+    std::lock_guard<std::mutex> g(lw->mu);
+    done.swap(lw->done);
+  }
+  napi_env env = lw->env;
+  for (LifeWatch *w : done) {
+    pthread_join(w->th, nullptr);
+    for (auto it = lw->all.begin(); it != lw->all.end(); ++it)
+      if (*it == w) {
+        lw->all.erase(it);
+        break;
+      }
+    napi_handle_scope scope;
+    napi_open_handle_scope(env, &scope);
+    napi_delete_reference(env, w->ab);
+    if (lw->fn && !lw->stop.load()) {
+      napi_value fn, recv, args[2], result;
+      napi_get_reference_value(env, lw->fn, &fn);
+      napi_get_global(env, &recv);
+      napi_create_double(env, w->token, &args[0]);
+      napi_create_int32(env, w->result, &args[1]);
+      if (napi_make_callback(env, lw->ctx, recv, fn, 2, args, &result) != napi_ok) {
+        bool pending = false;
+        napi_is_exception_pending(env, &pending);
+        if (pending) {
+          napi_value err;
+          napi_get_and_clear_last_exception(env, &err);
+          napi_fatal_exception(env, err);
+        }
+      }
+    }
+    napi_close_handle_scope(env, scope);
+    delete w;
+  }
+}
+
+void LifeCleanup(void *data) {
+  LifeWatcher *lw = static_cast<LifeWatcher *>(data);
+  lw->stop.store(true);
+  for (LifeWatch *w : lw->all) pthread_join(w->th, nullptr);  // each within a slice
+  for (LifeWatch *w : lw->all) delete w;
+  lw->all.clear();
+  lw->done.clear();
+  if (lw->fn) napi_delete_reference(lw->env, lw->fn);
+  if (lw->ctx) napi_async_destroy(lw->env, lw->ctx);
+  tl_life = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t *>(&lw->async), [](uv_handle_t *h) { delete static_cast<LifeWatcher *>(h->data); });
+}
+
+
+bool RegionBase(napi_env env, napi_value v, void **base) {
+  bool is = false;
+  size_t len = 0;
+  if (napi_is_arraybuffer(env, v, &is) != napi_ok || !is) return false;
+  return napi_get_arraybuffer_info(env, v, base, &len) == napi_ok && len >= IOMUX_SYNC_HEADER;
+}
+
+// lifeInit(region, row) / lifeHold(region, row) -> 0 or -errno
+Napi::Value LifeInit(const Napi::CallbackInfo &info) {
+  void *base = nullptr;
+  if (!RegionBase(info.Env(), info[0], &base)) return Napi::Number::New(info.Env(), -EINVAL);
+  return Napi::Number::New(info.Env(), iomux_sync_life_init(base, static_cast<uint32_t>(Int(info, 1))));
+}
+
+Napi::Value LifeHold(const Napi::CallbackInfo &info) {
+  void *base = nullptr;
+  if (!RegionBase(info.Env(), info[0], &base)) return Napi::Number::New(info.Env(), -EINVAL);
+  return Napi::Number::New(info.Env(), iomux_sync_life_hold(base, static_cast<uint32_t>(Int(info, 1))));
+}
+
+// lifeWatch(region, row, token, fn(token, result)) -> 0 or -errno: a thread
+// waits for row's holder to die; fn(token, 1) then (a negative errno if the
+// wait failed). fn is the one callback of this env (the last one given).
+Napi::Value LifeWatchRow(const Napi::CallbackInfo &info) {
+  napi_env env = info.Env();
+  void *base = nullptr;
+  if (!RegionBase(env, info[0], &base) || !info[3].IsFunction()) return Napi::Number::New(env, -EINVAL);
+  uint32_t row = static_cast<uint32_t>(Int(info, 1));
+  if (row >= static_cast<const uint32_t *>(base)[IOMUX_SYNC_H_ROWS]) return Napi::Number::New(env, -EINVAL);
+  LifeWatcher *lw = tl_life;
+  if (!lw) {
+    uv_loop_t *loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Napi::Number::New(env, -EINVAL);
+    lw = new LifeWatcher;
+    lw->env = env;
+    lw->async.data = lw;
+    if (uv_async_init(loop, &lw->async, LifeReport) < 0) {
+      delete lw;
+      return Napi::Number::New(env, -ENOMEM);
+    }
+    uv_unref(reinterpret_cast<uv_handle_t *>(&lw->async));
+    napi_value name;
+    napi_create_string_utf8(env, "iomux.syncLife", NAPI_AUTO_LENGTH, &name);
+    napi_async_init(env, nullptr, name, &lw->ctx);
+    tl_life = lw;
+    napi_add_env_cleanup_hook(env, LifeCleanup, lw);
+  }
+  if (lw->fn) napi_delete_reference(env, lw->fn);
+  napi_create_reference(env, info[3], 1, &lw->fn);
+  LifeWatch *w = new LifeWatch{lw, base, row, Dbl(info, 2), nullptr, pthread_t(), 0};
+  napi_create_reference(env, info[0], 1, &w->ab);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  int rc = pthread_create(&w->th, &attr, LifeThread, w);
+  pthread_attr_destroy(&attr);
+  if (rc) {
+    napi_delete_reference(env, w->ab);
+    delete w;
+    return Napi::Number::New(env, -rc);
+  }
+  lw->all.push_back(w);
+  return Napi::Number::New(env, 0);
+}
+
 }  // namespace
 
 Napi::Object DefineSyncRegion(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("create", Napi::Function::New(env, SyncCreate, "syncCreate"));
   o.Set("attach", Napi::Function::New(env, SyncAttach, "syncAttach"));
+  o.Set("bellOpen", Napi::Function::New(env, BellOpen, "bellOpen"));
+  o.Set("bellRing", Napi::Function::New(env, BellRing, "bellRing"));
+  o.Set("lifeInit", Napi::Function::New(env, LifeInit, "lifeInit"));
+  o.Set("lifeHold", Napi::Function::New(env, LifeHold, "lifeHold"));
+  o.Set("lifeWatch", Napi::Function::New(env, LifeWatchRow, "lifeWatch"));
   return o;
 }
 

@@ -46,6 +46,16 @@ export interface Binding {
   syncRegion: {
     create(nslots: number, rows: number, valueCap: number): [number, ArrayBuffer];
     attach(fd: number): ArrayBuffer;
+    /** Binds this process's doorbell at path; fn(rings) on each wake. The close function, or -errno. */
+    bellOpen(path: string, fn: (rings: number) => void): (() => void) | number;
+    /** Rings the doorbell at path: 0 or -errno (-ENOENT/-ECONNREFUSED: nobody there; -EAGAIN: its queue is full). */
+    bellRing(path: string, slot: number): number;
+    /** Makes row's life lock fresh (master, before handing the row out): 0 or -errno. */
+    lifeInit(region: ArrayBuffer, row: number): number;
+    /** Holds row's life lock until this thread dies (a container's main thread): 0 or -errno. */
+    lifeHold(region: ArrayBuffer, row: number): number;
+    /** A thread waits for row's holder to die, then fn(token, 1) (or a negative errno): 0 or -errno. */
+    lifeWatch(region: ArrayBuffer, row: number, token: number, fn: (token: number, result: number) => void): number;
   };
 }
 

@@ -81,6 +81,7 @@ t.test('SIGKILL while holding the mutex, a protected decrement and a shared vari
   const fromKill: number[] = [];
   const fromExit: number[] = [];
   let exitedAt = 0;
+  let beforeExit = 0;
   h.sup.on('exit', () => { exitedAt = Date.now(); });
   let notDied = 0;
   for (let k = 0; k < kills; k++) {
@@ -104,13 +105,15 @@ t.test('SIGKILL while holding the mutex, a protected decrement and a shared vari
     exitedAt = 0;
     process.kill(r.v, 'SIGKILL');
     const died = Date.now();
-    // the master learns of the death from the child's exit (SIGCHLD), which
-    // comes once the kernel has torn the process down
+    // the master learns of the death when the child's main thread is gone
+    // (its life lock), usually before the exit (SIGCHLD), which comes once
+    // the kernel has torn the whole process down; the exit is the fallback
     // (polled every millisecond: a busy poll would take the CPU the dying process needs)
     while (sem.get() !== 5 && Date.now() - died < 2000) await sleep(1);
     const back = Date.now();
     fromKill.push(back - died);
-    fromExit.push(exitedAt ? Math.max(0, back - exitedAt) : Infinity);
+    if (exitedAt) fromExit.push(Math.max(0, back - exitedAt));
+    else beforeExit++;
     const res = await Promise.race([locked, sleep(2000).then(() => null)]);
     if (!res || !res.ownerDied) notDied++;
     for (let j = 0; j < 50; j++) { reads++; if (!check(v.get())) torn++; }
@@ -119,12 +122,12 @@ t.test('SIGKILL while holding the mutex, a protected decrement and a shared vari
   }
   const sorted = [...fromKill].sort((a, b) => a - b);
   const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
-  t.ok(fromExit.every((x) => x <= 100), `semaphore back within 100 ms of every exit the master saw (worst ${Math.max(...fromExit)} ms)`);
-  t.ok(fromKill.every((x) => x < 1000), `and within 1 s of every kill: p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms over ${kills} kills`);
-  // from the kill, the time includes the kernel's teardown of the killed
-  // process, which waits for a CPU on a loaded machine: the median is held
-  // to 100 ms, the tail is reported
-  t.ok(q(0.5)! <= 100, `median ${q(0.5)} ms from the kill`);
+  t.ok(fromExit.every((x) => x <= 100), `semaphore back before the exit was seen ${beforeExit} times of ${fromKill.length}, ` +
+    `else within 100 ms of it (worst ${fromExit.length ? Math.max(...fromExit) : 0} ms)`);
+  t.ok(fromKill.every((x) => x < 1000), `and within 1 s of every kill: p50 ${q(0.5)} ms, p99 ${q(0.99)} ms, max ${q(1)} ms over ${fromKill.length} kills`);
+  // from the kill, the time includes the dying thread's wait for a CPU on a
+  // loaded machine: p99 is held to 100 ms, the maximum is reported
+  t.ok(q(0.99)! <= 100, `p99 ${q(0.99)} ms from the kill`);
   t.equal(notDied, 0, 'the mutex passed to the waiter with ownerDied each time');
   t.equal(torn, 0, `no torn value in ${reads} reads`);
   t.equal(sem.get(), 5);

@@ -113,21 +113,43 @@ async function lockfile(n) {
 
 // Both workers run this loop: take the lock, wait until the other one waits
 // for it, stamp the time and unlock; the taker computes unlock -> resolved.
-async function handoff(c, n) {
+// With delayUs, the holder spins that long once the other one waits, so that
+// the other one has gone to sleep in its event loop when the unlock comes.
+async function handoff(c, n, delayUs = 0) {
   const m = await c.mutex('bench.handoff');
   const stamp = await c.counter('bench.stamp');
+  const stamper = await c.counter('bench.stamper');
+  const want = await c.counter('bench.want');
   const samples = [];
   for (let i = 0; i < n; i++) {
-    await m.lock();
+    const locked = m.lock();
+    want.reset(m.self); // this process's lock() is registered: a ring reaches it
+    await locked;
     const now = Number(ns() / 100n) & 0x7fffffff;
     const then = stamp.get();
-    if (then !== 0) samples.push((((now - then) & 0x7fffffff) * 100) / 1000);
+    // a sample when the lock came from the other process (not when this one
+    // took it back on the fast path before the other one woke)
+    if (then !== 0 && stamper.get() !== m.self) samples.push((((now - then) & 0x7fffffff) * 100) / 1000);
+    // until the other process's lock() is queued at the master, so that the
+    // unlock rings it (the head of the queue can still be this process's own
+    // wait a moment after a ring completed it, or the other's previous one:
+    // a ring then still reaches the other's new lock())
+    const other = () => want.get() !== m.self && want.get() !== 0 && m.head !== 0 && m.head !== m.self;
     const deadline = Date.now() + 2000;
-    while (m.waiters === 0 && Date.now() < deadline) await tick();
-    if (m.waiters === 0) { stamp.reset(0); m.unlock(); break; } // the other one finished
+    while (!other() && Date.now() < deadline) await tick();
+    if (!other()) { stamp.reset(0); m.unlock(); break; } // the other one finished
+    if (delayUs > 0) {
+      const until = ns() + BigInt(delayUs * 1000);
+      while (ns() < until);
+    }
+    want.reset(0);
+    stamper.reset(m.self);
     stamp.reset(Number(ns() / 100n) & 0x7fffffff || 1);
     m.unlock();
-    await tick();
+    // no barging: lock() again once the other one has it (it holds it until
+    // this one queues), so that every unlock is a hand-off
+    const until = Date.now() + 2000;
+    while (!m.locked && Date.now() < until) await tick();
   }
   return samples;
 }
@@ -135,9 +157,9 @@ async function handoff(c, n) {
 module.exports = {
   receiveMessage(c, name, args) {
     if (name !== 'run') return;
-    const [what, n] = args;
+    const [what, n, delayUs] = args;
     const job = what === 'fast' ? fast(c, n) : what === 'netplex' ? netplex(c, n)
-      : what === 'lockfile' ? lockfile(n) : handoff(c, n);
+      : what === 'lockfile' ? lockfile(n) : handoff(c, n, delayUs);
     job.then((r) => c.send('master', 'done', what, r), (e) => c.send('master', 'done', what, { error: String(e && e.stack) }));
   },
 };

@@ -81,7 +81,7 @@ export interface SupervisorOptions {
   /** SIGTERM/SIGINT stop, SIGHUP restarts every service (true). */
   signals?: boolean;
   /** Size of the region of semaphores, mutexes and shared variables (docs/sync.md). */
-  sync?: { slots?: number; containers?: number; valueSize?: number };
+  sync?: { slots?: number; containers?: number; valueSize?: number; doorbells?: boolean };
 }
 
 export interface ResolvedService {

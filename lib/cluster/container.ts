@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { loop, type Timer } from '../loop';
 import { Channel, adoptSocket } from './channel';
 import { FrameType, type Frame } from './protocol';
-import { SyncClient, SyncRegion, type Config, type Counter, type Mutex, type Semaphore, type SharedVar } from '../shared/sync';
+import { LocalWaits, SyncClient, SyncRegion, bellRinger, holdLife, openBell, type Config, type Counter, type Mutex, type Semaphore, type SharedVar } from '../shared/sync';
 
 /** What the master puts in the worker's environment (IOMUX_CLUSTER, JSON). */
 export interface WorkerSpec {
@@ -18,8 +18,8 @@ export interface WorkerSpec {
   listeners: { fd: number; address: string }[];
   /** Shared caches handed down (service option caches), by name. */
   caches?: { fd: number; name: string }[];
-  /** The sync region's fd and this container's id in it (lib/shared/sync.ts). */
-  sync?: { fd: number; id: number };
+  /** The sync region's fd, this container's id in it and the doorbells' directory (lib/shared/sync.ts). */
+  sync?: { fd: number; id: number; bells?: string };
 }
 
 /** Sender of a message: a container, or the master. */
@@ -66,7 +66,7 @@ export class Container extends EventEmitter {
   private readonly timers = new Set<Timer>();
   private readonly servers: Closable[] = [];
   private stopping = false;
-  private readonly syncSpec: { fd: number; id: number } | undefined;
+  private readonly syncSpec: { fd: number; id: number; bells?: string } | undefined;
   private syncClient: SyncClient | null = null;
 
   /** @internal */
@@ -139,11 +139,22 @@ export class Container extends EventEmitter {
       if (!spec) throw new Error('this master gave no sync region');
       const region = SyncRegion.attach(spec.fd);
       const channel = this._channel;
+      // the master watches this lock to learn of this process's death early
+      if (holdLife(region, spec.id)) channel.send(FrameType.SYNC, { life: 1 });
+      const call = (op: string, args: Record<string, unknown>): Promise<unknown> => channel.request(op, args);
+      // the doorbell: a release in another process wakes this one directly
+      let waits: LocalWaits | undefined;
+      if (spec.bells) {
+        const w = new LocalWaits(call, (slot, t) => { channel.send(FrameType.SYNC, { s: slot, t }); });
+        if (openBell(spec.bells, spec.id, w)) waits = w;
+      }
       this.syncClient = new SyncClient({
         region,
         id: spec.id,
-        call: (op, args) => channel.request(op, args),
+        call,
         kick: (slot) => { channel.send(FrameType.SYNC, { s: slot }); },
+        ring: spec.bells ? bellRinger(spec.bells) : undefined,
+        waits,
       });
     }
     return this.syncClient;

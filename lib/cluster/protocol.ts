@@ -45,7 +45,12 @@ export enum FrameType {
   REQUEST = 8,
   REPLY = 9,
   ERROR = 10,
-  /** worker -> master: { s: slot }: a primitive changed while it had waiters (lib/shared/sync.ts). */
+  /**
+   * worker -> master: { s: slot }: a primitive changed while it had waiters;
+   * { s: slot, t: ticket }: the worker completed its wait t itself after a
+   * doorbell ring; { life: 1 }: the worker's main thread holds its life
+   * lock, which the master may now watch (lib/shared/sync.ts).
+   */
   SYNC = 11,
 }
 

@@ -69,6 +69,8 @@ class Worker {
   resolveReady!: () => void;
   rejectReady!: (e: Error) => void;
   killTimer: NodeJS.Timeout | null = null;
+  /** Its sync region state was recovered (life lock released, or exit). */
+  syncGone = false;
 
   constructor(readonly id: string, readonly svc: Service, readonly proc: ChildProcess, readonly channel: Channel, readonly syncId: number) {
     this.ready = new Promise((res, rej) => { this.resolveReady = res; this.rejectReady = rej; });
@@ -236,7 +238,7 @@ export class Supervisor extends EventEmitter {
     const spec: WorkerSpec = {
       v: 1, id, service: svc.cfg.name, module: svc.cfg.worker, args: svc.cfg.args, ctl: 3,
       listeners: svc.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, address: l.address })),
-      sync: { fd: FIRST_LISTENER_FD + svc.listeners.length, id: syncId },
+      sync: { fd: FIRST_LISTENER_FD + svc.listeners.length, id: syncId, bells: sync.bellDir() ?? undefined },
       caches: svc.caches.map((c, i) => ({ fd: FIRST_LISTENER_FD + svc.listeners.length + 1 + i, name: c.name })),
     };
     let proc: ChildProcess;
@@ -308,7 +310,19 @@ export class Supervisor extends EventEmitter {
         w.state = 'stopping';
         break;
       case FrameType.SYNC:
-        if (typeof b.s === 'number') this.syncMaster?.kick(b.s);
+        // a dead worker's last frames: its row may belong to another one now
+        if (w.syncGone) break;
+        if (b.life === 1) {
+          this.syncMaster?.watchLife(w.syncId, () => this.syncGone(w));
+          break;
+        }
+        if (typeof b.s !== 'number') break;
+        // after the requests before it, which reach the queue one microtask later
+        if (typeof b.t === 'number') {
+          const { s: slot, t } = b;
+          queueMicrotask(() => { if (!w.syncGone) this.syncMaster?.took(w.syncId, slot as number, t as number); });
+        }
+        else this.syncMaster?.kick(b.s);
         break;
       case FrameType.MESSAGE:
         this.route(String(b.target), String(b.name), Array.isArray(b.args) ? b.args : [], { id: w.id, service: w.svc.cfg.name });
@@ -372,11 +386,23 @@ export class Supervisor extends EventEmitter {
     return ws.length;
   }
 
+  /**
+   * A container's recovery in the sync region: at the death of its main
+   * thread (its life lock) or at its exit, whichever comes first.
+   */
+  private syncGone(w: Worker): void {
+    if (w.syncGone) return;
+    w.syncGone = true;
+    let left = 0;
+    for (const x of w.svc.workers) if (x !== w && !x.syncGone) left++;
+    this.syncMaster?.containerExited(w.syncId, w.svc.cfg.name, left);
+  }
+
   private onExit(w: Worker, status: ExitStatus): void {
     const svc = w.svc;
     svc.workers.delete(w);
     // before anyone hears of the exit: its semaphores, mutexes and writer locks
-    this.syncMaster?.containerExited(w.syncId, svc.cfg.name, svc.workers.size);
+    this.syncGone(w);
     this.emit('exit', w.id, svc.cfg.name, status);
     void Promise.resolve()
       .then(() => this.hooks.postFinish?.(svc.cfg.name, w.id, status))
@@ -501,6 +527,7 @@ export class Supervisor extends EventEmitter {
     // the mapping stays valid for the master's own handles; the workers are gone
     if (this.syncMaster) {
       try { closeSync(this.syncMaster.fd); } catch { /* closed already */ }
+      this.syncMaster.close();
     }
     this.emit('stopped');
   }

@@ -8,6 +8,9 @@
 // recovery go to the master (SyncMaster), over the supervisor's control
 // channel. See docs/sync.md.
 import { EventEmitter } from 'node:events';
+import { mkdtempSync, rmSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { binding } from '../binding';
 
@@ -22,6 +25,7 @@ const W_GEN = 4; // bumped when the slot is destroyed
 const W_WLOCK = 5; // shared variable: the writer's id while it writes
 const W_LEN0 = 6; // shared variable: bytes in buffer 0 (W_LEN0 + 1: buffer 1)
 const W_DIED = 8; // mutex: 1 once a holder died with nobody waiting
+const W_HEAD = 9; // id of the process whose wait is first in the master's queue (0: none)
 const SLOT_WORDS = 16;
 
 const F_PROTECTED = 1;
@@ -40,6 +44,12 @@ export interface SyncRegionOptions {
   containers?: number;
   /** Largest serialized value of a shared variable, bytes (default 4096). */
   valueSize?: number;
+  /**
+   * Direct wake-ups between workers through their doorbells (default false
+   * for now: docs/sync.md, "Open"); false: every wake-up goes through the
+   * master.
+   */
+  doorbells?: boolean;
 }
 
 /** A mapping of the sync region. */
@@ -53,7 +63,7 @@ export class SyncRegion {
   private readonly ledgerBase: number;
   private readonly valueBase: number;
 
-  constructor(readonly fd: number, ab: ArrayBuffer) {
+  constructor(readonly fd: number, readonly ab: ArrayBuffer) {
     this.i32 = new Int32Array(ab);
     this.u8 = new Uint8Array(ab);
     const h = this.i32;
@@ -114,6 +124,55 @@ function checkName(name: unknown): string {
   return name;
 }
 
+// ---- life locks -----------------------------------------------------------
+
+/** The watches of this thread's master (lifeWatch's one callback per env). */
+const lifeWatches = new Map<number, (result: number) => void>();
+let lifeSeq = 0;
+
+function onLife(token: number, result: number): void {
+  const fn = lifeWatches.get(token);
+  lifeWatches.delete(token);
+  fn?.(result);
+}
+
+/**
+ * A container's main thread takes its row's life lock for good (its death
+ * releases it, which the master watches): true if it holds it now.
+ */
+export function holdLife(region: SyncRegion, id: number): boolean {
+  return binding.syncRegion.lifeHold(region.ab, id - 1) === 0;
+}
+
+// ---- doorbells -------------------------------------------------------------
+
+const EAGAIN = 11;
+
+/**
+ * The doorbells of one region: process id's bell is the unix datagram socket
+ * dir/id (dir is the master's, mode 0700; each bell 0600). ring(id, slot)
+ * wakes that process's loop once; false when nobody listens there.
+ */
+export function bellRinger(dir: string): (id: number, slot: number) => boolean {
+  const paths: string[] = [];
+  return (id, slot) => {
+    const p = (paths[id] ??= join(dir, String(id)));
+    const rc = binding.syncRegion.bellRing(p, slot);
+    // a full queue: the process has rings to read and will retry its waits
+    return rc === 0 || rc === -EAGAIN;
+  };
+}
+
+/**
+ * Binds process id's doorbell in dir; each wake retries waits.rang(). The
+ * close function, or null when the bell cannot be bound (the process then
+ * waits for the master's answers only).
+ */
+export function openBell(dir: string, id: number, waits: LocalWaits): (() => void) | null {
+  const r = binding.syncRegion.bellOpen(join(dir, String(id)), () => waits.rang());
+  return typeof r === 'function' ? r : null;
+}
+
 // ---- who talks to the master ----------------------------------------------
 
 /** The process's side: its id and ledger row, and the way to the master. */
@@ -124,6 +183,107 @@ export interface SyncPeer {
   call(op: string, args: Record<string, unknown>): Promise<any>;
   /** Tells the master that slot changed while it had waiters (one-way). */
   kick(slot: number): void;
+  /**
+   * Rings the doorbell of process id (the head of slot's queue): the direct
+   * wake-up. False when it cannot (no doorbells, nobody listening there):
+   * the caller then kicks the master.
+   */
+  ring?(id: number, slot: number): boolean;
+  /** This process's waits that a ring can complete (a process with a doorbell). */
+  readonly waits?: LocalWaits;
+}
+
+/**
+ * The waits of a process that has a doorbell. Each wait is also queued at
+ * the master (with a ticket), which publishes the head of each queue in the
+ * slot; a releaser rings the head's doorbell directly, and the woken process
+ * retries its waits on the region itself. Whichever completes a wait first
+ * wins: a ring's success is reported to the master ('took', one-way) which
+ * drops the ticket; a grant from the master for a wait already completed by
+ * a ring is given back (undo).
+ */
+export class LocalWaits {
+  private seq = 0;
+  private readonly list: LocalWait[] = [];
+
+  constructor(
+    private readonly call: (op: string, args: Record<string, unknown>) => Promise<unknown>,
+    private readonly took: (slot: number, ticket: number) => void,
+  ) {}
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  add<T>(op: string, args: Record<string, unknown>, slot: number, take: () => T | undefined, undo: (granted: unknown) => void): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.seq = this.seq >= 0x7fffffff ? 1 : this.seq + 1;
+      const w: LocalWait = { t: this.seq, slot, done: false, take, undo, resolve: resolve as (v: unknown) => void };
+      this.list.push(w);
+      this.call(op, { ...args, t: w.t }).then((r) => {
+        if (w.done) {
+          // completed by a ring: null means the master dropped the ticket
+          if (r !== null && r !== undefined) w.undo(r);
+          return;
+        }
+        this.finish(w);
+        resolve(r as T);
+      }, (e: unknown) => {
+        if (w.done) return;
+        this.finish(w);
+        reject(e);
+      });
+    });
+  }
+
+  private retrying = false;
+
+  /** rang() in a microtask (once however often it is asked). */
+  soon(): void {
+    if (this.retrying) return;
+    this.retrying = true;
+    queueMicrotask(() => {
+      this.retrying = false;
+      this.rang();
+    });
+  }
+
+  /** A ring came: retry every wait, FIFO per slot, on the region. */
+  rang(): void {
+    if (this.list.length === 0) return;
+    let blocked: Set<number> | null = null;
+    for (const w of this.list.slice()) {
+      if (w.done || blocked?.has(w.slot)) continue;
+      let r: unknown;
+      try {
+        r = w.take();
+      } catch {
+        r = undefined; // destroyed: the master's answer settles it
+      }
+      if (r === undefined) {
+        (blocked ??= new Set()).add(w.slot);
+        continue;
+      }
+      this.finish(w);
+      this.took(w.slot, w.t);
+      w.resolve(r);
+    }
+  }
+
+  private finish(w: LocalWait): void {
+    w.done = true;
+    const i = this.list.indexOf(w);
+    if (i >= 0) this.list.splice(i, 1);
+  }
+}
+
+interface LocalWait {
+  t: number;
+  slot: number;
+  done: boolean;
+  take(): unknown;
+  undo(granted: unknown): void;
+  resolve(v: unknown): void;
 }
 
 interface SlotInfo {
@@ -146,6 +306,30 @@ abstract class Primitive {
     if (this.a[this.w + W_GEN] !== this.gen) {
       throw syncError('ERR_IOMUX_SYNC_DESTROYED', `${this.name} was destroyed`);
     }
+  }
+
+  /**
+   * After a release (increment, unlock) that others may wait for: rings the
+   * process at the head of the queue, or kicks the master (the head is the
+   * master or this process, there are no doorbells, or the ring failed). The
+   * release's atomic comes first; the master publishes the head before it
+   * re-checks the value, so one of the two sees the other.
+   */
+  protected wake(): void {
+    const a = this.a;
+    const w = this.w;
+    if (Atomics.load(a, w + W_WAITERS) <= 0) return;
+    const head = Atomics.load(a, w + W_HEAD);
+    const peer = this.peer;
+    if (head === peer.id && peer.waits) {
+      // this process heads the queue: retry its own waits (if it has none on
+      // this slot, the head is its wait that a ring completed: the master
+      // serves the rest when it hears of that)
+      peer.waits.soon();
+      return;
+    }
+    if (head > MASTER_ID && head !== peer.id && peer.ring?.(head, this.slot)) return;
+    peer.kick(this.slot);
   }
 }
 
@@ -179,8 +363,25 @@ export class Semaphore extends Primitive {
     if (a[w + W_FLAGS]! & F_PROTECTED) {
       Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), 1);
     }
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    this.wake();
     return v;
+  }
+
+  /** The non-waiting decrement: the new value, or undefined at 0. */
+  private take(): number | undefined {
+    this.live();
+    const a = this.a;
+    const w = this.w;
+    for (;;) {
+      const v = Atomics.load(a, w + W_VALUE);
+      if (v <= 0) return undefined;
+      if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) === v) {
+        if (a[w + W_FLAGS]! & F_PROTECTED) {
+          Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), -1);
+        }
+        return v - 1;
+      }
+    }
   }
 
   /**
@@ -192,21 +393,18 @@ export class Semaphore extends Primitive {
   decrement(opts?: { wait?: false }): number;
   decrement(opts?: { wait?: boolean }): number | Promise<number>;
   decrement(opts?: { wait?: boolean }): number | Promise<number> {
-    this.live();
-    const a = this.a;
-    const w = this.w;
-    for (;;) {
-      const v = Atomics.load(a, w + W_VALUE);
-      if (v <= 0) break;
-      if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) === v) {
-        if (a[w + W_FLAGS]! & F_PROTECTED) {
-          Atomics.add(a, this.peer.region.ledger(this.peer.id - 1, this.slot), -1);
-        }
-        return opts?.wait ? Promise.resolve(v - 1) : v - 1;
-      }
-    }
+    const v = this.take();
+    if (v !== undefined) return opts?.wait ? Promise.resolve(v) : v;
     if (!opts?.wait) return -1;
-    return this.peer.call('sync.wait', { slot: this.slot, gen: this.gen });
+    const args = { slot: this.slot, gen: this.gen };
+    const waits = this.peer.waits;
+    if (!waits) return this.peer.call('sync.wait', args);
+    return waits.add('sync.wait', args, this.slot, () => this.take(), (granted) => {
+      // a decrement the master made for a wait a ring had completed: give it back
+      if (typeof granted === 'number' && granted >= 0) {
+        try { this.increment(); } catch { /* destroyed meanwhile */ }
+      }
+    });
   }
 
   get(): number {
@@ -245,7 +443,15 @@ export class Mutex extends Primitive {
   lock(): Promise<LockResult> {
     const r = this.tryLock();
     if (r) return Promise.resolve(r);
-    return this.peer.call('sync.lock', { slot: this.slot, gen: this.gen });
+    const args = { slot: this.slot, gen: this.gen };
+    const waits = this.peer.waits;
+    if (!waits) return this.peer.call('sync.lock', args);
+    return waits.add<LockResult>('sync.lock', args, this.slot, () => this.tryLock() || undefined, (granted) => {
+      // the master passed the lock to a wait a ring had completed: pass it on
+      if (!granted || typeof granted !== 'object' || Atomics.load(this.a, this.w + W_VALUE) !== this.peer.id) return;
+      if ((granted as LockResult).ownerDied) Atomics.store(this.a, this.w + W_DIED, 1);
+      if (Atomics.compareExchange(this.a, this.w + W_VALUE, this.peer.id, 0) === this.peer.id) this.wake();
+    });
   }
 
   /** Releases it; throws ERR_IOMUX_SYNC_NOT_OWNER if this process does not hold it. */
@@ -256,12 +462,22 @@ export class Mutex extends Primitive {
     if (Atomics.compareExchange(a, w + W_VALUE, this.peer.id, 0) !== this.peer.id) {
       throw syncError('ERR_IOMUX_SYNC_NOT_OWNER', `unlock of mutex ${this.name}, which this process does not hold`);
     }
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    this.wake();
   }
 
   /** Processes waiting for it at the master (lock() calls not yet served). */
   get waiters(): number {
     return Atomics.load(this.a, this.w + W_WAITERS);
+  }
+
+  /** @internal The id of the process whose lock() heads the master's queue (0: none). */
+  get head(): number {
+    return Atomics.load(this.a, this.w + W_HEAD);
+  }
+
+  /** @internal This process's id in the region. */
+  get self(): number {
+    return this.peer.id;
   }
 
   /** True if some process holds it. */
@@ -363,7 +579,9 @@ export class SharedVar extends Primitive {
     Atomics.store(a, w + W_LEN0 + buf, bytes.length);
     Atomics.store(a, w + W_VALUE, v);
     Atomics.store(a, w + W_WLOCK, 0);
-    if (Atomics.load(a, w + W_WAITERS) > 0) this.peer.kick(this.slot);
+    const n = Atomics.load(a, w + W_WAITERS);
+    if (n === 1) this.wake(); // one watcher: its doorbell
+    else if (n > 1) this.peer.kick(this.slot); // a broadcast: the master answers them all
     return v;
   }
 
@@ -376,7 +594,16 @@ export class SharedVar extends Primitive {
         const value = this.get();
         return { value, version: this.cachedVersion };
       }
-      await this.peer.call('sync.watch', { slot: this.slot, gen: this.gen, version });
+      const args = { slot: this.slot, gen: this.gen, version };
+      const waits = this.peer.waits;
+      if (!waits) await this.peer.call('sync.watch', args);
+      else {
+        await waits.add('sync.watch', args, this.slot, () => {
+          this.live();
+          const now = Atomics.load(this.a, this.w + W_VALUE);
+          return now > version ? now : undefined;
+        }, () => { /* a watch takes nothing */ });
+      }
     }
   }
 
@@ -519,10 +746,16 @@ export class SyncClient {
 
 // ---- the master -----------------------------------------------------------
 
+function ticket(t: unknown): number | undefined {
+  return typeof t === 'number' && Number.isInteger(t) && t > 0 ? t : undefined;
+}
+
 interface Waiter {
   id: number;
   resolve(v: unknown): void;
   version?: number;
+  /** The waiter's ticket (a process with a doorbell), for 'took'. */
+  t?: number;
 }
 
 interface Entry {
@@ -546,9 +779,21 @@ export class SyncMaster {
   private readonly bySlot: (Entry | undefined)[];
   private readonly freeSlots: number[] = [];
   private readonly freeRows: number[] = [];
+  private bells: string | null = null;
+  private ringer: ((id: number, slot: number) => boolean) | null = null;
+  /** Wake-ups that went through the master (kicks) and waits completed after a doorbell ring (took). */
+  readonly stats = { kicks: 0, took: 0 };
+  /** Rows whose life lock a thread watches; their release waits for it. */
+  private readonly watched = new Set<number>();
+  /** Tickets a container took after a ring before the master had queued them, by id. */
+  private readonly tookEarly = new Map<number, Set<number>>();
+  private readonly freeLater = new Set<number>();
+
+  private readonly doorbells: boolean;
 
   constructor(opts: SyncRegionOptions = {}) {
     this.region = SyncRegion.create(opts);
+    this.doorbells = opts.doorbells === true;
     this.bySlot = new Array(this.region.nslots);
     for (let s = this.region.nslots - 1; s >= 0; s--) this.freeSlots.push(s);
     for (let r = this.region.rows - 1; r >= 1; r--) this.freeRows.push(r);
@@ -557,6 +802,7 @@ export class SyncMaster {
       id: MASTER_ID,
       call: (op, args) => Promise.resolve().then(() => this.request(op, args, MASTER_ID, 'master')),
       kick: (slot) => queueMicrotask(() => this.kick(slot)),
+      ring: (id, slot) => this.ringer !== null && this.ringer(id, slot),
     };
     this.client = new SyncClient(peer);
   }
@@ -565,13 +811,66 @@ export class SyncMaster {
     return this.region.fd;
   }
 
+  /**
+   * The directory of the workers' doorbells (created on first use: mode
+   * 0700, in the system's temporary directory), or null if it cannot be made.
+   */
+  bellDir(): string | null {
+    if (!this.doorbells) return null;
+    if (this.bells === null) {
+      try {
+        this.bells = mkdtempSync(join(tmpdir(), 'iomux-sync-'));
+        this.ringer = bellRinger(this.bells);
+        process.once('exit', this.onProcessExit);
+      } catch {
+        return null;
+      }
+    }
+    return this.bells;
+  }
+
+  /** Removes the doorbells' directory (the supervisor's stop, or this process's exit). */
+  close(): void {
+    if (this.bells !== null) {
+      try { rmSync(this.bells, { recursive: true, force: true }); } catch { /* gone */ }
+      this.bells = null;
+      this.ringer = null;
+      process.removeListener('exit', this.onProcessExit);
+    }
+  }
+
+  private readonly onProcessExit = (): void => this.close();
+
   /** A ledger row (and id = row + 1) for a new container; null when all are taken. */
   allocId(): number | null {
     const row = this.freeRows.pop();
     if (row === undefined) return null;
     const r = this.region;
     for (let s = 0; s < r.nslots; s++) Atomics.store(r.i32, r.ledger(row, s), 0);
+    binding.syncRegion.lifeInit(r.ab, row);
     return row + 1;
+  }
+
+  /**
+   * Container id holds its life lock: a thread waits for its main thread's
+   * death and then calls died() (on the loop), typically well before the
+   * process's exit is seen. False if no watch could be started.
+   */
+  watchLife(id: number, died: () => void): boolean {
+    const row = id - 1;
+    if (this.watched.has(row)) return true;
+    const token = ++lifeSeq;
+    lifeWatches.set(token, (result) => {
+      this.watched.delete(row);
+      if (this.freeLater.delete(row)) this.freeRows.push(row);
+      if (result === 1) died();
+    });
+    if (binding.syncRegion.lifeWatch(this.region.ab, row, token, onLife) !== 0) {
+      lifeWatches.delete(token);
+      return false;
+    }
+    this.watched.add(row);
+    return true;
   }
 
   /** The request ops (Supervisor routes every 'sync.*' request here). */
@@ -580,9 +879,9 @@ export class SyncMaster {
       case 'sync.open': return this.open(String(args.kind), checkName(args.name));
       case 'sync.create': return this.create(this.entry(args), args, service);
       case 'sync.destroy': this.destroy(this.entry(args)); return undefined;
-      case 'sync.wait': return this.enqueue(this.entry(args, Kind.Semaphore), id);
-      case 'sync.lock': return this.enqueue(this.entry(args, Kind.Mutex), id);
-      case 'sync.watch': return this.enqueue(this.entry(args, Kind.Var), id, Number(args.version));
+      case 'sync.wait': return this.enqueue(this.entry(args, Kind.Semaphore), id, undefined, ticket(args.t));
+      case 'sync.lock': return this.enqueue(this.entry(args, Kind.Mutex), id, undefined, ticket(args.t));
+      case 'sync.watch': return this.enqueue(this.entry(args, Kind.Var), id, Number(args.version), ticket(args.t));
       case 'sync.rpc': return this.rpc(this.entry(args), String(args.what), id);
       default: throw new Error(`unknown request op ${op}`);
     }
@@ -647,6 +946,7 @@ export class SyncMaster {
     Atomics.store(a, w + W_KIND, 0);
     Atomics.add(a, w + W_GEN, 1);
     Atomics.store(a, w + W_WAITERS, 0);
+    Atomics.store(a, w + W_HEAD, 0);
     this.byKey.delete(e.key);
     this.bySlot[e.slot] = undefined;
     this.freeSlots.push(e.slot);
@@ -654,50 +954,94 @@ export class SyncMaster {
     e.queue = [];
   }
 
-  private enqueue(e: Entry, id: number, version?: number): Promise<unknown> {
+  private enqueue(e: Entry, id: number, version?: number, t?: number): Promise<unknown> {
+    const early = t === undefined ? undefined : this.tookEarly.get(id);
+    if (early?.delete(t!)) {
+      if (early.size === 0) this.tookEarly.delete(id);
+      return Promise.resolve(null);
+    }
     return new Promise((resolve) => {
-      e.queue.push({ id, resolve, version });
-      Atomics.store(this.region.i32, this.region.word(e.slot) + W_WAITERS, e.queue.length);
+      e.queue.push({ id, resolve, version, t });
       this.serve(e);
     });
   }
 
   /** A releaser saw waiters on slot. */
   kick(slot: number): void {
+    this.stats.kicks++;
     const e = this.bySlot[slot];
     if (e) this.serve(e);
   }
 
-  /** Hands what is free to the waiters, FIFO. */
+  /**
+   * Container id completed its wait with ticket t on slot itself, after a
+   * ring: drop the ticket (its request is answered null) and serve the rest.
+   */
+  took(id: number, slot: number, t: number): void {
+    this.stats.took++;
+    const e = Number.isInteger(slot) ? this.bySlot[slot] : undefined;
+    if (!e) return;
+    const i = e.queue.findIndex((x) => x.id === id && x.t === t);
+    if (i >= 0) e.queue.splice(i, 1)[0]!.resolve(null);
+    else {
+      // before its request (one that is still on its way to the queue):
+      // the request is answered null when it comes
+      let early = this.tookEarly.get(id);
+      if (!early) this.tookEarly.set(id, (early = new Set()));
+      early.add(t);
+    }
+    this.serve(e);
+  }
+
+  /** Stores the queue's head and length in the slot (the releasers read them). */
+  private publish(e: Entry): void {
+    const a = this.region.i32;
+    const w = this.region.word(e.slot);
+    Atomics.store(a, w + W_HEAD, e.queue.length > 0 ? e.queue[0]!.id : 0);
+    Atomics.store(a, w + W_WAITERS, e.queue.length);
+  }
+
+  /**
+   * Hands what is free to the waiters, FIFO; then publishes the queue and
+   * checks again (a release that read the old head may have rung a process
+   * that no longer waits: this pass serves what it released).
+   */
   private serve(e: Entry): void {
     const r = this.region;
     const a = r.i32;
     const w = r.word(e.slot);
-    const q = e.queue;
-    if (e.kind === Kind.Semaphore) {
-      while (q.length > 0) {
-        const v = Atomics.load(a, w + W_VALUE);
-        if (v <= 0) break;
-        if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) !== v) continue;
-        const waiter = q.shift()!;
-        if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) Atomics.add(a, r.ledger(waiter.id - 1, e.slot), -1);
-        waiter.resolve(v - 1);
-      }
-    } else if (e.kind === Kind.Mutex) {
-      if (q.length > 0 && Atomics.compareExchange(a, w + W_VALUE, 0, q[0]!.id) === 0) {
-        q.shift()!.resolve({ ownerDied: Atomics.exchange(a, w + W_DIED, 0) === 1 });
-      }
-    } else if (e.kind === Kind.Var) {
-      const v = Atomics.load(a, w + W_VALUE);
-      e.queue = q.filter((x) => {
-        if (v > (x.version ?? 0)) {
-          x.resolve(v);
-          return false;
+    for (;;) {
+      const q = e.queue;
+      let seen = 0;
+      if (e.kind === Kind.Semaphore) {
+        while (q.length > 0) {
+          const v = Atomics.load(a, w + W_VALUE);
+          if (v <= 0) break;
+          if (Atomics.compareExchange(a, w + W_VALUE, v, v - 1) !== v) continue;
+          const waiter = q.shift()!;
+          if (Atomics.load(a, w + W_FLAGS) & F_PROTECTED) Atomics.add(a, r.ledger(waiter.id - 1, e.slot), -1);
+          waiter.resolve(v - 1);
         }
-        return true;
-      });
+      } else if (e.kind === Kind.Mutex) {
+        if (q.length > 0 && Atomics.compareExchange(a, w + W_VALUE, 0, q[0]!.id) === 0) {
+          q.shift()!.resolve({ ownerDied: Atomics.exchange(a, w + W_DIED, 0) === 1 });
+        }
+      } else if (e.kind === Kind.Var) {
+        const v = Atomics.load(a, w + W_VALUE);
+        seen = v;
+        e.queue = q.filter((x) => {
+          if (v > (x.version ?? 0)) {
+            x.resolve(v);
+            return false;
+          }
+          return true;
+        });
+      }
+      this.publish(e);
+      if (e.queue.length === 0) return;
+      const v = Atomics.load(a, w + W_VALUE);
+      if (e.kind === Kind.Var ? v === seen : e.kind === Kind.Semaphore ? v <= 0 : v !== 0) return;
     }
-    Atomics.store(a, w + W_WAITERS, e.queue.length);
   }
 
   /** The Netplex way, for comparison: the operation done by the master, one round trip each. */
@@ -761,6 +1105,12 @@ export class SyncMaster {
     if (serviceLeft === 0) {
       for (const e of [...this.byKey.values()]) if (e.ownerService === service) this.destroy(e);
     }
-    this.freeRows.push(row);
+    if (this.bells !== null) {
+      try { unlinkSync(join(this.bells, String(id))); } catch { /* never bound */ }
+    }
+    this.tookEarly.delete(id);
+    // a row is handed out again once the thread watching its life lock is done
+    if (this.watched.has(row)) this.freeLater.add(row);
+    else this.freeRows.push(row);
   }
 }

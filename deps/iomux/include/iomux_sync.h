@@ -14,6 +14,8 @@
  *         protected semaphore (increments minus successful decrements)
  *   vals  nslots x 2 buffers of value_cap bytes (a shared variable's
  *         double buffer)
+ *   lives rows x IOMUX_SYNC_LIFE bytes: each container's life lock, a
+ *         robust process-shared mutex its main thread holds until it dies
  */
 #ifndef IOMUX_SYNC_H
 #define IOMUX_SYNC_H
@@ -26,9 +28,10 @@ extern "C" {
 #endif
 
 #define IOMUX_SYNC_MAGIC 0x594e5953u /* "SYNY" */
-#define IOMUX_SYNC_VERSION 1u
+#define IOMUX_SYNC_VERSION 2u
 #define IOMUX_SYNC_HEADER 64u
 #define IOMUX_SYNC_SLOT 64u
+#define IOMUX_SYNC_LIFE 64u
 #define IOMUX_SYNC_MAX_SLOTS 65536u
 #define IOMUX_SYNC_MAX_ROWS 4096u
 #define IOMUX_SYNC_MAX_VALUE (16u << 20)
@@ -50,6 +53,7 @@ enum {
   IOMUX_SYNC_H_OFF_SLOTS = 6,
   IOMUX_SYNC_H_OFF_LEDGER = 7,
   IOMUX_SYNC_H_OFF_VALUES = 8,
+  IOMUX_SYNC_H_OFF_LIVES = 9,
 };
 
 /* Bytes a region of this layout needs, or 0 if the layout is out of range. */
@@ -64,6 +68,44 @@ int iomux_sync_create(const iomux_sync_layout *l, int *fd, void **base, size_t *
 int iomux_sync_attach(int fd, void **base, size_t *size, char *errbuf, size_t errlen);
 
 void iomux_sync_unmap(void *base, size_t size);
+
+/* Life locks: how the master learns of a container's death as soon as its
+ * main thread is gone, before the kernel has torn the rest of the process
+ * down (its other threads, its memory, its fds: tens of milliseconds for a
+ * Node process on a loaded machine, after which come SIGCHLD and EOF).
+ *
+ * iomux_sync_life_init (master, before it hands out row): a fresh unlocked
+ * robust process-shared mutex. iomux_sync_life_hold (the container's main
+ * thread, once): locks it for good; the kernel releases it with
+ * EOWNERDEAD when that thread exits. iomux_sync_life_wait (a master thread):
+ * waits up to timeout_ms for that: 1 the holder is gone (the lock is made
+ * consistent and released again), 0 the timeout, or -errno. All return
+ * -EINVAL for a row out of range. */
+int iomux_sync_life_init(void *base, uint32_t row);
+int iomux_sync_life_hold(void *base, uint32_t row);
+int iomux_sync_life_wait(void *base, uint32_t row, int timeout_ms);
+
+/* Doorbells: the direct wake-up between two processes of the region. Each
+ * process that waits binds a unix datagram socket at a path in a directory
+ * only its uid can enter; a releaser sends one datagram (the slot number) to
+ * the path of the process at the head of a slot's queue, which wakes its
+ * event loop once. A ring is a hint: the woken process re-checks the region.
+ *
+ * iomux_sync_bell_open: binds a non-blocking, close-on-exec datagram socket
+ * at path (a stale file there is removed first), mode 0600: its fd or
+ * -errno (-ENAMETOOLONG if path does not fit a sockaddr_un). */
+int iomux_sync_bell_open(const char *path);
+
+/* An unbound non-blocking datagram socket to ring from: fd or -errno. */
+int iomux_sync_bell_sender(void);
+
+/* Sends one ring (slot) from sender to the bell at path: 0, or -errno:
+ * -ENOENT or -ECONNREFUSED when no process listens there any more, -EAGAIN
+ * when its queue is full (it has rings to read, so it wakes anyway). */
+int iomux_sync_bell_ring(int sender, const char *path, uint32_t slot);
+
+/* Reads every ring waiting on a bell's fd: how many (>= 0), or -errno. */
+int iomux_sync_bell_drain(int fd);
 
 #ifdef __cplusplus
 }

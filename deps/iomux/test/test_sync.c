@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,10 +109,121 @@ static void test_two_processes(void) {
   close(fd);
 }
 
+/* Life locks: a live holder times the wait out; its SIGKILL or its exit ends
+ * the wait; the lock is reusable afterwards. */
+static void test_lives(void) {
+  iomux_sync_layout l = {4, 3, 8};
+  int fd;
+  void *base;
+  size_t size;
+  CHECK(iomux_sync_create(&l, &fd, &base, &size) == 0, "create");
+  CHECK(iomux_sync_life_init(base, 3) == -EINVAL && iomux_sync_life_hold(base, 3) == -EINVAL &&
+        iomux_sync_life_wait(base, 3, 1) == -EINVAL, "row out of range");
+  CHECK(iomux_sync_life_init(base, 1) == 0, "init");
+  for (int how = 0; how < 2; how++) {
+    int pfd[2];
+    CHECK(pipe(pfd) == 0, "pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+      char c = (char)(iomux_sync_life_hold(base, 1) == 0 ? 'y' : 'n');
+      if (write(pfd[1], &c, 1) != 1) _exit(2);
+      if (how == 1) _exit(0); /* a clean exit releases it too */
+      for (;;) pause();
+    }
+    char c = 0;
+    CHECK(read(pfd[0], &c, 1) == 1 && c == 'y', "the child holds it");
+    close(pfd[0]);
+    close(pfd[1]);
+    if (how == 0) {
+      CHECK(iomux_sync_life_hold(base, 1) == -EBUSY, "held: a second hold fails");
+      CHECK(iomux_sync_life_wait(base, 1, 30) == 0, "alive: the wait times out");
+      kill(pid, SIGKILL);
+    }
+    CHECK(iomux_sync_life_wait(base, 1, 5000) == 1, "%s: the wait ends", how ? "exit" : "SIGKILL");
+    waitpid(pid, NULL, 0);
+    CHECK(iomux_sync_life_wait(base, 1, 1) == 1, "free afterwards");
+  }
+  CHECK(iomux_sync_life_init(base, 1) == 0 && iomux_sync_life_hold(base, 1) == 0, "re-init and hold");
+  iomux_sync_unmap(base, size);
+  close(fd);
+}
+
+/* Doorbells: errors, a stale path, a full queue, and a ping-pong of rings
+ * between two processes waiting in poll(). */
+static void test_bells(void) {
+  char dir[] = "/tmp/iomux-bell-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+  char a[128], b[128], longp[200];
+  snprintf(a, sizeof a, "%s/a", dir);
+  snprintf(b, sizeof b, "%s/b", dir);
+  memset(longp, 'x', sizeof longp - 1);
+  longp[0] = '/';
+  longp[sizeof longp - 1] = 0;
+  CHECK(iomux_sync_bell_open(longp) == -ENAMETOOLONG, "long path refused");
+  CHECK(iomux_sync_bell_open("") == -EINVAL, "empty path refused");
+  int s = iomux_sync_bell_sender();
+  CHECK(s >= 0, "sender %d", s);
+  CHECK(iomux_sync_bell_ring(s, longp, 1) == -ENAMETOOLONG, "ring: long path refused");
+  CHECK(iomux_sync_bell_ring(s, a, 1) == -ENOENT, "ring with nobody there");
+  int fa = iomux_sync_bell_open(a);
+  CHECK(fa >= 0, "open a %d", fa);
+  struct stat st;
+  CHECK(stat(a, &st) == 0 && (st.st_mode & 0777) == 0600, "bell mode %o", st.st_mode & 0777);
+  CHECK(iomux_sync_bell_drain(fa) == 0, "nothing to drain");
+  CHECK(iomux_sync_bell_ring(s, a, 7) == 0, "ring");
+  CHECK(iomux_sync_bell_ring(s, a, 8) == 0, "ring again");
+  CHECK(iomux_sync_bell_drain(fa) == 2, "two rings drained");
+  /* a full queue: EAGAIN, never a block */
+  int rc = 0, sent = 0;
+  while (sent < 100000 && (rc = iomux_sync_bell_ring(s, a, 1)) == 0) sent++;
+  CHECK(rc == -EAGAIN && sent > 0, "full queue: %d after %d rings", rc, sent);
+  CHECK(iomux_sync_bell_drain(fa) == sent, "drained the full queue");
+  /* a bell reopened at the same path replaces the stale file */
+  int fa2 = iomux_sync_bell_open(a);
+  CHECK(fa2 >= 0, "reopen over the old file");
+  CHECK(iomux_sync_bell_ring(s, a, 1) == 0 && iomux_sync_bell_drain(fa2) == 1, "the new bell rings");
+  CHECK(iomux_sync_bell_drain(fa) == 0, "the old one does not");
+  close(fa);
+  close(fa2);
+  CHECK(iomux_sync_bell_ring(s, a, 1) == -ECONNREFUSED, "stale file: %d", iomux_sync_bell_ring(s, a, 1));
+  /* ping-pong between two processes */
+  enum { ROUNDS = 2000 };
+  int fb = iomux_sync_bell_open(b);
+  fa = iomux_sync_bell_open(a);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int cs = iomux_sync_bell_sender();
+    for (int i = 0; i < ROUNDS; i++) {
+      struct pollfd p = {fb, POLLIN, 0};
+      if (poll(&p, 1, 5000) != 1 || iomux_sync_bell_drain(fb) < 1) _exit(2);
+      if (iomux_sync_bell_ring(cs, a, (uint32_t)i)) _exit(3);
+    }
+    _exit(0);
+  }
+  int got = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    if (iomux_sync_bell_ring(s, b, (uint32_t)i)) break;
+    struct pollfd p = {fa, POLLIN, 0};
+    if (poll(&p, 1, 5000) != 1) break;
+    got += iomux_sync_bell_drain(fa);
+  }
+  int wst = 0;
+  waitpid(pid, &wst, 0);
+  CHECK(got == ROUNDS && WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "ping-pong: %d of %d, child status %d", got, ROUNDS, wst);
+  close(fa);
+  close(fb);
+  close(s);
+  unlink(a);
+  unlink(b);
+  CHECK(rmdir(dir) == 0, "rmdir");
+}
+
 int main(void) {
   test_layouts();
   test_attach_checks();
   test_two_processes();
+  test_lives();
+  test_bells();
   printf("1..%d\n", g_tests);
   return g_failed ? 1 : 0;
 }
