@@ -5,12 +5,13 @@
 // The server sleeps between messages, so each message is one wake-up of it.
 //
 //   node scripts/wake-pingpong.js [--impl iomux|net] [--count N] [--strace]
+//                                 [--standalone]
 //
 // Prints the server's CPU per wake-up (user and system, process.cpuUsage()
 // from its first message to the client's close). --strace runs the server
 // under `strace -f -c` and adds the system calls per wake-up (CPU figures
 // are then inflated by the tracing). IOMUX_BACKEND picks the backend as
-// usual. Needs taskset (and strace for --strace), and the built package.
+// usual; --standalone runs the iomux server with loop.run(). Needs taskset (and strace for --strace), and the built package.
 'use strict';
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -24,8 +25,9 @@ function load(impl) {
   return impl === 'net' ? require('net') : require(path.join(__dirname, '..'));
 }
 
-function server(impl) {
+function server(impl, standalone) {
   const lib = load(impl);
+  if (standalone) lib.loop.run();
   const srv = lib.createServer((s) => {
     s.setNoDelay(true);
     let got = 0;
@@ -75,10 +77,12 @@ async function main() {
   const impl = arg('--impl', 'iomux');
   const count = Number(arg('--count', '20000'));
   const traced = argv.includes('--strace');
+  const standalone = argv.includes('--standalone');
+  if (standalone && impl !== 'iomux') throw new Error('--standalone needs --impl iomux');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wake-'));
   const traceFile = path.join(dir, 'strace.txt');
   const serverCmd = ['-c', '0', ...(traced ? ['strace', '-f', '-c', '-o', traceFile] : []),
-    process.execPath, self, 'server', impl];
+    process.execPath, self, 'server', impl, ...(standalone ? ['standalone'] : [])];
   const srv = spawn('taskset', serverCmd, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   srv.stderr.on('data', (d) => (err += d));
@@ -100,6 +104,7 @@ async function main() {
   const out = {
     impl,
     backend: impl === 'net' ? 'libuv' : process.env.IOMUX_BACKEND || 'default',
+    mode: impl === 'net' ? 'libuv' : standalone ? 'standalone' : 'embedded',
     wakes: r.wakes,
     userUsPerWake: +(r.user / r.wakes).toFixed(1),
     systemUsPerWake: +(r.system / r.wakes).toFixed(1),
@@ -122,7 +127,7 @@ async function main() {
   console.log(JSON.stringify(out));
 }
 
-if (role === 'server') server(rest[0]);
+if (role === 'server') server(rest[0], rest[1] === 'standalone');
 else if (role === 'client') client(rest[0], Number(rest[1]), Number(rest[2]));
 else main().catch((e) => {
   console.error(e.message);
