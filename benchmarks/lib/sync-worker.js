@@ -135,9 +135,17 @@ async function handoff(c, n, delayUs = 0) {
     // wait a moment after a ring completed it, or the other's previous one:
     // a ring then still reaches the other's new lock())
     const other = () => want.get() !== m.self && want.get() !== 0 && m.head !== 0 && m.head !== m.self;
+    // (other() is read once per turn: the head can read as the other's
+    // previous wait, then 0 once the master has its 'took', then its new
+    // wait; reading it a second time after the loop saw it could give up a
+    // turn the other one is waiting for)
     const deadline = Date.now() + 2000;
-    while (!other() && Date.now() < deadline) await tick();
-    if (!other()) { stamp.reset(0); m.unlock(); break; } // the other one finished
+    let ready = other();
+    while (!ready && Date.now() < deadline) {
+      await tick();
+      ready = other();
+    }
+    if (!ready) { stamp.reset(0); m.unlock(); break; } // the other one finished
     if (delayUs > 0) {
       const until = ns() + BigInt(delayUs * 1000);
       while (ns() < until);

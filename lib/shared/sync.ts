@@ -45,9 +45,8 @@ export interface SyncRegionOptions {
   /** Largest serialized value of a shared variable, bytes (default 4096). */
   valueSize?: number;
   /**
-   * Direct wake-ups between workers through their doorbells (default false
-   * for now: docs/sync.md, "Open"); false: every wake-up goes through the
-   * master.
+   * Direct wake-ups between workers through their doorbells (default
+   * true); false: every wake-up goes through the master.
    */
   doorbells?: boolean;
 }
@@ -793,7 +792,7 @@ export class SyncMaster {
 
   constructor(opts: SyncRegionOptions = {}) {
     this.region = SyncRegion.create(opts);
-    this.doorbells = opts.doorbells === true;
+    this.doorbells = opts.doorbells !== false;
     this.bySlot = new Array(this.region.nslots);
     for (let s = this.region.nslots - 1; s >= 0; s--) this.freeSlots.push(s);
     for (let r = this.region.rows - 1; r >= 1; r--) this.freeRows.push(r);
