@@ -311,6 +311,12 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   });
   t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
+  // The query as URLSearchParams gives it, on the hand-split path and the other.
+  for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {
+    const got = codec.parseQuery(q);
+    t.same(Object.entries(got), Object.entries(Object.fromEntries(new URLSearchParams(q))), `query ${JSON.stringify(q)}`);
+    t.equal(Object.getPrototypeOf(got), Object.prototype, `query ${JSON.stringify(q)}: a plain object`);
+  }
 });
 
 t.test('a stage that returns neither ctx.next nor ctx.reply (undefined, a number, a thenable that throws): 500, logged, and the worker goes on', async (t) => {
