@@ -66,6 +66,33 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   t.notOk(existsSync(dir), 'run dir removed at close');
 });
 
+t.test('the request reaches the first stage: GET without a body, POST with a fixed-length and a chunked body', async (t) => {
+  const echo = (job: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body: Buffer }, ctx: Ctx) =>
+    ctx.reply(200, { 'content-type': 'application/json' }, { method: job.method, path: job.path, query: job.query, te: job.headers['transfer-encoding'] ?? null, body: job.body.toString('latin1') });
+  const srv = P.createServer({ stages: [{ name: 'echo', fn: echo }], timeout: 5000 });
+  await srv.listen();
+  const port = srv.address().port;
+  await until(() => srv.stages.every((s) => s.workers.size === 1), 5000, 'worker announced');
+  const post = (body: string, chunked: boolean): Promise<Resp> => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/p?a=1', method: 'POST', agent: false, headers: chunked ? {} : { 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    if (chunked) {
+      req.write(body.slice(0, 3));
+      setTimeout(() => req.end(body.slice(3)), 20);
+    } else {
+      req.end(body);
+    }
+  });
+  t.same(JSON.parse((await get(port, '/g?x=1&y=a+b')).body), { method: 'GET', path: '/g', query: { x: '1', y: 'a b' }, te: null, body: '' });
+  t.same(JSON.parse((await post('hello', false)).body), { method: 'POST', path: '/p', query: { a: '1' }, te: null, body: 'hello' });
+  t.same(JSON.parse((await post('chunked body', true)).body), { method: 'POST', path: '/p', query: { a: '1' }, te: 'chunked', body: 'chunked body' });
+  await srv.close();
+});
+
 t.test('Buffers pass as they are; a thrown error is a 500 naming the stage in the log', async (t) => {
   const lines: string[] = [];
   const srv = P.createServer({

@@ -18,6 +18,8 @@ import { createServer as createHttpServer, type HttpServer, type IncomingRequest
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
 import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeHttpJob } from './codec';
+
+const NO_BODY = Buffer.alloc(0);
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
 
@@ -475,6 +477,12 @@ export class PipelineServer {
     p.socket[kWaiting]!.add(p);
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
     const { method, headers } = req;
+    if (req.complete && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
+      // No body (a GET): the job goes now, without body()'s promise and turn.
+      const [kind, data] = encodeHttpJob(method, url, headers, NO_BODY);
+      first.enqueue(p.idFrame, kind, data, id);
+      return;
+    }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
