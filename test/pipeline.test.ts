@@ -45,6 +45,9 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   const bad = await get(port, '/x?n=abc');
   t.equal(bad.status, 400, 'stage 1 answered early');
   t.equal(bad.body, 'bad n\n');
+  t.equal(bad.headers['content-type'], 'text/plain', "the early reply's own headers");
+  const again = await get(port, '/x?n=2');
+  t.equal(again.headers['content-type'], 'application/json', 'then the result\'s headers again');
 
   const many = await Promise.all(Array.from({ length: 200 }, (_, i) => get(port, `/x?n=${i}`)));
   t.ok(many.every((m, i) => m.status === 200 && JSON.parse(m.body).doubled === i * 2), '200 concurrent requests, each its own result');
@@ -54,13 +57,13 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   t.same(JSON.parse(h.body), { status: 'ok', stages: [{ name: 'parse', workers: 2 }, { name: 'double', workers: 2 }] });
   const s = JSON.parse((await get(port, '/stats')).body);
   t.equal(s.inFlight, 0);
-  t.equal(s.responses['200'], 201);
+  t.equal(s.responses['200'], 202);
   t.equal(s.responses['400'], 1);
-  t.equal(s.stages[0].completed, 202);
-  t.equal(s.stages[1].completed, 201);
-  t.equal(s.latencyMs.count, 202);
+  t.equal(s.stages[0].completed, 203);
+  t.equal(s.stages[1].completed, 202);
+  t.equal(s.latencyMs.count, 203);
   t.ok(s.latencyMs.p50 > 0 && s.latencyMs.p99 >= s.latencyMs.p50 && s.latencyMs.max >= s.latencyMs.p99, 'latency percentiles');
-  t.match(srv.summary(), /^requests 202, in flight 0, .*\nlatency ms p50 [0-9.]+ p90 .*\n  parse: workers 2 idle 2 queued 0 in flight 0 completed 202 /, 'summary');
+  t.match(srv.summary(), /^requests 203, in flight 0, .*\nlatency ms p50 [0-9.]+ p90 .*\n  parse: workers 2 idle 2 queued 0 in flight 0 completed 203 /, 'summary');
   const dir = srv.runDir!;
   await srv.close();
   t.notOk(existsSync(dir), 'run dir removed at close');
