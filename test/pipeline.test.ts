@@ -45,6 +45,9 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   const bad = await get(port, '/x?n=abc');
   t.equal(bad.status, 400, 'stage 1 answered early');
   t.equal(bad.body, 'bad n\n');
+  t.equal(bad.headers['content-type'], 'text/plain', "the early reply's own headers");
+  const again = await get(port, '/x?n=2');
+  t.equal(again.headers['content-type'], 'application/json', 'then the result\'s headers again');
 
   const many = await Promise.all(Array.from({ length: 200 }, (_, i) => get(port, `/x?n=${i}`)));
   t.ok(many.every((m, i) => m.status === 200 && JSON.parse(m.body).doubled === i * 2), '200 concurrent requests, each its own result');
@@ -54,16 +57,43 @@ t.test('two stages: the result, an early reply on the loopback, /health, /stats'
   t.same(JSON.parse(h.body), { status: 'ok', stages: [{ name: 'parse', workers: 2 }, { name: 'double', workers: 2 }] });
   const s = JSON.parse((await get(port, '/stats')).body);
   t.equal(s.inFlight, 0);
-  t.equal(s.responses['200'], 201);
+  t.equal(s.responses['200'], 202);
   t.equal(s.responses['400'], 1);
-  t.equal(s.stages[0].completed, 202);
-  t.equal(s.stages[1].completed, 201);
-  t.equal(s.latencyMs.count, 202);
+  t.equal(s.stages[0].completed, 203);
+  t.equal(s.stages[1].completed, 202);
+  t.equal(s.latencyMs.count, 203);
   t.ok(s.latencyMs.p50 > 0 && s.latencyMs.p99 >= s.latencyMs.p50 && s.latencyMs.max >= s.latencyMs.p99, 'latency percentiles');
-  t.match(srv.summary(), /^requests 202, in flight 0, .*\nlatency ms p50 [0-9.]+ p90 .*\n  parse: workers 2 idle 2 queued 0 in flight 0 completed 202 /, 'summary');
+  t.match(srv.summary(), /^requests 203, in flight 0, .*\nlatency ms p50 [0-9.]+ p90 .*\n  parse: workers 2 idle 2 queued 0 in flight 0 completed 203 /, 'summary');
   const dir = srv.runDir!;
   await srv.close();
   t.notOk(existsSync(dir), 'run dir removed at close');
+});
+
+t.test('the request reaches the first stage: GET without a body, POST with a fixed-length and a chunked body', async (t) => {
+  const echo = (job: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body: Buffer }, ctx: Ctx) =>
+    ctx.reply(200, { 'content-type': 'application/json' }, { method: job.method, path: job.path, query: job.query, te: job.headers['transfer-encoding'] ?? null, body: job.body.toString('latin1') });
+  const srv = P.createServer({ stages: [{ name: 'echo', fn: echo }], timeout: 5000 });
+  await srv.listen();
+  const port = srv.address().port;
+  await until(() => srv.stages.every((s) => s.workers.size === 1), 5000, 'worker announced');
+  const post = (body: string, chunked: boolean): Promise<Resp> => new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: '/p?a=1', method: 'POST', agent: false, headers: chunked ? {} : { 'content-length': Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    if (chunked) {
+      req.write(body.slice(0, 3));
+      setTimeout(() => req.end(body.slice(3)), 20);
+    } else {
+      req.end(body);
+    }
+  });
+  t.same(JSON.parse((await get(port, '/g?x=1&y=a+b')).body), { method: 'GET', path: '/g', query: { x: '1', y: 'a b' }, te: null, body: '' });
+  t.same(JSON.parse((await post('hello', false)).body), { method: 'POST', path: '/p', query: { a: '1' }, te: null, body: 'hello' });
+  t.same(JSON.parse((await post('chunked body', true)).body), { method: 'POST', path: '/p', query: { a: '1' }, te: 'chunked', body: 'chunked body' });
+  await srv.close();
 });
 
 t.test('Buffers pass as they are; a thrown error is a 500 naming the stage in the log', async (t) => {
@@ -311,6 +341,12 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   });
   t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
+  // The query as URLSearchParams gives it, on the hand-split path and the other.
+  for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {
+    const got = codec.parseQuery(q);
+    t.same(Object.entries(got), Object.entries(Object.fromEntries(new URLSearchParams(q))), `query ${JSON.stringify(q)}`);
+    t.equal(Object.getPrototypeOf(got), Object.prototype, `query ${JSON.stringify(q)}: a plain object`);
+  }
 });
 
 t.test('a stage that returns neither ctx.next nor ctx.reply (undefined, a number, a thenable that throws): 500, logged, and the worker goes on', async (t) => {

@@ -22,6 +22,9 @@
 // Candidates take turns within each round (A B C, B C A, ...); medians.
 //
 // Standalone: node benchmarks/pipeline/bench.js [--quick] [--rounds N] [--duration S] [--rows overhead,scaling,slow-share] [--no-pin]
+//   [--cands inline,pipeline-1-c16]  only these candidates
+//   [--compare DIR]  each candidate also run from another build (DIR: a copy of dist/ kept next to
+//                    it in the repository, e.g. dist-old), as "<cand>@B", in the same turns
 const { spawn } = require('child_process');
 const fs = require('fs');
 const os = require('os');
@@ -291,7 +294,14 @@ async function run(opts = {}) {
   try {
     for (const row of ROWS) {
       if (opts.rows && !opts.rows.includes(row.id)) continue;
-      const r = { ...row, cands: row.cands.filter((c) => hasZeromq || !c.startsWith('zeromq')) };
+      const r = { ...row, cands: row.cands.filter((c) => (hasZeromq || !c.startsWith('zeromq')) && (!opts.cands || opts.cands.includes(c))) };
+      if (opts.compare) {
+        const dir = path.resolve(opts.compare);
+        for (const c of [...r.cands]) {
+          CANDS[`${c}@B`] = { ...CANDS[c], label: `${CANDS[c].label} [${path.basename(dir)}]`, env: { ...CANDS[c].env, IOMUX_BENCH_DIST: dir } };
+          r.cands.push(`${c}@B`);
+        }
+      }
       // --quick (CI): the first and last variants only.
       if (opts.quick && r.variants.length > 2) r.variants = [r.variants[0], r.variants[r.variants.length - 1]];
       try {
@@ -317,6 +327,7 @@ if (require.main === module) {
   run({
     quick: a.includes('--quick'), rounds: Number(val('--rounds')) || undefined, duration: Number(val('--duration')) || undefined,
     rows: val('--rows') ? val('--rows').split(',') : undefined, pin: !a.includes('--no-pin'),
+    cands: val('--cands') ? val('--cands').split(',') : undefined, compare: val('--compare'),
   }).then((r) => {
     process.stdout.write(r.markdown + '\n');
     if (r.failures.length) { process.stderr.write(r.failures.join('\n') + '\n'); process.exitCode = 1; }

@@ -18,6 +18,8 @@ import { createServer as createHttpServer, type HttpServer, type IncomingRequest
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
 import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeHttpJob } from './codec';
+
+const NO_BODY = Buffer.alloc(0);
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
 
@@ -295,6 +297,10 @@ export class PipelineServer {
   private requests = 0;
   private rejected = 0;
   private unknownReplies = 0;
+  // The last reply's headers frame and its parse: workers mostly send the
+  // same headers, and writeHead() renders them without keeping the object.
+  private lastHeadersFrame: Buffer | null = null;
+  private lastHeaders: Record<string, string | number | string[]> = {};
   private draining = false;
   private readonly timeout: number;
   private readonly maxQueued: number;
@@ -475,6 +481,12 @@ export class PipelineServer {
     p.socket[kWaiting]!.add(p);
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
     const { method, headers } = req;
+    if (req.complete && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
+      // No body (a GET): the job goes now, without body()'s promise and turn.
+      const [kind, data] = encodeHttpJob(method, url, headers, NO_BODY);
+      first.enqueue(p.idFrame, kind, data, id);
+      return;
+    }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
@@ -555,11 +567,18 @@ export class PipelineServer {
       this.unknownReplies++;
       return;
     }
+    const hf = f[5]!;
     let headers: Record<string, string | number | string[]> = {};
-    try {
-      headers = JSON.parse(f[5]!.toString()) as typeof headers;
-    } catch {
-      /* a worker's bad headers: none */
+    if (this.lastHeadersFrame !== null && hf.equals(this.lastHeadersFrame)) {
+      headers = this.lastHeaders;
+    } else {
+      try {
+        headers = JSON.parse(hf.toString()) as typeof headers;
+        this.lastHeadersFrame = Buffer.from(hf); // a copy: a frame may be a view of a read buffer
+        this.lastHeaders = headers;
+      } catch {
+        /* a worker's bad headers: none */
+      }
     }
     const status = Number.parseInt(f[4]!.toString('latin1'), 10);
     this.respond(p, status >= 100 && status <= 599 ? status : 500, headers, f[6]!);

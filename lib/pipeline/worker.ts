@@ -183,14 +183,14 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     }
   }
 
-  dealer.on('message', (...frames: Buffer[]) => {
-    const type = frames[0];
-    if (type === undefined || frames[1] === undefined) return;
+  // Named parameters, not a rest array: one array less per job.
+  dealer.on('message', function onJob(type?: Buffer, id?: Buffer, kind?: Buffer, data?: Buffer) {
+    if (type === undefined || id === undefined) return;
     if (closed) return;
-    if (type.equals(JOB) && frames.length === 4) {
-      run(frames[1], frames[2]!, frames[3]!);
+    if (type.equals(JOB) && arguments.length === 4) {
+      run(id, kind!, data!);
     } else if (type.equals(CANCEL)) {
-      running.get(frames[1].toString('latin1'))?.abort();
+      running.get(id.toString('latin1'))?.abort();
     }
   });
 

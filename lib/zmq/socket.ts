@@ -613,6 +613,9 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
     // Spread arguments cost an array copy and an apply: the common sizes go direct.
     else if (msg.length === 1) this.emit('message', msg[0]);
     else if (msg.length === 2) this.emit('message', msg[0], msg[1]);
+    else if (msg.length === 3) this.emit('message', msg[0], msg[1], msg[2]);
+    else if (msg.length === 4) this.emit('message', msg[0], msg[1], msg[2], msg[3]);
+    else if (msg.length === 5) this.emit('message', msg[0], msg[1], msg[2], msg[3], msg[4]);
     else this.emit('message', ...msg);
   }
 
