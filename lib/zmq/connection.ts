@@ -6,6 +6,10 @@
 //
 // Outgoing messages are encoded into a 64 KiB slab: small frames are copied
 // in, large ones (over COPY_MAX) are written by reference after their header.
+// A slab that fills up within one send burst is followed by a 256 KiB one
+// (BULK_SLAB_SIZE), so a bulk flow hands the kernel about 4x larger writes
+// (about 0.02 instead of 0.065 writes per 4 KiB message, with FLUSH_BYTES at
+// 1 MiB), while an idle or chatty connection keeps a 64 KiB slab.
 // The slab's filled part goes to the socket once per microtask (so a burst of
 // send() calls costs one write), or at once when FLUSH_BYTES have gathered.
 // write() returning false marks the connection blocked until 'drain'.
@@ -18,8 +22,9 @@ import {
 } from './codec';
 
 const SLAB_SIZE = 64 * 1024;
+const BULK_SLAB_SIZE = 256 * 1024;
 const COPY_MAX = 8 * 1024;
-const FLUSH_BYTES = 256 * 1024;
+const FLUSH_BYTES = 1024 * 1024;
 
 export interface ConnectionOptions {
   socketType: SocketTypeName;
@@ -206,7 +211,7 @@ export class Connection implements DecoderHandler {
       const size = f.length;
       const hs = frameHeaderSize(size);
       const copy = size <= COPY_MAX;
-      if (this.slab.length - this.pos < hs + (copy ? size : 0)) this.newSlab();
+      if (this.slab.length - this.pos < hs + (copy ? size : 0)) this.newSlab(BULK_SLAB_SIZE);
       this.pos = writeFrameHeader(this.slab, this.pos, size, i < n - 1);
       if (copy) {
         this.slab.set(f, this.pos);
@@ -241,9 +246,9 @@ export class Connection implements DecoderHandler {
     }
   }
 
-  private newSlab(): void {
+  private newSlab(size = SLAB_SIZE): void {
     this.cut();
-    this.slab = Buffer.allocUnsafe(SLAB_SIZE);
+    this.slab = Buffer.allocUnsafe(size);
     this.start = this.pos = 0;
   }
 
