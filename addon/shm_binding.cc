@@ -497,6 +497,22 @@ struct Bell {
   bool closed = false;
 };
 
+// Calls fn from the loop (a uv callback, outside any JavaScript frame). A
+// throw goes to 'uncaughtException', as a callback's from a node handle does.
+void MakeCallback(napi_env env, napi_async_context ctx, napi_ref fnRef, size_t argc, const napi_value *args) {
+  napi_value fn, recv, result;
+  napi_get_reference_value(env, fnRef, &fn);
+  napi_get_global(env, &recv);
+  if (napi_make_callback(env, ctx, recv, fn, argc, args, &result) == napi_ok) return;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+}
+
 void BellClosed(uv_handle_t *h) {
   Bell *b = static_cast<Bell *>(h->data);
   close(b->fd);
@@ -521,19 +537,9 @@ void BellReadable(uv_poll_t *h, int status, int) {
   napi_env env = b->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
-  napi_value fn, recv, arg, result;
-  napi_get_reference_value(env, b->fn, &fn);
-  napi_get_global(env, &recv);
+  napi_value arg;
   napi_create_int32(env, n, &arg);
-  if (napi_make_callback(env, b->ctx, recv, fn, 1, &arg, &result) != napi_ok) {
-    bool pending = false;
-    napi_is_exception_pending(env, &pending);
-    if (pending) {
-      napi_value err;
-      napi_get_and_clear_last_exception(env, &err);
-      napi_fatal_exception(env, err);
-    }
-  }
+  MakeCallback(env, b->ctx, b->fn, 1, &arg);
   napi_close_handle_scope(env, scope);
 }
 
@@ -668,20 +674,10 @@ void LifeReport(uv_async_t *h) {
     napi_open_handle_scope(env, &scope);
     napi_delete_reference(env, w->ab);
     if (lw->fn && !lw->stop.load()) {
-      napi_value fn, recv, args[2], result;
-      napi_get_reference_value(env, lw->fn, &fn);
-      napi_get_global(env, &recv);
+      napi_value args[2];
       napi_create_double(env, w->token, &args[0]);
       napi_create_int32(env, w->result, &args[1]);
-      if (napi_make_callback(env, lw->ctx, recv, fn, 2, args, &result) != napi_ok) {
-        bool pending = false;
-        napi_is_exception_pending(env, &pending);
-        if (pending) {
-          napi_value err;
-          napi_get_and_clear_last_exception(env, &err);
-          napi_fatal_exception(env, err);
-        }
-      }
+      MakeCallback(env, lw->ctx, lw->fn, 2, args);
     }
     napi_close_handle_scope(env, scope);
     delete w;
