@@ -4,6 +4,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as net from 'node:net';
 import { join } from 'node:path';
 import { fixturesDir, iomux, tempDir } from './helpers';
+import { nextResponse } from './http-helpers';
 import type { ServiceConfig, Supervisor, SupervisorOptions } from '../dist/cluster';
 
 export const WORKER = join(fixturesDir, 'cluster-worker.js');
@@ -105,17 +106,15 @@ export function wrkLike(port: number, connections: number): { stop(): Promise<Wr
       sock.on('data', (chunk: Buffer) => {
         buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
         for (;;) {
-          const end = buf.indexOf('\r\n\r\n');
-          if (end < 0) return;
-          const head = buf.toString('latin1', 0, end);
-          const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-          if (!Number.isInteger(len)) {
+          const next = nextResponse(buf);
+          if (next === null) return;
+          const head = next.head;
+          if (next.rest === null) {
             r.errors.push(`response without a length: ${JSON.stringify(head.slice(0, 200))}`);
             sock.destroy();
             return;
           }
-          if (buf.length < end + 4 + len) return;
-          buf = buf.subarray(end + 4 + len);
+          buf = next.rest;
           waiting = false;
           r.requests++;
           if (!/^HTTP\/1\.1 2\d\d /.test(head)) r.non2xx++;

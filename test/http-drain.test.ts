@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import t from 'tap';
 import { sleep, waitFor } from './helpers';
-import { http, parseResponses, rawClient, serve, tryConnect, within } from './http-helpers';
+import { http, nextResponse, parseResponses, rawClient, serve, tryConnect, within } from './http-helpers';
 
 interface Looper {
   /** Complete responses received. */
@@ -42,17 +42,15 @@ function looper(port: number): Looper {
     sock.on('data', (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
       for (;;) {
-        const end = buf.indexOf('\r\n\r\n');
-        if (end < 0) return;
-        const head = buf.toString('latin1', 0, end);
-        const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
-        if (!Number.isInteger(len)) {
+        const next = nextResponse(buf);
+        if (next === null) return;
+        const head = next.head;
+        if (next.rest === null) {
           st.errors.push(`response without a length: ${JSON.stringify(head)}`);
           sock.destroy();
           return;
         }
-        if (buf.length < end + 4 + len) return;
-        buf = buf.subarray(end + 4 + len);
+        buf = next.rest;
         st.responses++;
         waiting = false;
         st.lastConnection = /\r\nconnection: *([^\r]*)/i.exec(head)?.[1]?.toLowerCase() ?? '';

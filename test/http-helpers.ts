@@ -155,6 +155,22 @@ export interface RawResponse {
 }
 
 /**
+ * The first complete response at the start of a client's receive buffer,
+ * for clients that read responses one at a time: its head and the bytes after
+ * it; rest is null when the head has no Content-Length; null while the
+ * response is incomplete.
+ */
+export function nextResponse(buf: Buffer): { head: string; rest: Buffer | null } | null {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return null;
+  const head = buf.toString('latin1', 0, end);
+  const len = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? NaN);
+  if (!Number.isInteger(len)) return { head, rest: null };
+  if (buf.length < end + 4 + len) return null;
+  return { head, rest: buf.subarray(end + 4 + len) };
+}
+
+/**
  * Parses a stream of HTTP/1.1 responses (1xx interim responses included, as
  * entries of their own). noBody(i) says the i-th final response answers a
  * HEAD. Throws on a malformed or incomplete stream; a response without a
