@@ -551,13 +551,15 @@ static int uring_poll(iomux_loop *loop, int timeout_ms) {
    * queues go with the call below. */
   int n = harvest(loop, 0);
   uint32_t submit = sq_queued(u);
-  bool overflow =
-      __atomic_load_n(u->r.sq_kflags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW;
+  /* An overflow backlog to fetch, or completions waiting as task work
+   * (IORING_SETUP_TASKRUN_FLAG): both need a kernel entry. */
+  bool behind = __atomic_load_n(u->r.sq_kflags, __ATOMIC_ACQUIRE) &
+                (IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN);
   bool wait = timeout_ms != 0 && n == 0;
-  /* With nothing to submit, nothing to wait for and no overflow backlog to
-   * fetch, the ring already held every completion there is: no system call
-   * at all (the embedded mode's zero-timeout iterations). */
-  if (submit || wait || overflow) {
+  /* With nothing to submit, nothing to wait for and nothing behind, the
+   * ring already held every completion there is: no system call at all
+   * (the embedded mode's zero-timeout iterations). */
+  if (submit || wait || behind) {
     struct __kernel_timespec ts = {0};
     struct io_uring_getevents_arg arg;
     memset(&arg, 0, sizeof arg);
@@ -647,9 +649,14 @@ static int uring_init(iomux_loop *loop) {
   /* SUBMIT_ALL (5.18): an SQE that fails does not stop the rest of the
    * batch. COOP_TASKRUN (5.19): completions are posted at our next kernel
    * entry instead of interrupting us with an IPI; a task asleep (in our wait
-   * or in the outer loop's) is still woken. Both are optional: an older
-   * kernel refuses them, and we go without. */
-  uint32_t optional = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+   * or in the outer loop's) is still woken. TASKRUN_FLAG (5.19) marks the
+   * ring while such completions wait, so that a zero-timeout poll, which
+   * otherwise makes no system call, enters the kernel to post them: without
+   * it a thread that polls without sleeping (busy polling) would never see
+   * them. All three are optional: an older kernel refuses them, and we go
+   * without. */
+  uint32_t optional = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
+                      IORING_SETUP_TASKRUN_FLAG;
   int rc = uring_open(&u->r, SQ_ENTRIES, CQ_ENTRIES, optional, optional);
   if (rc < 0) {
     free(u);
