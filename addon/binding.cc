@@ -52,7 +52,7 @@ struct Native {
   uv_poll_t poll;
   uv_timer_t timer;
   uv_prepare_t prepare;
-  uv_idle_t idle;  // standalone: keeps libuv's own poll from blocking
+  uv_idle_t idle;  // keeps libuv's own poll from blocking (standalone, busy poll)
   int open_handles = 0;
   napi_env env = nullptr;
   napi_ref dispatch = nullptr;
@@ -64,6 +64,9 @@ struct Native {
   bool standalone = false;
   bool closing = false;
   bool in_iteration = false;
+  uint64_t busy_poll_ns = 0;  // loop.busyPoll, 0: sleep at once
+  uint64_t busy_windows = 0;  // busy-poll windows opened ...
+  uint64_t busy_caught = 0;   // ... and those that caught a batch
   char scratch[64 * 1024];  // writeString's encoding buffer
 };
 
@@ -102,11 +105,42 @@ size_t OnFlush(void *data, const int32_t *, size_t count) {
   return pos;
 }
 
-void RunIteration(Native *n, int timeout_ms) {
-  if (n->closing || n->in_iteration) return;
+// Returns how many records the iteration delivered (0 when it did not run).
+int RunIteration(Native *n, int timeout_ms) {
+  if (n->closing || n->in_iteration) return 0;
   n->in_iteration = true;
-  iomux_loop_run_once(n->loop, timeout_ms);
+  int delivered = iomux_loop_run_once(n->loop, timeout_ms);
   n->in_iteration = false;
+  return delivered;
+}
+
+void KeepPolling(uv_idle_t *) {}
+
+// Busy polling (loop.busyPoll, off unless asked for): before the thread would
+// sleep, poll the core without waiting, for up to busy_poll_ns. A peer that
+// answers within that window is served without putting this thread to sleep
+// and waking it again, which on a VM costs tens of microseconds of latency
+// and of CPU each time; the price is a core kept spinning while the window
+// lasts. uv_timeout is how long libuv itself may sleep (-1: no limit, 0:
+// not at all, and then there is nothing to save). Returns true when the
+// window caught a batch: the caller keeps libuv's next poll from blocking,
+// and the next prepare phase spins again.
+bool BusyPoll(Native *n, int uv_timeout) {
+  if (n->busy_poll_ns == 0 || uv_timeout == 0) return false;
+  uint64_t budget = n->busy_poll_ns;
+  if (uv_timeout > 0 && static_cast<uint64_t>(uv_timeout) * 1000000 < budget)
+    budget = static_cast<uint64_t>(uv_timeout) * 1000000;
+  uint64_t end = uv_hrtime() + budget;
+  n->busy_windows++;
+  do {
+    if (RunIteration(n, 0) > 0) {
+      n->busy_caught++;
+      return true;
+    }
+    // Standalone: libuv's own fd is in the core's wait; its work comes first.
+    if (iomux_loop_foreign_ready(n->loop)) return true;
+  } while (!n->closing && uv_hrtime() < end);
+  return false;
 }
 
 void ArmTimer(Native *n) {
@@ -142,7 +176,7 @@ void StandaloneWait(Native *n) {
       break;
     }
     uint64_t start = uv_hrtime();
-    RunIteration(n, uv_timeout);
+    if (!BusyPoll(n, uv_timeout)) RunIteration(n, uv_timeout);
     if (n->closing || iomux_loop_foreign_ready(n->loop)) break;
     if (!n->ref && iomux_loop_next_timeout(n->loop) < 0) {
       // Nothing of ours keeps the process alive: let libuv decide.
@@ -153,7 +187,7 @@ void StandaloneWait(Native *n) {
       break;
   }
   uv_update_time(n->uv);
-  if (!n->closing) uv_idle_start(&n->idle, [](uv_idle_t *) {});
+  if (!n->closing) uv_idle_start(&n->idle, KeepPolling);
 }
 
 void OnPrepare(uv_prepare_t *h) {
@@ -163,6 +197,11 @@ void OnPrepare(uv_prepare_t *h) {
     return;
   }
   if (iomux_loop_next_timeout(n->loop) == 0) RunIteration(n, 0);
+  if (n->busy_poll_ns) {
+    uv_idle_stop(&n->idle);
+    if (BusyPoll(n, uv_backend_timeout(n->uv)) && !n->closing)
+      uv_idle_start(&n->idle, KeepPolling);
+  }
   ArmTimer(n);
 }
 
@@ -355,6 +394,7 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("timerStop", &Binding::TimerStop),
       InstanceMethod("setRef", &Binding::SetRef),
       InstanceMethod("runStandalone", &Binding::RunStandalone),
+      InstanceMethod("setBusyPoll", &Binding::SetBusyPoll),
       InstanceMethod("stats", &Binding::Stats),
       InstanceMethod("backend", &Binding::Backend),
       InstanceMethod("batching", &Binding::Batching),
@@ -699,6 +739,13 @@ class Binding : public Napi::Addon<Binding> {
     return info.Env().Undefined();
   }
 
+  // Microseconds of busy polling before a sleep (validated by lib/loop.ts).
+  Napi::Value SetBusyPoll(const Napi::CallbackInfo &info) {
+    n_->busy_poll_ns = static_cast<uint64_t>(U32(info, 0)) * 1000;
+    if (n_->busy_poll_ns == 0 && !n_->standalone) uv_idle_stop(&n_->idle);
+    return info.Env().Undefined();
+  }
+
   Napi::Value RunStandalone(const Napi::CallbackInfo &info) {
     Napi::Env env = info.Env();
     if (n_->standalone) return env.Undefined();
@@ -728,6 +775,10 @@ class Binding : public Napi::Addon<Binding> {
     napi_set_named_property(env, o, #name, v);
     IOMUX_STATS(IOMUX_STAT_SET)
 #undef IOMUX_STAT_SET
+    napi_create_double(env, static_cast<double>(n_->busy_windows), &v);
+    napi_set_named_property(env, o, "busy_windows", v);
+    napi_create_double(env, static_cast<double>(n_->busy_caught), &v);
+    napi_set_named_property(env, o, "busy_caught", v);
     return Napi::Value(env, o);
   }
 

@@ -35,6 +35,7 @@ export interface Binding {
   timerStop(id: number, gen: number): number;
   setRef(on: boolean): void;
   runStandalone(): number | undefined;
+  setBusyPoll(usecs: number): void;
   stats(): Record<string, number>;
   backend(): string;
   batching(): boolean;
