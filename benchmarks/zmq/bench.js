@@ -31,7 +31,11 @@ const IMPLS = {
   zeromq: { label: 'zeromq.js' },
   c: { label: 'C/libzmq' },
   raw: { label: 'C raw TCP ping-pong, no zmq' },
+  // Round trips only: with polling instead of sleeping between messages.
+  'iomux-busy': { label: 'iomux, loop.busyPoll = 50 µs' },
+  'raw-spin': { label: 'C raw TCP ping-pong, polling without sleeping' },
 };
+const BUSY_POLL_US = '50';
 
 const PAIRS = [
   ['iomux', 'iomux'],
@@ -40,6 +44,8 @@ const PAIRS = [
   ['iomux', 'c'],
   ['c', 'iomux'],
   ['raw', 'raw'], // the 1-in-flight round-trip row only
+  ['iomux-busy', 'iomux-busy'], // the round-trip rows only
+  ['raw-spin', 'raw-spin'], // the 1-in-flight round-trip row only
 ];
 
 const ROWS = [
@@ -81,8 +87,8 @@ function hasZeromq() {
 
 function command(env, impl, args) {
   if (impl === 'c') return [env.cPeer, args];
-  if (impl === 'raw') return [env.rawPeer, [args[0] === 'router' ? 'server' : 'client', ...args.slice(1)]];
-  return [process.execPath, [PEER_JS, impl, ...args]];
+  if (impl === 'raw' || impl === 'raw-spin') return [env.rawPeer, [args[0] === 'router' ? 'server' : 'client', ...args.slice(1)]];
+  return [process.execPath, [PEER_JS, impl === 'iomux-busy' ? 'iomux' : impl, ...args]];
 }
 
 function start(env, cpu, impl, args) {
@@ -90,7 +96,9 @@ function start(env, cpu, impl, args) {
   const [c2, a2] = env.pin ? [env.taskset, ['-c', String(cpu), cmd, ...argv]] : [cmd, argv];
   // iomux peers run on the epoll backend, as the suite's "iomux" candidate does
   // (IOMUX_ZMQ_BACKEND picks another one).
-  const extra = impl === 'iomux' ? { ...env.iomuxEnv, IOMUX_BACKEND: process.env.IOMUX_ZMQ_BACKEND || 'epoll' } : {};
+  const extra = impl === 'iomux' || impl === 'iomux-busy'
+    ? { ...env.iomuxEnv, IOMUX_BACKEND: process.env.IOMUX_ZMQ_BACKEND || 'epoll', ...(impl === 'iomux-busy' ? { IOMUX_BUSY_POLL: BUSY_POLL_US } : {}) }
+    : impl === 'raw-spin' ? { PINGPONG_POLL: '1' } : {};
   const child = U.track(spawn(c2, a2, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...extra } }));
   const lines = [];
   const waiters = [];
@@ -187,7 +195,8 @@ async function runOne(env, row, [a, b]) {
 }
 
 function pairLabel([a, b], kind) {
-  if (a === 'raw') return IMPLS.raw.label;
+  if (a === 'raw' || a === 'raw-spin') return IMPLS[a].label;
+  if (a === 'iomux-busy') return `${IMPLS[a].label}: ${kind === 'tput' ? 'PUSH -> PULL' : 'DEALER -> ROUTER'}`;
   const r = kind === 'tput' ? ['PUSH', 'PULL'] : ['DEALER', 'ROUTER'];
   return `${IMPLS[a].label} ${r[0]} -> ${IMPLS[b].label} ${r[1]}`;
 }
@@ -216,7 +225,7 @@ async function run(opts) {
   const skipped = [];
   const zq = hasZeromq();
   const pairs = PAIRS.filter((p) => !opts.pairs || opts.pairs.includes(p.join('>'))).filter(([a, b]) => {
-    const why = [a, b].includes('c') && !env.cPeer ? built.error : [a, b].includes('raw') && !env.rawPeer ? rawBuilt.error
+    const why = [a, b].includes('c') && !env.cPeer ? built.error : (a === 'raw' || a === 'raw-spin') && !env.rawPeer ? rawBuilt.error
       : [a, b].includes('zeromq') && !zq ? 'the zeromq package is not installed' : null;
     if (why) skipped.push(`${pairLabel([a, b], 'tput')}: ${why}`);
     return !why;
@@ -252,7 +261,8 @@ async function run(opts) {
  * time (no batching): the 1-in-flight round-trip row only.
  */
 function pairsOf(pairs, row) {
-  return row.kind === 'rtt' && row.inflight === 1 ? pairs : pairs.filter((p) => !p.includes('raw'));
+  if (row.kind === 'tput') return pairs.filter(([a]) => !['raw', 'raw-spin', 'iomux-busy'].includes(a));
+  return row.inflight === 1 ? pairs : pairs.filter(([a]) => a !== 'raw' && a !== 'raw-spin');
 }
 
 function summarize(results, pairs, rows) {
@@ -322,6 +332,18 @@ function render(summary, pairs, env, rounds, skipped, rows) {
       parts.push(`CPU/msg ${U.fmt(f, 2)}x the C/libzmq floor (target <= 1.5x: ${f != null && f <= 1.5 ? 'met' : 'not met'})`);
     }
     lines.push(`- ${row.title}: ${parts.join('; ')}`);
+    const busy = row.kind === 'rtt' ? get(row.id, 'iomux-busy>iomux-busy') : null;
+    if (busy && busy.rate != null) {
+      const b = [];
+      if (js) {
+        const r = ratio(busy.rate, js.rate);
+        b.push(`round trips ${U.fmt(r, 1)}x zeromq.js (target >= 4x: ${r != null && r >= 4 ? 'met' : 'not met'})`);
+      }
+      if (c) b.push(`CPU/rt ${U.fmt(ratio(busy.cpuUs, c.cpuUs), 2)}x the C/libzmq floor`);
+      const spin = get(row.id, 'raw-spin>raw-spin');
+      if (spin && spin.rate != null) b.push(`${U.fmt(ratio(busy.rate, spin.rate), 2)}x C raw TCP polling without sleeping (${U.fmt(spin.rate, 0)}/s)`);
+      lines.push(`- ${row.title}, with loop.busyPoll = ${BUSY_POLL_US} µs: ${b.join('; ')}`);
+    }
   }
   if (lines.length) {
     L.push('Targets (iomux <-> iomux):');

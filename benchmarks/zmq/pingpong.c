@@ -12,6 +12,9 @@
  * with their window's message count, wall and CPU seconds (and the client
  * p50/p99 latency in µs). The client keeps the traffic going after its line,
  * until killed, since the server's window ends after its own.
+ *
+ * With PINGPONG_POLL=1 in the environment, both ends read without blocking
+ * and retry at once (a busy poll): the floor of a peer that never sleeps.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,16 +33,18 @@ static void die(const char *what) {
   exit(1);
 }
 
+static int poll_flag; /* MSG_DONTWAIT under PINGPONG_POLL=1 */
+
 /* Reads exactly len bytes; exits on EOF or error. */
 static void read_full(int fd, char *buf, size_t len) {
   size_t got = 0;
   while (got < len) {
-    ssize_t n = read(fd, buf + got, len - got);
+    ssize_t n = recv(fd, buf + got, len - got, poll_flag);
     if (n > 0) {
       got += (size_t)n;
     } else if (n == 0) {
       exit(0); /* the peer went away: done */
-    } else if (errno != EINTR) {
+    } else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
       die("read");
     }
   }
@@ -90,6 +95,8 @@ static void nodelay(int fd) {
 }
 
 int main(int argc, char **argv) {
+  const char *poll_env = getenv("PINGPONG_POLL");
+  if (poll_env && strcmp(poll_env, "1") == 0) poll_flag = MSG_DONTWAIT;
   if (argc < 3) {
     fprintf(stderr, "usage: pingpong server|client ENDPOINT ...\n");
     return 2;
