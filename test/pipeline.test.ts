@@ -276,7 +276,7 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   await srv.listen();
   const push = new iomux.zmq.Push();
   push.connect(srv.endpoints.loopback);
-  await push.send(['Y', 'no-such-id', '0', '-', '200', '{}', 'stray']);
+  await push.send(['Y-2000', 'no-such-id', '{}', 'stray']);
   await until(() => srv.stats().unknownReplies === 1, 5000, 'counted');
   t.equal((await get(srv.address().port, '/')).body, 'ok', 'the server goes on');
   await push.close();
@@ -299,10 +299,15 @@ t.test('a misbehaving peer cannot add slots or crash the front end', async (t) =
   const junk = new iomux.zmq.Push();
   junk.connect(srv.endpoints.loopback);
   await junk.send(['Y']);
-  await junk.send(['Y', 'id', 'notanumber', 'e', 'x', '{bad json', 'b']);
+  await junk.send(['Y-2x0', 'id', '{}', 'b']);
+  await junk.send(['Y-20', 'id', '{}', 'b']);
+  await junk.send(['Y-2000', 'id', '{}']);
+  await junk.send(['Ye9999', 'id', '{bad json', 'b']);
   const intake = new iomux.zmq.Push();
   intake.connect(srv.endpoints.stages[0]!.intake);
+  await intake.send(['Jv', 'unknown-id', 'not v8']);
   await intake.send(['J', 'unknown-id', 'v', 'not v8']);
+  await intake.send(['Jv', 'unknown-id']);
   await until(() => srv.stages[0]!.workers.size === 2, 5000, 'rogue counted as a worker');
   await sleep(50);
   t.equal(srv.stats().stages[0].idle, 2, 'one slot each: a repeated READY and stray DONEs add none');
@@ -322,25 +327,47 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   };
   for (const v of [{ n: 97 }, [1, 'a', null, true, { b: [2.5] }], 'text \u{1F600}', 0, {}]) {
     const [kind, back] = round(v);
-    t.equal(kind, 'j', `${JSON.stringify(v)} as JSON`);
+    t.equal(kind, 'Jj', `${JSON.stringify(v)} as JSON`);
     t.same(back, v);
   }
   const cycle: Record<string, unknown> = { a: 1 };
   cycle.self = cycle;
   for (const v of [new Date(5), new Map([[1, 2]]), { x: undefined }, [1, , 3], -0, Number.NaN, 10n, cycle, Array.from({ length: 100 }, (_, i) => i)]) {
     const [kind, back] = round(v);
-    t.equal(kind, 'v', 'kept exact by v8.serialize');
+    t.equal(kind, 'Jv', 'kept exact by v8.serialize');
     if (v === cycle) t.equal((back as typeof cycle).self, back);
     else t.same(back, v);
   }
   t.equal(round(-0)[1], -0);
   t.equal(Object.is(round(-0)[1], -0), true, '-0 stays -0');
-  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', { host: 'h', 'x-list': ['1', '2'] }, Buffer.from([0, 1, 255]));
-  t.same(codec.decodeData(k, d), {
-    method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' }, headers: { host: 'h', 'x-list': ['1', '2'] }, body: Buffer.from([0, 1, 255]),
+  const raw = ['Host', 'h', 'X-List', '1', 'x-list', '2', 'Cookie', 'a=1', 'cookie', 'b=2', 'Set-Cookie', 'c=3', 'X-Latin', 'caf\u00e9 \u00ff', '__proto__', 'p'];
+  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', raw, Buffer.from([0, 1, 255]));
+  t.equal(k.toString(), 'Jh');
+  const job = codec.decodeData(k, d) as Record<string, unknown>;
+  t.same(job, {
+    method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' },
+    headers: { host: 'h', 'x-list': '1, 2', cookie: 'a=1; b=2', 'set-cookie': ['c=3'], 'x-latin': 'caf\u00e9 \u00ff', ['__proto__']: 'p' },
+    body: Buffer.from([0, 1, 255]),
   });
+  // The headers as lib/http's req.headers joins the same raw lines, in a plain object.
+  const { joinHeaders } = require('../dist/http/parser') as typeof import('../dist/http/parser');
+  t.same(Object.entries(job.headers as object), Object.entries(joinHeaders(raw)), 'joined as lib/http joins them');
+  t.equal(Object.getPrototypeOf(job.headers), Object.prototype, 'a plain object');
+  t.equal(Object.getOwnPropertyDescriptor(job.headers, '__proto__')?.value, 'p', 'a field named __proto__ is just a field');
+  const [k0, d0] = codec.encodeHttpJob('GET', '/', [], Buffer.alloc(0));
+  t.same(codec.decodeData(k0, d0), { method: 'GET', url: '/', path: '/', query: {}, headers: {}, body: Buffer.alloc(0) });
   t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
+  const odd = Buffer.from('\0\0\0\x0aGET\n/\nHost');
+  t.throws(() => codec.decodeData(k, odd), /malformed HTTP job/);
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
+  t.throws(() => codec.decodeData(Buffer.from('h'), d), /unknown job data kind/);
+  t.throws(() => codec.decodeData(Buffer.from('Jx'), d), /unknown job data kind/);
+  // A reply's meta frame: flag, status and stage index in one frame.
+  const m = codec.replyMeta(codec.FLAG_ERROR, 503, 12);
+  t.equal(m.toString(), 'Ye50312');
+  t.equal(codec.replyStatus(m), 503);
+  t.equal(codec.replyStage(m), 12);
+  for (const bad of ['', 'Y', 'Y-200', 'X-2000', 'Y-2a00', 'Y-200x', 'Y-20012345678']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a meta: ${JSON.stringify(bad)}`);
   // The query as URLSearchParams gives it, on the hand-split path and the other.
   for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {
     const got = codec.parseQuery(q);

@@ -58,7 +58,7 @@ function stageProxy(index, front) {
     while (head < queue.length && idle.length > 0) {
       const job = queue[head];
       queue[head++] = undefined;
-      send([idle.shift(), codec.JOB, ...job]);
+      send([idle.shift(), job[1], job[0], job[2]]);
     }
     if (head > 1024 && head * 2 > queue.length) {
       queue.splice(0, head);
@@ -67,13 +67,13 @@ function stageProxy(index, front) {
   };
   const p = {
     index, intake, backend, workers,
-    enqueue(idFrame, kind, data) {
-      queue.push([idFrame, kind, data]);
+    enqueue(idFrame, type, data) {
+      queue.push([idFrame, type, data]);
       dispatch();
     },
     start() {
       void receiveAll(intake, (f) => {
-        if (f.length === 4 && f[0].equals(codec.JOB)) p.enqueue(f[1], f[2], f[3]);
+        if (f.length === 3 && codec.isJobType(f[0])) p.enqueue(f[1], f[0], f[2]);
       });
       void receiveAll(backend, ([identity, type, a]) => {
         if (type.equals(codec.READY)) {
@@ -108,13 +108,13 @@ async function startZeromqPipeline(k) {
     s.start();
   }
   void receiveAll(loopback, (f) => {
-    if (f.length !== 7 || !f[0].equals(codec.REPLY)) return;
+    if (f.length !== 4 || codec.replyStatus(f[0]) < 0) return;
     const id = f[1].toString('latin1');
     const res = pending.get(id);
     if (res === undefined) return;
     pending.delete(id);
-    res.writeHead(Number(f[4].toString('latin1')), JSON.parse(f[5].toString()));
-    res.end(f[6]);
+    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[2].toString()));
+    res.end(f[3]);
   });
   const server = http.createServer((req, res) => {
     const id = (seq++).toString(36);
@@ -169,7 +169,6 @@ async function startZeromqPipeline(k) {
 function runZeromqWorker(spec) {
   const mod = require(spec.module);
   const fn = mod[spec.export];
-  const stageFrame = Buffer.from(String(spec.stageIndex));
   const dealer = new zmq.Dealer();
   const loopback = new zmq.Push();
   const next = spec.next ? new zmq.Push() : null;
@@ -187,13 +186,13 @@ function runZeromqWorker(spec) {
   // Slots: IOMUX_BENCH_CONCURRENCY (1), as the iomux workers' concurrency.
   toDealer([codec.READY, Buffer.from(String(Number(process.env.IOMUX_BENCH_CONCURRENCY) || 1))]);
   void receiveAll(dealer, (f) => {
-    if (f.length !== 4 || !f[0].equals(codec.JOB)) return;
-    const out = fn(codec.decodeData(f[2], f[3]), ctx);
+    if (f.length !== 3 || !codec.isJobType(f[0])) return;
+    const out = fn(codec.decodeData(f[0], f[2]), ctx);
     if (out.kind === 'next') {
-      const [kind, data] = codec.encodeData(out.data);
-      toNext([codec.JOB, f[1], kind, data]);
+      const [type, data] = codec.encodeData(out.data);
+      toNext([type, f[1], data]);
     } else {
-      toLoopback([codec.REPLY, f[1], stageFrame, codec.FLAG_NONE, Buffer.from(String(out.status)),
+      toLoopback([codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), f[1],
         Buffer.from(JSON.stringify(out.headers)), codec.bodyBytes(out.body)]);
     }
     toDealer([codec.DONE, f[1]]);

@@ -17,7 +17,7 @@ import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
-import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeHttpJob } from './codec';
+import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, replyStatus, replyStage } from './codec';
 
 const NO_BODY = Buffer.alloc(0);
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
@@ -96,7 +96,7 @@ interface HookedSocket {
 }
 const kWaiting = Symbol('iomux.pipeline.waiting');
 
-type QueuedJob = [idFrame: Buffer, kind: Buffer, data: Buffer, id: string];
+type QueuedJob = [idFrame: Buffer, type: Buffer, data: Buffer, id: string];
 
 interface WorkerSlot {
   key: string;
@@ -111,7 +111,7 @@ class StageProxy {
   readonly workers = new Map<string, WorkerSlot>();
   /** One entry per free slot, oldest first. */
   private idle: WorkerSlot[] = [];
-  /** Jobs waiting for a slot: [id frame, kind, data, id]. */
+  /** Jobs waiting for a slot: [id frame, job type, data, id]. */
   private queue: QueuedJob[] = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
@@ -127,13 +127,16 @@ class StageProxy {
   constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer, private readonly idempotent = false) {
     this.intake.on('error', () => {});
     this.backend.on('error', () => {});
-    this.intake.on('message', (...f: Buffer[]) => {
-      if (f.length !== 4 || !f[0]!.equals(JOB)) return;
+    const onJob = (type: Buffer, idFrame: Buffer, data: Buffer): void => {
       // Only the previous stage's workers feed this intake: the job's arrival
       // here ends it there, and gives its slot back (no separate DONE).
-      const id = f[1]!.toString('latin1');
+      const id = idFrame.toString('latin1');
       if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
-      this.enqueue(f[1]!, f[2]!, f[3]!, id);
+      this.enqueue(idFrame, type, data, id);
+    };
+    // Named parameters, not a rest array: one array less per job.
+    this.intake.on('message', function onIntake(type: Buffer, idFrame?: Buffer, data?: Buffer) {
+      if (arguments.length === 3 && isJobType(type)) onJob(type, idFrame!, data!);
     });
     this.backend.on('message', (identity: Buffer, type?: Buffer, arg?: Buffer) => {
       if (type === undefined || arg === undefined) return;
@@ -209,9 +212,9 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(idFrame: Buffer, kind: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
+  enqueue(idFrame: Buffer, type: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
     if (!this.front._live(id)) return; // its request is already answered
-    this.queue.push([idFrame, kind, data, id]);
+    this.queue.push([idFrame, type, data, id]);
     this.dispatch();
   }
 
@@ -239,7 +242,7 @@ class StageProxy {
         this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
         this.retries.delete(id);
       }
-      this.send([w.identity, JOB, job[0], job[1], job[2]]);
+      this.send([w.identity, job[1], job[0], job[2]]);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.qHead);
@@ -328,7 +331,11 @@ export class PipelineServer {
     this.log = options.log ?? ((l) => console.error(l));
     this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this, s.idempotent === true));
     this.loopback.on('error', () => {});
-    this.loopback.on('message', (...f: Buffer[]) => this.onReply(f));
+    const onReply = (meta: Buffer, id: Buffer, headers: Buffer, body: Buffer): void => this.onReply(meta, id, headers, body);
+    // Named parameters, not a rest array: one array less per reply.
+    this.loopback.on('message', function onLoopback(meta: Buffer, id?: Buffer, headers?: Buffer, body?: Buffer) {
+      if (arguments.length === 4) onReply(meta, id!, headers!, body!);
+    });
     this.http = createHttpServer((req, res) => this.onRequest(req, res));
   }
 
@@ -480,17 +487,20 @@ export class PipelineServer {
     this.pending.set(id, p);
     p.socket[kWaiting]!.add(p);
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
-    const { method, headers } = req;
-    if (req.complete && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
-      // No body (a GET): the job goes now, without body()'s promise and turn.
-      const [kind, data] = encodeHttpJob(method, url, headers, NO_BODY);
-      first.enqueue(p.idFrame, kind, data, id);
+    // The raw header lines, not req.headers: the object is made only if a
+    // worker reads job.headers.
+    const { method, rawHeaders } = req;
+    if (req.complete) {
+      // No body (complete at its head: a GET): the job goes now, without
+      // body()'s promise and turn.
+      const [type, data] = encodeHttpJob(method, url, rawHeaders, NO_BODY);
+      first.enqueue(p.idFrame, type, data, id);
       return;
     }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        first.enqueue(p.idFrame, ...encodeHttpJob(method, url, headers, body), id);
+        first.enqueue(p.idFrame, ...encodeHttpJob(method, url, rawHeaders, body), id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
@@ -555,19 +565,19 @@ export class PipelineServer {
     this.cancelEverywhere(p, 'interrupts');
   }
 
-  private onReply(f: Buffer[]): void {
-    if (f.length !== 7 || !f[0]!.equals(REPLY)) return;
-    const id = f[1]!.toString('latin1');
+  private onReply(meta: Buffer, idFrame: Buffer, hf: Buffer, body: Buffer): void {
+    let status = replyStatus(meta);
+    if (status < 0) return;
+    const id = idFrame.toString('latin1');
     const p = this.pending.get(id);
-    const stage = this.stages[Number.parseInt(f[2]!.toString('latin1'), 10)];
+    const stage = this.stages[replyStage(meta)];
     // The reply ends the job on its worker: the slot goes back.
     stage?.release(id);
-    if (stage !== undefined && f[3]!.equals(FLAG_ERROR)) stage.errors++;
+    if (stage !== undefined && meta[1] === FLAG_ERROR) stage.errors++;
     if (p === undefined) {
       this.unknownReplies++;
       return;
     }
-    const hf = f[5]!;
     let headers: Record<string, string | number | string[]> = {};
     if (this.lastHeadersFrame !== null && hf.equals(this.lastHeadersFrame)) {
       headers = this.lastHeaders;
@@ -580,8 +590,8 @@ export class PipelineServer {
         /* a worker's bad headers: none */
       }
     }
-    const status = Number.parseInt(f[4]!.toString('latin1'), 10);
-    this.respond(p, status >= 100 && status <= 599 ? status : 500, headers, f[6]!);
+    if (status < 100 || status > 599) status = 500;
+    this.respond(p, status, headers, body);
   }
 
   private finish(p: Pending): void {

@@ -1,7 +1,7 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
 import { Dealer, Push, Request } from '../zmq';
-import { JOB, CANCEL, READY, DONE, REPLY, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes } from './codec';
+import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, replyMeta } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -97,7 +97,16 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const concurrency = options.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`pipeline stage ${stage}: concurrency must be a positive integer, got ${String(concurrency)}`);
   const log = options.log ?? ((l: string) => console.error(l));
-  const stageFrame = Buffer.from(String(stageIndex));
+  if (!Number.isInteger(stageIndex) || stageIndex < 0 || stageIndex > 9999999) throw new RangeError(`pipeline stage ${stage}: stageIndex must be an integer from 0 to 9999999, got ${String(stageIndex)}`);
+  // The reply meta frames made so far, by flag and status: a few in practice.
+  const metas = new Map<number, Buffer>();
+  const meta = (flag: number, status: number): Buffer => {
+    if (!Number.isInteger(status) || status < 100 || status > 599) throw new RangeError(`a reply's status must be an integer from 100 to 599, got ${String(status)}`);
+    const key = flag * 1000 + status;
+    let m = metas.get(key);
+    if (m === undefined) metas.set(key, (m = replyMeta(flag, status, stageIndex)));
+    return m;
+  };
 
   const dealer = new Dealer({ reconnectInterval: 50 });
   const loopback = new Push({ reconnectInterval: 50 });
@@ -120,10 +129,10 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     const p = sock.send(frames);
     if (p !== undefined) p.catch(() => {});
   };
-  const replyFrames = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
-  const reply = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): void => {
-    send(loopback, replyFrames(id, flags, status, headers, body));
+  const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
+    [meta(flag, status), id, Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
+  const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
+    send(loopback, replyFrames(id, flag, status, headers, body));
   };
 
   // A job's end: its result goes to the next stage's intake or to the
@@ -146,16 +155,17 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       failed(job, new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)'));
     } else {
       let frames: Buffer[];
-      let sock: Push;
+      let sock: Push = loopback;
       try {
         if (out.kind === 'reply') {
-          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body)];
+          frames = replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body);
         } else if (next !== null) {
-          const [k, d] = encodeData(out.data);
-          [sock, frames] = [next, [JOB, job.idFrame, k, d]];
+          const [type, d] = encodeData(out.data);
+          sock = next;
+          frames = [type, job.idFrame, d];
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
-          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data)];
+          frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
         }
       } catch (e) {
         failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
@@ -166,12 +176,12 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     }
   };
 
-  function run(idFrame: Buffer, kind: Buffer, data: Buffer): void {
+  function run(idFrame: Buffer, type: Buffer, data: Buffer): void {
     const job = new Job(idFrame, stage);
     running.set(job.id, job);
     let out: Outcome | Promise<Outcome>;
     try {
-      out = fn(decodeData(kind, data), job);
+      out = fn(decodeData(type, data), job);
     } catch (e) {
       failed(job, e);
       return;
@@ -184,12 +194,12 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   }
 
   // Named parameters, not a rest array: one array less per job.
-  dealer.on('message', function onJob(type?: Buffer, id?: Buffer, kind?: Buffer, data?: Buffer) {
+  dealer.on('message', function onJob(type?: Buffer, id?: Buffer, data?: Buffer) {
     if (type === undefined || id === undefined) return;
     if (closed) return;
-    if (type.equals(JOB) && arguments.length === 4) {
-      run(id, kind!, data!);
-    } else if (type.equals(CANCEL)) {
+    if (arguments.length === 3 && isJobType(type)) {
+      run(id, type, data!);
+    } else if (arguments.length === 2 && type.equals(CANCEL)) {
       running.get(id.toString('latin1'))?.abort();
     }
   });
