@@ -87,12 +87,15 @@ interface Pending {
   start: number;
   deadline: number;
   socket: HookedSocket;
+  /** The other waiting requests of its connection: a list through the requests, no set per connection. */
+  prevOnSocket: Pending | null;
+  nextOnSocket: Pending | null;
 }
 
-/** A client connection, with the requests of it that wait (hooked once per connection). */
+/** A client connection, with the first of its requests that wait (hooked once per connection). */
 interface HookedSocket {
   destroy(): void;
-  [kWaiting]?: Set<Pending>;
+  [kWaiting]?: Pending | null;
 }
 const kWaiting = Symbol('iomux.pipeline.waiting');
 
@@ -101,7 +104,8 @@ type QueuedJob = [idFrame: Buffer, type: Buffer, data: Buffer, id: string];
 interface WorkerSlot {
   key: string;
   identity: Buffer;
-  jobs: Set<string>;
+  /** Jobs it holds (the ids are the keys of the proxy's holder map). */
+  jobs: number;
   alive: boolean;
 }
 
@@ -145,7 +149,7 @@ class StageProxy {
       if (type.equals(READY)) {
         // Once per connection: a worker that reconnects is a new peer.
         if (w !== undefined) return;
-        w = { key, identity, jobs: new Set(), alive: true };
+        w = { key, identity, jobs: 0, alive: true };
         this.workers.set(key, w);
         const n = Math.min(1024, Number.parseInt(arg.toString('latin1'), 10) || 0);
         for (let i = 0; i < n; i++) this.idle.push(w);
@@ -163,7 +167,11 @@ class StageProxy {
       w.alive = false;
       this.workers.delete(key);
       this.idle = this.idle.filter((s) => s !== w);
-      for (const id of w.jobs) {
+      // Its jobs: a scan of the jobs in flight, on this rare event, spares a
+      // set per worker on every job.
+      const lost: string[] = [];
+      for (const [id, h] of this.holder) if (h === w) lost.push(id);
+      for (const id of lost) {
         this.holder.delete(id);
         const h = this.held.get(id);
         this.held.delete(id);
@@ -176,7 +184,7 @@ class StageProxy {
         this.failed++;
         this.front._fail(id, 502, `stage ${this.name}: the worker holding the job went away`);
       }
-      w.jobs.clear();
+      w.jobs = 0;
       this.dispatch();
     });
   }
@@ -196,9 +204,10 @@ class StageProxy {
    */
   release(id: string, from?: WorkerSlot): void {
     const w = this.holder.get(id);
-    if (w === undefined || (from !== undefined && w !== from) || !w.jobs.delete(id)) return;
+    if (w === undefined || (from !== undefined && w !== from)) return;
     this.holder.delete(id);
-    this.held.delete(id);
+    w.jobs--;
+    if (this.idempotent) this.held.delete(id);
     this.completed++;
     if (!w.alive) return;
     this.idle.push(w);
@@ -214,8 +223,19 @@ class StageProxy {
 
   enqueue(idFrame: Buffer, type: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
     if (!this.front._live(id)) return; // its request is already answered
+    if (this.qHead === this.queue.length && this.idle.length > 0 && !this.idempotent) {
+      // Nothing waits and a slot is free: straight to its worker.
+      this.hand(this.idle.shift()!, idFrame, type, data, id);
+      return;
+    }
     this.queue.push([idFrame, type, data, id]);
     this.dispatch();
+  }
+
+  private hand(w: WorkerSlot, idFrame: Buffer, type: Buffer, data: Buffer, id: string): void {
+    w.jobs++;
+    this.holder.set(id, w);
+    this.send([w.identity, type, idFrame, data]);
   }
 
   private readonly retries = new Map<string, number>();
@@ -236,13 +256,11 @@ class StageProxy {
         continue; // a dead request's job is dropped here
       }
       const w = this.idle.shift()!;
-      w.jobs.add(id);
-      this.holder.set(id, w);
       if (this.idempotent) {
         this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
         this.retries.delete(id);
       }
-      this.send([w.identity, job[1], job[0], job[2]]);
+      this.hand(w, job[0], job[1], job[2], id);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.qHead);
@@ -263,7 +281,7 @@ class StageProxy {
 
   stats(): StageStats {
     let inFlight = 0;
-    for (const w of this.workers.values()) inFlight += w.jobs.size;
+    for (const w of this.workers.values()) inFlight += w.jobs;
     return {
       name: this.name, workers: this.workers.size, idle: this.idle.length, queued: this.queued, inFlight,
       completed: this.completed, errors: this.errors, timeouts: this.timeouts, interrupts: this.interrupts, failed: this.failed, retried: this.retried,
@@ -482,10 +500,15 @@ export class PipelineServer {
     const start = performance.now();
     const p: Pending = {
       id, idFrame: Buffer.from(id, 'latin1'), res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
-      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter),
+      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter), prevOnSocket: null, nextOnSocket: null,
     };
     this.pending.set(id, p);
-    p.socket[kWaiting]!.add(p);
+    const head = p.socket[kWaiting] ?? null;
+    if (head !== null) {
+      head.prevOnSocket = p;
+      p.nextOnSocket = head;
+    }
+    p.socket[kWaiting] = p;
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
     // The raw header lines, not req.headers: the object is made only if a
     // worker reads job.headers.
@@ -515,11 +538,11 @@ export class PipelineServer {
    */
   private hook(sock: HookedSocket & NodeJS.EventEmitter): HookedSocket {
     if (sock[kWaiting] === undefined) {
-      const waiting = new Set<Pending>();
-      sock[kWaiting] = waiting;
+      sock[kWaiting] = null;
       const hangup = (): void => {
+        const waiting: Pending[] = [];
+        for (let p = sock[kWaiting] ?? null; p !== null; p = p.nextOnSocket) waiting.push(p);
         for (const p of waiting) if (this.pending.get(p.id) === p) this.interrupt(p);
-        waiting.clear();
       };
       sock.on('end', hangup);
       sock.on('close', hangup);
@@ -596,11 +619,14 @@ export class PipelineServer {
 
   private finish(p: Pending): void {
     this.pending.delete(p.id);
-    p.socket[kWaiting]?.delete(p);
-    if (this.pending.size === 0 && this.expiry !== null) {
-      clearTimeout(this.expiry);
-      this.expiry = null;
-    }
+    const prev = p.prevOnSocket;
+    const next = p.nextOnSocket;
+    if (prev !== null) prev.nextOnSocket = next;
+    else if (p.socket[kWaiting] === p) p.socket[kWaiting] = next;
+    if (next !== null) next.prevOnSocket = prev;
+    p.prevOnSocket = p.nextOnSocket = null;
+    // The expiry timer stays armed when nothing waits (it then finds nothing
+    // and stops): arming and clearing it on every burst would cost more.
     if (this.draining && this.pending.size === 0) this.emitDrained?.();
   }
 
@@ -663,6 +689,10 @@ export class PipelineServer {
     if (!this.draining) {
       this.draining = true;
       if (this.pending.size > 0) await new Promise<void>((resolve) => (this.emitDrained = resolve));
+    }
+    if (this.expiry !== null) {
+      clearTimeout(this.expiry);
+      this.expiry = null;
     }
     const httpClosed = this.http.close();
     for (const w of this.workerHandles) await w.close();

@@ -61,11 +61,13 @@ const replyOutcome = (status: number, headers: Headers = {}, body?: unknown): Ou
 
 /** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
 class Job implements JobContext {
-  readonly id: string;
   private ac: AbortController | null = null;
   private aborted = false;
-  constructor(readonly idFrame: Buffer, readonly stage: string) {
-    this.id = idFrame.toString('latin1');
+  /** Its index in the worker's list of running jobs (-1: ended). */
+  slot = -1;
+  constructor(readonly idFrame: Buffer, readonly stage: string) {}
+  get id(): string {
+    return this.idFrame.toString('latin1');
   }
   get signal(): AbortSignal {
     if (this.ac === null) {
@@ -111,7 +113,22 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const dealer = new Dealer({ reconnectInterval: 50 });
   const loopback = new Push({ reconnectInterval: 50 });
   const next = endpoints.next !== undefined ? new Push({ reconnectInterval: 50 }) : null;
-  const running = new Map<string, Job>();
+  // The jobs running: at most `concurrency`, a list rather than a map (a
+  // CANCEL, rare, looks for its id in it).
+  const running: Job[] = [];
+  const started = (job: Job): void => {
+    job.slot = running.length;
+    running.push(job);
+  };
+  const removed = (job: Job): void => {
+    if (job.slot < 0) return;
+    const last = running.pop()!;
+    if (last !== job) {
+      running[job.slot] = last;
+      last.slot = job.slot;
+    }
+    job.slot = -1;
+  };
   let closed = false;
 
   dealer.on('error', () => {});
@@ -119,7 +136,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   next?.on('error', () => {});
   // On every (re)connection, announce the free slots.
   dealer.on('connect', () => {
-    const free = concurrency - running.size;
+    const free = concurrency - running.length;
     if (free > 0) send(dealer, [READY, Buffer.from(String(free))]);
   });
 
@@ -140,7 +157,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   // live in the front end's process). Only a job that ends with nothing to
   // send (its request is dead) tells the proxy DONE.
   const failed = (job: Job, e: unknown): void => {
-    running.delete(job.id);
+    removed(job);
     const err = e as Error;
     log(`iomux-pipeline: stage ${stage}: job ${job.id} failed: ${err && err.stack ? err.stack : String(err)}`);
     if (!job.interrupted) reply(job.idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
@@ -149,7 +166,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const ended = (job: Job, out: Outcome): void => {
     if (job.interrupted) {
       // Its request is gone: nobody waits for a result.
-      running.delete(job.id);
+      removed(job);
       send(dealer, [DONE, job.idFrame]);
     } else if (out === null || typeof out !== 'object' || (out.kind !== 'next' && out.kind !== 'reply')) {
       failed(job, new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)'));
@@ -171,14 +188,14 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
         failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
         return;
       }
-      running.delete(job.id);
+      removed(job);
       send(sock, frames);
     }
   };
 
   function run(idFrame: Buffer, type: Buffer, data: Buffer): void {
     const job = new Job(idFrame, stage);
-    running.set(job.id, job);
+    started(job);
     let out: Outcome | Promise<Outcome>;
     try {
       out = fn(decodeData(type, data), job);
@@ -200,7 +217,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     if (arguments.length === 3 && isJobType(type)) {
       run(id, type, data!);
     } else if (arguments.length === 2 && type.equals(CANCEL)) {
-      running.get(id.toString('latin1'))?.abort();
+      for (const job of running) if (job.idFrame.equals(id)) job.abort();
     }
   });
 
@@ -211,7 +228,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const shut = async (lingerMs: number): Promise<void> => {
     if (closed) return;
     closed = true;
-    for (const job of running.values()) job.abort();
+    for (const job of running.slice()) job.abort();
     dealer.linger = 0;
     loopback.linger = lingerMs;
     if (next !== null) next.linger = lingerMs;
