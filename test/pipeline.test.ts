@@ -276,7 +276,7 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   await srv.listen();
   const push = new iomux.zmq.Push();
   push.connect(srv.endpoints.loopback);
-  await push.send(['Y-2000', 'no-such-id', '{}', 'stray']);
+  await push.send(['Y-2000:no-such-id', '{}', 'stray']);
   await until(() => srv.stats().unknownReplies === 1, 5000, 'counted');
   t.equal((await get(srv.address().port, '/')).body, 'ok', 'the server goes on');
   await push.close();
@@ -299,15 +299,18 @@ t.test('a misbehaving peer cannot add slots or crash the front end', async (t) =
   const junk = new iomux.zmq.Push();
   junk.connect(srv.endpoints.loopback);
   await junk.send(['Y']);
-  await junk.send(['Y-2x0', 'id', '{}', 'b']);
-  await junk.send(['Y-20', 'id', '{}', 'b']);
-  await junk.send(['Y-2000', 'id', '{}']);
-  await junk.send(['Ye9999', 'id', '{bad json', 'b']);
+  await junk.send(['Y-2x0:id', '{}', 'b']);
+  await junk.send(['Y-20:id', '{}', 'b']);
+  await junk.send(['Y-2000', '{}', 'b']);
+  await junk.send(['Y-2000:id', '{}']);
+  await junk.send(['Y-2000', 'id', '{}', 'b']);
+  await junk.send(['Ye9999:id', '{bad json', 'b']);
   const intake = new iomux.zmq.Push();
   intake.connect(srv.endpoints.stages[0]!.intake);
-  await intake.send(['Jv', 'unknown-id', 'not v8']);
+  await intake.send(['Jvunknown-id', 'not v8']);
   await intake.send(['J', 'unknown-id', 'v', 'not v8']);
-  await intake.send(['Jv', 'unknown-id']);
+  await intake.send(['Jv', 'unknown-id', 'x']);
+  await intake.send(['Jvunknown-id']);
   await until(() => srv.stages[0]!.workers.size === 2, 5000, 'rogue counted as a worker');
   await sleep(50);
   t.equal(srv.stats().stages[0].idle, 2, 'one slot each: a repeated READY and stray DONEs add none');
@@ -362,12 +365,18 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
   t.throws(() => codec.decodeData(Buffer.from('h'), d), /unknown job data kind/);
   t.throws(() => codec.decodeData(Buffer.from('Jx'), d), /unknown job data kind/);
-  // A reply's meta frame: flag, status and stage index in one frame.
-  const m = codec.replyMeta(codec.FLAG_ERROR, 503, 12);
-  t.equal(m.toString(), 'Ye50312');
+  // A job's head: its type and id in one frame; a reply's: flag, status, stage index and id.
+  const jh = codec.jobHead(Buffer.from('Jj'), Buffer.from('id.1'));
+  t.equal(jh.toString(), 'Jjid.1');
+  t.equal(codec.jobId(jh), 'id.1');
+  t.same(codec.decodeData(jh, Buffer.from('[1]')), [1], 'a job head names the kind');
+  const m = codec.replyHead(codec.replyMeta(codec.FLAG_ERROR, 503, 12), Buffer.from('id:2'));
+  t.equal(m.toString(), 'Ye50312:id:2');
   t.equal(codec.replyStatus(m), 503);
   t.equal(codec.replyStage(m), 12);
-  for (const bad of ['', 'Y', 'Y-200', 'X-2000', 'Y-2a00', 'Y-200x', 'Y-20012345678']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a meta: ${JSON.stringify(bad)}`);
+  t.equal(codec.replyId(m), 'id:2');
+  t.equal(codec.replyId(codec.replyHead(codec.replyMeta(codec.FLAG_NONE, 200, 0), Buffer.alloc(0))), '', 'an empty id');
+  for (const bad of ['', 'Y', 'Y-200:', 'Y-200', 'Y-2000', 'X-2000:a', 'Y-2a00:a', 'Y-200x:a', 'Y-20012345678:a']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a reply head: ${JSON.stringify(bad)}`);
   // The query as URLSearchParams gives it, on the hand-split path and the other.
   for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {
     const got = codec.parseQuery(q);

@@ -58,7 +58,7 @@ function stageProxy(index, front) {
     while (head < queue.length && idle.length > 0) {
       const job = queue[head];
       queue[head++] = undefined;
-      send([idle.shift(), job[1], job[0], job[2]]);
+      send([idle.shift(), job[0], job[1]]);
     }
     if (head > 1024 && head * 2 > queue.length) {
       queue.splice(0, head);
@@ -67,13 +67,13 @@ function stageProxy(index, front) {
   };
   const p = {
     index, intake, backend, workers,
-    enqueue(idFrame, type, data) {
-      queue.push([idFrame, type, data]);
+    enqueue(head, data) {
+      queue.push([head, data]);
       dispatch();
     },
     start() {
       void receiveAll(intake, (f) => {
-        if (f.length === 3 && codec.isJobType(f[0])) p.enqueue(f[1], f[0], f[2]);
+        if (f.length === 2 && codec.isJobType(f[0])) p.enqueue(f[0], f[1]);
       });
       void receiveAll(backend, ([identity, type, a]) => {
         if (type.equals(codec.READY)) {
@@ -108,13 +108,13 @@ async function startZeromqPipeline(k) {
     s.start();
   }
   void receiveAll(loopback, (f) => {
-    if (f.length !== 4 || codec.replyStatus(f[0]) < 0) return;
-    const id = f[1].toString('latin1');
+    if (f.length !== 3 || codec.replyStatus(f[0]) < 0) return;
+    const id = codec.replyId(f[0]);
     const res = pending.get(id);
     if (res === undefined) return;
     pending.delete(id);
-    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[2].toString()));
-    res.end(f[3]);
+    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[1].toString()));
+    res.end(f[2]);
   });
   const server = http.createServer((req, res) => {
     const id = (seq++).toString(36);
@@ -127,7 +127,7 @@ async function startZeromqPipeline(k) {
         query: Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1))), headers: req.headers, body,
       };
       const [kind, data] = codec.encodeData(job);
-      stages[0].enqueue(Buffer.from(id, 'latin1'), kind, data);
+      stages[0].enqueue(codec.jobHead(kind, Buffer.from(id, 'latin1')), data);
     });
   });
   const children = [];
@@ -186,16 +186,17 @@ function runZeromqWorker(spec) {
   // Slots: IOMUX_BENCH_CONCURRENCY (1), as the iomux workers' concurrency.
   toDealer([codec.READY, Buffer.from(String(Number(process.env.IOMUX_BENCH_CONCURRENCY) || 1))]);
   void receiveAll(dealer, (f) => {
-    if (f.length !== 3 || !codec.isJobType(f[0])) return;
-    const out = fn(codec.decodeData(f[0], f[2]), ctx);
+    if (f.length !== 2 || !codec.isJobType(f[0])) return;
+    const out = fn(codec.decodeData(f[0], f[1]), ctx);
+    const id = f[0].subarray(2);
     if (out.kind === 'next') {
       const [type, data] = codec.encodeData(out.data);
-      toNext([type, f[1], data]);
+      toNext([codec.jobHead(type, id), data]);
     } else {
-      toLoopback([codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), f[1],
+      toLoopback([codec.replyHead(codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), id),
         Buffer.from(JSON.stringify(out.headers)), codec.bodyBytes(out.body)]);
     }
-    toDealer([codec.DONE, f[1]]);
+    toDealer([codec.DONE, id]);
   });
   process.once('SIGTERM', () => process.exit(0));
 }

@@ -1,15 +1,17 @@
 // The pipeline's messages between the front end, the stage proxies and the workers.
 //
-//   into a stage (PUSH -> the stage's PULL):   [job type, id, data]
-//   proxy -> worker (ROUTER -> DEALER):        [identity, job type, id, data] | [identity, 'C', id]
+//   into a stage (PUSH -> the stage's PULL):   [job head, data]
+//   proxy -> worker (ROUTER -> DEALER):        [identity, job head, data] | [identity, 'C', id]
 //   worker -> proxy (DEALER -> ROUTER):        ['R', free slots] | ['D', id] (only for a job that sent
 //                                              nothing: a result's arrival at the next intake or the
 //                                              loopback gives the slot back)
-//   worker -> front end (PUSH -> loopback PULL): [reply meta, id, headers JSON, body]
+//   worker -> front end (PUSH -> loopback PULL): [reply head, headers JSON, body]
 //
-// A job type is 'J' and the data's kind in one frame ('Jb', 'Jj', 'Jv', 'Jh').
-// A reply's meta is 'Y', a flag ('-', or 'e' for a stage's error), the status
-// in 3 digits and the stage's index in decimal, in one frame: 'Y-2001'.
+// A job head is 'J', the data's kind ('b', 'j', 'v' or 'h') and the request's
+// id, in one frame: 'Jj' + id. A reply head is 'Y', a flag ('-', or 'e' for a
+// stage's error), the status in 3 digits, the stage's index in decimal, ':'
+// and the id: 'Y-2001:' + id. Each message is one frame fewer than with the
+// id in a frame of its own, which every hop pays for.
 //
 // Job data is a Buffer as it is ('b'), a plain value that JSON carries exactly
 // ('j': objects, arrays, strings, finite numbers, booleans, null; cheaper than
@@ -29,10 +31,25 @@ const KIND_HTTP = Buffer.from('Jh');
 const KIND_JSON = Buffer.from('Jj');
 const J = 0x4a;
 const Y = 0x59;
+const COLON = 0x3a;
 
-/** Is `f` a job type frame ('J' and a kind)? */
+/** Is `f` a job head ('J', a kind, then the id)? */
 export function isJobType(f: Buffer): boolean {
-  return f.length === 2 && f[0] === J;
+  return f.length >= 2 && f[0] === J;
+}
+
+/** A job head: a job type frame ('Jj', as encodeData() gives it) and the id's bytes. */
+export function jobHead(type: Buffer, id: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(2 + id.length);
+  out[0] = type[0]!;
+  out[1] = type[1]!;
+  for (let i = 0; i < id.length; i++) out[2 + i] = id[i]!;
+  return out;
+}
+
+/** A job head's id, as a string. */
+export function jobId(head: Buffer): string {
+  return head.toString('latin1', 2);
 }
 
 /** Is `v` a value JSON.parse(JSON.stringify(v)) gives back as it is? Looks at up to `budget` values. */
@@ -182,30 +199,46 @@ export function bodyBytes(body: unknown): Buffer {
 export const FLAG_NONE = 0x2d; // '-'
 export const FLAG_ERROR = 0x65; // 'e'
 
-/** A reply's meta frame: 'Y', the flag, the status (100-599) in 3 digits, the stage's index. */
+/** A reply head's start: 'Y', the flag, the status (100-599) in 3 digits, the stage's index and ':'. */
 export function replyMeta(flag: number, status: number, stageIndex: number): Buffer {
-  return Buffer.from(`Y${String.fromCharCode(flag)}${status}${stageIndex}`, 'latin1');
+  return Buffer.from(`Y${String.fromCharCode(flag)}${status}${stageIndex}:`, 'latin1');
+}
+
+/** A reply head: its start (replyMeta()) and the id's bytes. */
+export function replyHead(meta: Buffer, id: Buffer): Buffer {
+  const m = meta.length;
+  const out = Buffer.allocUnsafe(m + id.length);
+  for (let i = 0; i < m; i++) out[i] = meta[i]!;
+  for (let i = 0; i < id.length; i++) out[m + i] = id[i]!;
+  return out;
 }
 
 /**
- * A reply meta frame's status, or -1 when the frame is not a reply's meta:
- * 'Y', a flag byte, 3 digits, then 1 to 7 digits of the stage's index.
+ * A reply head's status, or -1 when the frame is not a reply head: 'Y', a
+ * flag byte, 3 digits, 1 to 7 digits of the stage's index, ':', the id.
  */
 export function replyStatus(m: Buffer): number {
   const n = m.length;
-  if (n < 6 || n > 12 || m[0] !== Y) return -1;
+  if (n < 7 || m[0] !== Y) return -1;
   let status = 0;
   for (let i = 2; i < n; i++) {
-    const d = m[i]! - 48;
+    const c = m[i]!;
+    if (c === COLON) return i >= 6 && i <= 12 ? status : -1;
+    const d = c - 48;
     if (d < 0 || d > 9) return -1;
     if (i < 5) status = status * 10 + d;
   }
-  return status;
+  return -1;
 }
 
-/** The stage index of a meta frame replyStatus() accepted. */
+/** The stage index of a reply head replyStatus() accepted. */
 export function replyStage(m: Buffer): number {
   let stage = 0;
-  for (let i = 5; i < m.length; i++) stage = stage * 10 + m[i]! - 48;
+  for (let i = 5; m[i] !== COLON; i++) stage = stage * 10 + m[i]! - 48;
   return stage;
+}
+
+/** The id of a reply head replyStatus() accepted. */
+export function replyId(m: Buffer): string {
+  return m.toString('latin1', m.indexOf(COLON, 5) + 1);
 }

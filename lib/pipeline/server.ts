@@ -17,9 +17,11 @@ import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
-import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, replyStatus, replyStage } from './codec';
+import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, jobId, replyStatus, replyStage, replyId } from './codec';
 
 const NO_BODY = Buffer.alloc(0);
+/** The start of the first stage's job head: an HTTP request ('h'). */
+const JOB_HTTP = 'Jh';
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
 
@@ -81,7 +83,6 @@ export interface PipelineStats {
 
 interface Pending {
   id: string;
-  idFrame: Buffer;
   res: ServerResponse;
   /** performance.now() at arrival, and when it times out (Infinity: never). */
   start: number;
@@ -99,7 +100,7 @@ interface HookedSocket {
 }
 const kWaiting = Symbol('iomux.pipeline.waiting');
 
-type QueuedJob = [idFrame: Buffer, type: Buffer, data: Buffer, id: string];
+type QueuedJob = [head: Buffer, data: Buffer, id: string];
 
 interface WorkerSlot {
   key: string;
@@ -115,7 +116,7 @@ class StageProxy {
   readonly workers = new Map<string, WorkerSlot>();
   /** One entry per free slot, oldest first. */
   private idle: WorkerSlot[] = [];
-  /** Jobs waiting for a slot: [id frame, job type, data, id]. */
+  /** Jobs waiting for a slot: [job head, data, id]. */
   private queue: QueuedJob[] = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
@@ -131,16 +132,16 @@ class StageProxy {
   constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer, private readonly idempotent = false) {
     this.intake.on('error', () => {});
     this.backend.on('error', () => {});
-    const onJob = (type: Buffer, idFrame: Buffer, data: Buffer): void => {
+    const onJob = (head: Buffer, data: Buffer): void => {
       // Only the previous stage's workers feed this intake: the job's arrival
       // here ends it there, and gives its slot back (no separate DONE).
-      const id = idFrame.toString('latin1');
+      const id = jobId(head);
       if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
-      this.enqueue(idFrame, type, data, id);
+      this.enqueue(head, data, id);
     };
     // Named parameters, not a rest array: one array less per job.
-    this.intake.on('message', function onIntake(type: Buffer, idFrame?: Buffer, data?: Buffer) {
-      if (arguments.length === 3 && isJobType(type)) onJob(type, idFrame!, data!);
+    this.intake.on('message', function onIntake(head: Buffer, data?: Buffer) {
+      if (arguments.length === 2 && isJobType(head)) onJob(head, data!);
     });
     this.backend.on('message', (identity: Buffer, type?: Buffer, arg?: Buffer) => {
       if (type === undefined || arg === undefined) return;
@@ -221,27 +222,27 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(idFrame: Buffer, type: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
+  enqueue(head: Buffer, data: Buffer, id = jobId(head)): void {
     if (!this.front._live(id)) return; // its request is already answered
     if (this.qHead === this.queue.length && this.idle.length > 0 && !this.idempotent) {
       // Nothing waits and a slot is free: straight to its worker.
-      this.hand(this.idle.shift()!, idFrame, type, data, id);
+      this.hand(this.idle.shift()!, head, data, id);
       return;
     }
-    this.queue.push([idFrame, type, data, id]);
+    this.queue.push([head, data, id]);
     this.dispatch();
   }
 
-  private hand(w: WorkerSlot, idFrame: Buffer, type: Buffer, data: Buffer, id: string): void {
+  private hand(w: WorkerSlot, head: Buffer, data: Buffer, id: string): void {
     w.jobs++;
     this.holder.set(id, w);
-    this.send([w.identity, type, idFrame, data]);
+    this.send([w.identity, head, data]);
   }
 
   private readonly retries = new Map<string, number>();
 
   private requeue(job: QueuedJob, retries: number): void {
-    this.retries.set(job[3], retries);
+    this.retries.set(job[2], retries);
     if (this.qHead > 0) this.queue[--this.qHead] = job;
     else this.queue.unshift(job);
   }
@@ -250,7 +251,7 @@ class StageProxy {
     while (this.qHead < this.queue.length && this.idle.length > 0) {
       const job = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as never;
-      const id = job[3];
+      const id = job[2];
       if (!this.front._live(id)) {
         this.retries.delete(id);
         continue; // a dead request's job is dropped here
@@ -260,7 +261,7 @@ class StageProxy {
         this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
         this.retries.delete(id);
       }
-      this.hand(w, job[0], job[1], job[2], id);
+      this.hand(w, job[0], job[1], id);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.qHead);
@@ -269,13 +270,13 @@ class StageProxy {
   }
 
   /** The request is dead: drop its queued job, interrupt the worker running it. Returns whether this stage held it. */
-  cancel(id: string, idFrame: Buffer): boolean {
+  cancel(id: string): boolean {
     const w = this.holder.get(id);
     if (w !== undefined) {
-      this.send([w.identity, CANCEL, idFrame]);
+      this.send([w.identity, CANCEL, Buffer.from(id, 'latin1')]);
       return true;
     }
-    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![3] === id) return true;
+    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![2] === id) return true;
     return false;
   }
 
@@ -349,10 +350,10 @@ export class PipelineServer {
     this.log = options.log ?? ((l) => console.error(l));
     this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this, s.idempotent === true));
     this.loopback.on('error', () => {});
-    const onReply = (meta: Buffer, id: Buffer, headers: Buffer, body: Buffer): void => this.onReply(meta, id, headers, body);
+    const onReply = (head: Buffer, headers: Buffer, body: Buffer): void => this.onReply(head, headers, body);
     // Named parameters, not a rest array: one array less per reply.
-    this.loopback.on('message', function onLoopback(meta: Buffer, id?: Buffer, headers?: Buffer, body?: Buffer) {
-      if (arguments.length === 4) onReply(meta, id!, headers!, body!);
+    this.loopback.on('message', function onLoopback(head: Buffer, headers?: Buffer, body?: Buffer) {
+      if (arguments.length === 3) onReply(head, headers!, body!);
     });
     this.http = createHttpServer((req, res) => this.onRequest(req, res));
   }
@@ -499,7 +500,7 @@ export class PipelineServer {
     const id = this.prefix + (this.seq++).toString(36);
     const start = performance.now();
     const p: Pending = {
-      id, idFrame: Buffer.from(id, 'latin1'), res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
+      id, res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
       socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter), prevOnSocket: null, nextOnSocket: null,
     };
     this.pending.set(id, p);
@@ -516,14 +517,13 @@ export class PipelineServer {
     if (req.complete) {
       // No body (complete at its head: a GET): the job goes now, without
       // body()'s promise and turn.
-      const [type, data] = encodeHttpJob(method, url, rawHeaders, NO_BODY);
-      first.enqueue(p.idFrame, type, data, id);
+      first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
       return;
     }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        first.enqueue(p.idFrame, ...encodeHttpJob(method, url, rawHeaders, body), id);
+        first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
@@ -567,7 +567,7 @@ export class PipelineServer {
 
   private cancelEverywhere(p: Pending, what: 'timeouts' | 'interrupts'): void {
     for (const s of this.stages) {
-      if (s.cancel(p.id, p.idFrame)) {
+      if (s.cancel(p.id)) {
         s[what]++;
         break;
       }
@@ -588,10 +588,10 @@ export class PipelineServer {
     this.cancelEverywhere(p, 'interrupts');
   }
 
-  private onReply(meta: Buffer, idFrame: Buffer, hf: Buffer, body: Buffer): void {
+  private onReply(meta: Buffer, hf: Buffer, body: Buffer): void {
     let status = replyStatus(meta);
     if (status < 0) return;
-    const id = idFrame.toString('latin1');
+    const id = replyId(meta);
     const p = this.pending.get(id);
     const stage = this.stages[replyStage(meta)];
     // The reply ends the job on its worker: the slot goes back.

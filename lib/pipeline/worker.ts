@@ -1,7 +1,7 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
 import { Dealer, Push, Request } from '../zmq';
-import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, replyMeta } from './codec';
+import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, jobHead, replyMeta, replyHead } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -147,7 +147,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     if (p !== undefined) p.catch(() => {});
   };
   const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [meta(flag, status), id, Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
+    [replyHead(meta(flag, status), id), Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
   const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
     send(loopback, replyFrames(id, flag, status, headers, body));
   };
@@ -179,7 +179,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
         } else if (next !== null) {
           const [type, d] = encodeData(out.data);
           sock = next;
-          frames = [type, job.idFrame, d];
+          frames = [jobHead(type, job.idFrame), d];
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
           frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
@@ -193,12 +193,12 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     }
   };
 
-  function run(idFrame: Buffer, type: Buffer, data: Buffer): void {
-    const job = new Job(idFrame, stage);
+  function run(head: Buffer, data: Buffer): void {
+    const job = new Job(head.subarray(2), stage);
     started(job);
     let out: Outcome | Promise<Outcome>;
     try {
-      out = fn(decodeData(type, data), job);
+      out = fn(decodeData(head, data), job);
     } catch (e) {
       failed(job, e);
       return;
@@ -211,12 +211,13 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   }
 
   // Named parameters, not a rest array: one array less per job.
-  dealer.on('message', function onJob(type?: Buffer, id?: Buffer, data?: Buffer) {
-    if (type === undefined || id === undefined) return;
+  dealer.on('message', function onJob(head?: Buffer, second?: Buffer) {
+    if (head === undefined || second === undefined || arguments.length !== 2) return;
     if (closed) return;
-    if (arguments.length === 3 && isJobType(type)) {
-      run(id, type, data!);
-    } else if (arguments.length === 2 && type.equals(CANCEL)) {
+    if (isJobType(head)) {
+      run(head, second);
+    } else if (head.equals(CANCEL)) {
+      const id = second;
       for (const job of running) if (job.idFrame.equals(id)) job.abort();
     }
   });
