@@ -11,14 +11,14 @@ import { fdCount, sleep, until } from './zmq-helpers';
 const P = iomux.pipeline;
 type Ctx = import('../dist/pipeline').JobContext;
 
-interface Resp { status: number; headers: http.IncomingHttpHeaders; body: string }
+interface Resp { status: number; headers: http.IncomingHttpHeaders; rawHeaders: string[]; body: string }
 
 function get(port: number, path: string): Promise<Resp> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
     req.on('error', reject);
   });
@@ -80,7 +80,7 @@ t.test('the request reaches the first stage: GET without a body, POST with a fix
     const req = http.request({ host: '127.0.0.1', port, path: '/p?a=1', method: 'POST', agent: false, headers: chunked ? {} : { 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
     req.on('error', reject);
     if (chunked) {
@@ -261,6 +261,45 @@ t.test('a client that hangs up interrupts its job', async (t) => {
   finish();
   await until(() => srv.stats().stages[0].inFlight === 0, 5000, 'slot back');
   t.equal(srv.stats().unknownReplies, 0, 'an interrupted job sends no reply');
+  await srv.close();
+});
+
+t.test('each reply goes out with its own headers, as given, whether or not they repeat the last ones', async (t) => {
+  const shared = { 'x-a': '1', 'x-b': '2' };
+  const byCase: Record<string, () => Record<string, string | number | string[]>> = {
+    same: () => ({ 'x-a': '1', 'x-b': '2' }),
+    order: () => ({ 'x-b': '2', 'x-a': '1' }),
+    ones: () => ({ 'x-a': '1', 'x-b': '1' }),
+    swapped: () => ({ 'x-b': '1', 'x-a': '1' }),
+    number: () => ({ 'x-a': '1', 'x-b': 2 }),
+    value: () => ({ 'x-a': '1', 'x-b': '3' }),
+    fewer: () => ({ 'x-a': '1' }),
+    more: () => ({ 'x-a': '1', 'x-b': '2', 'x-c': '4' }),
+    list: () => ({ 'x-a': ['1', '5'], 'x-b': '2' }),
+    mutated: () => {
+      shared['x-b'] = shared['x-b'] === '2' ? '6' : '2';
+      return shared;
+    },
+  };
+  const srv = P.createServer({
+    stages: [{ name: 'h', fn: (job: { query: Record<string, string> }, ctx: Ctx) => ctx.reply(200, byCase[job.query.c!]!(), job.query.c) }],
+  });
+  await srv.listen();
+  const port = srv.address().port;
+  const own = (r: Resp): string[] => {
+    const out: string[] = [];
+    for (let i = 0; i < r.rawHeaders.length; i += 2) if (r.rawHeaders[i]!.startsWith('x-')) out.push(`${r.rawHeaders[i]}=${r.rawHeaders[i + 1]}`);
+    return out;
+  };
+  const want: Record<string, string[]> = {
+    same: ['x-a=1', 'x-b=2'], order: ['x-b=2', 'x-a=1'], ones: ['x-a=1', 'x-b=1'], swapped: ['x-b=1', 'x-a=1'], number: ['x-a=1', 'x-b=2'], value: ['x-a=1', 'x-b=3'],
+    fewer: ['x-a=1'], more: ['x-a=1', 'x-b=2', 'x-c=4'], list: ['x-a=1', 'x-a=5', 'x-b=2'],
+  };
+  for (const c of ['same', 'same', 'order', 'same', 'ones', 'swapped', 'ones', 'number', 'same', 'value', 'fewer', 'same', 'more', 'list', 'list', 'same']) {
+    const r = await get(port, `/?c=${c}`);
+    t.same(own(r), want[c], `${c}: its own headers, in its order`);
+  }
+  for (const b of ['6', '2', '6']) t.same(own(await get(port, '/?c=mutated')), ['x-a=1', `x-b=${b}`], 'the same object, changed between replies');
   await srv.close();
 });
 

@@ -59,6 +59,38 @@ const replyOutcome = (status: number, headers: Headers = {}, body?: unknown): Ou
   return { kind: 'reply', status, headers, body };
 };
 
+/** Headers whose values are all strings or numbers: names and values in order. */
+interface FlatHeaders {
+  names: string[];
+  values: Array<string | number>;
+}
+
+/** A copy of `h` if it is a plain object of string and number values (what a reply mostly has), else null. */
+function flatCopy(h: unknown): FlatHeaders | null {
+  if (h === null || typeof h !== 'object' || Object.getPrototypeOf(h) !== Object.prototype) return null;
+  const names: string[] = [];
+  const values: Array<string | number> = [];
+  for (const k in h) {
+    const v = (h as Record<string, unknown>)[k];
+    if (typeof v !== 'string' && typeof v !== 'number') return null;
+    names.push(k);
+    values.push(v);
+  }
+  return { names, values };
+}
+
+/** Does `h` hold the names of `last`, in its order, with its values? (JSON.stringify would give the same text.) */
+function sameHeaders(h: unknown, last: FlatHeaders): boolean {
+  if (h === null || typeof h !== 'object' || Object.getPrototypeOf(h) !== Object.prototype) return false;
+  const { names, values } = last;
+  let n = 0;
+  for (const k in h) {
+    if (n >= names.length || names[n] !== k || (h as Record<string, unknown>)[k] !== values[n]) return false;
+    n++;
+  }
+  return n === names.length;
+}
+
 /** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
 class Job implements JobContext {
   private ac: AbortController | null = null;
@@ -146,8 +178,19 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     const p = sock.send(frames);
     if (p !== undefined) p.catch(() => {});
   };
+  // The last reply's headers (a copy) and their JSON: a stage mostly answers
+  // with the same few headers, which then cost a comparison, not a stringify.
+  let lastHeaders: FlatHeaders | null = null;
+  let lastHeadersFrame = Buffer.alloc(0);
+  const headersFrame = (h: Headers): Buffer => {
+    if (lastHeaders !== null && sameHeaders(h, lastHeaders)) return lastHeadersFrame;
+    const f = Buffer.from(JSON.stringify(h));
+    lastHeaders = flatCopy(h);
+    lastHeadersFrame = f;
+    return f;
+  };
   const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [replyHead(meta(flag, status), id), Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
+    [replyHead(meta(flag, status), id), headersFrame(headers), bodyBytes(body)];
   const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
     send(loopback, replyFrames(id, flag, status, headers, body));
   };
