@@ -11,14 +11,14 @@ import { fdCount, sleep, until } from './zmq-helpers';
 const P = iomux.pipeline;
 type Ctx = import('../dist/pipeline').JobContext;
 
-interface Resp { status: number; headers: http.IncomingHttpHeaders; body: string }
+interface Resp { status: number; headers: http.IncomingHttpHeaders; rawHeaders: string[]; body: string }
 
 function get(port: number, path: string): Promise<Resp> {
   return new Promise((resolve, reject) => {
     const req = http.get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
     req.on('error', reject);
   });
@@ -80,7 +80,7 @@ t.test('the request reaches the first stage: GET without a body, POST with a fix
     const req = http.request({ host: '127.0.0.1', port, path: '/p?a=1', method: 'POST', agent: false, headers: chunked ? {} : { 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, rawHeaders: res.rawHeaders, body: Buffer.concat(chunks).toString() }));
     });
     req.on('error', reject);
     if (chunked) {
@@ -264,6 +264,45 @@ t.test('a client that hangs up interrupts its job', async (t) => {
   await srv.close();
 });
 
+t.test('each reply goes out with its own headers, as given, whether or not they repeat the last ones', async (t) => {
+  const shared = { 'x-a': '1', 'x-b': '2' };
+  const byCase: Record<string, () => Record<string, string | number | string[]>> = {
+    same: () => ({ 'x-a': '1', 'x-b': '2' }),
+    order: () => ({ 'x-b': '2', 'x-a': '1' }),
+    ones: () => ({ 'x-a': '1', 'x-b': '1' }),
+    swapped: () => ({ 'x-b': '1', 'x-a': '1' }),
+    number: () => ({ 'x-a': '1', 'x-b': 2 }),
+    value: () => ({ 'x-a': '1', 'x-b': '3' }),
+    fewer: () => ({ 'x-a': '1' }),
+    more: () => ({ 'x-a': '1', 'x-b': '2', 'x-c': '4' }),
+    list: () => ({ 'x-a': ['1', '5'], 'x-b': '2' }),
+    mutated: () => {
+      shared['x-b'] = shared['x-b'] === '2' ? '6' : '2';
+      return shared;
+    },
+  };
+  const srv = P.createServer({
+    stages: [{ name: 'h', fn: (job: { query: Record<string, string> }, ctx: Ctx) => ctx.reply(200, byCase[job.query.c!]!(), job.query.c) }],
+  });
+  await srv.listen();
+  const port = srv.address().port;
+  const own = (r: Resp): string[] => {
+    const out: string[] = [];
+    for (let i = 0; i < r.rawHeaders.length; i += 2) if (r.rawHeaders[i]!.startsWith('x-')) out.push(`${r.rawHeaders[i]}=${r.rawHeaders[i + 1]}`);
+    return out;
+  };
+  const want: Record<string, string[]> = {
+    same: ['x-a=1', 'x-b=2'], order: ['x-b=2', 'x-a=1'], ones: ['x-a=1', 'x-b=1'], swapped: ['x-b=1', 'x-a=1'], number: ['x-a=1', 'x-b=2'], value: ['x-a=1', 'x-b=3'],
+    fewer: ['x-a=1'], more: ['x-a=1', 'x-b=2', 'x-c=4'], list: ['x-a=1', 'x-a=5', 'x-b=2'],
+  };
+  for (const c of ['same', 'same', 'order', 'same', 'ones', 'swapped', 'ones', 'number', 'same', 'value', 'fewer', 'same', 'more', 'list', 'list', 'same']) {
+    const r = await get(port, `/?c=${c}`);
+    t.same(own(r), want[c], `${c}: its own headers, in its order`);
+  }
+  for (const b of ['6', '2', '6']) t.same(own(await get(port, '/?c=mutated')), ['x-a=1', `x-b=${b}`], 'the same object, changed between replies');
+  await srv.close();
+});
+
 t.test('bad options name the field', async (t) => {
   t.throws(() => P.createServer({ stages: [] }), /options\.stages/);
   t.throws(() => P.createServer({ stages: [{ name: 'a b' }] }), /stages\[0\]\.name/);
@@ -276,7 +315,7 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   await srv.listen();
   const push = new iomux.zmq.Push();
   push.connect(srv.endpoints.loopback);
-  await push.send(['Y', 'no-such-id', '0', '-', '200', '{}', 'stray']);
+  await push.send(['Y-2000:no-such-id', '{}', 'stray']);
   await until(() => srv.stats().unknownReplies === 1, 5000, 'counted');
   t.equal((await get(srv.address().port, '/')).body, 'ok', 'the server goes on');
   await push.close();
@@ -299,10 +338,18 @@ t.test('a misbehaving peer cannot add slots or crash the front end', async (t) =
   const junk = new iomux.zmq.Push();
   junk.connect(srv.endpoints.loopback);
   await junk.send(['Y']);
-  await junk.send(['Y', 'id', 'notanumber', 'e', 'x', '{bad json', 'b']);
+  await junk.send(['Y-2x0:id', '{}', 'b']);
+  await junk.send(['Y-20:id', '{}', 'b']);
+  await junk.send(['Y-2000', '{}', 'b']);
+  await junk.send(['Y-2000:id', '{}']);
+  await junk.send(['Y-2000', 'id', '{}', 'b']);
+  await junk.send(['Ye9999:id', '{bad json', 'b']);
   const intake = new iomux.zmq.Push();
   intake.connect(srv.endpoints.stages[0]!.intake);
+  await intake.send(['Jvunknown-id', 'not v8']);
   await intake.send(['J', 'unknown-id', 'v', 'not v8']);
+  await intake.send(['Jv', 'unknown-id', 'x']);
+  await intake.send(['Jvunknown-id']);
   await until(() => srv.stages[0]!.workers.size === 2, 5000, 'rogue counted as a worker');
   await sleep(50);
   t.equal(srv.stats().stages[0].idle, 2, 'one slot each: a repeated READY and stray DONEs add none');
@@ -322,25 +369,53 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   };
   for (const v of [{ n: 97 }, [1, 'a', null, true, { b: [2.5] }], 'text \u{1F600}', 0, {}]) {
     const [kind, back] = round(v);
-    t.equal(kind, 'j', `${JSON.stringify(v)} as JSON`);
+    t.equal(kind, 'Jj', `${JSON.stringify(v)} as JSON`);
     t.same(back, v);
   }
   const cycle: Record<string, unknown> = { a: 1 };
   cycle.self = cycle;
   for (const v of [new Date(5), new Map([[1, 2]]), { x: undefined }, [1, , 3], -0, Number.NaN, 10n, cycle, Array.from({ length: 100 }, (_, i) => i)]) {
     const [kind, back] = round(v);
-    t.equal(kind, 'v', 'kept exact by v8.serialize');
+    t.equal(kind, 'Jv', 'kept exact by v8.serialize');
     if (v === cycle) t.equal((back as typeof cycle).self, back);
     else t.same(back, v);
   }
   t.equal(round(-0)[1], -0);
   t.equal(Object.is(round(-0)[1], -0), true, '-0 stays -0');
-  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', { host: 'h', 'x-list': ['1', '2'] }, Buffer.from([0, 1, 255]));
-  t.same(codec.decodeData(k, d), {
-    method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' }, headers: { host: 'h', 'x-list': ['1', '2'] }, body: Buffer.from([0, 1, 255]),
+  const raw = ['Host', 'h', 'X-List', '1', 'x-list', '2', 'Cookie', 'a=1', 'cookie', 'b=2', 'Set-Cookie', 'c=3', 'X-Latin', 'caf\u00e9 \u00ff', '__proto__', 'p'];
+  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', raw, Buffer.from([0, 1, 255]));
+  t.equal(k.toString(), 'Jh');
+  const job = codec.decodeData(k, d) as Record<string, unknown>;
+  t.same(job, {
+    method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' },
+    headers: { host: 'h', 'x-list': '1, 2', cookie: 'a=1; b=2', 'set-cookie': ['c=3'], 'x-latin': 'caf\u00e9 \u00ff', ['__proto__']: 'p' },
+    body: Buffer.from([0, 1, 255]),
   });
+  // The headers as lib/http's req.headers joins the same raw lines, in a plain object.
+  const { joinHeaders } = require('../dist/http/parser') as typeof import('../dist/http/parser');
+  t.same(Object.entries(job.headers as object), Object.entries(joinHeaders(raw)), 'joined as lib/http joins them');
+  t.equal(Object.getPrototypeOf(job.headers), Object.prototype, 'a plain object');
+  t.equal(Object.getOwnPropertyDescriptor(job.headers, '__proto__')?.value, 'p', 'a field named __proto__ is just a field');
+  const [k0, d0] = codec.encodeHttpJob('GET', '/', [], Buffer.alloc(0));
+  t.same(codec.decodeData(k0, d0), { method: 'GET', url: '/', path: '/', query: {}, headers: {}, body: Buffer.alloc(0) });
   t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
+  const odd = Buffer.from('\0\0\0\x0aGET\n/\nHost');
+  t.throws(() => codec.decodeData(k, odd), /malformed HTTP job/);
   t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
+  t.throws(() => codec.decodeData(Buffer.from('h'), d), /unknown job data kind/);
+  t.throws(() => codec.decodeData(Buffer.from('Jx'), d), /unknown job data kind/);
+  // A job's head: its type and id in one frame; a reply's: flag, status, stage index and id.
+  const jh = codec.jobHead(Buffer.from('Jj'), Buffer.from('id.1'));
+  t.equal(jh.toString(), 'Jjid.1');
+  t.equal(codec.jobId(jh), 'id.1');
+  t.same(codec.decodeData(jh, Buffer.from('[1]')), [1], 'a job head names the kind');
+  const m = codec.replyHead(codec.replyMeta(codec.FLAG_ERROR, 503, 12), Buffer.from('id:2'));
+  t.equal(m.toString(), 'Ye50312:id:2');
+  t.equal(codec.replyStatus(m), 503);
+  t.equal(codec.replyStage(m), 12);
+  t.equal(codec.replyId(m), 'id:2');
+  t.equal(codec.replyId(codec.replyHead(codec.replyMeta(codec.FLAG_NONE, 200, 0), Buffer.alloc(0))), '', 'an empty id');
+  for (const bad of ['', 'Y', 'Y-200:', 'Y-200', 'Y-2000', 'X-2000:a', 'Y-2a00:a', 'Y-200x:a', 'Y-20012345678:a']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a reply head: ${JSON.stringify(bad)}`);
   // The query as URLSearchParams gives it, on the hand-split path and the other.
   for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {
     const got = codec.parseQuery(q);

@@ -58,7 +58,7 @@ function stageProxy(index, front) {
     while (head < queue.length && idle.length > 0) {
       const job = queue[head];
       queue[head++] = undefined;
-      send([idle.shift(), codec.JOB, ...job]);
+      send([idle.shift(), job[0], job[1]]);
     }
     if (head > 1024 && head * 2 > queue.length) {
       queue.splice(0, head);
@@ -67,13 +67,13 @@ function stageProxy(index, front) {
   };
   const p = {
     index, intake, backend, workers,
-    enqueue(idFrame, kind, data) {
-      queue.push([idFrame, kind, data]);
+    enqueue(head, data) {
+      queue.push([head, data]);
       dispatch();
     },
     start() {
       void receiveAll(intake, (f) => {
-        if (f.length === 4 && f[0].equals(codec.JOB)) p.enqueue(f[1], f[2], f[3]);
+        if (f.length === 2 && codec.isJobType(f[0])) p.enqueue(f[0], f[1]);
       });
       void receiveAll(backend, ([identity, type, a]) => {
         if (type.equals(codec.READY)) {
@@ -108,13 +108,13 @@ async function startZeromqPipeline(k) {
     s.start();
   }
   void receiveAll(loopback, (f) => {
-    if (f.length !== 7 || !f[0].equals(codec.REPLY)) return;
-    const id = f[1].toString('latin1');
+    if (f.length !== 3 || codec.replyStatus(f[0]) < 0) return;
+    const id = codec.replyId(f[0]);
     const res = pending.get(id);
     if (res === undefined) return;
     pending.delete(id);
-    res.writeHead(Number(f[4].toString('latin1')), JSON.parse(f[5].toString()));
-    res.end(f[6]);
+    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[1].toString()));
+    res.end(f[2]);
   });
   const server = http.createServer((req, res) => {
     const id = (seq++).toString(36);
@@ -127,7 +127,7 @@ async function startZeromqPipeline(k) {
         query: Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1))), headers: req.headers, body,
       };
       const [kind, data] = codec.encodeData(job);
-      stages[0].enqueue(Buffer.from(id, 'latin1'), kind, data);
+      stages[0].enqueue(codec.jobHead(kind, Buffer.from(id, 'latin1')), data);
     });
   });
   const children = [];
@@ -169,7 +169,6 @@ async function startZeromqPipeline(k) {
 function runZeromqWorker(spec) {
   const mod = require(spec.module);
   const fn = mod[spec.export];
-  const stageFrame = Buffer.from(String(spec.stageIndex));
   const dealer = new zmq.Dealer();
   const loopback = new zmq.Push();
   const next = spec.next ? new zmq.Push() : null;
@@ -187,16 +186,17 @@ function runZeromqWorker(spec) {
   // Slots: IOMUX_BENCH_CONCURRENCY (1), as the iomux workers' concurrency.
   toDealer([codec.READY, Buffer.from(String(Number(process.env.IOMUX_BENCH_CONCURRENCY) || 1))]);
   void receiveAll(dealer, (f) => {
-    if (f.length !== 4 || !f[0].equals(codec.JOB)) return;
-    const out = fn(codec.decodeData(f[2], f[3]), ctx);
+    if (f.length !== 2 || !codec.isJobType(f[0])) return;
+    const out = fn(codec.decodeData(f[0], f[1]), ctx);
+    const id = f[0].subarray(2);
     if (out.kind === 'next') {
-      const [kind, data] = codec.encodeData(out.data);
-      toNext([codec.JOB, f[1], kind, data]);
+      const [type, data] = codec.encodeData(out.data);
+      toNext([codec.jobHead(type, id), data]);
     } else {
-      toLoopback([codec.REPLY, f[1], stageFrame, codec.FLAG_NONE, Buffer.from(String(out.status)),
+      toLoopback([codec.replyHead(codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), id),
         Buffer.from(JSON.stringify(out.headers)), codec.bodyBytes(out.body)]);
     }
-    toDealer([codec.DONE, f[1]]);
+    toDealer([codec.DONE, id]);
   });
   process.once('SIGTERM', () => process.exit(0));
 }

@@ -17,9 +17,11 @@ import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
-import { JOB, CANCEL, READY, DONE, REPLY, FLAG_ERROR, encodeHttpJob } from './codec';
+import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, jobId, replyStatus, replyStage, replyId } from './codec';
 
 const NO_BODY = Buffer.alloc(0);
+/** The start of the first stage's job head: an HTTP request ('h'). */
+const JOB_HTTP = 'Jh';
 import { runWorker, type WorkerFunction, type WorkerHandle } from './worker';
 import { loadStageFunction } from './worker-main';
 
@@ -81,27 +83,30 @@ export interface PipelineStats {
 
 interface Pending {
   id: string;
-  idFrame: Buffer;
   res: ServerResponse;
   /** performance.now() at arrival, and when it times out (Infinity: never). */
   start: number;
   deadline: number;
   socket: HookedSocket;
+  /** The other waiting requests of its connection: a list through the requests, no set per connection. */
+  prevOnSocket: Pending | null;
+  nextOnSocket: Pending | null;
 }
 
-/** A client connection, with the requests of it that wait (hooked once per connection). */
+/** A client connection, with the first of its requests that wait (hooked once per connection). */
 interface HookedSocket {
   destroy(): void;
-  [kWaiting]?: Set<Pending>;
+  [kWaiting]?: Pending | null;
 }
 const kWaiting = Symbol('iomux.pipeline.waiting');
 
-type QueuedJob = [idFrame: Buffer, kind: Buffer, data: Buffer, id: string];
+type QueuedJob = [head: Buffer, data: Buffer, id: string];
 
 interface WorkerSlot {
   key: string;
   identity: Buffer;
-  jobs: Set<string>;
+  /** Jobs it holds (the ids are the keys of the proxy's holder map). */
+  jobs: number;
   alive: boolean;
 }
 
@@ -111,7 +116,7 @@ class StageProxy {
   readonly workers = new Map<string, WorkerSlot>();
   /** One entry per free slot, oldest first. */
   private idle: WorkerSlot[] = [];
-  /** Jobs waiting for a slot: [id frame, kind, data, id]. */
+  /** Jobs waiting for a slot: [job head, data, id]. */
   private queue: QueuedJob[] = [];
   private qHead = 0;
   readonly holder = new Map<string, WorkerSlot>();
@@ -127,13 +132,16 @@ class StageProxy {
   constructor(readonly name: string, readonly index: number, private readonly front: PipelineServer, private readonly idempotent = false) {
     this.intake.on('error', () => {});
     this.backend.on('error', () => {});
-    this.intake.on('message', (...f: Buffer[]) => {
-      if (f.length !== 4 || !f[0]!.equals(JOB)) return;
+    const onJob = (head: Buffer, data: Buffer): void => {
       // Only the previous stage's workers feed this intake: the job's arrival
       // here ends it there, and gives its slot back (no separate DONE).
-      const id = f[1]!.toString('latin1');
+      const id = jobId(head);
       if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
-      this.enqueue(f[1]!, f[2]!, f[3]!, id);
+      this.enqueue(head, data, id);
+    };
+    // Named parameters, not a rest array: one array less per job.
+    this.intake.on('message', function onIntake(head: Buffer, data?: Buffer) {
+      if (arguments.length === 2 && isJobType(head)) onJob(head, data!);
     });
     this.backend.on('message', (identity: Buffer, type?: Buffer, arg?: Buffer) => {
       if (type === undefined || arg === undefined) return;
@@ -142,7 +150,7 @@ class StageProxy {
       if (type.equals(READY)) {
         // Once per connection: a worker that reconnects is a new peer.
         if (w !== undefined) return;
-        w = { key, identity, jobs: new Set(), alive: true };
+        w = { key, identity, jobs: 0, alive: true };
         this.workers.set(key, w);
         const n = Math.min(1024, Number.parseInt(arg.toString('latin1'), 10) || 0);
         for (let i = 0; i < n; i++) this.idle.push(w);
@@ -160,7 +168,11 @@ class StageProxy {
       w.alive = false;
       this.workers.delete(key);
       this.idle = this.idle.filter((s) => s !== w);
-      for (const id of w.jobs) {
+      // Its jobs: a scan of the jobs in flight, on this rare event, spares a
+      // set per worker on every job.
+      const lost: string[] = [];
+      for (const [id, h] of this.holder) if (h === w) lost.push(id);
+      for (const id of lost) {
         this.holder.delete(id);
         const h = this.held.get(id);
         this.held.delete(id);
@@ -173,7 +185,7 @@ class StageProxy {
         this.failed++;
         this.front._fail(id, 502, `stage ${this.name}: the worker holding the job went away`);
       }
-      w.jobs.clear();
+      w.jobs = 0;
       this.dispatch();
     });
   }
@@ -193,9 +205,10 @@ class StageProxy {
    */
   release(id: string, from?: WorkerSlot): void {
     const w = this.holder.get(id);
-    if (w === undefined || (from !== undefined && w !== from) || !w.jobs.delete(id)) return;
+    if (w === undefined || (from !== undefined && w !== from)) return;
     this.holder.delete(id);
-    this.held.delete(id);
+    w.jobs--;
+    if (this.idempotent) this.held.delete(id);
     this.completed++;
     if (!w.alive) return;
     this.idle.push(w);
@@ -209,16 +222,27 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(idFrame: Buffer, kind: Buffer, data: Buffer, id = idFrame.toString('latin1')): void {
+  enqueue(head: Buffer, data: Buffer, id = jobId(head)): void {
     if (!this.front._live(id)) return; // its request is already answered
-    this.queue.push([idFrame, kind, data, id]);
+    if (this.qHead === this.queue.length && this.idle.length > 0 && !this.idempotent) {
+      // Nothing waits and a slot is free: straight to its worker.
+      this.hand(this.idle.shift()!, head, data, id);
+      return;
+    }
+    this.queue.push([head, data, id]);
     this.dispatch();
+  }
+
+  private hand(w: WorkerSlot, head: Buffer, data: Buffer, id: string): void {
+    w.jobs++;
+    this.holder.set(id, w);
+    this.send([w.identity, head, data]);
   }
 
   private readonly retries = new Map<string, number>();
 
   private requeue(job: QueuedJob, retries: number): void {
-    this.retries.set(job[3], retries);
+    this.retries.set(job[2], retries);
     if (this.qHead > 0) this.queue[--this.qHead] = job;
     else this.queue.unshift(job);
   }
@@ -227,19 +251,17 @@ class StageProxy {
     while (this.qHead < this.queue.length && this.idle.length > 0) {
       const job = this.queue[this.qHead]!;
       this.queue[this.qHead++] = undefined as never;
-      const id = job[3];
+      const id = job[2];
       if (!this.front._live(id)) {
         this.retries.delete(id);
         continue; // a dead request's job is dropped here
       }
       const w = this.idle.shift()!;
-      w.jobs.add(id);
-      this.holder.set(id, w);
       if (this.idempotent) {
         this.held.set(id, { job, retries: this.retries.get(id) ?? 0 });
         this.retries.delete(id);
       }
-      this.send([w.identity, JOB, job[0], job[1], job[2]]);
+      this.hand(w, job[0], job[1], id);
     }
     if (this.qHead > 1024 && this.qHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.qHead);
@@ -248,19 +270,19 @@ class StageProxy {
   }
 
   /** The request is dead: drop its queued job, interrupt the worker running it. Returns whether this stage held it. */
-  cancel(id: string, idFrame: Buffer): boolean {
+  cancel(id: string): boolean {
     const w = this.holder.get(id);
     if (w !== undefined) {
-      this.send([w.identity, CANCEL, idFrame]);
+      this.send([w.identity, CANCEL, Buffer.from(id, 'latin1')]);
       return true;
     }
-    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![3] === id) return true;
+    for (let i = this.qHead; i < this.queue.length; i++) if (this.queue[i]![2] === id) return true;
     return false;
   }
 
   stats(): StageStats {
     let inFlight = 0;
-    for (const w of this.workers.values()) inFlight += w.jobs.size;
+    for (const w of this.workers.values()) inFlight += w.jobs;
     return {
       name: this.name, workers: this.workers.size, idle: this.idle.length, queued: this.queued, inFlight,
       completed: this.completed, errors: this.errors, timeouts: this.timeouts, interrupts: this.interrupts, failed: this.failed, retried: this.retried,
@@ -328,7 +350,11 @@ export class PipelineServer {
     this.log = options.log ?? ((l) => console.error(l));
     this.stages = options.stages.map((s, i) => new StageProxy(s.name, i, this, s.idempotent === true));
     this.loopback.on('error', () => {});
-    this.loopback.on('message', (...f: Buffer[]) => this.onReply(f));
+    const onReply = (head: Buffer, headers: Buffer, body: Buffer): void => this.onReply(head, headers, body);
+    // Named parameters, not a rest array: one array less per reply.
+    this.loopback.on('message', function onLoopback(head: Buffer, headers?: Buffer, body?: Buffer) {
+      if (arguments.length === 3) onReply(head, headers!, body!);
+    });
     this.http = createHttpServer((req, res) => this.onRequest(req, res));
   }
 
@@ -474,23 +500,30 @@ export class PipelineServer {
     const id = this.prefix + (this.seq++).toString(36);
     const start = performance.now();
     const p: Pending = {
-      id, idFrame: Buffer.from(id, 'latin1'), res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
-      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter),
+      id, res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
+      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter), prevOnSocket: null, nextOnSocket: null,
     };
     this.pending.set(id, p);
-    p.socket[kWaiting]!.add(p);
+    const head = p.socket[kWaiting] ?? null;
+    if (head !== null) {
+      head.prevOnSocket = p;
+      p.nextOnSocket = head;
+    }
+    p.socket[kWaiting] = p;
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
-    const { method, headers } = req;
-    if (req.complete && headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) {
-      // No body (a GET): the job goes now, without body()'s promise and turn.
-      const [kind, data] = encodeHttpJob(method, url, headers, NO_BODY);
-      first.enqueue(p.idFrame, kind, data, id);
+    // The raw header lines, not req.headers: the object is made only if a
+    // worker reads job.headers.
+    const { method, rawHeaders } = req;
+    if (req.complete) {
+      // No body (complete at its head: a GET): the job goes now, without
+      // body()'s promise and turn.
+      first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
       return;
     }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        first.enqueue(p.idFrame, ...encodeHttpJob(method, url, headers, body), id);
+        first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
@@ -505,11 +538,11 @@ export class PipelineServer {
    */
   private hook(sock: HookedSocket & NodeJS.EventEmitter): HookedSocket {
     if (sock[kWaiting] === undefined) {
-      const waiting = new Set<Pending>();
-      sock[kWaiting] = waiting;
+      sock[kWaiting] = null;
       const hangup = (): void => {
+        const waiting: Pending[] = [];
+        for (let p = sock[kWaiting] ?? null; p !== null; p = p.nextOnSocket) waiting.push(p);
         for (const p of waiting) if (this.pending.get(p.id) === p) this.interrupt(p);
-        waiting.clear();
       };
       sock.on('end', hangup);
       sock.on('close', hangup);
@@ -534,7 +567,7 @@ export class PipelineServer {
 
   private cancelEverywhere(p: Pending, what: 'timeouts' | 'interrupts'): void {
     for (const s of this.stages) {
-      if (s.cancel(p.id, p.idFrame)) {
+      if (s.cancel(p.id)) {
         s[what]++;
         break;
       }
@@ -555,19 +588,19 @@ export class PipelineServer {
     this.cancelEverywhere(p, 'interrupts');
   }
 
-  private onReply(f: Buffer[]): void {
-    if (f.length !== 7 || !f[0]!.equals(REPLY)) return;
-    const id = f[1]!.toString('latin1');
+  private onReply(meta: Buffer, hf: Buffer, body: Buffer): void {
+    let status = replyStatus(meta);
+    if (status < 0) return;
+    const id = replyId(meta);
     const p = this.pending.get(id);
-    const stage = this.stages[Number.parseInt(f[2]!.toString('latin1'), 10)];
+    const stage = this.stages[replyStage(meta)];
     // The reply ends the job on its worker: the slot goes back.
     stage?.release(id);
-    if (stage !== undefined && f[3]!.equals(FLAG_ERROR)) stage.errors++;
+    if (stage !== undefined && meta[1] === FLAG_ERROR) stage.errors++;
     if (p === undefined) {
       this.unknownReplies++;
       return;
     }
-    const hf = f[5]!;
     let headers: Record<string, string | number | string[]> = {};
     if (this.lastHeadersFrame !== null && hf.equals(this.lastHeadersFrame)) {
       headers = this.lastHeaders;
@@ -580,17 +613,20 @@ export class PipelineServer {
         /* a worker's bad headers: none */
       }
     }
-    const status = Number.parseInt(f[4]!.toString('latin1'), 10);
-    this.respond(p, status >= 100 && status <= 599 ? status : 500, headers, f[6]!);
+    if (status < 100 || status > 599) status = 500;
+    this.respond(p, status, headers, body);
   }
 
   private finish(p: Pending): void {
     this.pending.delete(p.id);
-    p.socket[kWaiting]?.delete(p);
-    if (this.pending.size === 0 && this.expiry !== null) {
-      clearTimeout(this.expiry);
-      this.expiry = null;
-    }
+    const prev = p.prevOnSocket;
+    const next = p.nextOnSocket;
+    if (prev !== null) prev.nextOnSocket = next;
+    else if (p.socket[kWaiting] === p) p.socket[kWaiting] = next;
+    if (next !== null) next.prevOnSocket = prev;
+    p.prevOnSocket = p.nextOnSocket = null;
+    // The expiry timer stays armed when nothing waits (it then finds nothing
+    // and stops): arming and clearing it on every burst would cost more.
     if (this.draining && this.pending.size === 0) this.emitDrained?.();
   }
 
@@ -653,6 +689,10 @@ export class PipelineServer {
     if (!this.draining) {
       this.draining = true;
       if (this.pending.size > 0) await new Promise<void>((resolve) => (this.emitDrained = resolve));
+    }
+    if (this.expiry !== null) {
+      clearTimeout(this.expiry);
+      this.expiry = null;
     }
     const httpClosed = this.http.close();
     for (const w of this.workerHandles) await w.close();

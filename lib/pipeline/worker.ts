@@ -1,7 +1,7 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
 import { Dealer, Push, Request } from '../zmq';
-import { JOB, CANCEL, READY, DONE, REPLY, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes } from './codec';
+import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, jobHead, replyMeta, replyHead } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -59,13 +59,47 @@ const replyOutcome = (status: number, headers: Headers = {}, body?: unknown): Ou
   return { kind: 'reply', status, headers, body };
 };
 
+/** Headers whose values are all strings or numbers: names and values in order. */
+interface FlatHeaders {
+  names: string[];
+  values: Array<string | number>;
+}
+
+/** A copy of `h` if it is a plain object of string and number values (what a reply mostly has), else null. */
+function flatCopy(h: unknown): FlatHeaders | null {
+  if (h === null || typeof h !== 'object' || Object.getPrototypeOf(h) !== Object.prototype) return null;
+  const names: string[] = [];
+  const values: Array<string | number> = [];
+  for (const k in h) {
+    const v = (h as Record<string, unknown>)[k];
+    if (typeof v !== 'string' && typeof v !== 'number') return null;
+    names.push(k);
+    values.push(v);
+  }
+  return { names, values };
+}
+
+/** Does `h` hold the names of `last`, in its order, with its values? (JSON.stringify would give the same text.) */
+function sameHeaders(h: unknown, last: FlatHeaders): boolean {
+  if (h === null || typeof h !== 'object' || Object.getPrototypeOf(h) !== Object.prototype) return false;
+  const { names, values } = last;
+  let n = 0;
+  for (const k in h) {
+    if (n >= names.length || names[n] !== k || (h as Record<string, unknown>)[k] !== values[n]) return false;
+    n++;
+  }
+  return n === names.length;
+}
+
 /** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
 class Job implements JobContext {
-  readonly id: string;
   private ac: AbortController | null = null;
   private aborted = false;
-  constructor(readonly idFrame: Buffer, readonly stage: string) {
-    this.id = idFrame.toString('latin1');
+  /** Its index in the worker's list of running jobs (-1: ended). */
+  slot = -1;
+  constructor(readonly idFrame: Buffer, readonly stage: string) {}
+  get id(): string {
+    return this.idFrame.toString('latin1');
   }
   get signal(): AbortSignal {
     if (this.ac === null) {
@@ -97,12 +131,36 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const concurrency = options.concurrency ?? 1;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`pipeline stage ${stage}: concurrency must be a positive integer, got ${String(concurrency)}`);
   const log = options.log ?? ((l: string) => console.error(l));
-  const stageFrame = Buffer.from(String(stageIndex));
+  if (!Number.isInteger(stageIndex) || stageIndex < 0 || stageIndex > 9999999) throw new RangeError(`pipeline stage ${stage}: stageIndex must be an integer from 0 to 9999999, got ${String(stageIndex)}`);
+  // The reply meta frames made so far, by flag and status: a few in practice.
+  const metas = new Map<number, Buffer>();
+  const meta = (flag: number, status: number): Buffer => {
+    if (!Number.isInteger(status) || status < 100 || status > 599) throw new RangeError(`a reply's status must be an integer from 100 to 599, got ${String(status)}`);
+    const key = flag * 1000 + status;
+    let m = metas.get(key);
+    if (m === undefined) metas.set(key, (m = replyMeta(flag, status, stageIndex)));
+    return m;
+  };
 
   const dealer = new Dealer({ reconnectInterval: 50 });
   const loopback = new Push({ reconnectInterval: 50 });
   const next = endpoints.next !== undefined ? new Push({ reconnectInterval: 50 }) : null;
-  const running = new Map<string, Job>();
+  // The jobs running: at most `concurrency`, a list rather than a map (a
+  // CANCEL, rare, looks for its id in it).
+  const running: Job[] = [];
+  const started = (job: Job): void => {
+    job.slot = running.length;
+    running.push(job);
+  };
+  const removed = (job: Job): void => {
+    if (job.slot < 0) return;
+    const last = running.pop()!;
+    if (last !== job) {
+      running[job.slot] = last;
+      last.slot = job.slot;
+    }
+    job.slot = -1;
+  };
   let closed = false;
 
   dealer.on('error', () => {});
@@ -110,7 +168,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   next?.on('error', () => {});
   // On every (re)connection, announce the free slots.
   dealer.on('connect', () => {
-    const free = concurrency - running.size;
+    const free = concurrency - running.length;
     if (free > 0) send(dealer, [READY, Buffer.from(String(free))]);
   });
 
@@ -120,10 +178,21 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     const p = sock.send(frames);
     if (p !== undefined) p.catch(() => {});
   };
-  const replyFrames = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [REPLY, id, stageFrame, flags, Buffer.from(String(status)), Buffer.from(JSON.stringify(headers)), bodyBytes(body)];
-  const reply = (id: Buffer, flags: Buffer, status: number, headers: Headers, body: unknown): void => {
-    send(loopback, replyFrames(id, flags, status, headers, body));
+  // The last reply's headers (a copy) and their JSON: a stage mostly answers
+  // with the same few headers, which then cost a comparison, not a stringify.
+  let lastHeaders: FlatHeaders | null = null;
+  let lastHeadersFrame = Buffer.alloc(0);
+  const headersFrame = (h: Headers): Buffer => {
+    if (lastHeaders !== null && sameHeaders(h, lastHeaders)) return lastHeadersFrame;
+    const f = Buffer.from(JSON.stringify(h));
+    lastHeaders = flatCopy(h);
+    lastHeadersFrame = f;
+    return f;
+  };
+  const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
+    [replyHead(meta(flag, status), id), headersFrame(headers), bodyBytes(body)];
+  const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
+    send(loopback, replyFrames(id, flag, status, headers, body));
   };
 
   // A job's end: its result goes to the next stage's intake or to the
@@ -131,7 +200,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   // live in the front end's process). Only a job that ends with nothing to
   // send (its request is dead) tells the proxy DONE.
   const failed = (job: Job, e: unknown): void => {
-    running.delete(job.id);
+    removed(job);
     const err = e as Error;
     log(`iomux-pipeline: stage ${stage}: job ${job.id} failed: ${err && err.stack ? err.stack : String(err)}`);
     if (!job.interrupted) reply(job.idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
@@ -140,38 +209,39 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const ended = (job: Job, out: Outcome): void => {
     if (job.interrupted) {
       // Its request is gone: nobody waits for a result.
-      running.delete(job.id);
+      removed(job);
       send(dealer, [DONE, job.idFrame]);
     } else if (out === null || typeof out !== 'object' || (out.kind !== 'next' && out.kind !== 'reply')) {
       failed(job, new TypeError('the worker function must return ctx.next(data) or ctx.reply(status, headers, body)'));
     } else {
       let frames: Buffer[];
-      let sock: Push;
+      let sock: Push = loopback;
       try {
         if (out.kind === 'reply') {
-          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body)];
+          frames = replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body);
         } else if (next !== null) {
-          const [k, d] = encodeData(out.data);
-          [sock, frames] = [next, [JOB, job.idFrame, k, d]];
+          const [type, d] = encodeData(out.data);
+          sock = next;
+          frames = [jobHead(type, job.idFrame), d];
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
-          [sock, frames] = [loopback, replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data)];
+          frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
         }
       } catch (e) {
         failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
         return;
       }
-      running.delete(job.id);
+      removed(job);
       send(sock, frames);
     }
   };
 
-  function run(idFrame: Buffer, kind: Buffer, data: Buffer): void {
-    const job = new Job(idFrame, stage);
-    running.set(job.id, job);
+  function run(head: Buffer, data: Buffer): void {
+    const job = new Job(head.subarray(2), stage);
+    started(job);
     let out: Outcome | Promise<Outcome>;
     try {
-      out = fn(decodeData(kind, data), job);
+      out = fn(decodeData(head, data), job);
     } catch (e) {
       failed(job, e);
       return;
@@ -184,13 +254,14 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   }
 
   // Named parameters, not a rest array: one array less per job.
-  dealer.on('message', function onJob(type?: Buffer, id?: Buffer, kind?: Buffer, data?: Buffer) {
-    if (type === undefined || id === undefined) return;
+  dealer.on('message', function onJob(head?: Buffer, second?: Buffer) {
+    if (head === undefined || second === undefined || arguments.length !== 2) return;
     if (closed) return;
-    if (type.equals(JOB) && arguments.length === 4) {
-      run(id, kind!, data!);
-    } else if (type.equals(CANCEL)) {
-      running.get(id.toString('latin1'))?.abort();
+    if (isJobType(head)) {
+      run(head, second);
+    } else if (head.equals(CANCEL)) {
+      const id = second;
+      for (const job of running) if (job.idFrame.equals(id)) job.abort();
     }
   });
 
@@ -201,7 +272,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   const shut = async (lingerMs: number): Promise<void> => {
     if (closed) return;
     closed = true;
-    for (const job of running.values()) job.abort();
+    for (const job of running.slice()) job.abort();
     dealer.linger = 0;
     loopback.linger = lingerMs;
     if (next !== null) next.linger = lingerMs;
