@@ -5,7 +5,10 @@
 // return value with 'drain', end, destroy, pause/resume, 'close', 'error').
 //
 // Outgoing messages are encoded into a 64 KiB slab: small frames are copied
-// in, large ones (over COPY_MAX) are written by reference after their header.
+// in, larger ones (REF_MIN and up) are written by reference after their
+// header, and a flush hands the list of pieces to the socket as one writev()
+// (the kernel copies the frames straight from the caller's buffers; copying
+// a 4 KiB frame into the slab first was about a fifth of the sender's CPU).
 // A slab that fills up within one send burst is followed by a 256 KiB one
 // (BULK_SLAB_SIZE), so a bulk flow hands the kernel about 4x larger writes
 // (about 0.02 instead of 0.065 writes per 4 KiB message, with FLUSH_BYTES at
@@ -23,7 +26,8 @@ import {
 
 const SLAB_SIZE = 64 * 1024;
 const BULK_SLAB_SIZE = 256 * 1024;
-const COPY_MAX = 8 * 1024;
+/** Frames this large go by reference: below it, a copy costs less than another piece in the writev. */
+const REF_MIN = 2 * 1024;
 const FLUSH_BYTES = 1024 * 1024;
 
 export interface ConnectionOptions {
@@ -210,7 +214,7 @@ export class Connection implements DecoderHandler {
       const f = frames[i]!;
       const size = f.length;
       const hs = frameHeaderSize(size);
-      const copy = size <= COPY_MAX;
+      const copy = size < REF_MIN;
       if (this.slab.length - this.pos < hs + (copy ? size : 0)) this.newSlab(BULK_SLAB_SIZE);
       this.pos = writeFrameHeader(this.slab, this.pos, size, i < n - 1);
       if (copy) {
@@ -272,18 +276,18 @@ export class Connection implements DecoderHandler {
     this.isDirty = false;
     if (this.closed || this.pending === 0) return;
     const s = this.socket;
-    let ok = true;
-    const chunks = this.chunks;
-    if (chunks !== null) {
+    let ok: boolean;
+    if (this.chunks !== null) {
+      this.cut();
+      const chunks = this.chunks;
       this.chunks = null;
-      for (let i = 0; i < chunks.length; i++) ok = s.write(chunks[i]!) && ok;
-    }
-    if (this.pos > this.start) {
-      ok = s.write(this.slab.subarray(this.start, this.pos)) && ok;
+      ok = chunks.length === 1 ? s.write(chunks[0]!) : s.writev(chunks);
+    } else {
+      ok = s.write(this.slab.subarray(this.start, this.pos));
       this.start = this.pos;
-      // The written view may be kept by the socket's queue: never write below it again.
-      if (this.slab.length - this.pos < 4096) this.newSlab();
     }
+    // A written view may be kept by the socket (before it connects): never write below it again.
+    if (this.slab.length - this.pos < 4096) this.newSlab();
     this.pending = 0;
     if (!ok) this.blocked = true;
   }
