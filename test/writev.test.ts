@@ -34,7 +34,7 @@ const sha = (bufs: Buffer[]): string => {
   return h.digest('hex');
 };
 
-t.test('1,000 pieces in one writev: in order, few sendmsg calls, nothing queued', async (t) => {
+t.test('1,000 pieces in one writev: in order, in few sendmsg calls', async (t) => {
   const { port, done } = await sink(t);
   const c = new iomux.Socket();
   c.connect(port, '127.0.0.1');
@@ -45,9 +45,13 @@ t.test('1,000 pieces in one writev: in order, few sendmsg calls, nothing queued'
   const delta = statsDelta();
   const ok = c.writev(bufs);
   const d = delta();
-  t.equal(ok, true, 'below the high-water mark');
-  t.equal(c.writableLength, 0, 'the kernel took it all (about 2 MiB on loopback)');
+  // What the kernel refuses (its send buffer's size depends on the system)
+  // is copied into the core's queue; the rest went in sendmsg() calls of up
+  // to 256 pieces each, straight from the buffers.
   t.ok(d.writev! >= 1 && d.writev! <= 4, `1,000 pieces in ${d.writev} sendmsg calls (256 per call)`);
+  t.ok(c.writableLength < total, `the kernel took ${total - c.writableLength} of ${total} bytes at once`);
+  t.equal(ok, c.writableLength < c.writableHighWaterMark, 'false only above the high-water mark');
+  if (!ok) await once(c, 'drain');
   t.equal(c.bytesWritten, total);
   c.end();
   const got = await done;
