@@ -1068,6 +1068,49 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     return this.writeSlow(chunk, size, latin1, cb);
   }
 
+  /**
+   * Writes several chunks in order, as write() would one after the other,
+   * but in one call: the kernel takes them straight from the caller's
+   * buffers (one sendmsg() per 256 of them), and the core copies only what
+   * it refuses. As with write(), the chunks may be reused once it returns.
+   * Returns false when the queue reached the high-water mark ('drain'
+   * follows).
+   */
+  writev(chunks: readonly Uint8Array[]): boolean {
+    if (!Array.isArray(chunks)) throw invalidArgType('chunks', 'an Array of Buffer or Uint8Array', chunks);
+    let size = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i];
+      if (!(c instanceof Uint8Array)) throw invalidArgType(`chunks[${i}]`, 'an instance of Buffer or Uint8Array', c);
+      size += c.length;
+    }
+    const f = this._flags;
+    if ((f & (F_FORWARDING | F_STREAM | F_WRITABLE_ENDED | F_DESTROYED | F_CONNECTING)) === 0 && this._id >= 0 &&
+      (f & F_FLOW_SET) !== 0 && this.ext?.fallbacks == null) {
+      this._bytesDispatched += size;
+      const notify = this.queuedEstimate + size >= this.writableHwm;
+      const q = binding.writev(this._id, chunks as Uint8Array[], notify);
+      if (q < 0) {
+        this._softError = true;
+        this.destroy(errnoException(-q, 'write'));
+        return false;
+      }
+      this.queuedEstimate = q;
+      if (q > 0 && (this._flags & F_WRITE_PENDING) === 0 && notify) {
+        this._flags |= F_WRITE_PENDING;
+        this.updateHold();
+      }
+      if (q >= this.writableHwm) {
+        this._flags |= F_NEED_DRAIN;
+        return false;
+      }
+      return true;
+    }
+    let ok = true;
+    for (let i = 0; i < chunks.length; i++) ok = this.write(chunks[i]!) && ok;
+    return ok;
+  }
+
   private writeSlow(chunk: Uint8Array | string, size: number, latin1: boolean, cb: WriteCb | undefined): boolean {
     if (this._ended) {
       // After the peer's FIN (and the automatic end() it brought), node's

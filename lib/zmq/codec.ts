@@ -528,9 +528,17 @@ export function frameHeaderSize(size: number): number {
 /** Writes one frame header at out[pos]; returns the position after it. */
 export function writeFrameHeader(out: Buffer, pos: number, size: number, more: boolean): number {
   if (size > 255) {
+    // Byte stores: cheaper than writeUInt32BE's checks, once per frame sent.
+    const hi = Math.floor(size / 2 ** 32);
     out[pos] = (more ? FLAG_MORE : 0) | FLAG_LONG;
-    out.writeUInt32BE(Math.floor(size / 2 ** 32), pos + 1);
-    out.writeUInt32BE(size >>> 0, pos + 5);
+    out[pos + 1] = hi >>> 24;
+    out[pos + 2] = hi >>> 16;
+    out[pos + 3] = hi >>> 8;
+    out[pos + 4] = hi;
+    out[pos + 5] = size >>> 24;
+    out[pos + 6] = size >>> 16;
+    out[pos + 7] = size >>> 8;
+    out[pos + 8] = size;
     return pos + 9;
   }
   out[pos] = more ? FLAG_MORE : 0;

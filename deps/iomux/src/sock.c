@@ -21,7 +21,8 @@
 /* Inside a delivery, writes are queued and flushed together when it ends;
  * a write this large goes out at once instead of being copied. */
 #define BIG_WRITE (64 * 1024)
-#define MAX_IOV 64
+/* Buffers per sendmsg(); iomux_writev() takes any number, in windows. */
+#define MAX_IOV 256
 
 static bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
@@ -436,27 +437,44 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
 
   bool can_send = s->out.len == 0 || loop->delivering;
   can_send = can_send && (s->flags & SF_WRITABLE) &&
-             !(s->flags & (SF_CORKED | SF_CONNECTING)) && iovcnt < MAX_IOV;
+             !(s->flags & (SF_CORKED | SF_CONNECTING));
   /* During a delivery small writes wait to be coalesced; large ones (with
    * whatever was queued before them) go out now rather than be copied. */
   if (loop->delivering && s->out.len + total < BIG_WRITE) can_send = false;
 
   size_t skip = 0; /* bytes of iov already written */
   if (can_send && total > 0) {
+    /* Up to MAX_IOV buffers per sendmsg(), the queue's bytes first; the
+     * next window goes only when the kernel took all of this one. So a
+     * writer may hand over many pieces by reference (frames and their
+     * headers) and only what the kernel refuses is copied. */
     struct iovec v[MAX_IOV + 1];
-    int cnt = 0;
     size_t queued = s->out.len;
-    if (queued) {
-      v[cnt].iov_base = s->out.buf + s->out.head;
-      v[cnt++].iov_len = queued;
+    int next = 0; /* the first iov not yet in a window */
+    for (;;) {
+      int cnt = 0;
+      size_t want = 0;
+      if (queued) {
+        v[cnt].iov_base = s->out.buf + s->out.head;
+        v[cnt++].iov_len = queued;
+        want = queued;
+      }
+      while (next < iovcnt && cnt < MAX_IOV) {
+        want += iov[next].iov_len;
+        v[cnt++] = iov[next++];
+      }
+      assert(cnt > 0);
+      ssize_t n = sys_writev(loop, s->fd, v, cnt);
+      /* An error after earlier windows went out: the connection is broken
+       * either way, and the caller drops it. */
+      if (n < 0 && !would_block((int)-n)) return n;
+      if (n < 0) n = 0;
+      size_t from_queue = (size_t)n < queued ? (size_t)n : queued;
+      outq_consume(loop, &s->out, from_queue);
+      skip += (size_t)n - from_queue;
+      queued = 0;
+      if ((size_t)n < want || next == iovcnt) break;
     }
-    for (int i = 0; i < iovcnt; i++) v[cnt++] = iov[i];
-    ssize_t n = sys_writev(loop, s->fd, v, cnt);
-    if (n < 0 && !would_block((int)-n)) return n;
-    if (n < 0) n = 0;
-    size_t from_queue = (size_t)n < queued ? (size_t)n : queued;
-    outq_consume(loop, &s->out, from_queue);
-    skip = (size_t)n - from_queue;
     if (skip < total) s->flags &= ~SF_WRITABLE;
   }
   for (int i = 0; i < iovcnt; i++) {
