@@ -83,11 +83,12 @@ export interface PipelineStats {
 
 interface Pending {
   id: string;
-  res: ServerResponse;
+  /** null once answered (see finish()). */
+  res: ServerResponse | null;
   /** performance.now() at arrival, and when it times out (Infinity: never). */
   start: number;
   deadline: number;
-  socket: HookedSocket;
+  socket: HookedSocket | null;
   /** The other waiting requests of its connection: a list through the requests, no set per connection. */
   prevOnSocket: Pending | null;
   nextOnSocket: Pending | null;
@@ -499,17 +500,18 @@ export class PipelineServer {
     }
     const id = this.prefix + (this.seq++).toString(36);
     const start = performance.now();
+    const socket = this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter);
     const p: Pending = {
       id, res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
-      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter), prevOnSocket: null, nextOnSocket: null,
+      socket, prevOnSocket: null, nextOnSocket: null,
     };
     this.pending.set(id, p);
-    const head = p.socket[kWaiting] ?? null;
+    const head = socket[kWaiting] ?? null;
     if (head !== null) {
       head.prevOnSocket = p;
       p.nextOnSocket = head;
     }
-    p.socket[kWaiting] = p;
+    socket[kWaiting] = p;
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
     // The raw header lines, not req.headers: the object is made only if a
     // worker reads job.headers.
@@ -581,9 +583,10 @@ export class PipelineServer {
   }
 
   private interrupt(p: Pending): void {
+    const socket = p.socket!;
     this.finish(p);
     // Nobody reads a response any more: the half-open connection goes too.
-    p.socket.destroy();
+    socket.destroy();
     this.count('interrupted');
     this.cancelEverywhere(p, 'interrupts');
   }
@@ -621,10 +624,19 @@ export class PipelineServer {
     this.pending.delete(p.id);
     const prev = p.prevOnSocket;
     const next = p.nextOnSocket;
+    const socket = p.socket!;
     if (prev !== null) prev.nextOnSocket = next;
-    else if (p.socket[kWaiting] === p) p.socket[kWaiting] = next;
+    else if (socket[kWaiting] === p) socket[kWaiting] = next;
     if (next !== null) next.prevOnSocket = prev;
     p.prevOnSocket = p.nextOnSocket = null;
+    // An answered request keeps nothing alive: dead objects already in the
+    // old generation may still point here (a replaced hash table of the
+    // pending map keeps the entries it had), and a scavenge keeps whatever
+    // they reach until the next full GC. Holding the response here made
+    // every scavenge under load promote about 3 MB of requests, responses
+    // and heads; without it, about 1 MB.
+    p.res = null;
+    p.socket = null;
     // The expiry timer stays armed when nothing waits (it then finds nothing
     // and stops): arming and clearing it on every burst would cost more.
     if (this.draining && this.pending.size === 0) this.emitDrained?.();
@@ -636,17 +648,18 @@ export class PipelineServer {
   }
 
   private respond(p: Pending, status: number, headers: Record<string, string | number | string[]>, body: Buffer): void {
+    const res = p.res!;
     this.finish(p);
     this.count(status);
     this.histogram.recordValue(Math.max(1, Math.round((performance.now() - p.start) * 1000)));
     try {
-      p.res.writeHead(status, headers);
-      p.res.end(body);
+      res.writeHead(status, headers);
+      res.end(body);
     } catch (e) {
       this.log(`iomux-pipeline: response for ${p.id} failed: ${(e as Error).message}`);
-      if (!p.res.headersSent) {
-        p.res.writeHead(500);
-        p.res.end();
+      if (!res.headersSent) {
+        res.writeHead(500);
+        res.end();
       }
     }
   }
