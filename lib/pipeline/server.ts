@@ -110,7 +110,8 @@ interface Pending {
  * it and the requests in them until the next full GC. Here a request leaves
  * no reference behind: its slot and its neighbours' links are cleared.
  */
-class PendingTable {
+/** @internal exported for its test */
+export class PendingTable {
   private readonly slots: Array<Pending | null> = [];
   private readonly free: number[] = [];
   size = 0;
@@ -133,8 +134,19 @@ class PendingTable {
   }
 
   get(id: string): Pending | undefined {
-    const slot = parseInt(id.slice(id.lastIndexOf('.') + 1), 36);
-    if (!(slot >= 0 && slot < this.slots.length)) return undefined;
+    // The slot: the base-36 digits after the last '.', read in place (this
+    // runs a few times per request; no slice, no parseInt).
+    let slot = 0;
+    let scale = 1;
+    for (let i = id.length - 1; ; i--) {
+      const c = i >= 0 ? id.charCodeAt(i) : 46;
+      if (c === 46) break; // '.'
+      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+      if (d < 0 || scale > this.slots.length) return undefined;
+      slot += d * scale;
+      scale *= 36;
+    }
+    if (scale === 1 || slot >= this.slots.length) return undefined;
     const p = this.slots[slot]!;
     return p !== null && p.id === id ? p : undefined;
   }
