@@ -324,6 +324,45 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   t.ok(fdCount() <= fds, 'no fd leaked');
 });
 
+t.test('the pending table: ids find their request, stale and malformed ids find nothing, arrival order, nothing kept after delete', async (t) => {
+  const { PendingTable } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
+  type Entry = { id: string; slot: number; prevAll: Entry | null; nextAll: Entry | null };
+  const table = new PendingTable() as unknown as {
+    reserve(): number; add(p: Entry): void; get(id: string): Entry | undefined; delete(p: Entry): void; size: number; oldest: Entry | null;
+  };
+  let seq = 0;
+  const make = (): Entry => {
+    const slot = table.reserve();
+    const p: Entry = { id: `p.t.${(seq++).toString(36)}.${slot.toString(36)}`, slot, prevAll: null, nextAll: null };
+    table.add(p);
+    return p;
+  };
+  const all = Array.from({ length: 40 }, make); // slots 0..39: two base-36 digits from 36 on
+  t.equal(table.size, 40);
+  t.ok(all.every((p) => table.get(p.id) === p), 'each id finds its request');
+  t.equal(all[37]!.id.endsWith('.11'), true, 'slot 37 is "11" in base 36');
+  for (const bad of ['', '.', 'x', 'p.t.0.', 'p.t.0.0.', 'p.t.1.0', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz', 'p.t.0.14', 'p.t.0.00', 'p.t.0.0x']) {
+    t.equal(table.get(bad), undefined, `nothing for ${JSON.stringify(bad)}`);
+  }
+  const [a, b, c] = all;
+  table.delete(b!);
+  t.equal(table.get(b!.id), undefined, 'deleted');
+  t.equal(b!.prevAll, null);
+  t.equal(b!.nextAll, null, 'a deleted request points at no other');
+  t.equal(a!.nextAll, c, 'its neighbours are linked');
+  table.delete(b!); // twice: nothing
+  t.equal(table.size, 39);
+  const d = make();
+  t.equal(d.slot, b!.slot, 'the slot is reused');
+  t.equal(table.get(b!.id), undefined, "the old id does not find the slot's new request");
+  t.equal(table.get(d.id), d);
+  table.delete(a!);
+  t.equal(table.oldest, c, 'the oldest is next in arrival order');
+  for (let p = table.oldest; p !== null; p = table.oldest) table.delete(p);
+  t.equal(table.size, 0);
+  t.equal(table.oldest, null);
+});
+
 t.test('a misbehaving peer cannot add slots or crash the front end', async (t) => {
   const srv = P.createServer({ stages: [{ name: 'echo', fn: (_j: unknown, ctx: Ctx) => ctx.reply(200, {}, 'ok') }] });
   await srv.listen();

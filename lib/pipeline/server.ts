@@ -83,14 +83,87 @@ export interface PipelineStats {
 
 interface Pending {
   id: string;
-  res: ServerResponse;
+  /** null once answered (see finish()). */
+  res: ServerResponse | null;
   /** performance.now() at arrival, and when it times out (Infinity: never). */
   start: number;
   deadline: number;
-  socket: HookedSocket;
+  socket: HookedSocket | null;
   /** The other waiting requests of its connection: a list through the requests, no set per connection. */
   prevOnSocket: Pending | null;
   nextOnSocket: Pending | null;
+  /** Its place in the pending table, and its neighbours in arrival order. */
+  slot: number;
+  prevAll: Pending | null;
+  nextAll: Pending | null;
+}
+
+/**
+ * The requests waiting for a response: a slot each, found from the request's
+ * id (which ends with the slot's number), and a list in arrival order (also
+ * their deadlines' order, as the timeout is the same for all).
+ *
+ * Not a Map: under load a Map with entries coming and going replaces its
+ * hash table every few dozen requests, and V8 keeps each replaced table
+ * linked to the next one with the entries it had; once one of them reaches
+ * the old generation, every scavenge keeps (and promotes) the tables after
+ * it and the requests in them until the next full GC. Here a request leaves
+ * no reference behind: its slot and its neighbours' links are cleared.
+ */
+/** @internal exported for its test */
+export class PendingTable {
+  private readonly slots: Array<Pending | null> = [];
+  private readonly free: number[] = [];
+  size = 0;
+  oldest: Pending | null = null;
+  private newest: Pending | null = null;
+
+  /** A slot for the next request (its number goes at the end of the id). */
+  reserve(): number {
+    return this.free.length > 0 ? this.free.pop()! : this.slots.push(null) - 1;
+  }
+
+  /** Adds the request, in its reserved slot, as the newest. */
+  add(p: Pending): void {
+    this.slots[p.slot] = p;
+    this.size++;
+    p.prevAll = this.newest;
+    if (this.newest !== null) this.newest.nextAll = p;
+    else this.oldest = p;
+    this.newest = p;
+  }
+
+  get(id: string): Pending | undefined {
+    // The slot: the base-36 digits after the last '.', read in place (this
+    // runs a few times per request; no slice, no parseInt).
+    let slot = 0;
+    let scale = 1;
+    for (let i = id.length - 1; ; i--) {
+      const c = i >= 0 ? id.charCodeAt(i) : 46;
+      if (c === 46) break; // '.'
+      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+      if (d < 0 || scale > this.slots.length) return undefined;
+      slot += d * scale;
+      scale *= 36;
+    }
+    if (scale === 1 || slot >= this.slots.length) return undefined;
+    const p = this.slots[slot]!;
+    return p !== null && p.id === id ? p : undefined;
+  }
+
+  delete(p: Pending): void {
+    if (this.slots[p.slot] !== p) return;
+    this.slots[p.slot] = null;
+    this.free.push(p.slot);
+    this.size--;
+    const prev = p.prevAll;
+    const next = p.nextAll;
+    if (prev !== null) prev.nextAll = next;
+    else this.oldest = next;
+    if (next !== null) next.prevAll = prev;
+    else this.newest = prev;
+    p.prevAll = p.nextAll = null;
+  }
 }
 
 /** A client connection, with the first of its requests that wait (hooked once per connection). */
@@ -306,7 +379,7 @@ export class PipelineServer {
   /** Per stage: the proxy backend and the intake endpoints (after listen()). */
   endpoints: { loopback: string; directory: string; stages: Array<{ name: string; proxy: string; intake: string }> } = { loopback: '', directory: '', stages: [] };
   /** The requests waiting for a response, in arrival order: also their deadlines' order, as the timeout is the same for all. */
-  private readonly pending = new Map<string, Pending>();
+  private readonly pending = new PendingTable();
   /** One timer for all the deadlines: armed for the oldest request's. */
   private expiry: NodeJS.Timeout | null = null;
   private readonly workerHandles: WorkerHandle[] = [];
@@ -451,7 +524,7 @@ export class PipelineServer {
 
   /** @internal Is the request still waiting for its response? */
   _live(id: string): boolean {
-    return this.pending.has(id);
+    return this.pending.get(id) !== undefined;
   }
 
   /** @internal A proxy lost the worker holding the job. */
@@ -497,19 +570,21 @@ export class PipelineServer {
       res.end('Service Unavailable: too many queued requests\n');
       return;
     }
-    const id = this.prefix + (this.seq++).toString(36);
+    const slot = this.pending.reserve();
+    const id = this.prefix + (this.seq++).toString(36) + '.' + slot.toString(36);
     const start = performance.now();
+    const socket = this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter);
     const p: Pending = {
       id, res, start, deadline: this.timeout > 0 ? start + this.timeout : Infinity,
-      socket: this.hook(req.socket as unknown as HookedSocket & NodeJS.EventEmitter), prevOnSocket: null, nextOnSocket: null,
+      socket, prevOnSocket: null, nextOnSocket: null, slot, prevAll: null, nextAll: null,
     };
-    this.pending.set(id, p);
-    const head = p.socket[kWaiting] ?? null;
+    this.pending.add(p);
+    const head = socket[kWaiting] ?? null;
     if (head !== null) {
       head.prevOnSocket = p;
       p.nextOnSocket = head;
     }
-    p.socket[kWaiting] = p;
+    socket[kWaiting] = p;
     if (this.expiry === null && this.timeout > 0) this.expiry = setTimeout(this.onExpiry, this.timeout);
     // The raw header lines, not req.headers: the object is made only if a
     // worker reads job.headers.
@@ -555,12 +630,14 @@ export class PipelineServer {
     this.expiry = null;
     const now = performance.now();
     let next = Infinity;
-    for (const p of this.pending.values()) {
+    // Answering a request may end others (its connection closing): the
+    // oldest is looked up again each time.
+    for (let p = this.pending.oldest; p !== null; p = this.pending.oldest) {
       if (p.deadline > now) {
         next = p.deadline;
         break;
       }
-      this.expire(p);
+      this.expire(p); // (removes it)
     }
     if (next !== Infinity && this.expiry === null) this.expiry = setTimeout(this.onExpiry, Math.max(1, Math.ceil(next - now)));
   };
@@ -581,9 +658,10 @@ export class PipelineServer {
   }
 
   private interrupt(p: Pending): void {
+    const socket = p.socket!;
     this.finish(p);
     // Nobody reads a response any more: the half-open connection goes too.
-    p.socket.destroy();
+    socket.destroy();
     this.count('interrupted');
     this.cancelEverywhere(p, 'interrupts');
   }
@@ -618,13 +696,19 @@ export class PipelineServer {
   }
 
   private finish(p: Pending): void {
-    this.pending.delete(p.id);
+    this.pending.delete(p);
     const prev = p.prevOnSocket;
     const next = p.nextOnSocket;
+    const socket = p.socket!;
     if (prev !== null) prev.nextOnSocket = next;
-    else if (p.socket[kWaiting] === p) p.socket[kWaiting] = next;
+    else if (socket[kWaiting] === p) socket[kWaiting] = next;
     if (next !== null) next.prevOnSocket = prev;
     p.prevOnSocket = p.nextOnSocket = null;
+    // An answered request keeps nothing alive: dead objects already in the
+    // old generation may still point here, and a scavenge keeps whatever
+    // they reach until the next full GC.
+    p.res = null;
+    p.socket = null;
     // The expiry timer stays armed when nothing waits (it then finds nothing
     // and stops): arming and clearing it on every burst would cost more.
     if (this.draining && this.pending.size === 0) this.emitDrained?.();
@@ -636,17 +720,18 @@ export class PipelineServer {
   }
 
   private respond(p: Pending, status: number, headers: Record<string, string | number | string[]>, body: Buffer): void {
+    const res = p.res!;
     this.finish(p);
     this.count(status);
     this.histogram.recordValue(Math.max(1, Math.round((performance.now() - p.start) * 1000)));
     try {
-      p.res.writeHead(status, headers);
-      p.res.end(body);
+      res.writeHead(status, headers);
+      res.end(body);
     } catch (e) {
       this.log(`iomux-pipeline: response for ${p.id} failed: ${(e as Error).message}`);
-      if (!p.res.headersSent) {
-        p.res.writeHead(500);
-        p.res.end();
+      if (!res.headersSent) {
+        res.writeHead(500);
+        res.end();
       }
     }
   }
