@@ -1,0 +1,120 @@
+// node-response.ts -- the common way a node:http response ends, made cheaper
+// on serveNode()'s sockets.
+//
+// Most responses of node:http applications and frameworks end with one
+// res.end(body) (Express's res.send() and res.json(), Fastify's reply.send(),
+// a plain handler's res.end(text)) before anything was written. Node then
+// corks the socket, builds the head, writes head and body into the socket's
+// stream, writes an empty chunk for its callback, uncorks, runs the stream's
+// writev and an after-write tick, and only then emits 'finish'. On a
+// NodeSocket the same bytes can go straight to the iomux socket: the head is
+// still node's own (res._implicitHeader(), so writeHead, the headers the
+// application set, Date, Connection, Keep-Alive and Content-Length are
+// exactly node's), 'prefinish' and 'finish' come in node's order, and
+// node's server code that runs on 'finish' (the next pipelined response,
+// keep-alive, the request's dump) is untouched.
+//
+// The response is still node's http.ServerResponse (or the application's
+// subclass, or Express's response object, whose prototype chain leads to
+// it): the method is defined on http.ServerResponse.prototype, and anything
+// off the common path (another socket, a head already sent, chunked
+// encoding, a HEAD request or a 204/304, strictContentLength, a corked
+// response, bytes already queued, a Uint8Array that is not a Buffer, an
+// unusual encoding) is node's own end(). A later replacement of
+// OutgoingMessage.prototype.end (an instrumentation agent's) turns the fast
+// path off, so that it sees every response.
+import { OutgoingMessage, ServerResponse } from 'node:http';
+
+/** The parts of node's OutgoingMessage and ServerResponse that end() reads and writes (node's own field names). */
+interface NodeResponse {
+  socket: unknown;
+  finished: boolean;
+  destroyed: boolean;
+  _header: string | null;
+  _headerSent: boolean;
+  _hasBody: boolean;
+  _contentLength: number | null;
+  chunkedEncoding: boolean;
+  strictContentLength: boolean;
+  outputData: unknown[];
+  readonly writableCorked: number;
+  _implicitHeader(): void;
+  _finish(): void;
+  once(event: string, listener: (...args: unknown[]) => void): unknown;
+  emit(event: string): boolean;
+}
+
+/** What the fast end needs of the socket (NodeSocket). */
+export interface ResponseSocket {
+  _hadError?: boolean;
+  _httpMessage?: unknown;
+  _mayEndResponse(): boolean;
+  _endResponse<T>(data: string, encoding: BufferEncoding, body: Buffer | null, done: (arg: T) => void, arg: T): void;
+}
+
+type End = (this: NodeResponse, chunk?: unknown, encoding?: unknown, callback?: unknown) => NodeResponse;
+
+/** As node's onFinish(): 'finish', unless the socket failed meanwhile. */
+function onFinish(res: NodeResponse): void {
+  const socket = res.socket as ResponseSocket | null;
+  if (socket !== null && socket !== undefined && socket._hadError === true) return;
+  res.emit('finish');
+}
+
+let installed = false;
+
+/**
+ * Defines the fast end() on http.ServerResponse.prototype for responses whose
+ * socket is a SocketClass (NodeSocket). Once per process; later calls do nothing.
+ */
+export function installResponseEnd(SocketClass: abstract new (...args: never[]) => ResponseSocket): void {
+  if (installed) return;
+  const proto = ServerResponse.prototype as unknown as { end: End };
+  // Someone defined end() on ServerResponse.prototype itself: leave it alone.
+  if (Object.hasOwn(proto, 'end')) return;
+  installed = true;
+  const outgoing = OutgoingMessage.prototype as unknown as { end: End };
+  const nodeEnd = outgoing.end;
+  Object.defineProperty(proto, 'end', {
+    configurable: true,
+    writable: true,
+    enumerable: false,
+    value: function end(this: NodeResponse, chunk?: unknown, encoding?: unknown, callback?: unknown): NodeResponse {
+      const socket = this.socket;
+      if (!(socket instanceof SocketClass) || outgoing.end !== nodeEnd) return outgoing.end.call(this, chunk, encoding, callback);
+      if (typeof encoding === 'function') {
+        callback = encoding;
+        encoding = undefined;
+      }
+      let enc: BufferEncoding;
+      if (encoding === undefined || encoding === null || encoding === 'utf8' || encoding === 'utf-8') enc = 'utf8';
+      else if (encoding === 'latin1') enc = 'latin1';
+      else return nodeEnd.call(this, chunk, encoding, callback);
+      const isString = typeof chunk === 'string';
+      if ((isString ? (chunk as string).length === 0 : !Buffer.isBuffer(chunk) || chunk.length === 0) ||
+        this.finished || this.destroyed || this._header !== null || !this._hasBody || this.strictContentLength === true ||
+        this.outputData.length !== 0 || this.writableCorked !== 0 || socket._httpMessage !== this || !socket._mayEndResponse()) {
+        return nodeEnd.call(this, chunk, encoding, callback);
+      }
+      const body = chunk as string | Buffer;
+      // As node's write_(): the head is built knowing the body's length.
+      this._contentLength = isString ? Buffer.byteLength(body as string, enc) : (body as Buffer).length;
+      this._implicitHeader();
+      // The head said otherwise (chunked, no body), or writeHead (an
+      // application's override) wrote something itself: node's end() goes on.
+      if (this._header === null || this._headerSent || this.chunkedEncoding || !this._hasBody ||
+        this.outputData.length !== 0 || socket._httpMessage !== this || !socket._mayEndResponse()) {
+        return nodeEnd.call(this, chunk, encoding, callback);
+      }
+      const head = this._header;
+      this._headerSent = true;
+      if (typeof callback === 'function') this.once('finish', callback as (...args: unknown[]) => void);
+      // As node's _send(): a string body goes with the head as one string.
+      if (isString) socket._endResponse(head + (body as string), enc, null, onFinish, this);
+      else socket._endResponse(head, 'latin1', body as Buffer, onFinish, this);
+      this.finished = true;
+      this._finish();
+      return this;
+    },
+  });
+}
