@@ -23,7 +23,7 @@
 // unusual encoding) is node's own end(). A later replacement of
 // OutgoingMessage.prototype.end (an instrumentation agent's) turns the fast
 // path off, so that it sees every response.
-import { OutgoingMessage, ServerResponse } from 'node:http';
+import { OutgoingMessage, ServerResponse, STATUS_CODES } from 'node:http';
 
 /** The parts of node's OutgoingMessage and ServerResponse that end() reads and writes (node's own field names). */
 interface NodeResponse {
@@ -38,7 +38,13 @@ interface NodeResponse {
   strictContentLength: boolean;
   outputData: unknown[];
   readonly writableCorked: number;
+  statusCode: number;
+  statusMessage: string | undefined;
+  _expect_continue: boolean;
+  _sent100: boolean;
+  writeHead: unknown;
   _implicitHeader(): void;
+  _storeHeader(firstLine: string, headers: null): void;
   _finish(): void;
   once(event: string, listener: (...args: unknown[]) => void): unknown;
   emit(event: string): boolean;
@@ -63,6 +69,61 @@ function onFinish(res: NodeResponse): void {
 
 let installed = false;
 
+// Header names whose presence changes what node's _storeHeader() adds or
+// decides (Connection, Keep-Alive, Content-Length, Transfer-Encoding, Date,
+// Expect, Trailer), or that it writes in a form of its own
+// (Content-Disposition in latin1): a head with one of them is node's own.
+const SPECIAL_HEADERS = new Set(['connection', 'keep-alive', 'content-length', 'transfer-encoding', 'te', 'date',
+  'expect', 'trailer', 'content-disposition', 'upgrade', 'proxy-connection', 'set-cookie']);
+// Node's checkInvalidHeaderChar().
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** The symbol under which node's OutgoingMessage keeps the headers set with setHeader(): { lowercased name: [name, value] }. */
+function outHeadersSymbol(): symbol | null {
+  const probe = new OutgoingMessage();
+  probe.setHeader('X-Iomux-Probe', 'v');
+  for (const sym of Object.getOwnPropertySymbols(probe)) {
+    const v = (probe as unknown as Record<symbol, unknown>)[sym];
+    if (v !== null && typeof v === 'object') {
+      const entry = (v as Record<string, unknown>)['x-iomux-probe'];
+      if (Array.isArray(entry) && entry[0] === 'X-Iomux-Probe' && entry[1] === 'v') return sym;
+    }
+  }
+  return null;
+}
+
+/**
+ * The head of a response sent with its status code and the headers set with
+ * setHeader(), as node's writeHead() and _storeHeader() would make it, when
+ * that is simple: a status with a body, headers that are strings or numbers
+ * and none of SPECIAL_HEADERS. Node's own _storeHeader() then adds Date,
+ * Connection, Keep-Alive and Content-Length (after the header lines given as
+ * part of the first line, it has none left to look at), so that part stays
+ * exactly node's. Returns false, having changed nothing, when the head is not
+ * simple.
+ */
+function storeSimpleHead(res: NodeResponse, kOutHeaders: symbol): boolean {
+  const code = res.statusCode;
+  if (typeof code !== 'number' || (code | 0) !== code || code < 200 || code > 599 || code === 204 || code === 304) return false;
+  if (res._expect_continue && !res._sent100) return false;
+  const message = res.statusMessage || STATUS_CODES[code] || 'unknown';
+  if (typeof message !== 'string' || INVALID_HEADER_CHAR.test(message)) return false;
+  let head = 'HTTP/1.1 ' + code + ' ' + message + '\r\n';
+  const headers = (res as unknown as Record<symbol, Record<string, [string, unknown]> | null | undefined>)[kOutHeaders];
+  if (headers !== null && headers !== undefined) {
+    for (const key in headers) {
+      if (SPECIAL_HEADERS.has(key)) return false;
+      const entry = headers[key]!;
+      const value = entry[1];
+      if (typeof value !== 'string' && typeof value !== 'number') return false;
+      head += entry[0] + ': ' + value + '\r\n';
+    }
+  }
+  res.statusMessage = message;
+  res._storeHeader(head, null);
+  return true;
+}
+
 /**
  * Defines the fast end() on http.ServerResponse.prototype for responses whose
  * socket is a SocketClass (NodeSocket). Once per process; later calls do nothing.
@@ -75,6 +136,11 @@ export function installResponseEnd(SocketClass: abstract new (...args: never[]) 
   installed = true;
   const outgoing = OutgoingMessage.prototype as unknown as { end: End };
   const nodeEnd = outgoing.end;
+  const response = ServerResponse.prototype as unknown as NodeResponse;
+  const nodeWriteHead = response.writeHead;
+  const nodeImplicitHeader = response._implicitHeader;
+  const nodeStoreHeader = response._storeHeader;
+  const kOutHeaders = outHeadersSymbol();
   Object.defineProperty(proto, 'end', {
     configurable: true,
     writable: true,
@@ -99,7 +165,13 @@ export function installResponseEnd(SocketClass: abstract new (...args: never[]) 
       const body = chunk as string | Buffer;
       // As node's write_(): the head is built knowing the body's length.
       this._contentLength = isString ? Buffer.byteLength(body as string, enc) : (body as Buffer).length;
-      this._implicitHeader();
+      // The head: node's writeHead(statusCode) as _implicitHeader() calls
+      // it, made short when the head is simple (storeSimpleHead), unless the
+      // application replaced one of those methods (it then gets its call).
+      if (kOutHeaders === null || this.writeHead !== nodeWriteHead || this._implicitHeader !== nodeImplicitHeader ||
+        this._storeHeader !== nodeStoreHeader || !storeSimpleHead(this, kOutHeaders)) {
+        this._implicitHeader();
+      }
       // The head said otherwise (chunked, no body), or writeHead (an
       // application's override) wrote something itself: node's end() goes on.
       if (this._header === null || this._headerSent || this.chunkedEncoding || !this._hasBody ||
