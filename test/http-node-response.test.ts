@@ -137,6 +137,41 @@ const cases: Case[] = [
     fast: true,
   },
   {
+    name: 'as Express: Content-Type, then Content-Length, then more headers',
+    handler: (_req, res) => {
+      const body = JSON.stringify({ id: '42', name: 'user 42' });
+      res.setHeader('Content-Type', 'application/json; charset=utf-8');
+      res.setHeader('Content-Length', Buffer.byteLength(body));
+      res.setHeader('X-After', 'a');
+      res.setHeader('Set-Cookie', ['s=1', 't=2']);
+      res.setHeader('X-Last', 7);
+      res.end(body, 'utf8');
+    },
+    requests: GET('/users/42') + GET('/users/42') + LAST('/users/42'),
+    fast: true,
+  },
+  {
+    name: 'a Content-Length that is not the body\'s length, HTTP/1.0 keep-alive',
+    handler: (_req, res) => {
+      res.setHeader('X-First', 'f');
+      res.setHeader('Content-Length', 3);
+      res.end('abc');
+    },
+    requests: 'GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n',
+    fast: true,
+  },
+  {
+    name: 'Date and Keep-Alive set by the handler',
+    handler: (_req, res) => {
+      res.setHeader('X-A', '1');
+      res.setHeader('Date', 'Thu, 01 Jan 1970 00:00:00 GMT');
+      res.setHeader('Keep-Alive', 'timeout=9');
+      res.end('d');
+    },
+    requests: GET('/') + LAST('/'),
+    fast: true,
+  },
+  {
     name: 'Transfer-Encoding: chunked set by the handler (node\'s end)',
     handler: (_req, res) => {
       res.setHeader('Transfer-Encoding', 'chunked');

@@ -44,7 +44,7 @@ interface NodeResponse {
   _sent100: boolean;
   writeHead: unknown;
   _implicitHeader(): void;
-  _storeHeader(firstLine: string, headers: null): void;
+  _storeHeader(firstLine: string, headers: [string, unknown][] | null): void;
   _finish(): void;
   once(event: string, listener: (...args: unknown[]) => void): unknown;
   emit(event: string): boolean;
@@ -72,7 +72,8 @@ let installed = false;
 // Header names whose presence changes what node's _storeHeader() adds or
 // decides (Connection, Keep-Alive, Content-Length, Transfer-Encoding, Date,
 // Expect, Trailer), or that it writes in a form of its own
-// (Content-Disposition in latin1): a head with one of them is node's own.
+// (Content-Disposition in latin1, Set-Cookie): from the first of them on,
+// node's _storeHeader() goes through the headers itself.
 const SPECIAL_HEADERS = new Set(['connection', 'keep-alive', 'content-length', 'transfer-encoding', 'te', 'date',
   'expect', 'trailer', 'content-disposition', 'upgrade', 'proxy-connection', 'set-cookie']);
 // Node's checkInvalidHeaderChar().
@@ -94,13 +95,14 @@ function outHeadersSymbol(): symbol | null {
 
 /**
  * The head of a response sent with its status code and the headers set with
- * setHeader(), as node's writeHead() and _storeHeader() would make it, when
- * that is simple: a status with a body, headers that are strings or numbers
- * and none of SPECIAL_HEADERS. Node's own _storeHeader() then adds Date,
- * Connection, Keep-Alive and Content-Length (after the header lines given as
- * part of the first line, it has none left to look at), so that part stays
- * exactly node's. Returns false, having changed nothing, when the head is not
- * simple.
+ * setHeader(), as node's writeHead() and _storeHeader() make it, for a status
+ * with a body: the status line and the plain headers up to the first special
+ * one (SPECIAL_HEADERS, or a value that is not a string or a number) are
+ * joined here; node's own _storeHeader() is given them as its first line and
+ * the headers from the special one on (each as [name, value], in order), so
+ * that it looks at those itself and adds Date, Connection, Keep-Alive and
+ * Content-Length exactly as it would. Returns false, having changed nothing,
+ * when the status or its message is not simple, or with a Content-Disposition.
  */
 function storeSimpleHead(res: NodeResponse, kOutHeaders: symbol): boolean {
   const code = res.statusCode;
@@ -109,18 +111,27 @@ function storeSimpleHead(res: NodeResponse, kOutHeaders: symbol): boolean {
   const message = res.statusMessage || STATUS_CODES[code] || 'unknown';
   if (typeof message !== 'string' || INVALID_HEADER_CHAR.test(message)) return false;
   let head = 'HTTP/1.1 ' + code + ' ' + message + '\r\n';
+  let rest: [string, unknown][] | null = null;
   const headers = (res as unknown as Record<symbol, Record<string, [string, unknown]> | null | undefined>)[kOutHeaders];
   if (headers !== null && headers !== undefined) {
     for (const key in headers) {
-      if (SPECIAL_HEADERS.has(key)) return false;
+      // Node writes it in latin1 only when it does not validate the value
+      // (its own headers), as it would validate the ones given here: its head.
+      if (key === 'content-disposition') return false;
       const entry = headers[key]!;
-      const value = entry[1];
-      if (typeof value !== 'string' && typeof value !== 'number') return false;
-      head += entry[0] + ': ' + value + '\r\n';
+      if (rest === null) {
+        const value = entry[1];
+        if (!SPECIAL_HEADERS.has(key) && (typeof value === 'string' || typeof value === 'number')) {
+          head += entry[0] + ': ' + value + '\r\n';
+          continue;
+        }
+        rest = [];
+      }
+      rest.push(entry);
     }
   }
   res.statusMessage = message;
-  res._storeHeader(head, null);
+  res._storeHeader(head, rest);
   return true;
 }
 
