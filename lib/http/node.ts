@@ -25,6 +25,7 @@ import { invalidArgType, outOfRange } from '../errors';
 import { loop } from '../loop';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
+import { installResponseEnd } from './node-response';
 import { drainOptions, type DrainOptions } from './server';
 
 // Node's own limit for socket timeouts; larger values are clamped, as node does.
@@ -126,6 +127,9 @@ export class NodeSocket extends NetSocket {
   private keepAliveDelay: number;
   /** A write the iomux socket's queue could not take yet: released by 'drain' or by destroy. */
   private blockedWrite: ((err?: Error | null) => void) | null = null;
+  /** A response ended by endResponse() whose bytes wait for 'drain': its 'finish' comes then. */
+  private blockedEnd: ((arg: unknown) => void) | null = null;
+  private blockedEndArg: unknown = null;
   /** Bytes (and null for the FIN) read but handed to the stream later: see deliver(). */
   private held: (Buffer | null)[] | null = null;
   private flushScheduled = false;
@@ -281,7 +285,7 @@ export class NodeSocket extends NetSocket {
   /** Whether the iomux socket holds the process: as asked with ref()/unref(), and while reading or writing. */
   private updateRef(): void {
     const sock = this.iomuxSocket;
-    if (this.userRef && (!this.readDone || sock.writableLength > 0 || this.blockedWrite !== null)) sock.ref();
+    if (this.userRef && (!this.readDone || sock.writableLength > 0 || this.blockedWrite !== null || this.blockedEnd !== null)) sock.ref();
     else sock.unref();
   }
 
@@ -338,6 +342,46 @@ export class NodeSocket extends NetSocket {
     this.blockedWrite = cb;
   }
 
+  /**
+   * @internal Whether a response may end with endResponse(): nothing of the
+   * stream's own is queued or waiting, so bytes written straight to the
+   * iomux socket keep their order.
+   */
+  _mayEndResponse(): boolean {
+    return this.blockedWrite === null && this.blockedEnd === null && !this.destroyed &&
+      this.writable && this.writableLength === 0;
+  }
+
+  /**
+   * @internal A whole response (head, and the body when it is a Buffer) written
+   * straight to the iomux socket, without the stream's cork, buffering,
+   * writev and after-write tick: done() runs in a tick once the iomux
+   * socket took it (at once, unless its queue is past the high-water mark:
+   * then at 'drain'), as the stream's write callback would.
+   */
+  _endResponse<T>(data: string, encoding: BufferEncoding, body: Buffer | null, done: (arg: T) => void, arg: T): void {
+    const sock = this.iomuxSocket;
+    this.lastWrite = loop._now();
+    const sent = this.readDone ? this.onSentAfterEof : undefined;
+    let ok: boolean;
+    if (body === null) {
+      ok = sock.write(data, encoding, sent);
+    } else {
+      const cork = !loop._inBatch;
+      if (cork) sock.cork();
+      sock.write(data, encoding);
+      ok = sock.write(body, sent);
+      if (cork) sock.uncork();
+    }
+    if (ok) {
+      process.nextTick(done, arg);
+    } else {
+      this.blockedEnd = done as (arg: unknown) => void;
+      this.blockedEndArg = arg;
+    }
+    if (this.readDone) this.updateRef();
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
     const sock = this.iomuxSocket;
     if (sock.writableFinished) return cb();
@@ -378,6 +422,14 @@ export class NodeSocket extends NetSocket {
   }
 
   private releaseWrite(): void {
+    const done = this.blockedEnd;
+    if (done !== null) {
+      const arg = this.blockedEndArg;
+      this.blockedEnd = null;
+      this.blockedEndArg = null;
+      if (this.readDone) this.updateRef();
+      done(arg);
+    }
     const cb = this.blockedWrite;
     if (cb !== null) {
       this.blockedWrite = null;
@@ -792,6 +844,8 @@ export function serveNode(nodeServer: HttpServer, options?: ServeNodeOptions): S
     throw invalidArgType('options', 'of type object', options);
   }
   const node = nodeServer as unknown as NodeServer;
+  // Responses on NodeSockets end without the socket stream's machinery (node-response.ts).
+  installResponseEnd(NodeSocket);
   let bridge = bridges.get(nodeServer);
   if (bridge === undefined) {
     bridge = new Bridge(node);
