@@ -37,14 +37,16 @@ function unavailable(backend) {
 const npx = process.platform === 'win32' ? 'npx.cmd' : 'npx';
 
 // On the kqueue emulation the suite leaves out the files whose subject sits
-// well above the event backend and whose cost is processes and load, not
-// socket paths: the supervisor and its primitives, the pipeline's process and
-// soak tests, the shared cache's stress runs, libzmq interop, framework load.
-// The socket, HTTP, proxy, zmq and cache API files still run there. Those
-// left out run on epoll and io_uring (and on the real kqueue, on macOS).
+// well above the event backend and whose cost is processes, load or parsing,
+// not socket paths: the supervisor and its primitives, the pipeline, the
+// shared cache's stress runs, libzmq interop, node:http on iomux sockets
+// (serveNode), the HTTP parser's fuzzing, memory per idle connection, the
+// proxy's command line and the examples. The socket, HTTP, proxy, zmq and
+// cache API files still run there. Those left out run on epoll and io_uring
+// (and on the real kqueue, on macOS).
 const ABOVE_THE_BACKEND = [
-  /^cluster-/, /^sync/, /^pipeline-(cluster|reliability)/, /^shared-cache-(stress|http)/,
-  /^zmq-(interop|fuzz)/, /^http-node-frameworks/,
+  /^cluster-/, /^sync/, /^pipeline/, /^shared-cache-(stress|http)/,
+  /^zmq-(interop|fuzz)/, /^http-node/, /^http-fuzz/, /^idle-memory/, /^proxy-cli/, /^examples/,
 ];
 
 /** The tap arguments for one backend: the emulation's subset when no files were named. */

@@ -3,6 +3,7 @@
 # from scripts/extra-nodes.sh); the default Node runs the whole suite in
 # `npm test`. The subset covers every module of lib/ once per version:
 #   loop, sockets, servers: smoke, echo, streams   errors: errors
+#   the embedding in libuv's phases: busy-poll
 #   timers: timers          addresses: address     forward(): forward
 #   the addon loader: load  standalone loop: standalone
 #   worker_threads (per-environment instance data, cleanup hooks): workers
@@ -18,7 +19,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-subset=${IOMUX_NODE_SUBSET:-"smoke echo streams errors timers address forward load standalone workers http http-parser http-node proxy-tcp proxy-http proxy-protocol examples"}
+subset=${IOMUX_NODE_SUBSET:-"smoke echo streams busy-poll errors timers address forward load standalone workers http http-parser http-node proxy-tcp proxy-http proxy-protocol examples"}
 files=()
 for f in $subset; do files+=("test/$f.test.ts"); done
 nodes=$(bash scripts/extra-nodes.sh)
