@@ -188,7 +188,7 @@ t.test('a worker that dies holding a job: 502 at once; others carry on', async (
   const pending = get(port, '/?hang=1');
   await until(() => srv.stats().stages[0].inFlight === 1, 5000, 'job held');
   // Which worker holds it? Kill both one after the other would lose the test's point: find it.
-  const holderIdentity = [...srv.stages[0]!.holder.values()][0]!.key;
+  const holderIdentity = srv.stages[0]!.holder.entries()[0]![1].key;
   const t0 = Date.now();
   // In-process workers connect in order; try each, stopping at the one whose death frees the job.
   for (const w of srv._workers) {
@@ -361,6 +361,50 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   for (let p = table.oldest; p !== null; p = table.oldest) table.delete(p);
   t.equal(table.size, 0);
   t.equal(table.oldest, null);
+});
+
+t.test("the holder table: a job's worker by the request's slot, stale and unknown ids, a reused slot, a job handed out twice", async (t) => {
+  const { HolderTable, idSlot } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
+  type W = { key: string };
+  const table = new HolderTable() as unknown as {
+    set(id: string, w: W): void; get(id: string): W | undefined; take(id: string, from?: W): W | undefined; entries(): Array<[string, W]>; size: number;
+  };
+  const a: W = { key: 'a' };
+  const b: W = { key: 'b' };
+  t.equal(idSlot('p.t.0.11', 100), 37);
+  t.equal(idSlot('p.t.0.11', 37), -1, 'a slot not below the limit');
+  for (const bad of ['', '.', 'p.t.0.x!', 'p.t.0.', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz']) t.equal(idSlot(bad, 1000), -1, `no slot in ${JSON.stringify(bad)}`);
+  table.set('p.t.0.0', a);
+  table.set('p.t.1.1', b);
+  table.set('p.t.2.11', a); // slot 37: the table grows
+  t.equal(table.size, 3);
+  t.equal(table.get('p.t.0.0'), a);
+  t.equal(table.get('p.t.1.1'), b);
+  t.equal(table.get('p.t.2.11'), a);
+  for (const unknown of ['p.t.9.0', 'p.t.0.2', 'p.t.0.zz', 'junk', '', 'p.t.0.00']) t.equal(table.get(unknown), undefined, `nothing for ${JSON.stringify(unknown)}`);
+  t.equal(table.take('p.t.1.1', a), undefined, 'another worker cannot end the job');
+  t.equal(table.get('p.t.1.1'), b, 'still held');
+  t.equal(table.take('p.t.1.1', b), b);
+  t.equal(table.take('p.t.1.1'), undefined, 'taken once');
+  t.equal(table.size, 2);
+  // Slot 0's request was answered but its job is still on worker a; the slot's next request holds worker b.
+  table.set('p.t.3.0', b);
+  t.equal(table.size, 3);
+  t.equal(table.get('p.t.0.0'), a, 'the stale job keeps its holder');
+  t.equal(table.get('p.t.3.0'), b, "the slot's new job has its own");
+  t.same(table.entries().map(([id, w]) => `${id}=${w.key}`).sort(), ['p.t.0.0=a', 'p.t.2.11=a', 'p.t.3.0=b']);
+  t.equal(table.take('p.t.0.0', a), a, 'the stale job ends');
+  t.equal(table.get('p.t.3.0'), b);
+  t.equal(table.take('p.t.3.0', a), undefined);
+  t.equal(table.take('p.t.3.0', b), b);
+  t.equal(table.get('p.t.3.0'), undefined);
+  // A job handed out again (a peer sending it twice) gets the new holder, counted once.
+  table.set('p.t.2.11', b);
+  t.equal(table.size, 1);
+  t.equal(table.get('p.t.2.11'), b);
+  t.equal(table.take('p.t.2.11'), b);
+  t.equal(table.size, 0);
+  t.same(table.entries(), []);
 });
 
 t.test('a misbehaving peer cannot add slots or crash the front end', async (t) => {

@@ -99,6 +99,25 @@ interface Pending {
 }
 
 /**
+ * The slot number at the end of a request id: the base-36 digits after the
+ * last '.', read in place (this runs several times per job: no slice, no
+ * parseInt). -1 when there are none, or when it is not below `limit`.
+ */
+export function idSlot(id: string, limit: number): number {
+  let slot = 0;
+  let scale = 1;
+  for (let i = id.length - 1; ; i--) {
+    const c = i >= 0 ? id.charCodeAt(i) : 46;
+    if (c === 46) break; // '.'
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+    if (d < 0 || scale > limit) return -1;
+    slot += d * scale;
+    scale *= 36;
+  }
+  return scale === 1 || slot >= limit ? -1 : slot;
+}
+
+/**
  * The requests waiting for a response: a slot each, found from the request's
  * id (which ends with the slot's number), and a list in arrival order (also
  * their deadlines' order, as the timeout is the same for all).
@@ -134,19 +153,8 @@ export class PendingTable {
   }
 
   get(id: string): Pending | undefined {
-    // The slot: the base-36 digits after the last '.', read in place (this
-    // runs a few times per request; no slice, no parseInt).
-    let slot = 0;
-    let scale = 1;
-    for (let i = id.length - 1; ; i--) {
-      const c = i >= 0 ? id.charCodeAt(i) : 46;
-      if (c === 46) break; // '.'
-      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
-      if (d < 0 || scale > this.slots.length) return undefined;
-      slot += d * scale;
-      scale *= 36;
-    }
-    if (scale === 1 || slot >= this.slots.length) return undefined;
+    const slot = idSlot(id, this.slots.length);
+    if (slot < 0) return undefined;
     const p = this.slots[slot]!;
     return p !== null && p.id === id ? p : undefined;
   }
@@ -178,9 +186,88 @@ type QueuedJob = [head: Buffer, data: Buffer, id: string];
 interface WorkerSlot {
   key: string;
   identity: Buffer;
-  /** Jobs it holds (the ids are the keys of the proxy's holder map). */
+  /** Jobs it holds (their ids are in the proxy's holder table). */
   jobs: number;
   alive: boolean;
+}
+
+/**
+ * A proxy's jobs in flight and the worker holding each, found from the job's
+ * request id: at the request's slot (the number its id ends with), checked
+ * against the full id. Not a Map: no hashing of a freshly decoded id string
+ * per job, and no hash tables replaced under load (see PendingTable).
+ *
+ * A job may stay on its worker after its request was answered (a worker
+ * that does not stop at once when interrupted), and the request's slot may
+ * then go to a new request whose job comes here too: the newer job then
+ * waits in `spill`, a Map that is empty unless that happens.
+ */
+/** @internal exported for its test */
+export class HolderTable {
+  private readonly ids: Array<string | null> = [];
+  private readonly holders: Array<WorkerSlot | null> = [];
+  private readonly spill = new Map<string, WorkerSlot>();
+  size = 0;
+
+  /** As Map.set: a job handed out again (a peer that sent it twice) gets the new holder. */
+  set(id: string, w: WorkerSlot): void {
+    // Only ids of live requests come here: their slot is valid.
+    const slot = idSlot(id, 0x7fffffff);
+    if (slot >= 0) {
+      while (this.ids.length <= slot) {
+        this.ids.push(null);
+        this.holders.push(null);
+      }
+      if (this.ids[slot] === null) {
+        this.ids[slot] = id;
+        this.holders[slot] = w;
+        this.size++;
+        return;
+      }
+      if (this.ids[slot] === id) {
+        this.holders[slot] = w;
+        return;
+      }
+    }
+    if (!this.spill.has(id)) this.size++;
+    this.spill.set(id, w);
+  }
+
+  get(id: string): WorkerSlot | undefined {
+    const slot = idSlot(id, this.ids.length);
+    if (slot >= 0 && this.ids[slot] === id) return this.holders[slot]!;
+    return this.spill.size > 0 ? this.spill.get(id) : undefined;
+  }
+
+  /** Removes the job `id` if `from` (when given) holds it; returns its holder. */
+  take(id: string, from?: WorkerSlot): WorkerSlot | undefined {
+    const slot = idSlot(id, this.ids.length);
+    if (slot >= 0 && this.ids[slot] === id) {
+      const w = this.holders[slot]!;
+      if (from !== undefined && w !== from) return undefined;
+      this.ids[slot] = null;
+      this.holders[slot] = null;
+      this.size--;
+      return w;
+    }
+    if (this.spill.size === 0) return undefined;
+    const w = this.spill.get(id);
+    if (w === undefined || (from !== undefined && w !== from)) return undefined;
+    this.spill.delete(id);
+    this.size--;
+    return w;
+  }
+
+  /** Every job in flight with its holder (a scan: for rare events). */
+  entries(): Array<[id: string, w: WorkerSlot]> {
+    const all: Array<[string, WorkerSlot]> = [];
+    for (let i = 0; i < this.ids.length; i++) {
+      const id = this.ids[i];
+      if (id !== null && id !== undefined) all.push([id, this.holders[i]!]);
+    }
+    for (const e of this.spill) all.push(e);
+    return all;
+  }
 }
 
 class StageProxy {
@@ -192,7 +279,7 @@ class StageProxy {
   /** Jobs waiting for a slot: [job head, data, id]. */
   private queue: QueuedJob[] = [];
   private qHead = 0;
-  readonly holder = new Map<string, WorkerSlot>();
+  readonly holder = new HolderTable();
   /** Idempotent stages: the data of each job in flight, and its retries so far. */
   private readonly held = new Map<string, { job: QueuedJob; retries: number }>();
   retried = 0;
@@ -244,9 +331,9 @@ class StageProxy {
       // Its jobs: a scan of the jobs in flight, on this rare event, spares a
       // set per worker on every job.
       const lost: string[] = [];
-      for (const [id, h] of this.holder) if (h === w) lost.push(id);
+      for (const [id, h] of this.holder.entries()) if (h === w) lost.push(id);
       for (const id of lost) {
-        this.holder.delete(id);
+        this.holder.take(id);
         const h = this.held.get(id);
         this.held.delete(id);
         if (h !== undefined && h.retries < 2 && this.front._live(id)) {
@@ -277,9 +364,8 @@ class StageProxy {
    * loopback, or the worker said DONE. Its slot goes back to the FIFO.
    */
   release(id: string, from?: WorkerSlot): void {
-    const w = this.holder.get(id);
-    if (w === undefined || (from !== undefined && w !== from)) return;
-    this.holder.delete(id);
+    const w = this.holder.take(id, from);
+    if (w === undefined) return;
     w.jobs--;
     if (this.idempotent) this.held.delete(id);
     this.completed++;
