@@ -17,7 +17,7 @@ import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
-import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, jobId, replyStatus, replyStage, replyId } from './codec';
+import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, replyStatus, replyStage, replyIdStart } from './codec';
 
 const NO_BODY = Buffer.alloc(0);
 /** The start of the first stage's job head: an HTTP request ('h'). */
@@ -117,6 +117,29 @@ export function idSlot(id: string, limit: number): number {
   return scale === 1 || slot >= limit ? -1 : slot;
 }
 
+/** idSlot() of the id in `b` from `start` to its end (the id as it came in a frame; no string made). */
+export function idSlotAt(b: Buffer, start: number, limit: number): number {
+  let slot = 0;
+  let scale = 1;
+  for (let i = b.length - 1; ; i--) {
+    const c = i >= start ? b[i]! : 46;
+    if (c === 46) break; // '.'
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+    if (d < 0 || scale > limit) return -1;
+    slot += d * scale;
+    scale *= 36;
+  }
+  return scale === 1 || slot >= limit ? -1 : slot;
+}
+
+/** Are the bytes of `b` from `start` to its end the id `id` (ASCII)? */
+function idIs(id: string, b: Buffer, start: number): boolean {
+  const n = id.length;
+  if (b.length - start !== n) return false;
+  for (let i = 0; i < n; i++) if (b[start + i] !== id.charCodeAt(i)) return false;
+  return true;
+}
+
 /**
  * The requests waiting for a response: a slot each, found from the request's
  * id (which ends with the slot's number), and a list in arrival order (also
@@ -157,6 +180,14 @@ export class PendingTable {
     if (slot < 0) return undefined;
     const p = this.slots[slot]!;
     return p !== null && p.id === id ? p : undefined;
+  }
+
+  /** get() of the id in `b` from `start` on, read in place. */
+  getAt(b: Buffer, start: number): Pending | undefined {
+    const slot = idSlotAt(b, start, this.slots.length);
+    if (slot < 0) return undefined;
+    const p = this.slots[slot]!;
+    return p !== null && idIs(p.id, b, start) ? p : undefined;
   }
 
   delete(p: Pending): void {
@@ -258,6 +289,23 @@ export class HolderTable {
     return w;
   }
 
+  /** take() of the id in `b` from `start` on, read in place. */
+  takeAt(b: Buffer, start: number, from?: WorkerSlot): WorkerSlot | undefined {
+    const slot = idSlotAt(b, start, this.ids.length);
+    if (slot >= 0) {
+      const id = this.ids[slot];
+      if (id !== null && id !== undefined && idIs(id, b, start)) {
+        const w = this.holders[slot]!;
+        if (from !== undefined && w !== from) return undefined;
+        this.ids[slot] = null;
+        this.holders[slot] = null;
+        this.size--;
+        return w;
+      }
+    }
+    return this.spill.size > 0 ? this.take(b.toString('latin1', start), from) : undefined;
+  }
+
   /** Every job in flight with its holder (a scan: for rare events). */
   entries(): Array<[id: string, w: WorkerSlot]> {
     const all: Array<[string, WorkerSlot]> = [];
@@ -295,9 +343,10 @@ class StageProxy {
     const onJob = (head: Buffer, data: Buffer): void => {
       // Only the previous stage's workers feed this intake: the job's arrival
       // here ends it there, and gives its slot back (no separate DONE).
-      const id = jobId(head);
-      if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
-      this.enqueue(head, data, id);
+      // The id is read in the frame, not decoded to a string.
+      if (this.index > 0) this.front.stages[this.index - 1]!.releaseAt(head, 2);
+      const p = this.front._pendingAt(head, 2);
+      if (p !== undefined) this.enqueueLive(head, data, p.id);
     };
     // Named parameters, not a rest array: one array less per job.
     this.intake.on('message', function onIntake(head: Buffer, data?: Buffer) {
@@ -318,7 +367,7 @@ class StageProxy {
       } else if (type.equals(DONE) && w !== undefined) {
         // A job that ended with nothing to pass on (its request is dead).
         // Only a job it holds gives a slot back: a stray DONE cannot add slots.
-        this.release(arg.toString('latin1'), w);
+        this.releaseAt(arg, 0, w);
       }
     });
     this.backend.on('peerdisconnect', (identity: Buffer) => {
@@ -363,11 +412,11 @@ class StageProxy {
    * The job `id` ended on its worker: its result reached the next stage or the
    * loopback, or the worker said DONE. Its slot goes back to the FIFO.
    */
-  release(id: string, from?: WorkerSlot): void {
-    const w = this.holder.take(id, from);
+  releaseAt(b: Buffer, start: number, from?: WorkerSlot): void {
+    const w = this.holder.takeAt(b, start, from);
     if (w === undefined) return;
     w.jobs--;
-    if (this.idempotent) this.held.delete(id);
+    if (this.idempotent) this.held.delete(b.toString('latin1', start));
     this.completed++;
     if (!w.alive) return;
     this.idle.push(w);
@@ -381,8 +430,8 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(head: Buffer, data: Buffer, id = jobId(head)): void {
-    if (!this.front._live(id)) return; // its request is already answered
+  /** Queues the job of the live request `id` (its Pending's id), or hands it to a free slot. */
+  enqueueLive(head: Buffer, data: Buffer, id: string): void {
     if (this.qHead === this.queue.length && this.idle.length > 0 && !this.idempotent) {
       // Nothing waits and a slot is free: straight to its worker.
       this.hand(this.idle.shift()!, head, data, id);
@@ -613,6 +662,11 @@ export class PipelineServer {
     return this.pending.get(id) !== undefined;
   }
 
+  /** @internal The waiting request whose id is in `b` from `start` on. */
+  _pendingAt(b: Buffer, start: number): Pending | undefined {
+    return this.pending.getAt(b, start);
+  }
+
   /** @internal A proxy lost the worker holding the job. */
   _fail(id: string, status: number, why: string): void {
     const p = this.pending.get(id);
@@ -678,13 +732,13 @@ export class PipelineServer {
     if (req.complete) {
       // No body (complete at its head: a GET): the job goes now, without
       // body()'s promise and turn.
-      first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
+      first.enqueueLive(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
       return;
     }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
+        first.enqueueLive(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
@@ -755,11 +809,12 @@ export class PipelineServer {
   private onReply(meta: Buffer, hf: Buffer, body: Buffer): void {
     let status = replyStatus(meta);
     if (status < 0) return;
-    const id = replyId(meta);
-    const p = this.pending.get(id);
+    // The id is read in the frame, not decoded to a string.
+    const at = replyIdStart(meta);
+    const p = this.pending.getAt(meta, at);
     const stage = this.stages[replyStage(meta)];
     // The reply ends the job on its worker: the slot goes back.
-    stage?.release(id);
+    stage?.releaseAt(meta, at);
     if (stage !== undefined && meta[1] === FLAG_ERROR) stage.errors++;
     if (p === undefined) {
       this.unknownReplies++;
