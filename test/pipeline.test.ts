@@ -188,7 +188,7 @@ t.test('a worker that dies holding a job: 502 at once; others carry on', async (
   const pending = get(port, '/?hang=1');
   await until(() => srv.stats().stages[0].inFlight === 1, 5000, 'job held');
   // Which worker holds it? Kill both one after the other would lose the test's point: find it.
-  const holderIdentity = [...srv.stages[0]!.holder.values()][0]!.key;
+  const holderIdentity = srv.stages[0]!.holder.entries()[0]![1].key;
   const t0 = Date.now();
   // In-process workers connect in order; try each, stopping at the one whose death frees the job.
   for (const w of srv._workers) {
@@ -328,7 +328,7 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   const { PendingTable } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
   type Entry = { id: string; slot: number; prevAll: Entry | null; nextAll: Entry | null };
   const table = new PendingTable() as unknown as {
-    reserve(): number; add(p: Entry): void; get(id: string): Entry | undefined; delete(p: Entry): void; size: number; oldest: Entry | null;
+    reserve(): number; add(p: Entry): void; get(id: string): Entry | undefined; getAt(b: Buffer, start: number): Entry | undefined; delete(p: Entry): void; size: number; oldest: Entry | null;
   };
   let seq = 0;
   const make = (): Entry => {
@@ -340,10 +340,14 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   const all = Array.from({ length: 40 }, make); // slots 0..39: two base-36 digits from 36 on
   t.equal(table.size, 40);
   t.ok(all.every((p) => table.get(p.id) === p), 'each id finds its request');
+  t.ok(all.every((p) => table.getAt(Buffer.from(`Jh${p.id}`), 2) === p), 'and the same id read in a frame');
   t.equal(all[37]!.id.endsWith('.11'), true, 'slot 37 is "11" in base 36');
   for (const bad of ['', '.', 'x', 'p.t.0.', 'p.t.0.0.', 'p.t.1.0', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz', 'p.t.0.14', 'p.t.0.00', 'p.t.0.0x']) {
     t.equal(table.get(bad), undefined, `nothing for ${JSON.stringify(bad)}`);
+    t.equal(table.getAt(Buffer.from(`Jh${bad}`, 'latin1'), 2), undefined, `nothing for ${JSON.stringify(bad)} in a frame`);
   }
+  t.equal(table.getAt(Buffer.from(`Jh${all[5]!.id}\u00ff`, 'latin1'), 2), undefined, 'nothing for an id with a byte more');
+  t.equal(table.getAt(Buffer.from(`Jh${all[5]!.id}`, 'latin1'), 3), undefined, 'nothing for an id with a byte less');
   const [a, b, c] = all;
   table.delete(b!);
   t.equal(table.get(b!.id), undefined, 'deleted');
@@ -361,6 +365,55 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   for (let p = table.oldest; p !== null; p = table.oldest) table.delete(p);
   t.equal(table.size, 0);
   t.equal(table.oldest, null);
+});
+
+t.test("the holder table: a job's worker by the request's slot, stale and unknown ids, a reused slot, a job handed out twice", async (t) => {
+  const { HolderTable, idSlot, idSlotAt } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
+  type W = { key: string };
+  const table = new HolderTable() as unknown as {
+    set(id: string, w: W): void; get(id: string): W | undefined; take(id: string, from?: W): W | undefined; takeAt(b: Buffer, start: number, from?: W): W | undefined; entries(): Array<[string, W]>; size: number;
+  };
+  const a: W = { key: 'a' };
+  const b: W = { key: 'b' };
+  t.equal(idSlot('p.t.0.11', 100), 37);
+  t.equal(idSlot('p.t.0.11', 37), -1, 'a slot not below the limit');
+  for (const bad of ['', '.', 'p.t.0.x!', 'p.t.0.', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz']) t.equal(idSlot(bad, 1000), -1, `no slot in ${JSON.stringify(bad)}`);
+  for (const id of ['p.t.0.11', '11', 'p.t.0.0', 'p.t.0.z', 'p.t.0.zz', '', '.', 'p.t.0.x!', 'p.t.0.', 'p.t.0.A']) {
+    t.equal(idSlotAt(Buffer.from(`Y-2001:${id}`), 7, 1296), idSlot(id, 1296), `the same slot in a frame: ${JSON.stringify(id)}`);
+  }
+  table.set('p.t.0.0', a);
+  table.set('p.t.1.1', b);
+  table.set('p.t.2.11', a); // slot 37: the table grows
+  t.equal(table.size, 3);
+  t.equal(table.get('p.t.0.0'), a);
+  t.equal(table.get('p.t.1.1'), b);
+  t.equal(table.get('p.t.2.11'), a);
+  for (const unknown of ['p.t.9.0', 'p.t.0.2', 'p.t.0.zz', 'junk', '', 'p.t.0.00']) t.equal(table.get(unknown), undefined, `nothing for ${JSON.stringify(unknown)}`);
+  t.equal(table.take('p.t.1.1', a), undefined, 'another worker cannot end the job');
+  t.equal(table.get('p.t.1.1'), b, 'still held');
+  t.equal(table.take('p.t.1.1', b), b);
+  t.equal(table.take('p.t.1.1'), undefined, 'taken once');
+  t.equal(table.size, 2);
+  // Slot 0's request was answered but its job is still on worker a; the slot's next request holds worker b.
+  table.set('p.t.3.0', b);
+  t.equal(table.size, 3);
+  t.equal(table.get('p.t.0.0'), a, 'the stale job keeps its holder');
+  t.equal(table.get('p.t.3.0'), b, "the slot's new job has its own");
+  t.same(table.entries().map(([id, w]) => `${id}=${w.key}`).sort(), ['p.t.0.0=a', 'p.t.2.11=a', 'p.t.3.0=b']);
+  t.equal(table.takeAt(Buffer.from('Jvp.t.0.0'), 2, b), undefined, 'not from another worker');
+  t.equal(table.takeAt(Buffer.from('Jvp.t.0.0'), 2, a), a, 'the stale job ends (its id read in a frame)');
+  t.equal(table.get('p.t.3.0'), b);
+  t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.0'), 7, a), undefined);
+  t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.00'), 7), undefined, 'not with a byte more');
+  t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.0'), 7, b), b, 'the spilled job found from a frame');
+  t.equal(table.get('p.t.3.0'), undefined);
+  // A job handed out again (a peer sending it twice) gets the new holder, counted once.
+  table.set('p.t.2.11', b);
+  t.equal(table.size, 1);
+  t.equal(table.get('p.t.2.11'), b);
+  t.equal(table.take('p.t.2.11'), b);
+  t.equal(table.size, 0);
+  t.same(table.entries(), []);
 });
 
 t.test('a misbehaving peer cannot add slots or crash the front end', async (t) => {
@@ -453,6 +506,8 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.equal(codec.replyStatus(m), 503);
   t.equal(codec.replyStage(m), 12);
   t.equal(codec.replyId(m), 'id:2');
+  t.equal(codec.replyIdStart(m), 8, 'the id read in place starts after the colon');
+  t.equal(m.toString('latin1', codec.replyIdStart(m)), codec.replyId(m));
   t.equal(codec.replyId(codec.replyHead(codec.replyMeta(codec.FLAG_NONE, 200, 0), Buffer.alloc(0))), '', 'an empty id');
   for (const bad of ['', 'Y', 'Y-200:', 'Y-200', 'Y-2000', 'X-2000:a', 'Y-2a00:a', 'Y-200x:a', 'Y-20012345678:a']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a reply head: ${JSON.stringify(bad)}`);
   // The query as URLSearchParams gives it, on the hand-split path and the other.

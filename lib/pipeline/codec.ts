@@ -238,6 +238,13 @@ export function replyStage(m: Buffer): number {
   return stage;
 }
 
+/** Where the id starts in a reply head replyStatus() accepted. */
+export function replyIdStart(m: Buffer): number {
+  let i = 5;
+  while (m[i] !== COLON) i++;
+  return i + 1;
+}
+
 /** The id of a reply head replyStatus() accepted. */
 export function replyId(m: Buffer): string {
   return m.toString('latin1', m.indexOf(COLON, 5) + 1);

@@ -17,7 +17,7 @@ import * as hdr from 'hdr-histogram-js';
 import { createServer as createHttpServer, type HttpServer, type IncomingRequest, type ServerResponse } from '../http';
 import { Pull, Reply as Rep, Router } from '../zmq';
 import { performance } from 'node:perf_hooks';
-import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, jobId, replyStatus, replyStage, replyId } from './codec';
+import { CANCEL, READY, DONE, FLAG_ERROR, encodeHttpJob, isJobType, replyStatus, replyStage, replyIdStart } from './codec';
 
 const NO_BODY = Buffer.alloc(0);
 /** The start of the first stage's job head: an HTTP request ('h'). */
@@ -99,6 +99,48 @@ interface Pending {
 }
 
 /**
+ * The slot number at the end of a request id: the base-36 digits after the
+ * last '.', read in place (this runs several times per job: no slice, no
+ * parseInt). -1 when there are none, or when it is not below `limit`.
+ */
+export function idSlot(id: string, limit: number): number {
+  let slot = 0;
+  let scale = 1;
+  for (let i = id.length - 1; ; i--) {
+    const c = i >= 0 ? id.charCodeAt(i) : 46;
+    if (c === 46) break; // '.'
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+    if (d < 0 || scale > limit) return -1;
+    slot += d * scale;
+    scale *= 36;
+  }
+  return scale === 1 || slot >= limit ? -1 : slot;
+}
+
+/** idSlot() of the id in `b` from `start` to its end (the id as it came in a frame; no string made). */
+export function idSlotAt(b: Buffer, start: number, limit: number): number {
+  let slot = 0;
+  let scale = 1;
+  for (let i = b.length - 1; ; i--) {
+    const c = i >= start ? b[i]! : 46;
+    if (c === 46) break; // '.'
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
+    if (d < 0 || scale > limit) return -1;
+    slot += d * scale;
+    scale *= 36;
+  }
+  return scale === 1 || slot >= limit ? -1 : slot;
+}
+
+/** Are the bytes of `b` from `start` to its end the id `id` (ASCII)? */
+function idIs(id: string, b: Buffer, start: number): boolean {
+  const n = id.length;
+  if (b.length - start !== n) return false;
+  for (let i = 0; i < n; i++) if (b[start + i] !== id.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
  * The requests waiting for a response: a slot each, found from the request's
  * id (which ends with the slot's number), and a list in arrival order (also
  * their deadlines' order, as the timeout is the same for all).
@@ -134,21 +176,18 @@ export class PendingTable {
   }
 
   get(id: string): Pending | undefined {
-    // The slot: the base-36 digits after the last '.', read in place (this
-    // runs a few times per request; no slice, no parseInt).
-    let slot = 0;
-    let scale = 1;
-    for (let i = id.length - 1; ; i--) {
-      const c = i >= 0 ? id.charCodeAt(i) : 46;
-      if (c === 46) break; // '.'
-      const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 122 ? c - 87 : -1;
-      if (d < 0 || scale > this.slots.length) return undefined;
-      slot += d * scale;
-      scale *= 36;
-    }
-    if (scale === 1 || slot >= this.slots.length) return undefined;
+    const slot = idSlot(id, this.slots.length);
+    if (slot < 0) return undefined;
     const p = this.slots[slot]!;
     return p !== null && p.id === id ? p : undefined;
+  }
+
+  /** get() of the id in `b` from `start` on, read in place. */
+  getAt(b: Buffer, start: number): Pending | undefined {
+    const slot = idSlotAt(b, start, this.slots.length);
+    if (slot < 0) return undefined;
+    const p = this.slots[slot]!;
+    return p !== null && idIs(p.id, b, start) ? p : undefined;
   }
 
   delete(p: Pending): void {
@@ -178,9 +217,105 @@ type QueuedJob = [head: Buffer, data: Buffer, id: string];
 interface WorkerSlot {
   key: string;
   identity: Buffer;
-  /** Jobs it holds (the ids are the keys of the proxy's holder map). */
+  /** Jobs it holds (their ids are in the proxy's holder table). */
   jobs: number;
   alive: boolean;
+}
+
+/**
+ * A proxy's jobs in flight and the worker holding each, found from the job's
+ * request id: at the request's slot (the number its id ends with), checked
+ * against the full id. Not a Map: no hashing of a freshly decoded id string
+ * per job, and no hash tables replaced under load (see PendingTable).
+ *
+ * A job may stay on its worker after its request was answered (a worker
+ * that does not stop at once when interrupted), and the request's slot may
+ * then go to a new request whose job comes here too: the newer job then
+ * waits in `spill`, a Map that is empty unless that happens.
+ */
+/** @internal exported for its test */
+export class HolderTable {
+  private readonly ids: Array<string | null> = [];
+  private readonly holders: Array<WorkerSlot | null> = [];
+  private readonly spill = new Map<string, WorkerSlot>();
+  size = 0;
+
+  /** As Map.set: a job handed out again (a peer that sent it twice) gets the new holder. */
+  set(id: string, w: WorkerSlot): void {
+    // Only ids of live requests come here: their slot is valid.
+    const slot = idSlot(id, 0x7fffffff);
+    if (slot >= 0) {
+      while (this.ids.length <= slot) {
+        this.ids.push(null);
+        this.holders.push(null);
+      }
+      if (this.ids[slot] === null) {
+        this.ids[slot] = id;
+        this.holders[slot] = w;
+        this.size++;
+        return;
+      }
+      if (this.ids[slot] === id) {
+        this.holders[slot] = w;
+        return;
+      }
+    }
+    if (!this.spill.has(id)) this.size++;
+    this.spill.set(id, w);
+  }
+
+  get(id: string): WorkerSlot | undefined {
+    const slot = idSlot(id, this.ids.length);
+    if (slot >= 0 && this.ids[slot] === id) return this.holders[slot]!;
+    return this.spill.size > 0 ? this.spill.get(id) : undefined;
+  }
+
+  /** Removes the job `id` if `from` (when given) holds it; returns its holder. */
+  take(id: string, from?: WorkerSlot): WorkerSlot | undefined {
+    const slot = idSlot(id, this.ids.length);
+    if (slot >= 0 && this.ids[slot] === id) {
+      const w = this.holders[slot]!;
+      if (from !== undefined && w !== from) return undefined;
+      this.ids[slot] = null;
+      this.holders[slot] = null;
+      this.size--;
+      return w;
+    }
+    if (this.spill.size === 0) return undefined;
+    const w = this.spill.get(id);
+    if (w === undefined || (from !== undefined && w !== from)) return undefined;
+    this.spill.delete(id);
+    this.size--;
+    return w;
+  }
+
+  /** take() of the id in `b` from `start` on, read in place. */
+  takeAt(b: Buffer, start: number, from?: WorkerSlot): WorkerSlot | undefined {
+    const slot = idSlotAt(b, start, this.ids.length);
+    if (slot >= 0) {
+      const id = this.ids[slot];
+      if (id !== null && id !== undefined && idIs(id, b, start)) {
+        const w = this.holders[slot]!;
+        if (from !== undefined && w !== from) return undefined;
+        this.ids[slot] = null;
+        this.holders[slot] = null;
+        this.size--;
+        return w;
+      }
+    }
+    return this.spill.size > 0 ? this.take(b.toString('latin1', start), from) : undefined;
+  }
+
+  /** Every job in flight with its holder (a scan: for rare events). */
+  entries(): Array<[id: string, w: WorkerSlot]> {
+    const all: Array<[string, WorkerSlot]> = [];
+    for (let i = 0; i < this.ids.length; i++) {
+      const id = this.ids[i];
+      if (id !== null && id !== undefined) all.push([id, this.holders[i]!]);
+    }
+    for (const e of this.spill) all.push(e);
+    return all;
+  }
 }
 
 class StageProxy {
@@ -192,7 +327,7 @@ class StageProxy {
   /** Jobs waiting for a slot: [job head, data, id]. */
   private queue: QueuedJob[] = [];
   private qHead = 0;
-  readonly holder = new Map<string, WorkerSlot>();
+  readonly holder = new HolderTable();
   /** Idempotent stages: the data of each job in flight, and its retries so far. */
   private readonly held = new Map<string, { job: QueuedJob; retries: number }>();
   retried = 0;
@@ -208,9 +343,10 @@ class StageProxy {
     const onJob = (head: Buffer, data: Buffer): void => {
       // Only the previous stage's workers feed this intake: the job's arrival
       // here ends it there, and gives its slot back (no separate DONE).
-      const id = jobId(head);
-      if (this.index > 0) this.front.stages[this.index - 1]!.release(id);
-      this.enqueue(head, data, id);
+      // The id is read in the frame, not decoded to a string.
+      if (this.index > 0) this.front.stages[this.index - 1]!.releaseAt(head, 2);
+      const p = this.front._pendingAt(head, 2);
+      if (p !== undefined) this.enqueueLive(head, data, p.id);
     };
     // Named parameters, not a rest array: one array less per job.
     this.intake.on('message', function onIntake(head: Buffer, data?: Buffer) {
@@ -231,7 +367,7 @@ class StageProxy {
       } else if (type.equals(DONE) && w !== undefined) {
         // A job that ended with nothing to pass on (its request is dead).
         // Only a job it holds gives a slot back: a stray DONE cannot add slots.
-        this.release(arg.toString('latin1'), w);
+        this.releaseAt(arg, 0, w);
       }
     });
     this.backend.on('peerdisconnect', (identity: Buffer) => {
@@ -244,9 +380,9 @@ class StageProxy {
       // Its jobs: a scan of the jobs in flight, on this rare event, spares a
       // set per worker on every job.
       const lost: string[] = [];
-      for (const [id, h] of this.holder) if (h === w) lost.push(id);
+      for (const [id, h] of this.holder.entries()) if (h === w) lost.push(id);
       for (const id of lost) {
-        this.holder.delete(id);
+        this.holder.take(id);
         const h = this.held.get(id);
         this.held.delete(id);
         if (h !== undefined && h.retries < 2 && this.front._live(id)) {
@@ -276,12 +412,11 @@ class StageProxy {
    * The job `id` ended on its worker: its result reached the next stage or the
    * loopback, or the worker said DONE. Its slot goes back to the FIFO.
    */
-  release(id: string, from?: WorkerSlot): void {
-    const w = this.holder.get(id);
-    if (w === undefined || (from !== undefined && w !== from)) return;
-    this.holder.delete(id);
+  releaseAt(b: Buffer, start: number, from?: WorkerSlot): void {
+    const w = this.holder.takeAt(b, start, from);
+    if (w === undefined) return;
     w.jobs--;
-    if (this.idempotent) this.held.delete(id);
+    if (this.idempotent) this.held.delete(b.toString('latin1', start));
     this.completed++;
     if (!w.alive) return;
     this.idle.push(w);
@@ -295,8 +430,8 @@ class StageProxy {
     return this.idle.length;
   }
 
-  enqueue(head: Buffer, data: Buffer, id = jobId(head)): void {
-    if (!this.front._live(id)) return; // its request is already answered
+  /** Queues the job of the live request `id` (its Pending's id), or hands it to a free slot. */
+  enqueueLive(head: Buffer, data: Buffer, id: string): void {
     if (this.qHead === this.queue.length && this.idle.length > 0 && !this.idempotent) {
       // Nothing waits and a slot is free: straight to its worker.
       this.hand(this.idle.shift()!, head, data, id);
@@ -527,6 +662,11 @@ export class PipelineServer {
     return this.pending.get(id) !== undefined;
   }
 
+  /** @internal The waiting request whose id is in `b` from `start` on. */
+  _pendingAt(b: Buffer, start: number): Pending | undefined {
+    return this.pending.getAt(b, start);
+  }
+
   /** @internal A proxy lost the worker holding the job. */
   _fail(id: string, status: number, why: string): void {
     const p = this.pending.get(id);
@@ -592,13 +732,13 @@ export class PipelineServer {
     if (req.complete) {
       // No body (complete at its head: a GET): the job goes now, without
       // body()'s promise and turn.
-      first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
+      first.enqueueLive(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, NO_BODY)[1], id);
       return;
     }
     req.body().then(
       (body) => {
         if (this.pending.get(id) !== p) return;
-        first.enqueue(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
+        first.enqueueLive(Buffer.from(JOB_HTTP + id, 'latin1'), encodeHttpJob(method, url, rawHeaders, body)[1], id);
       },
       () => {
         if (this.pending.get(id) === p) this.interrupt(p);
@@ -669,11 +809,12 @@ export class PipelineServer {
   private onReply(meta: Buffer, hf: Buffer, body: Buffer): void {
     let status = replyStatus(meta);
     if (status < 0) return;
-    const id = replyId(meta);
-    const p = this.pending.get(id);
+    // The id is read in the frame, not decoded to a string.
+    const at = replyIdStart(meta);
+    const p = this.pending.getAt(meta, at);
     const stage = this.stages[replyStage(meta)];
     // The reply ends the job on its worker: the slot goes back.
-    stage?.release(id);
+    stage?.releaseAt(meta, at);
     if (stage !== undefined && meta[1] === FLAG_ERROR) stage.errors++;
     if (p === undefined) {
       this.unknownReplies++;
