@@ -1058,13 +1058,11 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       throw invalidArgType('chunk', 'of type string or an instance of Buffer or Uint8Array', data);
     }
     if (cb !== undefined && typeof cb !== 'function') throw invalidArgType('cb', 'of type function', cb);
-    const f = this._flags;
-    if ((f & (F_FORWARDING | F_STREAM | F_WRITABLE_ENDED | F_DESTROYED | F_CONNECTING)) === 0 && this._id >= 0 &&
-      (f & F_FLOW_SET) !== 0 && this.ext?.fallbacks == null) {
+    if (this.writesDirect()) {
       this._bytesDispatched += size;
       return this.writeNative(chunk, size, latin1, cb);
     }
-    if ((f & F_FORWARDING) !== 0) throw forwardingError('write');
+    if ((this._flags & F_FORWARDING) !== 0) throw forwardingError('write');
     return this.writeSlow(chunk, size, latin1, cb);
   }
 
@@ -1084,27 +1082,10 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       if (!(c instanceof Uint8Array)) throw invalidArgType(`chunks[${i}]`, 'an instance of Buffer or Uint8Array', c);
       size += c.length;
     }
-    const f = this._flags;
-    if ((f & (F_FORWARDING | F_STREAM | F_WRITABLE_ENDED | F_DESTROYED | F_CONNECTING)) === 0 && this._id >= 0 &&
-      (f & F_FLOW_SET) !== 0 && this.ext?.fallbacks == null) {
+    if (this.writesDirect()) {
       this._bytesDispatched += size;
       const notify = this.queuedEstimate + size >= this.writableHwm;
-      const q = binding.writev(this._id, chunks as Uint8Array[], notify);
-      if (q < 0) {
-        this._softError = true;
-        this.destroy(errnoException(-q, 'write'));
-        return false;
-      }
-      this.queuedEstimate = q;
-      if (q > 0 && (this._flags & F_WRITE_PENDING) === 0 && notify) {
-        this._flags |= F_WRITE_PENDING;
-        this.updateHold();
-      }
-      if (q >= this.writableHwm) {
-        this._flags |= F_NEED_DRAIN;
-        return false;
-      }
-      return true;
+      return this.afterNativeWrite(binding.writev(this._id, chunks as Uint8Array[], notify), notify, undefined);
     }
     let ok = true;
     for (let i = 0; i < chunks.length; i++) ok = this.write(chunks[i]!) && ok;
@@ -1159,6 +1140,18 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       ? binding.writeString(this._id, chunk, latin1, notify)
       : binding.write(this._id, chunk, notify);
     if (q === -EMSGSIZE) q = binding.write(this._id, Buffer.from(chunk as string, latin1 ? 'latin1' : 'utf8'), notify);
+    return this.afterNativeWrite(q, notify, cb);
+  }
+
+  /** Whether a write goes straight to the core (connected, flowing, no stream mode or forwarding). */
+  private writesDirect(): boolean {
+    const f = this._flags;
+    return (f & (F_FORWARDING | F_STREAM | F_WRITABLE_ENDED | F_DESTROYED | F_CONNECTING)) === 0 && this._id >= 0 &&
+      (f & F_FLOW_SET) !== 0 && this.ext?.fallbacks == null;
+  }
+
+  /** What a write to the core returned (the bytes now queued, or -errno): the queue estimate, 'drain' and cb. */
+  private afterNativeWrite(q: number, notify: boolean, cb: WriteCb | undefined): boolean {
     if (q < 0) {
       const err = errnoException(-q, 'write');
       if (cb) process.nextTick(cb, err);
