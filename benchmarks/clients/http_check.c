@@ -5,7 +5,7 @@
  * with the one its own request asked for.
  * Compiled by the runner at bench time:  cc -O2 -Wall -o <tmp>/http_check http_check.c
  *
- *   http_check HOST PORT CONNECTIONS SECONDS
+ *   http_check HOST PORT CONNECTIONS SECONDS [WAIT_SECONDS]
  *
  * Each connection sends GET /users/<n> for 16 values of n in turn (starting
  * at a different one per connection); every response must be
@@ -15,9 +15,10 @@
  *
  * with no byte after it (one request in flight: the server has nothing else
  * to say). A response that is not that counts as a mismatch. At the
- * deadline no new request is sent and the ones in flight are waited for (5 s
- * at most). A connection closed or reset by the server, a response still
- * missing after the wait, or a response too big to be the expected one
+ * deadline no new request is sent and the ones in flight are waited for
+ * (WAIT_SECONDS at most, default 5). A connection closed or reset by the
+ * server, a response still missing after the wait, bytes after a response,
+ * or a response without a Content-Length or too big to be the expected one
  * fails the run: the client prints the reason to stderr and exits 1.
  * Otherwise it prints one JSON line, in the shape of autocannon's result for
  * the fields the runner reads:
@@ -261,16 +262,17 @@ static int on_readable(int i) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 5) {
-    fprintf(stderr, "usage: http_check HOST PORT CONNECTIONS SECONDS\n");
+  if (argc != 5 && argc != 6) {
+    fprintf(stderr, "usage: http_check HOST PORT CONNECTIONS SECONDS [WAIT_SECONDS]\n");
     return 2;
   }
   host = argv[1];
   port = atoi(argv[2]);
   nconns = atoi(argv[3]);
   double seconds = atof(argv[4]);
-  if (port <= 0 || port > 65535 || nconns < 1 || !(seconds > 0)) {
-    fprintf(stderr, "usage: http_check HOST PORT CONNECTIONS SECONDS\n");
+  double wait_s = argc == 6 ? atof(argv[5]) : 5.0;
+  if (port <= 0 || port > 65535 || nconns < 1 || !(seconds > 0) || !(wait_s > 0)) {
+    fprintf(stderr, "usage: http_check HOST PORT CONNECTIONS SECONDS [WAIT_SECONDS]\n");
     return 2;
   }
   for (int k = 0; k < NIDS; k++) {
@@ -310,7 +312,7 @@ int main(int argc, char **argv) {
   }
   int connected = 0;
   uint64_t deadline = t0 + (uint64_t)(seconds * 1e9);
-  uint64_t drain_limit = deadline + 5000000000ull;
+  uint64_t drain_limit = deadline + (uint64_t)(wait_s * 1e9);
   int stopping = 0;
   int inflight = 0;
   struct epoll_event evs[MAX_EVENTS];
@@ -319,7 +321,7 @@ int main(int argc, char **argv) {
     if (!stopping && t >= deadline) stopping = 1;
     if (stopping && inflight == 0) break;
     if (stopping && t >= drain_limit) {
-      fprintf(stderr, "http_check: %d responses missing 5 s after the deadline\n", inflight);
+      fprintf(stderr, "http_check: %d responses missing %.1f s after the deadline\n", inflight, wait_s);
       return 1;
     }
     uint64_t until = stopping ? drain_limit : deadline;
