@@ -99,7 +99,7 @@ const U = require('./lib/util');
 const {
   CANDIDATES, TIMER_CANDIDATES, scenarios, loadRun, openLoad, measureLoad, closeLoad, idleRun, microRun,
 } = require('./lib/scenarios');
-const { ECHO_CLIENT_C } = require('./lib/loadgen');
+const { ECHO_CLIENT_C, HTTP_CHECK_C } = require('./lib/loadgen');
 const { C_SERVER_C } = require('./lib/server');
 const { summarizeScenario, renderMarkdown, renderSvg } = require('./lib/report');
 
@@ -398,6 +398,8 @@ async function main() {
   const needC = selected.some((sc) => sc.group === 'tcp' || sc.cClient);
   // The C reference server, when a selected scenario has it as a candidate.
   const needCServer = opts.candidates.includes('c') && selected.some((sc) => sc.candidates.includes('c'));
+  // The checking HTTP client of the framework rows (clients/http_check.c).
+  const needCheck = selected.some((sc) => sc.checkClient);
 
   // HTTP load generator.
   const wrk = U.which('wrk');
@@ -428,13 +430,19 @@ async function main() {
 
   // The C compiler, for the C client and the C reference server. Without
   // the client the TCP rows fail; without the server its rows are skipped.
-  const cc = needC || needCServer ? U.which('cc') || U.which('gcc') || U.which('clang') : null;
+  const cc = needC || needCServer || needCheck ? U.which('cc') || U.which('gcc') || U.which('clang') : null;
   let ccError = null;
   if (needC) {
     const built = U.buildC(cc, ECHO_CLIENT_C, workDir);
     env.echoClient = built.exe;
     ccError = built.error;
     if (ccError) log(`bench: ${ccError}`);
+  }
+  if (needCheck) {
+    const built = U.buildC(cc, HTTP_CHECK_C, workDir);
+    env.httpCheck = built.exe;
+    env.httpCheckError = built.error;
+    if (built.error) log(`bench: ${built.error}`);
   }
   let cServerError = null;
   if (needCServer) {
@@ -517,10 +525,11 @@ async function main() {
       strace: null,
     };
     reportScenarios.push(entry);
-    if ((sc.group === 'tcp' || sc.cClient) && ccError) {
-      failures.push(`${sc.id}: ${ccError}`);
-      entry.notes.push(`Not run: ${ccError}`);
-      log(`bench: ${sc.id}: not run: ${ccError}`);
+    const clientError = (sc.group === 'tcp' || sc.cClient) ? ccError : sc.checkClient ? env.httpCheckError : null;
+    if (clientError) {
+      failures.push(`${sc.id}: ${clientError}`);
+      entry.notes.push(`Not run: ${clientError}`);
+      log(`bench: ${sc.id}: not run: ${clientError}`);
       entry.summary = summarizeScenario(entry);
       continue;
     }

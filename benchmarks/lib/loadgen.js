@@ -1,7 +1,9 @@
 'use strict';
 // Load generators, all pinned to the generator CPU:
 //   - HTTP: wrk (preferred) or autocannon, run under `bash -c '...; times'`
-//     so the generator's CPU time is known after it exits;
+//     so the generator's CPU time is known after it exits; the rows that
+//     check every response use benchmarks/clients/http_check.c (compiled at
+//     bench time) the same way;
 //   - TCP: benchmarks/clients/echo_client.c, compiled at bench time, driven
 //     over stdin/stdout ("go SECONDS" per phase), reporting its own CPU time.
 
@@ -13,7 +15,7 @@ const { track, killEntry, waitExit } = require('./util');
 
 const TIMES_MARK = '__iomux_bench_times__';
 const PIPELINE_LUA = path.join(__dirname, '..', 'clients', 'pipeline.lua');
-const CHECK_CLIENT = path.join(__dirname, '..', 'clients', 'http-check.js');
+const HTTP_CHECK_C = path.join(__dirname, '..', 'clients', 'http_check.c');
 const ECHO_CLIENT_C = path.join(__dirname, '..', 'clients', 'echo_client.c');
 
 function parseDuration(s) {
@@ -66,7 +68,7 @@ function parseAutocannon(out) {
     return null;
   }
   const total = j.requests ? j.requests.total : null;
-  // clients/http-check.js: every response compared with what its request asked for.
+  // clients/http_check.c: every response compared with what its request asked for.
   const checked = j.checked != null ? {
     checked: j.checked, mismatches: j.mismatches, firstMismatch: j.firstMismatch || null,
   } : null;
@@ -90,9 +92,12 @@ function parseAutocannon(out) {
 
 // The generator's command for `seconds` of HTTP load.
 // opts: { connections, pipeline (requests per write), close (Connection: close),
-// check (clients/http-check.js: GET /users/<n>, every response checked) }
+// check (clients/http_check.c: GET /users/<n>, every response checked) }
 function httpCommand(env, port, seconds, opts) {
-  if (opts.check) return [process.execPath, [CHECK_CLIENT, String(port), String(seconds), String(opts.connections)]];
+  if (opts.check) {
+    if (!env.httpCheck) throw new Error('the checking client (clients/http_check.c) is not built');
+    return [env.httpCheck, ['127.0.0.1', String(port), String(opts.connections), String(seconds)]];
+  }
   const url = `http://127.0.0.1:${port}/`;
   const c = String(opts.connections);
   if (env.loadgen.name === 'wrk') {
@@ -145,6 +150,11 @@ async function runHttp(env, port, seconds, opts) {
   parsed.exitCode = exit.code;
   parsed.genCpuS = timesOut != null ? parseTimes(timesOut) : null;
   parsed.stderr = stderr;
+  if (opts.check && exit.code !== 0) {
+    // http_check exits 1 on a closed connection or a missing response.
+    throw new Error(`the checking client failed (exit ${exit.code})` +
+      (stderr.trim() ? ': ' + stderr.trim().split('\n').pop() : ''));
+  }
   if (!parsed.units) {
     throw new Error(`the generator counted no requests (exit ${exit.code})` +
       (stderr.trim() ? ': ' + stderr.trim().split('\n').pop() : ''));
@@ -303,5 +313,5 @@ async function echoDriver(env, server, mode, connections, size) {
 
 module.exports = {
   parseWrk, parseAutocannon, parseTimes, runHttp, httpDriver,
-  ECHO_CLIENT_C, startEchoClient, echoDriver,
+  ECHO_CLIENT_C, HTTP_CHECK_C, startEchoClient, echoDriver,
 };

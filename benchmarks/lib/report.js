@@ -511,7 +511,8 @@ function renderMarkdown(report) {
     `right after each timed phase (clock ticks of 1/${report.machine.clkTck} s: ±${(1000 / report.machine.clkTck).toFixed(0)} ms ` +
     'per reading, about 1% of a full-length run, coarser in quick mode), summed over the phases and divided by the units ' +
     'of work the generator counted in them. ' +
-    'Generator CPU is wrk\'s or autocannon\'s user+system time (bash `times`), or the C client\'s own getrusage over the phases. ' +
+    'Generator CPU is wrk\'s, autocannon\'s or the checking client\'s (clients/http_check.c, the framework rows) user+system time ' +
+    '(bash `times`), or the echo C client\'s own getrusage over the phases. ' +
     '"Other CPU" is the machine\'s busy time from /proc/stat (steal included) minus server and generator (and the backend, in the proxy rows), in % of one CPU: ' +
     'well above 0 means something else competed for the CPUs, and the run is marked noisy above 15%. ' +
     'A run is "generator-bound" when the generator used 90% or more of its core and the server at least 5 points less of its own: ' +

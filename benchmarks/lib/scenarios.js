@@ -206,9 +206,11 @@ function scenarios(cfg) {
     server: (cand) => ({ script: FRAMEWORK_SERVER, impl: cand.impl, args: [id] }),
     driver: (env, server) => httpDriver(env, server, { connections: cfg.connections, pipeline: 1, close: false, check: true }),
     serverUnits: (d) => d.requests,
-    describe: () => `autocannon (programmatic, benchmarks/clients/http-check.js), ${cfg.connections} connections, keep-alive: ` +
-      'GET /users/<n> for 16 values of n in turn, and every response checked (status 200, the JSON of its own n); ' +
-      'a wrong or missing response fails the run',
+    checkClient: true,
+    describe: () => `C client (benchmarks/clients/http_check.c, epoll, one thread), ${cfg.connections} connections, keep-alive: ` +
+      'GET /users/<n> for 16 values of n in turn, and every response parsed and checked (status 200, the JSON of its own n); ' +
+      'a wrong or missing response, or a closed connection, fails the run. The client is written in C so that the server, ' +
+      'not the client, saturates (check the generator column)',
     notes: [`benchmarks/servers/http-framework.js: the same ${name} application; "iomux serveNode" runs it unchanged with ` +
       '`serveNode(server, { takeOverListen: true })`, so its server\'s own listen() goes through iomux.'],
   });
