@@ -1,7 +1,7 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
 import { Dealer, Push, Request } from '../zmq';
-import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, jobHead, replyMeta, replyHead } from './codec';
+import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, jobFrames, decodeJob, jobIdEnd, isJobType, replyMeta, replyFrames as encodeReply } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -190,7 +190,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     return f;
   };
   const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [replyHead(meta(flag, status), id), headersFrame(headers), bodyBytes(body)];
+    encodeReply(meta(flag, status), id, headersFrame(headers), body);
   const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
     send(loopback, replyFrames(id, flag, status, headers, body));
   };
@@ -220,9 +220,8 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
         if (out.kind === 'reply') {
           frames = replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body);
         } else if (next !== null) {
-          const [type, d] = encodeData(out.data);
           sock = next;
-          frames = [jobHead(type, job.idFrame), d];
+          frames = jobFrames(job.idFrame, out.data);
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
           frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
@@ -236,12 +235,15 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     }
   };
 
-  function run(head: Buffer, data: Buffer): void {
-    const job = new Job(head.subarray(2), stage);
+  /** A job: its frame, and its data's frame if the data did not fit in it. */
+  function run(f: Buffer, data: Buffer | undefined): void {
+    const idEnd = jobIdEnd(f);
+    if (idEnd < 0) return; // the proxy sends none such
+    const job = new Job(f.subarray(3, idEnd), stage);
     started(job);
     let out: Outcome | Promise<Outcome>;
     try {
-      out = fn(decodeData(head, data), job);
+      out = fn(decodeJob(f, data), job);
     } catch (e) {
       failed(job, e);
       return;
@@ -255,11 +257,11 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
 
   // Named parameters, not a rest array: one array less per job.
   dealer.on('message', function onJob(head?: Buffer, second?: Buffer) {
-    if (head === undefined || second === undefined || arguments.length !== 2) return;
-    if (closed) return;
+    if (head === undefined || closed) return;
+    const n = arguments.length;
     if (isJobType(head)) {
-      run(head, second);
-    } else if (head.equals(CANCEL)) {
+      if (n <= 2) run(head, second);
+    } else if (n === 2 && second !== undefined && head.equals(CANCEL)) {
       const id = second;
       for (const job of running) if (job.idFrame.equals(id)) job.abort();
     }
