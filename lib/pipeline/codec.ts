@@ -64,54 +64,82 @@ function checkIdLength(n: number): void {
   if (n > ID_MAX) throw new RangeError(`pipeline: an id of ${n} bytes (at most ${ID_MAX})`);
 }
 
-/** 'J', the kind, the id's length and the id, at the start of `out`; returns where the data goes. */
-function writeJobHead(out: Buffer, kind: number, id: Buffer | string): number {
+/**
+ * Copies below this many bytes are made in JavaScript: for the few bytes of
+ * an id, a small JSON text or a short body, a loop costs less than a native
+ * call (and, for a string, than Buffer.write()'s argument checks).
+ */
+const SHORT_COPY = 64;
+
+/** Writes the ASCII string `s` (s.length bytes) at `at`. */
+function writeAscii(out: Buffer, s: string, at: number): void {
+  const n = s.length;
+  if (n < SHORT_COPY) {
+    for (let i = 0; i < n; i++) out[at + i] = s.charCodeAt(i);
+  } else {
+    out.write(s, at, 'latin1');
+  }
+}
+
+/** Copies src[from, to) to out at `at`. */
+function copyBytes(out: Buffer, at: number, src: Uint8Array, from: number, to: number): void {
+  if (to - from < SHORT_COPY) {
+    for (let i = from; i < to; i++) out[at++] = src[i]!;
+  } else {
+    out.set(src.subarray(from, to), at);
+  }
+}
+
+/**
+ * 'J', the kind, the id's length and the id (a latin1 string, or bytes
+ * idFrom to idTo of a Buffer), at the start of `out`; returns where the data goes.
+ */
+function writeJobHead(out: Buffer, kind: number, id: Buffer | string, idFrom: number, idTo: number): number {
   out[0] = J;
   out[1] = kind;
-  const n = id.length;
-  out[2] = n;
-  if (typeof id === 'string') {
-    for (let i = 0; i < n; i++) out[3 + i] = id.charCodeAt(i);
-  } else {
-    for (let i = 0; i < n; i++) out[3 + i] = id[i]!;
-  }
-  return 3 + n;
+  out[2] = idTo - idFrom;
+  if (typeof id === 'string') writeAscii(out, id, 3);
+  else copyBytes(out, 3, id, idFrom, idTo);
+  return 3 + idTo - idFrom;
 }
 
 /** A job's frames: its head with the data (one frame), or the head and data of INLINE_MAX bytes or more. */
-function jobOf(kind: number, id: Buffer | string, data: Uint8Array): Buffer[] {
-  checkIdLength(id.length);
+function jobOf(kind: number, id: Buffer | string, idFrom: number, idTo: number, data: Uint8Array): Buffer[] {
   const n = data.length;
+  const idn = idTo - idFrom;
   if (n >= INLINE_MAX) {
-    const h = Buffer.allocUnsafe(3 + id.length);
-    writeJobHead(h, kind, id);
+    const h = Buffer.allocUnsafe(3 + idn);
+    writeJobHead(h, kind, id, idFrom, idTo);
     return [h, Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, n)];
   }
-  const out = Buffer.allocUnsafe(3 + id.length + n);
-  const at = writeJobHead(out, kind, id);
-  if (n > 0) out.set(data, at);
+  const out = Buffer.allocUnsafe(3 + idn + n);
+  const at = writeJobHead(out, kind, id, idFrom, idTo);
+  if (n > 0) copyBytes(out, at, data, 0, n);
   return [out];
 }
 
 /**
- * The frames of a job passing `data` on, for the request `id` (its bytes or
- * latin1 string): a Buffer as it is, a plain value as JSON, anything else
+ * The frames of a job passing `data` on, for the request `id` (a latin1
+ * string, or bytes idFrom to idTo of a Buffer, as in the frame of the job
+ * that made it): a Buffer as it is, a plain value as JSON, anything else
  * through v8.serialize.
  */
-export function jobFrames(id: Buffer | string, data: unknown): Buffer[] {
-  if (data instanceof Uint8Array) return jobOf(KIND_BUFFER, id, data);
+export function jobFrames(id: Buffer | string, data: unknown, idFrom = 0, idTo = id.length): Buffer[] {
+  checkIdLength(idTo - idFrom);
+  if (data instanceof Uint8Array) return jobOf(KIND_BUFFER, id, idFrom, idTo, data);
   jsonBudget = 64;
   if (jsonExact(data)) {
     const s = JSON.stringify(data);
     const n = Buffer.byteLength(s);
-    if (n >= INLINE_MAX) return jobOf(KIND_JSON, id, Buffer.from(s));
-    checkIdLength(id.length);
+    if (n >= INLINE_MAX) return jobOf(KIND_JSON, id, idFrom, idTo, Buffer.from(s));
     // The JSON text written straight into the frame: no Buffer of its own.
-    const out = Buffer.allocUnsafe(3 + id.length + n);
-    out.write(s, writeJobHead(out, KIND_JSON, id), n === s.length ? 'latin1' : 'utf8');
+    const out = Buffer.allocUnsafe(3 + idTo - idFrom + n);
+    const at = writeJobHead(out, KIND_JSON, id, idFrom, idTo);
+    if (n === s.length) writeAscii(out, s, at);
+    else out.write(s, at, 'utf8');
     return [out];
   }
-  return jobOf(KIND_V8, id, v8.serialize(data));
+  return jobOf(KIND_V8, id, idFrom, idTo, v8.serialize(data));
 }
 
 let jsonBudget = 0;
@@ -133,7 +161,7 @@ function jsonExact(v: unknown): boolean {
       }
       const proto = Object.getPrototypeOf(v) as unknown;
       if (proto !== Object.prototype && proto !== null) return false;
-      if (Object.getOwnPropertySymbols(v).length > 0) return false;
+      // (Symbol keys: JSON drops them, as v8.serialize would.)
       for (const k in v) {
         if (k === '__proto__' || !jsonExact((v as Record<string, unknown>)[k])) return false;
       }
@@ -165,12 +193,12 @@ export function httpJobFrame(id: string, method: string, url: string, rawHeaders
   const n = Buffer.byteLength(head);
   const at = 3 + id.length;
   const out = Buffer.allocUnsafe(at + 4 + n + body.length);
-  writeJobHead(out, KIND_HTTP, id);
+  writeJobHead(out, KIND_HTTP, id, 0, id.length);
   out[at] = n >>> 24;
   out[at + 1] = (n >>> 16) & 0xff;
   out[at + 2] = (n >>> 8) & 0xff;
   out[at + 3] = n & 0xff;
-  if (n === head.length) out.write(head, at + 4, 'latin1');
+  if (n === head.length) writeAscii(out, head, at + 4);
   else out.write(head, at + 4, 'utf8');
   if (body.length > 0) body.copy(out, at + 4 + n);
   return out;
@@ -273,8 +301,8 @@ const EMPTY = Buffer.alloc(0);
  * the body (Buffers as they are, strings in UTF-8, anything else as JSON),
  * in one frame, or with a body of INLINE_MAX bytes and more in a second one.
  */
-export function replyFrames(meta: Buffer, id: Buffer, headers: Buffer, body: unknown): Buffer[] {
-  checkIdLength(id.length);
+export function replyFrames(meta: Buffer, id: Buffer, headers: Buffer, body: unknown, idFrom = 0, idTo = id.length): Buffer[] {
+  checkIdLength(idTo - idFrom);
   let str: string | null = null;
   let bytes: Uint8Array = EMPTY;
   let n = 0;
@@ -288,30 +316,30 @@ export function replyFrames(meta: Buffer, id: Buffer, headers: Buffer, body: unk
     n = Buffer.byteLength(str);
   }
   const m = meta.length;
-  const idn = id.length;
+  const idn = idTo - idFrom;
   const hn = headers.length;
   const second = n >= INLINE_MAX;
   const at = m + 1 + idn + 4 + hn;
   const out = Buffer.allocUnsafe(second ? at : at + n);
   for (let i = 0; i < m; i++) out[i] = meta[i]!;
   out[m] = idn;
-  for (let i = 0; i < idn; i++) out[m + 1 + i] = id[i]!;
+  copyBytes(out, m + 1, id, idFrom, idTo);
   let p = m + 1 + idn;
   out[p] = hn >>> 24;
   out[p + 1] = (hn >>> 16) & 0xff;
   out[p + 2] = (hn >>> 8) & 0xff;
   out[p + 3] = hn & 0xff;
   p += 4;
-  if (hn > 0) headers.copy(out, p);
+  copyBytes(out, p, headers, 0, hn);
   if (second) {
     if (str !== null) return [out, Buffer.from(str)];
     return [out, Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, n)];
   }
   if (str !== null) {
-    if (n === str.length) out.write(str, at, 'latin1');
+    if (n === str.length) writeAscii(out, str, at);
     else out.write(str, at, 'utf8');
-  } else if (n > 0) {
-    out.set(bytes, at);
+  } else {
+    copyBytes(out, at, bytes, 0, n);
   }
   return [out];
 }

@@ -91,15 +91,27 @@ function sameHeaders(h: unknown, last: FlatHeaders): boolean {
   return n === names.length;
 }
 
-/** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
+/**
+ * A job on a worker: its ctx. Its id stays in the job's frame (bytes 3 to
+ * idEnd), whence the frames it sends copy it; the AbortController is made
+ * only when ctx.signal is asked for.
+ */
 class Job implements JobContext {
   private ac: AbortController | null = null;
   private aborted = false;
   /** Its index in the worker's list of running jobs (-1: ended). */
   slot = -1;
-  constructor(readonly idFrame: Buffer, readonly stage: string) {}
+  constructor(readonly frame: Buffer, readonly idEnd: number, readonly stage: string) {}
   get id(): string {
-    return this.idFrame.toString('latin1');
+    return this.frame.toString('latin1', 3, this.idEnd);
+  }
+  /** The id's bytes, for the rare messages that carry it alone (DONE). */
+  get idFrame(): Buffer {
+    return this.frame.subarray(3, this.idEnd);
+  }
+  /** Is `id` this job's id? */
+  is(id: Buffer): boolean {
+    return id.length === this.idEnd - 3 && this.frame.compare(id, 0, id.length, 3, this.idEnd) === 0;
   }
   get signal(): AbortSignal {
     if (this.ac === null) {
@@ -189,10 +201,10 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     lastHeadersFrame = f;
     return f;
   };
-  const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
-    encodeReply(meta(flag, status), id, headersFrame(headers), body);
-  const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
-    send(loopback, replyFrames(id, flag, status, headers, body));
+  const replyFrames = (job: Job, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
+    encodeReply(meta(flag, status), job.frame, headersFrame(headers), body, 3, job.idEnd);
+  const reply = (job: Job, flag: number, status: number, headers: Headers, body: unknown): void => {
+    send(loopback, replyFrames(job, flag, status, headers, body));
   };
 
   // A job's end: its result goes to the next stage's intake or to the
@@ -203,7 +215,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     removed(job);
     const err = e as Error;
     log(`iomux-pipeline: stage ${stage}: job ${job.id} failed: ${err && err.stack ? err.stack : String(err)}`);
-    if (!job.interrupted) reply(job.idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
+    if (!job.interrupted) reply(job, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
     else send(dealer, [DONE, job.idFrame]);
   };
   const ended = (job: Job, out: Outcome): void => {
@@ -218,13 +230,13 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       let sock: Push = loopback;
       try {
         if (out.kind === 'reply') {
-          frames = replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body);
+          frames = replyFrames(job, FLAG_NONE, out.status, out.headers, out.body);
         } else if (next !== null) {
           sock = next;
-          frames = jobFrames(job.idFrame, out.data);
+          frames = jobFrames(job.frame, out.data, 3, job.idEnd);
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
-          frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
+          frames = replyFrames(job, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
         }
       } catch (e) {
         failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
@@ -239,7 +251,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
   function run(f: Buffer, data: Buffer | undefined): void {
     const idEnd = jobIdEnd(f);
     if (idEnd < 0) return; // the proxy sends none such
-    const job = new Job(f.subarray(3, idEnd), stage);
+    const job = new Job(f, idEnd, stage);
     started(job);
     let out: Outcome | Promise<Outcome>;
     try {
@@ -263,7 +275,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       if (n <= 2) run(head, second);
     } else if (n === 2 && second !== undefined && head.equals(CANCEL)) {
       const id = second;
-      for (const job of running) if (job.idFrame.equals(id)) job.abort();
+      for (const job of running) if (job.is(id)) job.abort();
     }
   });
 
