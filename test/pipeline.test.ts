@@ -517,6 +517,19 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.equal((codec.decodeJob(big) as { url: string }).url, '/\u00e9', 'a URL in UTF-8');
   t.throws(() => codec.decodeJob(f.subarray(0, 14)), /truncated HTTP job/);
   t.throws(() => codec.decodeJob(Buffer.concat([Buffer.from('Jh\x01i'), Buffer.from('\0\0\0\x0aGET\n/\nHost')])), /malformed HTTP job/);
+  // Heads scanned by hand: well-formed exactly when split('\n') gives method, URL and name-value pairs.
+  for (const head of ['GET', 'GET\n/', 'GET\n/\n', 'GET\n/\nH', 'GET\n/\nH\n', 'GET\n/\nH\nv', 'GET\n/\nH\nv\n', 'GET\n/\n\n', 'GET\n/\nH\nv\nh\nw', '\n', 'GET\n/\nH\nv\nX']) {
+    const n = Buffer.byteLength(head);
+    const frame = Buffer.concat([Buffer.from('Jh\x01i'), Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]), Buffer.from(head)]);
+    const parts = head.split('\n');
+    if (parts.length >= 2 && parts.length % 2 === 0) {
+      const got = codec.decodeJob(frame) as { method: string; url: string; headers: Record<string, unknown> };
+      t.same([got.method, got.url], parts.slice(0, 2), `${JSON.stringify(head)}: method and URL`);
+      t.same(Object.entries(got.headers), Object.entries(joinHeaders(parts.slice(2))), `${JSON.stringify(head)}: headers`);
+    } else {
+      t.throws(() => codec.decodeJob(frame), /malformed HTTP job/, `${JSON.stringify(head)}: malformed`);
+    }
+  }
   t.throws(() => codec.decodeJob(Buffer.from('Jx\x01i[1]')), /unknown job data kind/);
   t.throws(() => codec.decodeJob(Buffer.from('Jj\x09i[1]')), /malformed job frame/, 'an id longer than the frame');
   t.throws(() => codec.decodeJob(Buffer.from('?j\x01i[1]')), /malformed job frame/);
