@@ -512,6 +512,10 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.equal(Object.getPrototypeOf(job.headers), Object.prototype, 'a plain object');
   t.equal(Object.getOwnPropertyDescriptor(job.headers, '__proto__')?.value, 'p', 'a field named __proto__ is just a field');
   t.same(codec.decodeJob(codec.httpJobFrame('', 'GET', '/', [], Buffer.alloc(0))), { method: 'GET', url: '/', path: '/', query: {}, headers: {}, body: Buffer.alloc(0) });
+  for (const [url, rawH] of [['/long', ['X-Long', 'v'.repeat(300)]], ['/caf\u00e9', ['H', 'v']], ['/', ['H', '\u00e9']], ['/', ['\u00ff', 'v']]] as Array<[string, string[]]>) {
+    const got = codec.decodeJob(codec.httpJobFrame('i', 'GET', url, rawH, Buffer.from('b'))) as { url: string; headers: Record<string, string>; body: Buffer };
+    t.same([got.url, Object.entries(got.headers), got.body.toString()], [url, Object.entries(joinHeaders(rawH)), 'b'], `the head as given: ${url} ${rawH[0]!.slice(0, 8)}`);
+  }
   const big = codec.httpJobFrame('i', 'PUT', '/\u00e9', [], Buffer.alloc(5000, 1));
   t.same((codec.decodeJob(big) as { body: Buffer }).body, Buffer.alloc(5000, 1), 'a large body, in the one frame');
   t.equal((codec.decodeJob(big) as { url: string }).url, '/\u00e9', 'a URL in UTF-8');

@@ -81,6 +81,17 @@ function writeAscii(out: Buffer, s: string, at: number): void {
   }
 }
 
+/** Writes `s` at `at` if it is ASCII; returns where it ends, or -1 (at the first other character). */
+function putAscii(out: Buffer, s: string, at: number): number {
+  const n = s.length;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return -1;
+    out[at + i] = c;
+  }
+  return at + n;
+}
+
 /** Copies src[from, to) to out at `at`. */
 function copyBytes(out: Buffer, at: number, src: Uint8Array, from: number, to: number): void {
   if (to - from < SHORT_COPY) {
@@ -130,9 +141,14 @@ export function jobFrames(id: Buffer | string, data: unknown, idFrom = 0, idTo =
   jsonBudget = 64;
   if (jsonExact(data)) {
     const s = JSON.stringify(data);
+    if (s.length < SHORT_COPY) {
+      // The JSON text written straight into the frame, no Buffer of its own,
+      // and, when ASCII, without measuring it first.
+      const out = Buffer.allocUnsafe(3 + idTo - idFrom + s.length);
+      if (putAscii(out, s, writeJobHead(out, KIND_JSON, id, idFrom, idTo)) >= 0) return [out];
+    }
     const n = Buffer.byteLength(s);
     if (n >= INLINE_MAX) return jobOf(KIND_JSON, id, idFrom, idTo, Buffer.from(s));
-    // The JSON text written straight into the frame: no Buffer of its own.
     const out = Buffer.allocUnsafe(3 + idTo - idFrom + n);
     const at = writeJobHead(out, KIND_JSON, id, idFrom, idTo);
     if (n === s.length) writeAscii(out, s, at);
@@ -189,6 +205,32 @@ export interface HttpJob {
  */
 export function httpJobFrame(id: string, method: string, url: string, rawHeaders: readonly string[], body: Buffer): Buffer {
   checkIdLength(id.length);
+  // Mostly ASCII: the head's pieces are then copied in one by one, without
+  // joining them into a string first; else (rare) as UTF-8.
+  let len = method.length + 1 + url.length;
+  for (let i = 0; i < rawHeaders.length; i++) len += 1 + rawHeaders[i]!.length;
+  if (len < 4 * SHORT_COPY) {
+    const at = 3 + id.length;
+    const out = Buffer.allocUnsafe(at + 4 + len + body.length);
+    let p = putAscii(out, method, at + 4);
+    if (p >= 0) {
+      out[p++] = 0x0a;
+      p = putAscii(out, url, p);
+      for (let i = 0; i < rawHeaders.length && p >= 0; i++) {
+        out[p++] = 0x0a;
+        p = putAscii(out, rawHeaders[i]!, p);
+      }
+      if (p >= 0) {
+        writeJobHead(out, KIND_HTTP, id, 0, id.length);
+        out[at] = len >>> 24;
+        out[at + 1] = (len >>> 16) & 0xff;
+        out[at + 2] = (len >>> 8) & 0xff;
+        out[at + 3] = len & 0xff;
+        if (body.length > 0) body.copy(out, p);
+        return out;
+      }
+    }
+  }
   const head = rawHeaders.length === 0 ? `${method}\n${url}` : `${method}\n${url}\n${rawHeaders.join('\n')}`;
   const n = Buffer.byteLength(head);
   const at = 3 + id.length;
