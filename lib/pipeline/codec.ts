@@ -303,6 +303,9 @@ export function parseQuery(qs: string): Record<string, string> {
   return out;
 }
 
+/** The body of every HTTP job without one (zero bytes: nothing to share). */
+const NO_BODY = Buffer.alloc(0);
+
 function decodeHttpJob(data: Buffer, from: number): HttpJob {
   const len = data.length;
   const n = len - from >= 4 ? data.readUInt32BE(from) : -1;
@@ -319,7 +322,8 @@ function decodeHttpJob(data: Buffer, from: number): HttpJob {
   return {
     method: head.slice(0, a), url, path: q < 0 ? url : url.slice(0, q),
     query: q < 0 ? {} : parseQuery(url.slice(q + 1)),
-    headers: b < head.length ? joinFields(head, b + 1) : {}, body: data.subarray(from + 4 + n),
+    headers: b < head.length ? joinFields(head, b + 1) : {},
+    body: from + 4 + n === len ? NO_BODY : data.subarray(from + 4 + n),
   };
 }
 
