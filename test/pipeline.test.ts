@@ -315,7 +315,7 @@ t.test('a reply for an unknown or expired id is counted and dropped; no fd left 
   await srv.listen();
   const push = new iomux.zmq.Push();
   push.connect(srv.endpoints.loopback);
-  await push.send(['Y-2000:no-such-id', '{}', 'stray']);
+  await push.send(Buffer.from('Y-2000:\x0ano-such-id\0\0\0\x02{}stray', 'latin1'));
   await until(() => srv.stats().unknownReplies === 1, 5000, 'counted');
   t.equal((await get(srv.address().port, '/')).body, 'ok', 'the server goes on');
   await push.close();
@@ -328,7 +328,7 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   const { PendingTable } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
   type Entry = { id: string; slot: number; prevAll: Entry | null; nextAll: Entry | null };
   const table = new PendingTable() as unknown as {
-    reserve(): number; add(p: Entry): void; get(id: string): Entry | undefined; getAt(b: Buffer, start: number): Entry | undefined; delete(p: Entry): void; size: number; oldest: Entry | null;
+    reserve(): number; add(p: Entry): void; get(id: string): Entry | undefined; getAt(b: Buffer, start: number, end?: number): Entry | undefined; delete(p: Entry): void; size: number; oldest: Entry | null;
   };
   let seq = 0;
   const make = (): Entry => {
@@ -341,6 +341,8 @@ t.test('the pending table: ids find their request, stale and malformed ids find 
   t.equal(table.size, 40);
   t.ok(all.every((p) => table.get(p.id) === p), 'each id finds its request');
   t.ok(all.every((p) => table.getAt(Buffer.from(`Jh${p.id}`), 2) === p), 'and the same id read in a frame');
+  t.ok(all.every((p) => table.getAt(Buffer.from(`Jh\x01${p.id}{"n":1}`, 'latin1'), 3, 3 + p.id.length) === p), 'and read between its start and end, with data after it');
+  t.equal(table.getAt(Buffer.from(`Jh\x01${all[3]!.id}1`, 'latin1'), 3, 4 + all[3]!.id.length), undefined, 'not with the byte after its end');
   t.equal(all[37]!.id.endsWith('.11'), true, 'slot 37 is "11" in base 36');
   for (const bad of ['', '.', 'x', 'p.t.0.', 'p.t.0.0.', 'p.t.1.0', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz', 'p.t.0.14', 'p.t.0.00', 'p.t.0.0x']) {
     t.equal(table.get(bad), undefined, `nothing for ${JSON.stringify(bad)}`);
@@ -371,7 +373,7 @@ t.test("the holder table: a job's worker by the request's slot, stale and unknow
   const { HolderTable, idSlot, idSlotAt } = require('../dist/pipeline/server') as typeof import('../dist/pipeline/server');
   type W = { key: string };
   const table = new HolderTable() as unknown as {
-    set(id: string, w: W): void; get(id: string): W | undefined; take(id: string, from?: W): W | undefined; takeAt(b: Buffer, start: number, from?: W): W | undefined; entries(): Array<[string, W]>; size: number;
+    set(id: string, w: W): void; get(id: string): W | undefined; take(id: string, from?: W): W | undefined; takeAt(b: Buffer, start: number, from?: W, end?: number): W | undefined; entries(): Array<[string, W]>; size: number;
   };
   const a: W = { key: 'a' };
   const b: W = { key: 'b' };
@@ -380,6 +382,7 @@ t.test("the holder table: a job's worker by the request's slot, stale and unknow
   for (const bad of ['', '.', 'p.t.0.x!', 'p.t.0.', 'p.t.0.A', 'p.t.0.-1', 'p.t.0.zzzzzzzzzzzzzz']) t.equal(idSlot(bad, 1000), -1, `no slot in ${JSON.stringify(bad)}`);
   for (const id of ['p.t.0.11', '11', 'p.t.0.0', 'p.t.0.z', 'p.t.0.zz', '', '.', 'p.t.0.x!', 'p.t.0.', 'p.t.0.A']) {
     t.equal(idSlotAt(Buffer.from(`Y-2001:${id}`), 7, 1296), idSlot(id, 1296), `the same slot in a frame: ${JSON.stringify(id)}`);
+    t.equal(idSlotAt(Buffer.from(`Jj\x01${id}[1]`), 3, 1296, 3 + Buffer.byteLength(id)), idSlot(id, 1296), `and between a start and an end: ${JSON.stringify(id)}`);
   }
   table.set('p.t.0.0', a);
   table.set('p.t.1.1', b);
@@ -405,7 +408,8 @@ t.test("the holder table: a job's worker by the request's slot, stale and unknow
   t.equal(table.get('p.t.3.0'), b);
   t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.0'), 7, a), undefined);
   t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.00'), 7), undefined, 'not with a byte more');
-  t.equal(table.takeAt(Buffer.from('Y-2001:p.t.3.0'), 7, b), b, 'the spilled job found from a frame');
+  t.equal(table.takeAt(Buffer.from('Y-2001:\x07p.t.3.0\0\0\0\x02{}'), 8, b, 8 + 6), undefined, 'not with a byte less');
+  t.equal(table.takeAt(Buffer.from('Y-2001:\x07p.t.3.0\0\0\0\x02{}'), 8, b, 8 + 7), b, 'the spilled job found from a frame, the id between its start and end');
   t.equal(table.get('p.t.3.0'), undefined);
   // A job handed out again (a peer sending it twice) gets the new holder, counted once.
   table.set('p.t.2.11', b);
@@ -429,19 +433,27 @@ t.test('a misbehaving peer cannot add slots or crash the front end', async (t) =
   await rogue.send(['X', 'junk', 'more']);
   const junk = new iomux.zmq.Push();
   junk.connect(srv.endpoints.loopback);
+  const latin1 = (x: string): Buffer => Buffer.from(x, 'latin1');
   await junk.send(['Y']);
-  await junk.send(['Y-2x0:id', '{}', 'b']);
-  await junk.send(['Y-20:id', '{}', 'b']);
+  await junk.send(latin1('Y-2x0:\x02id\0\0\0\x02{}b'));
+  await junk.send(latin1('Y-20:\x02id\0\0\0\x02{}b'));
   await junk.send(['Y-2000', '{}', 'b']);
-  await junk.send(['Y-2000:id', '{}']);
-  await junk.send(['Y-2000', 'id', '{}', 'b']);
-  await junk.send(['Ye9999:id', '{bad json', 'b']);
+  await junk.send(latin1('Y-2000:'));
+  await junk.send(latin1('Y-2000:\x09id\0\0\0\x02{}'));
+  await junk.send(latin1('Y-2000:\x02id\0\0\0\x09{}b'));
+  await junk.send(latin1('Y-2000:\x02id\0\0'));
+  await junk.send([latin1('Y-2000:\x02id\0\0\0\x02{}'), 'b', 'c']);
+  await junk.send(latin1('Ye9999:\x02id\0\0\0\x09{bad jsonb'));
   const intake = new iomux.zmq.Push();
   intake.connect(srv.endpoints.stages[0]!.intake);
   await intake.send(['Jvunknown-id', 'not v8']);
   await intake.send(['J', 'unknown-id', 'v', 'not v8']);
   await intake.send(['Jv', 'unknown-id', 'x']);
   await intake.send(['Jvunknown-id']);
+  await intake.send(['Jv\x0aunknown-id', 'not v8']);
+  await intake.send(['Jv\x0aunknown-id']);
+  await intake.send(['Jv\x0bunknown-id']);
+  await intake.send(['Jv\x0aunknown-id', 'a', 'b']);
   await until(() => srv.stages[0]!.workers.size === 2, 5000, 'rogue counted as a worker');
   await sleep(50);
   t.equal(srv.stats().stages[0].idle, 2, 'one slot each: a repeated READY and stray DONEs add none');
@@ -456,10 +468,11 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const codec = require('../dist/pipeline/codec') as typeof import('../dist/pipeline/codec');
   const round = (v: unknown): [string, unknown] => {
-    const [k, d] = codec.encodeData(v);
-    return [k.toString(), codec.decodeData(k, d)];
+    const frames = codec.jobFrames('id.1', v);
+    t.equal(codec.jobId(frames[0]!), 'id.1');
+    return [frames[0]!.toString('latin1', 0, 2), codec.decodeJob(frames[0]!, frames[1])];
   };
-  for (const v of [{ n: 97 }, [1, 'a', null, true, { b: [2.5] }], 'text \u{1F600}', 0, {}]) {
+  for (const v of [{ n: 97 }, [1, 'a', null, true, { b: [2.5] }], 'text \u{1F600}', 'caf\u00e9', 0, {}, 'x'.repeat(5000), { s: '\u00e9'.repeat(3000) }]) {
     const [kind, back] = round(v);
     t.equal(kind, 'Jj', `${JSON.stringify(v)} as JSON`);
     t.same(back, v);
@@ -475,9 +488,19 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.equal(round(-0)[1], -0);
   t.equal(Object.is(round(-0)[1], -0), true, '-0 stays -0');
   const raw = ['Host', 'h', 'X-List', '1', 'x-list', '2', 'Cookie', 'a=1', 'cookie', 'b=2', 'Set-Cookie', 'c=3', 'X-Latin', 'caf\u00e9 \u00ff', '__proto__', 'p'];
-  const [k, d] = codec.encodeHttpJob('POST', '/a/b?x=1&y=%20z&x=2', raw, Buffer.from([0, 1, 255]));
-  t.equal(k.toString(), 'Jh');
-  const job = codec.decodeData(k, d) as Record<string, unknown>;
+  for (const b of [Buffer.from([0, 1, 255]), Buffer.alloc(0), Buffer.alloc(5000, 7)]) {
+    const frames = codec.jobFrames(Buffer.from('id.2'), b);
+    t.equal(frames.length, b.length >= codec.INLINE_MAX ? 2 : 1, `a Buffer of ${b.length} bytes: its own frame only when large`);
+    t.equal(frames[0]!.toString('latin1', 0, 2), 'Jb');
+    t.same(codec.decodeJob(frames[0]!, frames[1]), b);
+  }
+  t.equal(codec.jobFrames('id.3', new Map([[1, 'x'.repeat(5000)]])).length, 2, 'large v8 data in a frame of its own');
+  t.throws(() => codec.jobFrames('i'.repeat(256), 1), /an id of 256 bytes/);
+  const f = codec.httpJobFrame('k1.x.3.0', 'POST', '/a/b?x=1&y=%20z&x=2', raw, Buffer.from([0, 1, 255]));
+  t.equal(f.toString('latin1', 0, 2), 'Jh');
+  t.equal(codec.jobId(f), 'k1.x.3.0', 'the id after its length byte');
+  t.equal(codec.jobIdEnd(f), 3 + 8);
+  const job = codec.decodeJob(f) as Record<string, unknown>;
   t.same(job, {
     method: 'POST', url: '/a/b?x=1&y=%20z&x=2', path: '/a/b', query: { x: '2', y: ' z' },
     headers: { host: 'h', 'x-list': '1, 2', cookie: 'a=1; b=2', 'set-cookie': ['c=3'], 'x-latin': 'caf\u00e9 \u00ff', ['__proto__']: 'p' },
@@ -488,27 +511,62 @@ t.test('job data between stages: plain values as JSON, the rest through v8.seria
   t.same(Object.entries(job.headers as object), Object.entries(joinHeaders(raw)), 'joined as lib/http joins them');
   t.equal(Object.getPrototypeOf(job.headers), Object.prototype, 'a plain object');
   t.equal(Object.getOwnPropertyDescriptor(job.headers, '__proto__')?.value, 'p', 'a field named __proto__ is just a field');
-  const [k0, d0] = codec.encodeHttpJob('GET', '/', [], Buffer.alloc(0));
-  t.same(codec.decodeData(k0, d0), { method: 'GET', url: '/', path: '/', query: {}, headers: {}, body: Buffer.alloc(0) });
-  t.throws(() => codec.decodeData(k, d.subarray(0, 6)), /truncated HTTP job/);
-  const odd = Buffer.from('\0\0\0\x0aGET\n/\nHost');
-  t.throws(() => codec.decodeData(k, odd), /malformed HTTP job/);
-  t.throws(() => codec.decodeData(Buffer.from('?'), d), /unknown job data kind/);
-  t.throws(() => codec.decodeData(Buffer.from('h'), d), /unknown job data kind/);
-  t.throws(() => codec.decodeData(Buffer.from('Jx'), d), /unknown job data kind/);
-  // A job's head: its type and id in one frame; a reply's: flag, status, stage index and id.
-  const jh = codec.jobHead(Buffer.from('Jj'), Buffer.from('id.1'));
-  t.equal(jh.toString(), 'Jjid.1');
-  t.equal(codec.jobId(jh), 'id.1');
-  t.same(codec.decodeData(jh, Buffer.from('[1]')), [1], 'a job head names the kind');
-  const m = codec.replyHead(codec.replyMeta(codec.FLAG_ERROR, 503, 12), Buffer.from('id:2'));
-  t.equal(m.toString(), 'Ye50312:id:2');
-  t.equal(codec.replyStatus(m), 503);
-  t.equal(codec.replyStage(m), 12);
-  t.equal(codec.replyId(m), 'id:2');
-  t.equal(codec.replyIdStart(m), 8, 'the id read in place starts after the colon');
-  t.equal(m.toString('latin1', codec.replyIdStart(m)), codec.replyId(m));
-  t.equal(codec.replyId(codec.replyHead(codec.replyMeta(codec.FLAG_NONE, 200, 0), Buffer.alloc(0))), '', 'an empty id');
+  t.same(codec.decodeJob(codec.httpJobFrame('', 'GET', '/', [], Buffer.alloc(0))), { method: 'GET', url: '/', path: '/', query: {}, headers: {}, body: Buffer.alloc(0) });
+  for (const [url, rawH] of [['/long', ['X-Long', 'v'.repeat(300)]], ['/caf\u00e9', ['H', 'v']], ['/', ['H', '\u00e9']], ['/', ['\u00ff', 'v']]] as Array<[string, string[]]>) {
+    const got = codec.decodeJob(codec.httpJobFrame('i', 'GET', url, rawH, Buffer.from('b'))) as { url: string; headers: Record<string, string>; body: Buffer };
+    t.same([got.url, Object.entries(got.headers), got.body.toString()], [url, Object.entries(joinHeaders(rawH)), 'b'], `the head as given: ${url} ${rawH[0]!.slice(0, 8)}`);
+  }
+  const big = codec.httpJobFrame('i', 'PUT', '/\u00e9', [], Buffer.alloc(5000, 1));
+  t.same((codec.decodeJob(big) as { body: Buffer }).body, Buffer.alloc(5000, 1), 'a large body, in the one frame');
+  t.equal((codec.decodeJob(big) as { url: string }).url, '/\u00e9', 'a URL in UTF-8');
+  t.throws(() => codec.decodeJob(f.subarray(0, 14)), /truncated HTTP job/);
+  t.throws(() => codec.decodeJob(Buffer.concat([Buffer.from('Jh\x01i'), Buffer.from('\0\0\0\x0aGET\n/\nHost')])), /malformed HTTP job/);
+  // Heads scanned by hand: well-formed exactly when split('\n') gives method, URL and name-value pairs.
+  for (const head of ['GET', 'GET\n/', 'GET\n/\n', 'GET\n/\nH', 'GET\n/\nH\n', 'GET\n/\nH\nv', 'GET\n/\nH\nv\n', 'GET\n/\n\n', 'GET\n/\nH\nv\nh\nw', '\n', 'GET\n/\nH\nv\nX']) {
+    const n = Buffer.byteLength(head);
+    const frame = Buffer.concat([Buffer.from('Jh\x01i'), Buffer.from([n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255]), Buffer.from(head)]);
+    const parts = head.split('\n');
+    if (parts.length >= 2 && parts.length % 2 === 0) {
+      const got = codec.decodeJob(frame) as { method: string; url: string; headers: Record<string, unknown> };
+      t.same([got.method, got.url], parts.slice(0, 2), `${JSON.stringify(head)}: method and URL`);
+      t.same(Object.entries(got.headers), Object.entries(joinHeaders(parts.slice(2))), `${JSON.stringify(head)}: headers`);
+    } else {
+      t.throws(() => codec.decodeJob(frame), /malformed HTTP job/, `${JSON.stringify(head)}: malformed`);
+    }
+  }
+  t.throws(() => codec.decodeJob(Buffer.from('Jx\x01i[1]')), /unknown job data kind/);
+  t.throws(() => codec.decodeJob(Buffer.from('Jj\x09i[1]')), /malformed job frame/, 'an id longer than the frame');
+  t.throws(() => codec.decodeJob(Buffer.from('?j\x01i[1]')), /malformed job frame/);
+  t.equal(codec.jobIdEnd(Buffer.from('Jj')), -1, 'too short for a job');
+  t.same(codec.decodeJob(Buffer.from('Jj\x01i'), Buffer.from('[1]')), [1], 'the data in a second frame');
+  // A reply: flag, status, stage index, id, headers and body in one frame (a large body in a second).
+  const meta = codec.replyMeta(codec.FLAG_ERROR, 503, 12);
+  const [m, ...more] = codec.replyFrames(meta, Buffer.from('id:2'), Buffer.from('{"a":"b"}'), 'caf\u00e9');
+  t.equal(more.length, 0);
+  t.equal(m!.toString('latin1', 0, 8), 'Ye50312:');
+  t.equal(codec.replyStatus(m!), 503);
+  t.equal(codec.replyStage(m!), 12);
+  t.equal(codec.replyId(m!), 'id:2');
+  const at = codec.replyIdStart(m!);
+  t.equal(at, 8, "the id's length byte follows the colon");
+  t.equal(m![at], 4);
+  const hEnd = codec.replyHeadersEnd(m!, at);
+  t.equal(m!.toString('utf8', at + 1 + 4 + 4, hEnd), '{"a":"b"}', 'the headers after their length');
+  t.equal(m!.toString('utf8', hEnd), 'caf\u00e9', 'then the body');
+  t.equal(codec.replyHeadersEnd(m!.subarray(0, hEnd - 1), at), -1, 'cut short');
+  t.equal(codec.replyHeadersEnd(m!.subarray(0, at + 3), at), -1, 'cut short in the id');
+  t.equal(codec.replyHeadersEnd(m!.subarray(0, at), at), -1, 'cut short before the id');
+  const [r0] = codec.replyFrames(codec.replyMeta(codec.FLAG_NONE, 200, 0), Buffer.alloc(0), Buffer.alloc(0), undefined);
+  t.equal(codec.replyId(r0!), '', 'an empty id');
+  t.equal(codec.replyHeadersEnd(r0!, codec.replyIdStart(r0!)), r0!.length, 'no headers, no body');
+  for (const [body, want] of [[{ x: [1] }, '{"x":[1]}'], [new Uint8Array([104, 105]), 'hi'], [null, '']] as Array<[unknown, string]>) {
+    const [r] = codec.replyFrames(meta, Buffer.from('i'), Buffer.from('{}'), body);
+    t.equal(r!.toString('utf8', codec.replyHeadersEnd(r!, codec.replyIdStart(r!))), want, `a body of ${JSON.stringify(want)}`);
+  }
+  const large = codec.replyFrames(meta, Buffer.from('i'), Buffer.from('{}'), 'z'.repeat(5000));
+  t.equal(large.length, 2, 'a large body in a frame of its own');
+  t.equal(codec.replyHeadersEnd(large[0]!, codec.replyIdStart(large[0]!)), large[0]!.length);
+  t.equal(large[1]!.toString(), 'z'.repeat(5000));
   for (const bad of ['', 'Y', 'Y-200:', 'Y-200', 'Y-2000', 'X-2000:a', 'Y-2a00:a', 'Y-200x:a', 'Y-20012345678:a']) t.equal(codec.replyStatus(Buffer.from(bad)), -1, `not a reply head: ${JSON.stringify(bad)}`);
   // The query as URLSearchParams gives it, on the hand-split path and the other.
   for (const q of ['a=1&b=2', 'a=1&a=2&b', '&&a&', 'a=', '=x', 'a=b=c', '__proto__=1&x=2', 'a=%41+b&a%3D=1', '', '&', 'é=ü&1=2&0=3']) {

@@ -58,7 +58,7 @@ function stageProxy(index, front) {
     while (head < queue.length && idle.length > 0) {
       const job = queue[head];
       queue[head++] = undefined;
-      send([idle.shift(), job[0], job[1]]);
+      send([idle.shift(), ...job]);
     }
     if (head > 1024 && head * 2 > queue.length) {
       queue.splice(0, head);
@@ -67,13 +67,13 @@ function stageProxy(index, front) {
   };
   const p = {
     index, intake, backend, workers,
-    enqueue(head, data) {
-      queue.push([head, data]);
+    enqueue(frames) {
+      queue.push(frames);
       dispatch();
     },
     start() {
       void receiveAll(intake, (f) => {
-        if (f.length === 2 && codec.isJobType(f[0])) p.enqueue(f[0], f[1]);
+        if ((f.length === 1 || f.length === 2) && codec.jobIdEnd(f[0]) > 0) p.enqueue(f);
       });
       void receiveAll(backend, ([identity, type, a]) => {
         if (type.equals(codec.READY)) {
@@ -108,13 +108,16 @@ async function startZeromqPipeline(k) {
     s.start();
   }
   void receiveAll(loopback, (f) => {
-    if (f.length !== 3 || codec.replyStatus(f[0]) < 0) return;
+    if (f.length > 2 || codec.replyStatus(f[0]) < 0) return;
+    const at = codec.replyIdStart(f[0]);
+    const hEnd = codec.replyHeadersEnd(f[0], at);
+    if (hEnd < 0) return;
     const id = codec.replyId(f[0]);
     const res = pending.get(id);
     if (res === undefined) return;
     pending.delete(id);
-    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[1].toString()));
-    res.end(f[2]);
+    res.writeHead(codec.replyStatus(f[0]), JSON.parse(f[0].toString('utf8', at + 1 + f[0][at] + 4, hEnd)));
+    res.end(f.length === 2 ? f[1] : f[0].subarray(hEnd));
   });
   const server = http.createServer((req, res) => {
     const id = (seq++).toString(36);
@@ -126,8 +129,7 @@ async function startZeromqPipeline(k) {
         method: req.method, url, path: q < 0 ? url : url.slice(0, q),
         query: Object.fromEntries(new URLSearchParams(q < 0 ? '' : url.slice(q + 1))), headers: req.headers, body,
       };
-      const [kind, data] = codec.encodeData(job);
-      stages[0].enqueue(codec.jobHead(kind, Buffer.from(id, 'latin1')), data);
+      stages[0].enqueue(codec.jobFrames(id, job));
     });
   });
   const children = [];
@@ -186,15 +188,15 @@ function runZeromqWorker(spec) {
   // Slots: IOMUX_BENCH_CONCURRENCY (1), as the iomux workers' concurrency.
   toDealer([codec.READY, Buffer.from(String(Number(process.env.IOMUX_BENCH_CONCURRENCY) || 1))]);
   void receiveAll(dealer, (f) => {
-    if (f.length !== 2 || !codec.isJobType(f[0])) return;
-    const out = fn(codec.decodeData(f[0], f[1]), ctx);
-    const id = f[0].subarray(2);
+    const idEnd = f.length <= 2 ? codec.jobIdEnd(f[0]) : -1;
+    if (idEnd < 0) return;
+    const out = fn(codec.decodeJob(f[0], f[1]), ctx);
+    const id = f[0].subarray(3, idEnd);
     if (out.kind === 'next') {
-      const [type, data] = codec.encodeData(out.data);
-      toNext([codec.jobHead(type, id), data]);
+      toNext(codec.jobFrames(id, out.data));
     } else {
-      toLoopback([codec.replyHead(codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), id),
-        Buffer.from(JSON.stringify(out.headers)), codec.bodyBytes(out.body)]);
+      toLoopback(codec.replyFrames(codec.replyMeta(codec.FLAG_NONE, out.status, spec.stageIndex), id,
+        Buffer.from(JSON.stringify(out.headers)), out.body));
     }
     toDealer([codec.DONE, id]);
   });

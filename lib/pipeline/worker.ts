@@ -1,7 +1,7 @@
 // The worker runtime: a DEALER to its stage's proxy, a PUSH to the next stage's
 // intake (none for the last stage) and a PUSH to the front end's loopback.
 import { Dealer, Push, Request } from '../zmq';
-import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, encodeData, decodeData, bodyBytes, isJobType, jobHead, replyMeta, replyHead } from './codec';
+import { CANCEL, READY, DONE, FLAG_NONE, FLAG_ERROR, jobFrames, decodeJob, jobIdEnd, isJobType, replyMeta, replyFrames as encodeReply } from './codec';
 
 export type Headers = Record<string, string | number | string[]>;
 
@@ -91,15 +91,27 @@ function sameHeaders(h: unknown, last: FlatHeaders): boolean {
   return n === names.length;
 }
 
-/** A job on a worker: its ctx. The AbortController is made only when ctx.signal is asked for. */
+/**
+ * A job on a worker: its ctx. Its id stays in the job's frame (bytes 3 to
+ * idEnd), whence the frames it sends copy it; the AbortController is made
+ * only when ctx.signal is asked for.
+ */
 class Job implements JobContext {
   private ac: AbortController | null = null;
   private aborted = false;
   /** Its index in the worker's list of running jobs (-1: ended). */
   slot = -1;
-  constructor(readonly idFrame: Buffer, readonly stage: string) {}
+  constructor(readonly frame: Buffer, readonly idEnd: number, readonly stage: string) {}
   get id(): string {
-    return this.idFrame.toString('latin1');
+    return this.frame.toString('latin1', 3, this.idEnd);
+  }
+  /** The id's bytes, for the rare messages that carry it alone (DONE). */
+  get idFrame(): Buffer {
+    return this.frame.subarray(3, this.idEnd);
+  }
+  /** Is `id` this job's id? */
+  is(id: Buffer): boolean {
+    return id.length === this.idEnd - 3 && this.frame.compare(id, 0, id.length, 3, this.idEnd) === 0;
   }
   get signal(): AbortSignal {
     if (this.ac === null) {
@@ -189,10 +201,10 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     lastHeadersFrame = f;
     return f;
   };
-  const replyFrames = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
-    [replyHead(meta(flag, status), id), headersFrame(headers), bodyBytes(body)];
-  const reply = (id: Buffer, flag: number, status: number, headers: Headers, body: unknown): void => {
-    send(loopback, replyFrames(id, flag, status, headers, body));
+  const replyFrames = (job: Job, flag: number, status: number, headers: Headers, body: unknown): Buffer[] =>
+    encodeReply(meta(flag, status), job.frame, headersFrame(headers), body, 3, job.idEnd);
+  const reply = (job: Job, flag: number, status: number, headers: Headers, body: unknown): void => {
+    send(loopback, replyFrames(job, flag, status, headers, body));
   };
 
   // A job's end: its result goes to the next stage's intake or to the
@@ -203,7 +215,7 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     removed(job);
     const err = e as Error;
     log(`iomux-pipeline: stage ${stage}: job ${job.id} failed: ${err && err.stack ? err.stack : String(err)}`);
-    if (!job.interrupted) reply(job.idFrame, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
+    if (!job.interrupted) reply(job, FLAG_ERROR, 500, { 'content-type': 'text/plain' }, `Internal Server Error (stage ${stage})\n`);
     else send(dealer, [DONE, job.idFrame]);
   };
   const ended = (job: Job, out: Outcome): void => {
@@ -218,14 +230,13 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
       let sock: Push = loopback;
       try {
         if (out.kind === 'reply') {
-          frames = replyFrames(job.idFrame, FLAG_NONE, out.status, out.headers, out.body);
+          frames = replyFrames(job, FLAG_NONE, out.status, out.headers, out.body);
         } else if (next !== null) {
-          const [type, d] = encodeData(out.data);
           sock = next;
-          frames = [jobHead(type, job.idFrame), d];
+          frames = jobFrames(job.frame, out.data, 3, job.idEnd);
         } else {
           const buf = Buffer.isBuffer(out.data) || typeof out.data === 'string';
-          frames = replyFrames(job.idFrame, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
+          frames = replyFrames(job, FLAG_NONE, 200, { 'content-type': buf ? 'application/octet-stream' : 'application/json' }, out.data);
         }
       } catch (e) {
         failed(job, e); // data v8 cannot serialize, headers JSON cannot hold
@@ -236,12 +247,15 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
     }
   };
 
-  function run(head: Buffer, data: Buffer): void {
-    const job = new Job(head.subarray(2), stage);
+  /** A job: its frame, and its data's frame if the data did not fit in it. */
+  function run(f: Buffer, data: Buffer | undefined): void {
+    const idEnd = jobIdEnd(f);
+    if (idEnd < 0) return; // the proxy sends none such
+    const job = new Job(f, idEnd, stage);
     started(job);
     let out: Outcome | Promise<Outcome>;
     try {
-      out = fn(decodeData(head, data), job);
+      out = fn(decodeJob(f, data), job);
     } catch (e) {
       failed(job, e);
       return;
@@ -255,13 +269,13 @@ export function runWorker(options: WorkerOptions): WorkerHandle {
 
   // Named parameters, not a rest array: one array less per job.
   dealer.on('message', function onJob(head?: Buffer, second?: Buffer) {
-    if (head === undefined || second === undefined || arguments.length !== 2) return;
-    if (closed) return;
+    if (head === undefined || closed) return;
+    const n = arguments.length;
     if (isJobType(head)) {
-      run(head, second);
-    } else if (head.equals(CANCEL)) {
+      if (n <= 2) run(head, second);
+    } else if (n === 2 && second !== undefined && head.equals(CANCEL)) {
       const id = second;
-      for (const job of running) if (job.idFrame.equals(id)) job.abort();
+      for (const job of running) if (job.is(id)) job.abort();
     }
   });
 
