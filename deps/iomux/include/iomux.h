@@ -287,6 +287,13 @@ int iomux_cork(iomux_loop *loop, int id, int on);
 int iomux_set_timeout(iomux_loop *loop, int id, uint32_t ms);
 int iomux_set_nodelay(iomux_loop *loop, int id, int on);
 int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s);
+/* The kernel's send (send != 0, SO_SNDBUF) or receive (SO_RCVBUF) buffer of
+ * a connected socket, in bytes (1 to INT_MAX, else -EINVAL). A fixed size
+ * turns off the kernel's autotuning of that buffer; Linux doubles the value
+ * for its bookkeeping and clamps it to net.core.wmem_max / rmem_max. */
+int iomux_set_bufsize(iomux_loop *loop, int id, int send, int bytes);
+/* The size the kernel reports for that buffer (getsockopt), or -errno. */
+int iomux_get_bufsize(iomux_loop *loop, int id, int send);
 
 /* The peer as seen at accept or connect time: never a syscall, still valid
  * until the id is recycled. */

@@ -1081,6 +1081,23 @@ int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s) {
 #endif
 }
 
+int iomux_set_bufsize(iomux_loop *loop, int id, int send, int bytes) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (bytes <= 0) return -EINVAL;
+  return sys_setsockopt_int(loop, s->fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF,
+                            bytes);
+}
+
+int iomux_get_bufsize(iomux_loop *loop, int id, int send) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  int v = 0;
+  int rc = sys_getsockopt_int(loop, s->fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF,
+                              &v);
+  return rc < 0 ? rc : v;
+}
+
 /* ---- closing ---------------------------------------------------------------- */
 
 int iomux_close(iomux_loop *loop, int id) {

@@ -2548,6 +2548,22 @@ static void test_socket_options(void) {
   CHECK_EQ(iomux_set_keepalive(h->loop, s, 1, 30), 0);
   CHECK_EQ(iomux_set_keepalive(h->loop, s, 0, 0), 0);
   CHECK_EQ(ST(h)->setsockopt - o0, 5);
+  /* Kernel buffer sizes: what the kernel reports is at least what was
+   * asked (Linux doubles it) and follows a change. */
+  o0 = ST(h)->setsockopt;
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 8192), 0);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 0, 16384), 0);
+  CHECK_EQ(ST(h)->setsockopt - o0, 2);
+  int snd = iomux_get_bufsize(h->loop, s, 1), rcv = iomux_get_bufsize(h->loop, s, 0);
+  CHECK_GE(snd, 8192);
+  CHECK_GE(rcv, 16384);
+  CHECK(snd < 16384 * 2);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 65536), 0);
+  CHECK_GE(iomux_get_bufsize(h->loop, s, 1), 65536);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 0), -EINVAL);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 0, -1), -EINVAL);
+  CHECK_EQ(iomux_set_bufsize(h->loop, l, 1, 4096), -EBADF);
+  CHECK_EQ(iomux_get_bufsize(h->loop, 4242, 0), -EBADF);
   CHECK_EQ(iomux_set_nodelay(h->loop, l, 1), -EBADF);
   CHECK_EQ(iomux_set_keepalive(h->loop, 4242, 1, 1), -EBADF);
   CHECK_EQ(iomux_cork(h->loop, l, 1), -EBADF);
@@ -2565,6 +2581,9 @@ static void test_socket_options(void) {
   CHECK_EQ(iomux_set_nodelay(h->loop, su, 1), 0);
   CHECK_EQ(iomux_set_keepalive(h->loop, su, 1, 30), 0);
   CHECK_EQ(ST(h)->setsockopt, o0);
+  /* ... but buffer sizes apply to unix sockets too. */
+  CHECK_EQ(iomux_set_bufsize(h->loop, su, 1, 8192), 0);
+  CHECK_GE(iomux_get_bufsize(h->loop, su, 1), 8192);
   /* SO_REUSEPORT: a second listener on the same port. */
   int r1 = iomux_listen(h->loop, (struct sockaddr *)&b, blen, 16, 0);
   CHECK_EQ(r1, -EADDRINUSE);
