@@ -1193,6 +1193,15 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   /** @internal The native queue emptied. */
   _onDrain(): void {
     if (this.flag(F_FORWARDING)) return;
+    // The core emits DRAIN when the queue empties, and the records of one
+    // iteration are delivered together: a DRAIN may come after DATA records
+    // whose handlers queued more bytes (an echo's write, then end() on the
+    // EOF). Such a DRAIN is stale: wait for the one that follows the queue
+    // now, or end() would finish and close with the queue unsent.
+    if (this._id >= 0 && binding.queued(this._id) > 0) {
+      binding.write(this._id, EMPTY, true);
+      return;
+    }
     this.queuedEstimate = 0;
     const cbs = this.writeCbs;
     if (cbs !== null) {
