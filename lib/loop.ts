@@ -38,11 +38,14 @@ const RECORD_WORDS = 16 * 1024; // 4096 records per batch before a mid-batch han
 // Reads land in a slab and are handed out as views of it or as copies. Two
 // sizes: a small slab, under glibc's 128 KiB mmap threshold, whose memory
 // comes from the heap and is mostly recycled, and a large one, the core's
-// read cap, which a socket only gets after one of its reads came back with
-// READ_ROOM or more (a bulk flow: one 256 KiB read instead of four 64 KiB
-// ones halves a loopback receiver's reads and wake-ups per message). A batch
+// read cap, which the loop takes only after a read came back with READ_ROOM
+// or more (a bulk flow: one 256 KiB read instead of four 64 KiB ones cuts a
+// loopback receiver's reads and wake-ups per message by 2 to 3x). A batch
 // with data but no such read brings the small size back, so a loop whose
 // sockets are quiet never holds a large slab and a kept view pins little.
+// Large slabs measured at most 0.08 page faults per 4 KiB message (not 64 per
+// slab): once the first one is freed, glibc's dynamic mmap threshold rises
+// above it and the next ones come from the heap (docs/zmq.md, fourth pass).
 const SLAB_SMALL = 96 * 1024;
 const SLAB_LARGE = 256 * 1024; // the core's default read_cap
 // IOMUX_READ_ROOM in deps/iomux/include/iomux.h: a slab is kept while at least
