@@ -374,6 +374,8 @@ class Binding : public Napi::Addon<Binding> {
       InstanceMethod("setTimeout", &Binding::SetTimeout),
       InstanceMethod("setNoDelay", &Binding::SetNoDelay),
       InstanceMethod("setKeepAlive", &Binding::SetKeepAlive),
+      InstanceMethod("setBufferSize", &Binding::SetBufferSize),
+      InstanceMethod("getBufferSize", &Binding::GetBufferSize),
       InstanceMethod("listen", &Binding::Listen),
       InstanceMethod("listenUnix", &Binding::ListenUnix),
       InstanceMethod("listenFd", &Binding::ListenFd),
@@ -572,6 +574,15 @@ class Binding : public Napi::Addon<Binding> {
 
   Napi::Value SetKeepAlive(const Napi::CallbackInfo &info) {
     return Num(info.Env(), iomux_set_keepalive(L(), I32(info, 0), Bool(info, 1), U32(info, 2)));
+  }
+
+  // setBufferSize(id, send, bytes) -> 0 or -errno; getBufferSize(id, send) -> bytes or -errno
+  Napi::Value SetBufferSize(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_set_bufsize(L(), I32(info, 0), Bool(info, 1), I32(info, 2)));
+  }
+
+  Napi::Value GetBufferSize(const Napi::CallbackInfo &info) {
+    return Num(info.Env(), iomux_get_bufsize(L(), I32(info, 0), Bool(info, 1)));
   }
 
   // listen(host, port, family 4|6, backlog, flags) -> id or -errno

@@ -15,6 +15,10 @@ export interface Binding {
   setTimeout(id: number, ms: number): number;
   setNoDelay(id: number, on: boolean): number;
   setKeepAlive(id: number, on: boolean, delaySeconds: number): number;
+  /** SO_SNDBUF (send) or SO_RCVBUF: 0 or -errno. */
+  setBufferSize(id: number, send: boolean, bytes: number): number;
+  /** The size the kernel reports, or -errno. */
+  getBufferSize(id: number, send: boolean): number;
   listen(host: string, port: number, family: number, backlog: number, flags: number): number;
   listenUnix(path: string, backlog: number): number;
   listenFd(fd: number): number;

@@ -35,25 +35,36 @@ export interface ListenerHandle {
 }
 
 const RECORD_WORDS = 16 * 1024; // 4096 records per batch before a mid-batch hand-over
-// Under glibc's 128 KiB mmap threshold: a slab's memory then comes from the
-// heap, mostly recycled, instead of a fresh mapping that faults on every 4 KiB
-// page the kernel copies into (a 256 KiB slab cost a bulk receive about a
-// quarter of its CPU in page faults). Room for one full read (READ_CAP) and
-// then some: a slab that a 64 KiB view was kept from is replaced at once.
-const SLAB_SIZE = 96 * 1024;
-const READ_CAP = 64 * 1024; // the core's per-socket read cap per iteration
+// Reads land in a slab and are handed out as views of it or as copies. Two
+// sizes: a small slab, under glibc's 128 KiB mmap threshold, whose memory
+// comes from the heap and is mostly recycled, and a large one, the core's
+// read cap, which the loop takes only after a read came back with READ_ROOM
+// or more (a bulk flow: one 256 KiB read instead of four 64 KiB ones cuts a
+// loopback receiver's reads and wake-ups per message by 2 to 3x). A batch
+// with data but no such read brings the small size back, so a loop whose
+// sockets are quiet never holds a large slab and a kept view pins little.
+// Large slabs measured at most 0.08 page faults per 4 KiB message (not 64 per
+// slab): once the first one is freed, glibc's dynamic mmap threshold rises
+// above it and the next ones come from the heap (docs/zmq.md, fourth pass).
+const SLAB_SMALL = 96 * 1024;
+const SLAB_LARGE = 256 * 1024; // the core's default read_cap
+// IOMUX_READ_ROOM in deps/iomux/include/iomux.h: a slab is kept while at least
+// this much room is left above its kept views; below it the core asks for a
+// new one before a busy socket reads on.
+const READ_ROOM = 64 * 1024;
 // Chunks at least this large are handed out as views of the slab; smaller
 // ones are copied, so that a small retained chunk never pins a whole slab.
-// A retained view pins at most SLAB_SIZE / VIEW_MIN times its own size.
-const VIEW_MIN = 16 * 1024;
+// A retained view pins at most 6 (small slab) or 4 (large) times its size.
+const VIEW_MIN_SMALL = 16 * 1024;
+const VIEW_MIN_LARGE = 64 * 1024;
 const TIMEOUT_MAX = 2 ** 31 - 1;
 
 // A slab is not zero-filled: only ranges the kernel just wrote are ever
 // handed out. `new ArrayBuffer` would clear the whole slab first (some 6 us
 // for a 256 KiB one, a seventh of the CPU of a bulk receive).
-function newSlabBuffer(): Buffer {
-  const buf = Buffer.allocUnsafeSlow(SLAB_SIZE);
-  assert(buf.byteOffset === 0 && buf.buffer.byteLength === SLAB_SIZE);
+function newSlabBuffer(size: number): Buffer {
+  const buf = Buffer.allocUnsafeSlow(size);
+  assert(buf.byteOffset === 0 && buf.buffer.byteLength === size);
   return buf;
 }
 
@@ -113,8 +124,10 @@ export class Loop {
   readonly _forwards: (ForwardHandle | undefined)[] = [];
   /** @internal */ readonly _timers = new TimerQueue(this);
   private readonly records = new Int32Array(RECORD_WORDS);
-  private slabBuf = newSlabBuffer();
+  private slabBuf = newSlabBuffer(SLAB_SMALL);
   private slab = this.slabBuf.buffer as ArrayBuffer;
+  private slabLarge = false;
+  private viewMin = VIEW_MIN_SMALL;
   /** End of the last range of this slab handed out as a view: the core never writes below it. */
   private slabKept = 0;
   private refs = 0;
@@ -247,9 +260,11 @@ export class Loop {
     if (--this.refs === 0) binding.setRef(false);
   }
 
-  private newSlab(): void {
+  private newSlab(large: boolean): void {
     this.slabKept = 0;
-    this.slabBuf = newSlabBuffer();
+    this.slabLarge = large;
+    this.viewMin = large ? VIEW_MIN_LARGE : VIEW_MIN_SMALL;
+    this.slabBuf = newSlabBuffer(large ? SLAB_LARGE : SLAB_SMALL);
     this.slab = this.slabBuf.buffer as ArrayBuffer;
     binding.setSlab(this.slab, 0);
   }
@@ -260,6 +275,8 @@ export class Loop {
   private dispatch(count: number): number {
     const rec = this.records;
     let kept = this.slabKept;
+    const viewMin = this.viewMin;
+    let data = false, bulk = false;
     this.inBatch = true;
     this.batchNow = -1;
     for (let i = 0; i < count; i++) {
@@ -271,8 +288,10 @@ export class Loop {
             const s = this._streams[id];
             if (s === undefined) break;
             const off = rec[o + 2]!, len = rec[o + 3]!;
+            data = true;
+            if (len >= READ_ROOM) bulk = true;
             let chunk: Buffer;
-            if (len >= VIEW_MIN) {
+            if (len >= viewMin) {
               chunk = Buffer.from(this.slab, off, len);
               kept = off + len;
             } else {
@@ -332,12 +351,16 @@ export class Loop {
     this.inBatch = false;
     // Views handed out in this batch or an earlier one stay intact: reads go
     // above them, and once too little room is left, into a new slab.
+    if (data && bulk !== this.slabLarge) {
+      this.newSlab(bulk);
+      return 0;
+    }
     if (kept === 0) return 0;
-    if (this.slab.byteLength - kept >= READ_CAP) {
+    if (this.slab.byteLength - kept >= READ_ROOM) {
       this.slabKept = kept;
       return kept;
     }
-    this.newSlab();
+    this.newSlab(this.slabLarge);
     return 0;
   }
 }

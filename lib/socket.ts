@@ -26,7 +26,8 @@ import {
   type ResolvedAddress,
 } from './address';
 import {
-  closedBeforeConnection, errnoException, invalidArgType, peerEnded, socketClosed, streamDestroyed, writeAfterEnd,
+  closedBeforeConnection, errnoException, invalidArgType, outOfRange, peerEnded, socketClosed, streamDestroyed,
+  writeAfterEnd,
 } from './errors';
 import { loop, type StreamHandle } from './loop';
 
@@ -216,6 +217,8 @@ class SocketExtra {
   corked = 0;
   timeoutMs = 0;
   keepAlive: [boolean, number] | null = null;
+  /** SO_SNDBUF and SO_RCVBUF asked for before the connection was made (0: not asked). */
+  bufferSizes: [number, number] | null = null;
   /** Further addresses of the hostname being connected to, tried in turn. */
   fallbacks: ResolvedAddress[] | null = null;
   forward: ForwardLink | null = null;
@@ -777,6 +780,13 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     if (!this.noDelay && this.peerFamily !== AF_UNIX) binding.setNoDelay(this._id, false);
     const ka = this.ext?.keepAlive;
     if (ka && this.peerFamily !== AF_UNIX) binding.setKeepAlive(this._id, ka[0], Math.floor(ka[1] / 1000));
+    const bs = this.ext?.bufferSizes;
+    if (bs) {
+      this.ext!.bufferSizes = null;
+      if (bs[0] > 0) this.applyBufferSize(true, bs[0]);
+      if (bs[1] > 0 && !this.destroyed) this.applyBufferSize(false, bs[1]);
+      if (this.destroyed) return;
+    }
     // A paused socket does not start reading (and so does not keep the process alive).
     if (this.isPaused() && !this.readStopped && !(this.flag(F_STREAM) && this.rs.reading)) this.stopReading();
     this.updateHold();
@@ -1183,6 +1193,15 @@ class SocketImpl extends LightDuplex implements StreamHandle {
   /** @internal The native queue emptied. */
   _onDrain(): void {
     if (this.flag(F_FORWARDING)) return;
+    // The core emits DRAIN when the queue empties, and the records of one
+    // iteration are delivered together: a DRAIN may come after DATA records
+    // whose handlers queued more bytes (an echo's write, then end() on the
+    // EOF). Such a DRAIN is stale: wait for the one that follows the queue
+    // now, or end() would finish and close with the queue unsent.
+    if (this._id >= 0 && binding.queued(this._id) > 0) {
+      binding.write(this._id, EMPTY, true);
+      return;
+    }
     this.queuedEstimate = 0;
     const cbs = this.writeCbs;
     if (cbs !== null) {
@@ -1452,6 +1471,62 @@ class SocketImpl extends LightDuplex implements StreamHandle {
       binding.setKeepAlive(this._id, enable, Math.floor(initialDelay / 1000));
     }
     return this;
+  }
+
+  /**
+   * The kernel's send buffer for this socket (SO_SNDBUF), in bytes, as
+   * dgram.Socket#setSendBufferSize. A fixed size turns off the kernel's
+   * autotuning of the buffer; Linux doubles the value for its bookkeeping
+   * (getSendBufferSize() reports what it keeps) and clamps it to
+   * net.core.wmem_max. Asked before the connection is made, it is applied as
+   * the connection completes; a failure then destroys the socket with the
+   * error. Throws ERR_OUT_OF_RANGE for anything but an integer from 1 to
+   * 2147483647 and ERR_SOCKET_CLOSED once the socket is closed.
+   */
+  setSendBufferSize(size: number): this {
+    return this.setBufferSize(true, size);
+  }
+
+  /** The kernel's receive buffer (SO_RCVBUF), as setSendBufferSize(); clamped to net.core.rmem_max. */
+  setRecvBufferSize(size: number): this {
+    return this.setBufferSize(false, size);
+  }
+
+  /** The send buffer's size as the kernel reports it (SO_SNDBUF), in bytes. */
+  getSendBufferSize(): number {
+    return this.getBufferSize(true);
+  }
+
+  /** The receive buffer's size as the kernel reports it (SO_RCVBUF), in bytes. */
+  getRecvBufferSize(): number {
+    return this.getBufferSize(false);
+  }
+
+  private setBufferSize(send: boolean, size: number): this {
+    if (typeof size !== 'number' || !Number.isInteger(size) || size < 1 || size > 0x7fffffff) {
+      throw outOfRange('size', 'an integer from 1 to 2147483647', size);
+    }
+    if (this.destroyed) throw socketClosed();
+    if (this._id < 0 || this.connecting) {
+      const bs = (this.x().bufferSizes ??= [0, 0]);
+      bs[send ? 0 : 1] = size;
+      return this;
+    }
+    const rc = binding.setBufferSize(this._id, send, size);
+    if (rc < 0) throw errnoException(-rc, 'setsockopt');
+    return this;
+  }
+
+  private applyBufferSize(send: boolean, size: number): void {
+    const rc = binding.setBufferSize(this._id, send, size);
+    if (rc < 0) this.destroy(errnoException(-rc, 'setsockopt'));
+  }
+
+  private getBufferSize(send: boolean): number {
+    if (this.destroyed || this._id < 0) throw socketClosed();
+    const rc = binding.getBufferSize(this._id, send);
+    if (rc < 0) throw errnoException(-rc, 'getsockopt');
+    return rc;
   }
 
   ref(): this {

@@ -353,6 +353,41 @@ for (const [kind, pair] of [['127.0.0.1', tcpPair], ['unix', unixPair]] as const
   });
 }
 
+// A bulk flow gets the large slab (reads up to the core's 256 KiB cap), a
+// batch of small reads brings the small one back; views kept from either
+// stay intact across the switches.
+t.test('kept chunks survive the switches between the small and the large slab', async (t) => {
+  const [c, s] = await tcpPair(t);
+  const got: Buffer[] = [];
+  let wake: (() => void) | undefined;
+  c.on('data', (d: Buffer) => { got.push(d); wake?.(); });
+  let total = 0;
+  const until = async (n: number) => {
+    while (got.reduce((sum, b) => sum + b.length, 0) < n) await new Promise<void>((r) => { wake = r; });
+  };
+  const sent: Buffer[] = [];
+  const send = async (b: Buffer) => {
+    sent.push(b);
+    s.write(b);
+    total += b.length;
+    await until(total);
+  };
+  let largest = 0;
+  for (let round = 0; round < 6; round++) {
+    await send(randomBytes(2 * 1024 * 1024));
+    await send(Buffer.from(`small ${round}`));
+    await send(randomBytes(20 * 1024));
+  }
+  const copies = got.map((b) => Buffer.from(b));
+  for (const b of got) largest = Math.max(largest, b.length);
+  t.ok(largest > 96 * 1024, `a bulk read larger than the small slab (${largest} bytes)`);
+  t.ok(largest <= 256 * 1024, `no read above the core's cap (${largest} bytes)`);
+  t.ok(Buffer.concat(got).equals(Buffer.concat(sent)), 'every byte in order');
+  // Later reads, into whichever slab, must not touch what was kept.
+  await send(randomBytes(2 * 1024 * 1024));
+  t.ok(got.slice(0, copies.length).every((b, i) => b.equals(copies[i]!)), 'every kept chunk still holds its bytes');
+});
+
 t.test('write() then destroy() in the same handler still sends the bytes (as node:net does)', async (t) => {
   const server = iomux.createServer((s) => {
     s.on('data', () => {

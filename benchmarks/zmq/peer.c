@@ -26,6 +26,13 @@ static void *open_socket(void *ctx, int type, const char *ep, int bind) {
   if (!s) die("zmq_socket");
   int linger = 0;
   zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+  /* ZMQ_BENCH_SNDBUF / ZMQ_BENCH_RCVBUF, as peer.js: unset, the OS default. */
+  const char *snd = getenv("ZMQ_BENCH_SNDBUF"), *rcv = getenv("ZMQ_BENCH_RCVBUF");
+  int v;
+  if (snd && *snd && (v = atoi(snd), zmq_setsockopt(s, ZMQ_SNDBUF, &v, sizeof v)) != 0)
+    die("ZMQ_SNDBUF");
+  if (rcv && *rcv && (v = atoi(rcv), zmq_setsockopt(s, ZMQ_RCVBUF, &v, sizeof v)) != 0)
+    die("ZMQ_RCVBUF");
   if (bind) {
     if (zmq_bind(s, ep) != 0) die("zmq_bind");
     char last[256];

@@ -17,6 +17,13 @@ const cpu = () => {
   return (u.user + u.system) / 1e6;
 };
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+// ZMQ_BENCH_SNDBUF / ZMQ_BENCH_RCVBUF (bytes): the sockets' sendBufferSize and
+// receiveBufferSize (libzmq's ZMQ_SNDBUF/ZMQ_RCVBUF) on both libraries; unset,
+// the kernel's autotuned defaults. Set for a comparison, give every candidate
+// the same.
+const sockOpts = {};
+if (process.env.ZMQ_BENCH_SNDBUF) sockOpts.sendBufferSize = Number(process.env.ZMQ_BENCH_SNDBUF);
+if (process.env.ZMQ_BENCH_RCVBUF) sockOpts.receiveBufferSize = Number(process.env.ZMQ_BENCH_RCVBUF);
 
 function loadIomux() {
   return require(process.env.IOMUX_BENCH_DIST || path.join(__dirname, '..', '..', 'dist')).zmq;
@@ -54,13 +61,13 @@ async function main() {
   if (impl === 'iomux') {
     const zmq = loadIomux();
     if (role === 'pull') {
-      const s = new zmq.Pull();
+      const s = new zmq.Pull(sockOpts);
       await s.bind(ep);
       out({ endpoint: s.lastEndpoint });
       const tick = windowCounter(nums[0], nums[1], (r) => { out(r); process.exit(0); });
       s.on('message', tick);
     } else if (role === 'push') {
-      const s = new zmq.Push();
+      const s = new zmq.Push(sockOpts);
       s.connect(ep);
       const buf = Buffer.alloc(nums[0]);
       for (;;) {
@@ -71,7 +78,7 @@ async function main() {
         await new Promise(setImmediate);
       }
     } else if (role === 'router') {
-      const s = new zmq.Router();
+      const s = new zmq.Router(sockOpts);
       await s.bind(ep);
       out({ endpoint: s.lastEndpoint });
       const tick = windowCounter(nums[0], nums[1], out);
@@ -81,7 +88,7 @@ async function main() {
       });
     } else if (role === 'dealer') {
       const [size, inflight, warm, win] = nums;
-      const s = new zmq.Dealer();
+      const s = new zmq.Dealer(sockOpts);
       s.connect(ep);
       runDealer((buf) => s.send(buf), (cb) => s.on('message', cb), size, inflight, warm, win);
     }
@@ -89,18 +96,18 @@ async function main() {
   }
   const zmq = require('zeromq');
   if (role === 'pull') {
-    const s = new zmq.Pull();
+    const s = new zmq.Pull(sockOpts);
     await s.bind(ep);
     out({ endpoint: s.lastEndpoint });
     const tick = windowCounter(nums[0], nums[1], (r) => { out(r); process.exit(0); });
     for await (const _ of s) tick(); // eslint-disable-line no-unused-vars
   } else if (role === 'push') {
-    const s = new zmq.Push();
+    const s = new zmq.Push(sockOpts);
     s.connect(ep);
     const buf = Buffer.alloc(nums[0]);
     for (;;) await s.send(buf);
   } else if (role === 'router') {
-    const s = new zmq.Router();
+    const s = new zmq.Router(sockOpts);
     await s.bind(ep);
     out({ endpoint: s.lastEndpoint });
     const tick = windowCounter(nums[0], nums[1], out);
@@ -110,7 +117,7 @@ async function main() {
     }
   } else if (role === 'dealer') {
     const [size, inflight, warm, win] = nums;
-    const s = new zmq.Dealer();
+    const s = new zmq.Dealer(sockOpts);
     s.connect(ep);
     // zeromq.js allows one pending send: sends are chained.
     let chain = Promise.resolve();

@@ -43,6 +43,10 @@ export interface SocketOptions {
   maxMessageSize?: number;
   /** Milliseconds the ZMTP handshake may take; 0: no limit. Default 30000. */
   handshakeInterval?: number;
+  /** The kernel's send buffer of each connection (SO_SNDBUF, libzmq's ZMQ_SNDBUF), in bytes; -1: the OS default (autotuned). Default -1. */
+  sendBufferSize?: number;
+  /** The kernel's receive buffer of each connection (SO_RCVBUF, libzmq's ZMQ_RCVBUF), in bytes; -1: the OS default (autotuned). Default -1. */
+  receiveBufferSize?: number;
 }
 
 export interface RouterOptions extends SocketOptions {
@@ -179,6 +183,8 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
   routingId: Buffer | undefined;
   maxMessageSize: number;
   handshakeInterval: number;
+  sendBufferSize: number;
+  receiveBufferSize: number;
   /** The endpoint of the last bind, with the port chosen if '*' or 0 was asked. */
   lastEndpoint: string | null = null;
   /** True once close() was called. */
@@ -225,6 +231,8 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
     if (this.heartbeatTimeToLive > 6_553_500) throw new RangeError('heartbeatTimeToLive is at most 6553500 ms (ZMTP carries it in deciseconds)');
     this.maxMessageSize = num('maxMessageSize', -1, -1);
     this.handshakeInterval = num('handshakeInterval', 30_000, 0);
+    this.sendBufferSize = num('sendBufferSize', -1, -1);
+    this.receiveBufferSize = num('receiveBufferSize', -1, -1);
     if (options.routingId !== undefined) {
       const id = toBuffer(options.routingId);
       if (id.length === 0 || id.length > 255 || id[0] === 0) throw new RangeError('routingId is 1 to 255 bytes and must not start with a zero byte');
@@ -334,6 +342,7 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
     const s = d.ep.transport === 'ipc'
       ? ioConnect({ path: d.ep.path })
       : ioConnect({ host: d.ep.host, port: d.ep.port });
+    this.tuneBuffers(s); // applied once connected; a failure is a lost connection
     const conn = new Connection(s, d.ep.text, this, this.connOptions());
     conn.pipe = d.pipe;
     d.conn = conn;
@@ -347,12 +356,25 @@ export abstract class Socket extends EventEmitter implements ConnectionOwner {
       s.destroy();
       return;
     }
+    try {
+      this.tuneBuffers(s);
+    } catch (err) {
+      s.destroy();
+      this.reportError(err as Error, endpoint);
+      return;
+    }
     const pipe = new Pipe(endpoint, false);
     const conn = new Connection(s, endpoint, this, this.connOptions());
     conn.pipe = pipe;
     pipe.conn = conn;
     this.conns.add(conn);
     this.emit('accept', endpoint);
+  }
+
+  /** sendBufferSize and receiveBufferSize, as libzmq: 0 asks the kernel for its smallest buffer. */
+  private tuneBuffers(s: IoSocket): void {
+    if (this.sendBufferSize >= 0) s.setSendBufferSize(Math.max(1, this.sendBufferSize));
+    if (this.receiveBufferSize >= 0) s.setRecvBufferSize(Math.max(1, this.receiveBufferSize));
   }
 
   // ---- connection events ---------------------------------------------------------------

@@ -129,7 +129,10 @@ typedef struct iomux_config {
    * A named backend this build or kernel cannot have fails iomux_loop_new
    * (-ENOSYS when not built in, else the backend's own -errno). */
   const char *backend;
-  uint32_t read_cap;     /* bytes read per socket per iteration (64 KiB) */
+  /* Bytes read per socket per iteration (256 KiB). A read never takes more
+   * than the room the slab has left, so the embedder's slab size bounds it
+   * too: a small slab keeps the reads of a busy socket small. */
+  uint32_t read_cap;
   uint32_t accept_cap;   /* connections accepted per listener per iteration */
   uint32_t max_events;   /* kernel events harvested per wait */
   int32_t accept_retry_ms; /* back-off after EMFILE/ENFILE before accept retries */
@@ -153,7 +156,12 @@ int iomux_loop_fd(const iomux_loop *loop);
 void iomux_loop_set_flush(iomux_loop *loop, iomux_flush_fn fn, void *data);
 /* words must be a multiple of IOMUX_RECORD_WORDS and at least 64 records. */
 void iomux_loop_set_records(iomux_loop *loop, int32_t *buf, size_t words);
-/* size must be at least read_cap. pos is where the next read may land. */
+/* pos is where the next read may land. A slab smaller than read_cap caps
+ * every read at its size. Before a ready socket reads on, the core delivers
+ * the records so far when less than IOMUX_READ_ROOM (or read_cap, if smaller)
+ * is left, so the embedder may install a new slab; an embedder that keeps a
+ * slab while at least that much room is left never starves a read. */
+#define IOMUX_READ_ROOM (64u * 1024)
 void iomux_loop_set_slab(iomux_loop *loop, uint8_t *base, size_t size,
                          size_t pos);
 
@@ -279,6 +287,13 @@ int iomux_cork(iomux_loop *loop, int id, int on);
 int iomux_set_timeout(iomux_loop *loop, int id, uint32_t ms);
 int iomux_set_nodelay(iomux_loop *loop, int id, int on);
 int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s);
+/* The kernel's send (send != 0, SO_SNDBUF) or receive (SO_RCVBUF) buffer of
+ * a connected socket, in bytes (1 to INT_MAX, else -EINVAL). A fixed size
+ * turns off the kernel's autotuning of that buffer; Linux doubles the value
+ * for its bookkeeping and clamps it to net.core.wmem_max / rmem_max. */
+int iomux_set_bufsize(iomux_loop *loop, int id, int send, int bytes);
+/* The size the kernel reports for that buffer (getsockopt), or -errno. */
+int iomux_get_bufsize(iomux_loop *loop, int id, int send);
 
 /* The peer as seen at accept or connect time: never a syscall, still valid
  * until the id is recycled. */

@@ -52,9 +52,10 @@
 #define DEFAULT_PIPE_SIZE (64 * 1024)
 /* The buffer a direction copies through before it turns out to be bulk. */
 #define COPY_BUFFER IOMUX_COPY_BUF
-/* Bytes one direction may move per iteration, in read_caps: splicing costs
- * little per byte, so the share is larger than a read's, but bounded, so a
- * pair of fast peers cannot hold the loop away from everyone else. */
+/* Bytes one direction may move per iteration, in read_caps up to
+ * IOMUX_READ_ROOM each (1 MiB by default): splicing costs little per byte,
+ * so the share is larger than a read's, but bounded, so a pair of fast peers
+ * cannot hold the loop away from everyone else. */
 #define BUDGET_READ_CAPS 16
 
 enum { D_FLOWING = 0, D_SRC_EOF, D_DONE };
@@ -305,7 +306,9 @@ static size_t dir_budget(iomux_loop *loop, const iomux_fwd *f, fwd_dir *d) {
     d->iter = loop->stats.iterations;
     d->moved = 0;
   }
-  size_t budget = (size_t)loop->cfg.read_cap * BUDGET_READ_CAPS;
+  size_t unit = loop->cfg.read_cap < IOMUX_READ_ROOM ? loop->cfg.read_cap
+                                                     : IOMUX_READ_ROOM;
+  size_t budget = unit * BUDGET_READ_CAPS;
   return budget < f->hwm ? f->hwm : budget;
 }
 

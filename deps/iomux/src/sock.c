@@ -1044,7 +1044,8 @@ void iomux__service_ready(iomux_loop *loop, uint64_t token) {
   sock *s = sock_by_token(loop, token);
   if (!s) return;
   s->flags &= ~SF_READY_LISTED;
-  iomux__ensure_room(loop, 4, loop->cfg.read_cap);
+  iomux__ensure_room(loop, 4, loop->cfg.read_cap < IOMUX_READ_ROOM
+                                  ? loop->cfg.read_cap : IOMUX_READ_ROOM);
   if (s->flags & SF_CLOSED) return;
   int32_t slot = (int32_t)TOKEN_SLOT(token);
   if (s->fwd) {
@@ -1078,6 +1079,23 @@ int iomux_set_keepalive(iomux_loop *loop, int id, int on, unsigned delay_s) {
 #else
   return 0;
 #endif
+}
+
+int iomux_set_bufsize(iomux_loop *loop, int id, int send, int bytes) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  if (bytes <= 0) return -EINVAL;
+  return sys_setsockopt_int(loop, s->fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF,
+                            bytes);
+}
+
+int iomux_get_bufsize(iomux_loop *loop, int id, int send) {
+  sock *s = iomux__sock(loop, id, SK_STREAM);
+  if (!s) return -EBADF;
+  int v = 0;
+  int rc = sys_getsockopt_int(loop, s->fd, SOL_SOCKET, send ? SO_SNDBUF : SO_RCVBUF,
+                              &v);
+  return rc < 0 ? rc : v;
 }
 
 /* ---- closing ---------------------------------------------------------------- */

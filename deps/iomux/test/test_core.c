@@ -1062,7 +1062,7 @@ static void test_large_transfer(void) {
   int s = accept_one(h, &c, &b, blen);
   CHECK_GE(s, 0);
 
-  /* Download: 16 MiB to a reader that takes 64 KiB per iteration. */
+  /* Download: 16 MiB to a reader that takes 256 KiB per iteration. */
   bigw w = {.id = s, .buf = buf};
   h->hook = big_hook;
   h->arg = &w;
@@ -1096,7 +1096,7 @@ static void test_large_transfer(void) {
   CHECK_EQ(u.err, 0);
   CHECK_EQ(S(h, su)->len, up);
   CHECK_EQ(pat_check(S(h, su)->data, up, 0, 21), up);
-  CHECK_LE(S(h, su)->max_iter_bytes, 64 * 1024); /* the default read_cap */
+  CHECK_LE(S(h, su)->max_iter_bytes, 256 * 1024); /* the default read_cap */
   CHECK_EQ(h->violations, 0);
 done:
   cli_close(&c);
@@ -2246,6 +2246,36 @@ done:
   free(junk);
 }
 
+/* The default read_cap (256 KiB) with a 48 KiB slab: each read takes at
+ * most the room the slab has left, and a socket whose read filled it reads
+ * on in a later iteration; every byte arrives, in order. */
+static void test_slab_bounds_reads(void) {
+  enum { SMALL = 48 * 1024, TOTAL = 4 << 20 };
+  cli f = CLI_INIT;
+  uint8_t *junk = pat_alloc(TOTAL, 13);
+  H *h = h_new(NULL);
+  CHECK(h);
+  iomux_loop_set_slab(h->loop, h->slab, SMALL, 0);
+  struct sockaddr_storage b;
+  socklen_t blen;
+  CHECK_GE(listen_lo(h, AF_INET, &b, &blen), 0);
+  int fid = accept_one(h, &f, &b, blen);
+  CHECK_GE(fid, 0);
+  cli_send(&f, junk, TOTAL, true);
+  UNTIL(h, (cli_pump(&f), S(h, fid)->eofs > 0 || f.err), 20000);
+  CHECK_EQ(f.err, 0);
+  CHECK_EQ(S(h, fid)->len, TOTAL);
+  diag("%d bytes, at most %zu per iteration through a %d-byte slab", TOTAL,
+       S(h, fid)->max_iter_bytes, SMALL);
+  CHECK_LE(S(h, fid)->max_iter_bytes, SMALL);
+  CHECK_EQ(pat_check(S(h, fid)->data, TOTAL, 0, 13), TOTAL);
+  CHECK_EQ(h->violations, 0);
+done:
+  cli_close(&f);
+  h_free(h);
+  free(junk);
+}
+
 typedef struct acap {
   uint64_t stamp;
   int in_iter, max_in_iter;
@@ -2518,6 +2548,22 @@ static void test_socket_options(void) {
   CHECK_EQ(iomux_set_keepalive(h->loop, s, 1, 30), 0);
   CHECK_EQ(iomux_set_keepalive(h->loop, s, 0, 0), 0);
   CHECK_EQ(ST(h)->setsockopt - o0, 5);
+  /* Kernel buffer sizes: what the kernel reports is at least what was
+   * asked (Linux doubles it) and follows a change. */
+  o0 = ST(h)->setsockopt;
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 8192), 0);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 0, 16384), 0);
+  CHECK_EQ(ST(h)->setsockopt - o0, 2);
+  int snd = iomux_get_bufsize(h->loop, s, 1), rcv = iomux_get_bufsize(h->loop, s, 0);
+  CHECK_GE(snd, 8192);
+  CHECK_GE(rcv, 16384);
+  CHECK(snd < 16384 * 2);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 65536), 0);
+  CHECK_GE(iomux_get_bufsize(h->loop, s, 1), 65536);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 1, 0), -EINVAL);
+  CHECK_EQ(iomux_set_bufsize(h->loop, s, 0, -1), -EINVAL);
+  CHECK_EQ(iomux_set_bufsize(h->loop, l, 1, 4096), -EBADF);
+  CHECK_EQ(iomux_get_bufsize(h->loop, 4242, 0), -EBADF);
   CHECK_EQ(iomux_set_nodelay(h->loop, l, 1), -EBADF);
   CHECK_EQ(iomux_set_keepalive(h->loop, 4242, 1, 1), -EBADF);
   CHECK_EQ(iomux_cork(h->loop, l, 1), -EBADF);
@@ -2535,6 +2581,9 @@ static void test_socket_options(void) {
   CHECK_EQ(iomux_set_nodelay(h->loop, su, 1), 0);
   CHECK_EQ(iomux_set_keepalive(h->loop, su, 1, 30), 0);
   CHECK_EQ(ST(h)->setsockopt, o0);
+  /* ... but buffer sizes apply to unix sockets too. */
+  CHECK_EQ(iomux_set_bufsize(h->loop, su, 1, 8192), 0);
+  CHECK_GE(iomux_get_bufsize(h->loop, su, 1), 8192);
   /* SO_REUSEPORT: a second listener on the same port. */
   int r1 = iomux_listen(h->loop, (struct sockaddr *)&b, blen, 16, 0);
   CHECK_EQ(r1, -EADDRINUSE);
@@ -4554,6 +4603,8 @@ int main(int argc, char **argv) {
   run("close in the middle of a batch", test_close_mid_batch);
   run("read_cap per socket per iteration: a flooder cannot starve others",
       test_read_cap_fairness);
+  run("a slab smaller than read_cap bounds each read, no byte lost",
+      test_slab_bounds_reads);
   run("accept_cap per listener per iteration", test_accept_cap);
   run("EMFILE: reported once, backs off, recovers", test_emfile);
   run("EMFILE: closing one of our sockets resumes accepting at once",
