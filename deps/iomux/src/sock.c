@@ -511,8 +511,10 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
       if ((size_t)n < want || next == iovcnt) break;
     }
     if (skip < total) {
-      unwritable(loop, s, id);
-      if (s->flags & SF_ERROR) return -EPIPE;
+      /* The rest waits for the writable edge: without it, for ever. */
+      int rc = iomux__want_write(loop, s, id, true);
+      if (rc < 0) return rc;
+      s->flags &= ~SF_WRITABLE;
     }
   }
   for (int i = 0; i < iovcnt; i++) {
