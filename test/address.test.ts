@@ -12,14 +12,23 @@ import { closeServer, connected, hasIPv6Loopback, iomux, sleep, statsDelta, temp
 const BACKEND = iomux.loop.backend;
 const EPOLL = BACKEND === 'epoll';
 
-/** Exactly one registration per fd, in whatever form this backend makes it. */
-function checkRegistrations(t: Test, d: Record<string, number>, n: number, what: string): void {
-  if (EPOLL) {
-    t.equal(d.ctl, n, `epoll_ctl: exactly one per fd (${what})`);
-  } else {
-    t.equal(d.ctl, 0, `${BACKEND}: no registration syscall at all`);
-    t.equal(d.changes, n, `${BACKEND}: one queued registration per fd (${what})`);
-  }
+/** Unix stream sockets stop watching write readiness at their first
+ * writable event that finds nothing queued (the kernel would wake them at
+ * every read of the peer, see docs/backends.md): one change more each, on
+ * epoll and io_uring, made by the time that event is handled. */
+const DROPS_WRITE = BACKEND === 'epoll' || BACKEND === 'io_uring';
+
+/**
+ * One registration per fd, in whatever form this backend makes it, plus at
+ * most `drops` write-readiness drops (unix streams).
+ */
+function checkRegistrations(t: Test, d: Record<string, number>, n: number, what: string, drops = 0): void {
+  const max = n + (DROPS_WRITE ? drops : 0);
+  const made = EPOLL ? d.ctl : d.changes;
+  if (!EPOLL) t.equal(d.ctl, 0, `${BACKEND}: no registration syscall at all`);
+  const form = EPOLL ? 'epoll_ctl' : `${BACKEND}: queued change`;
+  if (max === n) t.equal(made, n, `${form}: exactly one per fd (${what})`);
+  else t.ok(made >= n && made <= max, `${form}: one per fd (${what}) and at most ${drops} write-readiness drops: ${made}`);
 }
 
 const N = 8;
@@ -64,7 +73,7 @@ async function openPairs(t: Test, where: Where, connectHost?: string): Promise<{
     await until(() => accepted.length === i + 1, 'the accept');
   }
   const d = delta();
-  checkRegistrations(t, d, 2 * N + 1, `${N} accepted + ${N} connected + 1 listener`);
+  checkRegistrations(t, d, 2 * N + 1, `${N} accepted + ${N} connected + 1 listener`, 'path' in where ? 2 * N : 0);
   t.equal(d.getpeername, 0, 'no getpeername');
   t.ok(d.accept >= N, `at least ${N} accept() calls (the last of a burst may be an EAGAIN probe)`);
   t.equal(d.listen, 1, 'one listen()');
@@ -164,7 +173,11 @@ t.test('unix: peer and local addresses on both sides, also after close', async (
   t.same(pairs.map((p) => [snapshot(p.client), snapshot(p.server)]), before, 'peer addresses are still there after close');
   await closeServer(server);
   const d = delta();
-  t.equal(d.ctl, EPOLL ? 2 * N + 1 : 0, 'closing costs no registration syscall');
+  // A connecting client's first writable event is its connect's: each has
+  // dropped write readiness by now; an accepted socket once its
+  // registration's writable event was handled.
+  if (EPOLL) t.ok(d.ctl >= 3 * N + 1 && d.ctl <= 4 * N + 1, `closing costs no registration syscall (${d.ctl} epoll_ctl: one per fd and the write-readiness drops)`);
+  else t.equal(d.ctl, 0, 'closing costs no registration syscall');
   t.equal(d.getpeername, 0, 'no getpeername');
   t.equal(d.unlink, 1, 'the path was unlinked once, by close()');
   t.equal(d.close, 2 * N + 1, 'one close() per fd');

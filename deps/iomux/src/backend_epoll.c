@@ -6,6 +6,11 @@
  * kernel says EAGAIN, and request/response traffic costs no epoll_ctl after the
  * accept. close() removes the fd from the set (we never dup socket fds, so the
  * close drops the last reference), so removal costs nothing either.
+ *
+ * The one exception is a unix stream socket's EPOLLOUT, which the socket
+ * layer drops while it has nothing queued and asks for again when the kernel
+ * refuses a write (want_write, one EPOLL_CTL_MOD each way): see
+ * iomux__want_write in sock.c for the kernel behaviour that makes it pay.
  */
 #include "internal.h"
 
@@ -60,6 +65,18 @@ static int epoll_add(iomux_loop *loop, int fd, uint64_t token) {
   ev.data.u64 = token;
   loop->stats.ctl++;
   return epoll_ctl(st->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+/* EPOLL_CTL_MOD polls the file again with the new mask and queues the fd if
+ * it is ready now (ep_modify), so a socket that turned writable between the
+ * refused write and this call is still reported. */
+static int epoll_want_write(iomux_loop *loop, int fd, uint64_t token, bool on) {
+  epoll_state *st = loop->backend;
+  struct epoll_event ev = {0};
+  ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET | (on ? EPOLLOUT : 0);
+  ev.data.u64 = token;
+  loop->stats.ctl++;
+  return epoll_ctl(st->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 ? -errno : 0;
 }
 
 /* A listener needs read readiness only. EPOLLEXCLUSIVE: a connection wakes
@@ -130,6 +147,7 @@ const backend_ops iomux__backend_epoll = {
     .fd = epoll_fd,
     .add = epoll_add,
     .add_listener = epoll_add_listener,
+    .want_write = epoll_want_write,
     .del = epoll_del,
     .watch_foreign = epoll_watch_foreign,
     .poll = epoll_poll,

@@ -41,6 +41,13 @@
  *   bits 31 and 30 + kind  NOP, the init probe, the foreign fd's poll and its
  *                          removal (the high half: the foreign generation)
  *
+ * A unix stream socket's poll leaves POLLOUT out while the socket layer has
+ * nothing queued (want_write; see iomux__want_write in sock.c for why): the
+ * change is a POLL_REMOVE with IORING_POLL_UPDATE_EVENTS (5.13), which keeps
+ * the multishot poll (same user_data) and arms it again with the new events,
+ * reporting at once a socket that is ready then. A POLL_ADD still queued in
+ * the ring is simply rewritten.
+ *
  * Kernel versions: io_uring 5.1, IORING_FEAT_NODROP 5.5 (required: a dropped
  * completion could be the end of a multishot poll, and the socket would go
  * deaf), IORING_FEAT_EXT_ARG 5.11 (required: the wait's timeout rides in the
@@ -79,7 +86,7 @@
 #define UD_KIND(ud) ((uint32_t)(ud) & 0xffu)
 #define UD_HIGH(ud) ((uint32_t)((ud) >> 32))
 #define UD_MAKE(kind, high) (((uint64_t)(high) << 32) | UD_OWN | UD_MISC | (kind))
-enum { K_NOP = 1, K_PROBE, K_FOREIGN, K_FOREIGN_REMOVE };
+enum { K_NOP = 1, K_PROBE, K_FOREIGN, K_FOREIGN_REMOVE, K_UPDATE };
 
 enum { ST_FREE = 0, ST_POLL, ST_REARM, ST_IDLE, ST_DRAINING };
 
@@ -95,7 +102,12 @@ typedef struct uslot {
   uint8_t oneshot;
   uint8_t excl;
   uint8_t rearmed; /* its latest POLL_ADD is a re-arm (stats.rearm) */
+  uint8_t no_out;  /* a stream polled without POLLOUT (want_write) */
 } uslot;
+
+static uint32_t stream_events(const uslot *s) {
+  return s->no_out ? POLL_EVENTS & ~(uint32_t)POLLOUT : POLL_EVENTS;
+}
 
 typedef struct uring {
   uring_rings r;
@@ -163,11 +175,16 @@ static struct io_uring_sqe *sqe_get(iomux_loop *loop, int *err) {
   return e;
 }
 
-static void prep_poll(struct io_uring_sqe *e, int fd, uint32_t events,
-                      bool multishot, uint64_t ud) {
+static uint32_t sqe_events(uint32_t events) {
 #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
   events = events << 16 | events >> 16; /* the kernel swaps the halves back */
 #endif
+  return events;
+}
+
+static void prep_poll(struct io_uring_sqe *e, int fd, uint32_t events,
+                      bool multishot, uint64_t ud) {
+  events = sqe_events(events);
   e->opcode = IORING_OP_POLL_ADD;
   e->fd = fd;
   e->poll32_events = events;
@@ -252,7 +269,7 @@ static void queue_rearm(iomux_loop *loop, uslot *s) {
     loop->stats.rearm++;
     s->rearmed = 1;
   } else
-    prep_poll(e, s->fd, POLL_EVENTS, true, s->token);
+    prep_poll(e, s->fd, stream_events(s), true, s->token);
   s->state = ST_POLL;
   s->pos = u->r.sq_tail - 1;
 }
@@ -345,6 +362,58 @@ static void uring_listener_drained(iomux_loop *loop, int fd, uint64_t token) {
   if (slot >= u->nslots || u->slots[slot].token != token) return;
   uslot *s = &u->slots[slot];
   if (s->oneshot && s->state == ST_DRAINING) queue_rearm(loop, s);
+}
+
+/* Changes the events of the stream's armed multishot poll in place. The
+ * completion says only a failure (see update_done); without
+ * IOSQE_CQE_SKIP_SUCCESS its success too. */
+static int queue_update(iomux_loop *loop, uslot *s) {
+  uring *u = loop->backend;
+  int err;
+  struct io_uring_sqe *e = sqe_get(loop, &err);
+  if (!e) return err;
+  e->opcode = IORING_OP_POLL_REMOVE;
+  e->flags = u->skip_flag;
+  e->fd = -1;
+  e->addr = s->token;
+  e->len = IORING_POLL_UPDATE_EVENTS | IORING_POLL_ADD_MULTI;
+  e->poll32_events = sqe_events(stream_events(s));
+  e->user_data = UD_MAKE(K_UPDATE, TOKEN_SLOT(s->token));
+  return 0;
+}
+
+static int uring_want_write(iomux_loop *loop, int fd, uint64_t token, bool on) {
+  uring *u = loop->backend;
+  uint32_t slot = TOKEN_SLOT(token);
+  (void)fd;
+  if (slot >= u->nslots || u->slots[slot].token != token) return -EBADF;
+  uslot *s = &u->slots[slot];
+  assert(!s->oneshot);
+  uint8_t was = s->no_out;
+  s->no_out = !on;
+  /* A re-arm parked in `deferred` takes the new events when it is queued;
+   * an idle slot has no poll to change. */
+  if (s->state != ST_POLL || was == s->no_out) return 0;
+  if (add_queued(u, s->pos, token)) {
+    u->r.sqes[s->pos & u->r.sq_mask].poll32_events =
+        sqe_events(stream_events(s));
+    return 0;
+  }
+  int rc = queue_update(loop, s);
+  if (rc < 0) s->no_out = was;
+  return rc;
+}
+
+/* An update's failure. -EALREADY: the poll was being run for a wakeup at
+ * that moment: update it again. -ENOENT: it had ended; the completion that
+ * ended it re-arms it with the slot's current events. */
+static void update_done(iomux_loop *loop, uint64_t ud, int32_t res) {
+  uring *u = loop->backend;
+  uint32_t slot = UD_HIGH(ud);
+  assert(res == 0 || res == -ENOENT || res == -EALREADY);
+  if (res != -EALREADY || slot >= u->nslots) return;
+  uslot *s = &u->slots[slot];
+  if (s->state == ST_POLL && !s->oneshot) (void)queue_update(loop, s);
 }
 
 static void uring_del(iomux_loop *loop, int fd, uint64_t token) {
@@ -462,6 +531,10 @@ static int completion(iomux_loop *loop, uint64_t ud, int32_t res,
       return n;
     }
     if (UD_KIND(ud) == K_FOREIGN) return foreign_done(loop, ud, res, n);
+    if (UD_KIND(ud) == K_UPDATE) {
+      update_done(loop, ud, res);
+      return n;
+    }
     assert(UD_KIND(ud) == K_NOP || UD_KIND(ud) == K_PROBE);
     return n;
   }
@@ -532,7 +605,11 @@ static uint32_t quiet_completions(const uring *u) {
   uint32_t n = 0;
   for (uint32_t pos = sq_head(u); pos != u->r.sq_tail; pos++) {
     const struct io_uring_sqe *e = &u->r.sqes[pos & u->r.sq_mask];
-    if (e->opcode == IORING_OP_POLL_REMOVE ||
+    /* An update (want_write) posts nothing when it succeeds, unless the
+     * kernel cannot skip it; it cancels no poll. */
+    bool update = e->opcode == IORING_OP_POLL_REMOVE &&
+                  (e->len & IORING_POLL_UPDATE_EVENTS);
+    if ((e->opcode == IORING_OP_POLL_REMOVE && (!update || !u->skip_flag)) ||
         (e->opcode == IORING_OP_NOP && !u->skip_flag))
       n++;
   }
@@ -692,6 +769,7 @@ const backend_ops iomux__backend_io_uring = {
     .add = uring_add,
     .add_listener = uring_add_listener,
     .listener_drained = uring_listener_drained,
+    .want_write = uring_want_write,
     .del = uring_del,
     .watch_foreign = uring_watch_foreign,
     .poll = uring_poll,

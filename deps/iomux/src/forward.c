@@ -699,6 +699,10 @@ int iomux_forward(iomux_loop *loop, int a, int b,
    * are marked, while iomux_set_timeout still accepts them. */
   if (rc == 0) rc = iomux_set_timeout(loop, a, o.idle_ms);
   if (rc == 0) rc = iomux_set_timeout(loop, b, 0);
+  /* The pump waits for writable edges on its own terms: both sockets watch
+   * write readiness while forwarded (see iomux__want_write). */
+  if (rc == 0) rc = iomux__want_write(loop, sa, a, true);
+  if (rc == 0) rc = iomux__want_write(loop, sb, b, true);
   if (rc < 0) {
     dir_release(loop, &f->d[0]);
     dir_release(loop, &f->d[1]);

@@ -67,7 +67,9 @@ enum sock_flag {
   SF_ERROR = 1u << 13,       /* an error was reported; no more I/O */
   SF_ACCEPT_PAUSED = 1u << 14,
   SF_ACCEPT_REPORTED = 1u << 15, /* an accept error of this episode was sent */
-  SF_DEFER_ACCEPT = 1u << 16     /* listener: connections come with bytes */
+  SF_DEFER_ACCEPT = 1u << 16,    /* listener: connections come with bytes */
+  SF_OUT_OFF = 1u << 17          /* unix stream: write readiness not watched
+                                  * (backend want_write, iomux__want_write) */
 };
 
 /* Bytes the kernel refused, kept until the writable edge. */
@@ -230,6 +232,10 @@ void iomux__accept_retry(iomux_loop *loop, int32_t slot);
 void iomux__close_all(iomux_loop *loop);
 /* What forward.c shares with the socket layer. */
 void iomux__ready_push(iomux_loop *loop, sock *s, int32_t slot);
+/* Watches (on) or stops watching the write readiness of the stream in slot
+ * where the backend can (want_write) and the stream is a unix socket; a
+ * no-op otherwise. 0 or -errno (only when watching could not be asked). */
+int iomux__want_write(iomux_loop *loop, sock *s, int32_t slot, bool on);
 void iomux__touch(iomux_loop *loop, sock *s);
 /* Drops n bytes from the front; an emptied queue gives its buffer back. */
 void iomux__outq_consume(iomux_loop *loop, outq *q, size_t n);
@@ -288,6 +294,12 @@ struct backend_ops {
    * arms the next one here, and only here: a listener that stopped
    * accepting (out of fds) is not woken again until it accepts. */
   void (*listener_drained)(iomux_loop *loop, int fd, uint64_t token);
+  /* Optional: watch (on) or stop watching fd's write readiness, which add()
+   * watched. Asking to watch it reports the fd at the next wait if it is
+   * writable then (no edge is lost between a refused write and this call).
+   * The socket layer uses it for unix stream sockets only, whose writers the
+   * kernel wakes at every read of the peer (see iomux__want_write). */
+  int (*want_write)(iomux_loop *loop, int fd, uint64_t token, bool on);
   /* Called before fd is closed; token is what add() was given. Changes
    * still queued for fd must go: after the close its number may be reused. */
   void (*del)(iomux_loop *loop, int fd, uint64_t token);

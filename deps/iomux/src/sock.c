@@ -358,12 +358,47 @@ static void after_flush(iomux_loop *loop, sock *s, int32_t slot) {
   }
 }
 
+/* A unix stream socket's writer is woken at every read of its peer: the
+ * reader's recvmsg frees the skbs the writer queued, whose destructor
+ * (sock_wfree) calls unix_write_space (net/unix/af_unix.c), and that wakes
+ * every EPOLLOUT waiter whenever the socket is writable, whether or not a
+ * write was ever refused. (TCP wakes a writer only after it ran out of room,
+ * SOCK_NOSPACE, in tcp_check_space.) Registered once for IN|OUT, a process
+ * that writes small messages to a unix socket is thus woken again, for
+ * nothing, each time the peer reads them. So where the backend can change an
+ * fd's interest (want_write), a unix stream stops watching write readiness
+ * at the first writable event that finds nothing queued, and watches it
+ * again when the kernel refuses a write (unwritable); the writable edge
+ * that flushes the queue and fires 'drain' then still comes. A socket being
+ * forwarded watches it throughout (iomux_forward). TCP keeps register-once. */
+int iomux__want_write(iomux_loop *loop, sock *s, int32_t slot, bool on) {
+  if (s->peer_family != IOMUX_AF_UNIX || s->kind != SK_STREAM ||
+      !loop->ops->want_write)
+    return 0;
+  if (on != !!(s->flags & SF_OUT_OFF)) return 0; /* as asked already */
+  int rc = loop->ops->want_write(loop, s->fd, TOKEN(slot, s->gen), on);
+  if (rc < 0) return rc;
+  s->flags ^= SF_OUT_OFF;
+  return 0;
+}
+
+/* The kernel refused bytes: the queue waits for the writable edge. Without
+ * the edge it would wait for ever, so failing to ask for it is an error. */
+static void unwritable(iomux_loop *loop, sock *s, int32_t slot) {
+  s->flags &= ~SF_WRITABLE;
+  int rc = iomux__want_write(loop, s, slot, true);
+  if (rc < 0) {
+    outq_free(loop, &s->out);
+    report_error(loop, s, slot, -rc, IOMUX_OP_WRITE);
+  }
+}
+
 /* What one write of the whole queue came back with. Emits at most two
  * records (callers make room). */
 static void sent(iomux_loop *loop, sock *s, int32_t slot, ssize_t n) {
   if (n < 0) {
     if (would_block((int)-n)) {
-      s->flags &= ~SF_WRITABLE;
+      unwritable(loop, s, slot);
       return;
     }
     outq_free(loop, &s->out);
@@ -372,7 +407,7 @@ static void sent(iomux_loop *loop, sock *s, int32_t slot, ssize_t n) {
   }
   outq_consume(loop, &s->out, (size_t)n);
   if (s->out.len) { /* a short write: the send buffer is full */
-    s->flags &= ~SF_WRITABLE;
+    unwritable(loop, s, slot);
     return;
   }
   after_flush(loop, s, slot);
@@ -475,7 +510,12 @@ ssize_t iomux_writev(iomux_loop *loop, int id, const struct iovec *iov,
       queued = 0;
       if ((size_t)n < want || next == iovcnt) break;
     }
-    if (skip < total) s->flags &= ~SF_WRITABLE;
+    if (skip < total) {
+      /* The rest waits for the writable edge: without it, for ever. */
+      int rc = iomux__want_write(loop, s, id, true);
+      if (rc < 0) return rc;
+      s->flags &= ~SF_WRITABLE;
+    }
   }
   for (int i = 0; i < iovcnt; i++) {
     size_t len = iov[i].iov_len;
@@ -1037,6 +1077,8 @@ void iomux__handle_event(iomux_loop *loop, uint64_t token, uint32_t mask) {
     s->flags |= SF_WRITABLE;
     if (s->out.len && !(s->flags & (SF_ERROR | SF_CORKED)))
       flush_out(loop, s, slot);
+    else if (!s->out.len && (mask & RD_WRITE))
+      (void)iomux__want_write(loop, s, slot, false); /* woken for nothing */
   }
 }
 

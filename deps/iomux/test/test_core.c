@@ -4542,6 +4542,110 @@ static void test_one_wakeup_nested(void) {
   one_wakeup(true);
 }
 
+/* A unix stream's writer is woken by the kernel at every read of its peer
+ * (unix_write_space), whether or not a write was refused. Where the backend
+ * can change interest (epoll, io_uring), the loop stops watching write
+ * readiness while nothing is queued: the peer's reads wake nothing (with
+ * epoll the loop's fd stays quiet; io_uring posts no completion). A refused
+ * write still gets its writable edge, drains, and says DRAIN. */
+static bool loop_fd_readable(H *h) {
+  struct pollfd p = {.fd = iomux_loop_fd(h->loop), .events = POLLIN};
+  return poll(&p, 1, 0) == 1;
+}
+
+static void test_unix_writer_quiet(void) {
+  if (backend_is("kqueue")) {
+    snprintf(t_skip, sizeof t_skip,
+             "%s keeps write readiness registered throughout", g_name);
+    return;
+  }
+  int sp[2] = {-1, -1};
+  uint8_t *big = NULL, *got = NULL;
+  H *h = h_new(NULL);
+  CHECK(h);
+  CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                      sp), 0);
+  int a = iomux_adopt(h->loop, sp[0]);
+  CHECK_GE(a, 0);
+  sp[0] = -1;
+  sstate_reset(S(h, a));
+  /* The writable edge of the registration, taken for nothing: write
+   * readiness is dropped then (one change). */
+  h_run(h, 0);
+  h_run(h, 0);
+  bool epoll = backend_is("epoll");
+  CHECK(!epoll || !loop_fd_readable(h));
+  uint64_t ev0 = ST(h)->events, ctl0 = changes_made(h);
+  char buf[64];
+  enum { ROUNDS = 50 };
+  int woken = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    CHECK_EQ(iomux_write(h->loop, a, "job", 3, 0), 0); /* all sent */
+    CHECK_EQ(read(sp[1], buf, sizeof buf), 3);
+    woken += epoll && loop_fd_readable(h);
+    h_run(h, 0);
+  }
+  diag("%d small writes read by the peer: loop fd readable %d times, "
+       "%llu events, %llu changes", ROUNDS, woken,
+       (unsigned long long)(ST(h)->events - ev0),
+       (unsigned long long)(changes_made(h) - ctl0));
+  CHECK_EQ(woken, 0);
+  CHECK_EQ(ST(h)->events - ev0, 0);
+  CHECK_EQ(changes_made(h) - ctl0, 0);
+
+  /* More than the socket buffer: the kernel refuses the rest, write
+   * readiness is watched again, the queue drains as the peer reads. */
+  enum { BIG = 4 << 20 };
+  big = malloc(BIG);
+  got = malloc(BIG);
+  CHECK(big && got);
+  for (size_t i = 0; i < BIG; i++) big[i] = (uint8_t)(i * 7 + (i >> 12));
+  ssize_t q = iomux_write(h->loop, a, big, BIG, 1);
+  CHECK_GE(q, 1);
+  CHECK_EQ(changes_made(h) - ctl0, 1); /* watching again */
+  size_t have = 0;
+  int64_t dl = now_ns() + MS(5000) * g_slow;
+  while (have < BIG || S(h, a)->drains == 0) {
+    if (now_ns() > dl) FAIL_AT("drain timed out: %zu of %d bytes read", have, BIG);
+    ssize_t n = read(sp[1], got + have, BIG - have);
+    if (n > 0) have += (size_t)n;
+    else CHECK(n < 0 && errno == EAGAIN);
+    h_run(h, n > 0 ? 0 : 2);
+  }
+  CHECK_EQ(have, BIG);
+  CHECK(memcmp(big, got, BIG) == 0);
+  CHECK_EQ(S(h, a)->drains, 1);
+  CHECK_EQ(iomux_queued(h->loop, a), 0);
+  CHECK_EQ(S(h, a)->errors, 0);
+
+  /* Drained: the next wakeup for nothing drops write readiness again, and
+   * the peer's reads are quiet once more. */
+  CHECK_EQ(iomux_write(h->loop, a, "job", 3, 0), 0);
+  CHECK_EQ(read(sp[1], buf, sizeof buf), 3);
+  h_run(h, 0);
+  h_run(h, 0);
+  uint64_t ctl1 = changes_made(h);
+  ev0 = ST(h)->events;
+  woken = 0;
+  for (int i = 0; i < ROUNDS; i++) {
+    CHECK_EQ(iomux_write(h->loop, a, "job", 3, 0), 0);
+    CHECK_EQ(read(sp[1], buf, sizeof buf), 3);
+    woken += epoll && loop_fd_readable(h);
+    h_run(h, 0);
+  }
+  CHECK_EQ(woken, 0);
+  CHECK_EQ(ST(h)->events - ev0, 0);
+  CHECK_EQ(changes_made(h), ctl1);
+  diag("4 MiB queued and drained with %llu changes in all",
+       (unsigned long long)(ctl1 - ctl0));
+done:
+  free(big);
+  free(got);
+  if (sp[0] >= 0) close(sp[0]);
+  if (sp[1] >= 0) close(sp[1]);
+  h_free(h);
+}
+
 int main(int argc, char **argv) {
   const char *pre = getenv("LD_PRELOAD");
   g_valgrind = pre && strstr(pre, "vgpreload");
@@ -4657,6 +4761,8 @@ int main(int argc, char **argv) {
       test_forward_batched);
   run("listen_fd and adopt: sockets made elsewhere, refusals",
       test_listen_fd);
+  run("unix writer: no wakeup at the peer's reads, a refused write drains",
+      test_unix_writer_quiet);
   run("one listener, 4 processes: one wakeup per connection",
       test_one_wakeup);
   run("one listener, 4 processes under an outer epoll: one wakeup each",
