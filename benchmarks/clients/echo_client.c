@@ -60,6 +60,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define CLIENT_NAME "echo_client"
+#include "client.h"
+
 enum { MODE_ECHO, MODE_BULK, MODE_IDLE };
 
 typedef struct {
@@ -85,29 +88,6 @@ static unsigned char *rbuf;
 static size_t rbuf_size;
 static uint32_t *hist;
 static int epfd;
-
-static void die(const char *what) {
-  fprintf(stderr, "echo_client: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static void fail(const char *msg) {
-  fprintf(stderr, "echo_client: %s\n", msg);
-  exit(1);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double cpu_s(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
 
 static void set_interest(int i, uint32_t events) {
   struct epoll_event ev = {0};

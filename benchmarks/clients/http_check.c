@@ -47,6 +47,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define CLIENT_NAME "http_check"
+#include "client.h"
+
 #define NIDS 16
 #define RBUF 4096
 #define MAX_EVENTS 256
@@ -78,29 +81,6 @@ static int epfd;
 static uint64_t hist[H_N];
 static uint64_t responses, mismatches, non2xx;
 static char first_mismatch[2048];
-
-static void die(const char *what) {
-  fprintf(stderr, "http_check: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static void fail(const char *msg) {
-  fprintf(stderr, "http_check: %s\n", msg);
-  exit(1);
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double cpu_s(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
 
 static int h_index(uint64_t us) {
   if (us < H_LIN) return (int)us;
