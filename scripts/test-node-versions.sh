@@ -7,7 +7,7 @@
 #   timers: timers          addresses: address     forward(): forward
 #   the addon loader: load  standalone loop: standalone
 #   worker_threads (per-environment instance data, cleanup hooks): workers
-#   http: http, http-parser, http-node (serveNode on node:http internals)
+#   http: http, http-parser, http-node, http-node-app (serveNode on node:http internals)
 #   proxy: proxy-tcp, proxy-http, proxy-protocol
 #   examples/ (require('iomux') by name, fetch): examples
 # Left to the default Node (they test the core or the OS, not Node): batch,
@@ -19,7 +19,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-subset=${IOMUX_NODE_SUBSET:-"smoke echo streams busy-poll errors timers address forward load standalone workers http http-parser http-node proxy-tcp proxy-http proxy-protocol examples"}
+subset=${IOMUX_NODE_SUBSET:-"smoke echo streams busy-poll errors timers address forward load standalone workers http http-parser http-node http-node-app proxy-tcp proxy-http proxy-protocol examples"}
 files=()
 for f in $subset; do files+=("test/$f.test.ts"); done
 nodes=$(bash scripts/extra-nodes.sh)

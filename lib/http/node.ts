@@ -25,6 +25,7 @@ import { invalidArgType, outOfRange } from '../errors';
 import { loop } from '../loop';
 import { Server, type ServerOptions } from '../server';
 import type { AddressInfo, Socket } from '../socket';
+import { adoptAppPrototypes } from './node-app';
 import { installResponseEnd } from './node-response';
 import { drainOptions, type DrainOptions } from './server';
 
@@ -772,6 +773,7 @@ class NodeHttpBridge extends Server {
     node._connections++;
     d._server = node;
     d.server = node;
+    adoptAppPrototypes(node as unknown as HttpServer);
     node.emit('connection', d);
   }
 
