@@ -133,7 +133,6 @@ export class Connection implements DecoderHandler {
   private ttlTimer: Timer | null = null;
   private ttlRx = -1;
   private handshakeTimer: Timer | null = null;
-  private onDrainCb: (() => void) | null = null;
 
   constructor(socket: IoSocket, endpoint: string, owner: ConnectionOwner, opts: ConnectionOptions) {
     this.socket = socket;
@@ -363,21 +362,6 @@ export class Connection implements DecoderHandler {
     if (!this.blocked || this.closed) return;
     this.blocked = false;
     this.owner._onWritable(this);
-    const cb = this.onDrainCb;
-    if (cb !== null && !this.blocked && this.pending === 0) {
-      this.onDrainCb = null;
-      cb();
-    }
-  }
-
-  /** Calls cb once everything encoded so far reached the kernel. */
-  whenFlushed(cb: () => void): void {
-    this._flush();
-    if (!this.blocked && this.socket.writableLength === 0) {
-      cb();
-      return;
-    }
-    this.onDrainCb = cb;
   }
 
   // ---- closing -------------------------------------------------------------------------
@@ -415,14 +399,11 @@ export class Connection implements DecoderHandler {
     if (this.ttlTimer !== null) loop.clearInterval(this.ttlTimer);
     if (this.handshakeTimer !== null) loop.clearTimeout(this.handshakeTimer);
     this.hbTimer = this.ttlTimer = this.handshakeTimer = null;
-    const cb = this.onDrainCb;
-    this.onDrainCb = null;
     if (this.failure === undefined && !this.ready && this.connected && !this.localClose) {
       // libzmq closes without a word when it refuses our mechanism, version or socket type.
       this.failure = new ZmtpError(ERRORS.HANDSHAKE, 'ZMTP handshake: the peer closed the connection before READY (another mechanism or an incompatible socket type?)');
     }
     const err = this.failure ?? this.socket.errored ?? undefined;
     this.owner._onClosed(this, err);
-    if (cb !== null) cb();
   }
 }
