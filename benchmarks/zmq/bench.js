@@ -137,6 +137,18 @@ function readRunqWait(pid) {
   }
 }
 
+/**
+ * For the log: how much of the window each end of a throughput run waited
+ * for a CPU (other load on its pinned core), when either waited over 10%;
+ * STARVED over 50%, where the rate says nothing about the peers.
+ */
+function runqNote(recv, send) {
+  const r = recv ?? 0;
+  const s = send ?? 0;
+  if (r <= 0.1 && s <= 0.1) return '';
+  return `; ${r > 0.5 || s > 0.5 ? 'STARVED: ' : ''}waited for a CPU ${Math.round(r * 100)}% (receiver), ${Math.round(s * 100)}% (sender) of the window`;
+}
+
 function parseEndpoint(line) {
   if (line.startsWith('endpoint ')) return line.slice(9);
   return JSON.parse(line).endpoint;
@@ -261,9 +273,7 @@ async function run(opts) {
         log(`bench:   zmq ${row.id} round ${round}/${rounds} ${pairLabel(p, row.kind)}: ` + (r.ok
           ? `${U.fmt(r.rate, 0)} msg/s, ${U.fmt(r.cpuUs, 2)} µs CPU/msg (send ${U.fmt(r.sendCpuUs, 2)}, recv ${U.fmt(r.recvCpuUs, 2)})` +
             (r.p50 != null ? `, p50 ${U.fmt(r.p50, 1)} µs, p99 ${U.fmt(r.p99, 1)} µs` : '') +
-            ((r.recvRunq ?? 0) > 0.1 || (r.sendRunq ?? 0) > 0.1
-              ? `; STARVED: waited for a CPU ${Math.round((r.recvRunq ?? 0) * 100)}% (receiver), ${Math.round((r.sendRunq ?? 0) * 100)}% (sender) of the window`
-              : '')
+            runqNote(r.recvRunq, r.sendRunq)
           : `FAILED: ${r.error}`));
       }
     }
