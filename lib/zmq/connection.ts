@@ -14,7 +14,7 @@
 // (about 0.02 instead of 0.065 writes per 4 KiB message, with FLUSH_BYTES at
 // 1 MiB), while an idle or chatty connection keeps a 64 KiB slab. The slab is
 // allocated on the first frame to encode (a PULL or SUB connection never has
-// one) and dropped after a second without one (see slabHolders).
+// one) and dropped one to two seconds after its last frame (see slabHolders).
 // The slab's filled part goes to the socket once per microtask (so a burst of
 // send() calls costs one write), or at once when FLUSH_BYTES have gathered.
 // write() returning false marks the connection blocked until 'drain'.
