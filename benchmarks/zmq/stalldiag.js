@@ -5,7 +5,9 @@
 // state (the samples, each pipe's queues, each connection's blocked/unflushed
 // state, its socket's flags and the core's queued bytes) to stderr as a line
 // starting with DIAG on SIGUSR2, and by itself (AUTO-DUMP, at most 3 times)
-// when fewer than DIAG_MIN (300) messages moved in 100 ms after the first.
+// when fewer than DIAG_MIN (300) messages moved in 100 ms after the first;
+// at exit, the process's run-queue wait (SCHED) and its last 3 s of samples
+// (RING).
 const path = require('path');
 const dist = process.env.IOMUX_BENCH_DIST || path.join(__dirname, '..', '..', 'dist');
 const iomux = require(dist);
@@ -66,6 +68,8 @@ let sched0 = null;
 process.on('exit', () => {
   const s1 = sched();
   process.stderr.write('SCHED ' + JSON.stringify({ role: process.argv[3], atFirstMessage: sched0, atExit: s1 }) + '\n');
+  // The receiver exits at its window's end: its last samples go with it.
+  process.stderr.write('RING ' + JSON.stringify(ring.map((r) => ({ t: r.t, msgs: r.msgs, sends: r.sends, read: r.st.read, wait: r.st.wait, it: r.st.iterations, ev: r.st.events }))) + '\n');
 });
 process.on('SIGUSR2', () => {
   const out = { pid: process.pid, role: process.argv[3], msgs, sends, sched: sched(), stats: iomux.loop.stats(),
