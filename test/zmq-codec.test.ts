@@ -107,6 +107,31 @@ t.test('long frames of 4 KiB and more lying whole in a chunk are views of it; sp
   }
 });
 
+t.test('split frames of 4 to 16 KiB, gathered, stay whole while all are kept', async (t) => {
+  // Sizes that do not divide the pool, odd splits, two decoders interleaved:
+  // each gathered frame must own its bytes (no slice may overlap another).
+  const sizes = [4096, 5000, 16384, 4097, 12345, 16385, 8191];
+  const frames = Array.from({ length: 60 }, (_, i) => {
+    const f = Buffer.allocUnsafe(sizes[i % sizes.length]!);
+    for (let k = 0; k < f.length; k++) f[k] = (i * 31 + k * 7) & 0xff;
+    return f;
+  });
+  const stream = Buffer.concat(frames.map((f) => encodeMessage([f])));
+  const a = decoder();
+  const b = decoder();
+  a.d.push(HELLO);
+  b.d.push(HELLO);
+  for (let i = 0; i < stream.length; i += 3001) {
+    t.equal(a.d.push(Buffer.from(stream.subarray(i, i + 3001))), null);
+    t.equal(b.d.push(Buffer.from(stream.subarray(i, i + 3001))), null);
+  }
+  for (const { seen } of [a, b]) {
+    t.equal(seen.messages.length, frames.length, 'every message');
+    const bad = seen.messages.filter((m, i) => m.length !== 1 || !m[0]!.equals(frames[i]!)).length;
+    t.equal(bad, 0, 'every kept frame holds its own bytes');
+  }
+});
+
 function expectError(t: Tap.Test, input: Buffer, code: string, name: string, opts?: iomux.zmq.DecoderOptions): void {
   for (const step of [input.length, 1]) {
     const { d } = decoder(opts);

@@ -297,3 +297,53 @@ t.test('1,000 connects and disconnects: no fd or timer leak', async (t) => {
   t.equal(loopTimers(), timers0, 'no timer leaked');
   await pull.close();
 });
+
+t.test('output slabs: none on a connection that never sends, dropped when idle, allocated again on demand', async (t) => {
+  type Conn = { slab: Buffer };
+  const conns = (s: object): Conn[] => [...(s as unknown as { conns: Set<Conn> }).conns];
+  const timers0 = loopTimers();
+  const pull = new z.Pull();
+  await pull.bind('tcp://127.0.0.1:*');
+  const N = 50;
+  const pushes = Array.from({ length: N }, () => new z.Push());
+  const big = Buffer.alloc(5000, 7);
+  const sendAll = (round: number): void => {
+    pushes.forEach((p, i) => {
+      p.send([`${round}:${i}`, big]);
+      p.send(`${round}:${i}:small`);
+    });
+  };
+  let connects = 0;
+  for (const p of pushes) {
+    p.on('connect', () => connects++);
+    p.connect(pull.lastEndpoint!);
+  }
+  await until(() => connects === N);
+  const receiveAll = async (round: number): Promise<void> => {
+    const seen = new Set<string>();
+    let bad = 0;
+    for (let k = 0; k < 2 * N; k++) {
+      const m = await pull.receive();
+      if (m.length === 2 ? !m[1]!.equals(big) : m.length !== 1) bad++;
+      seen.add(String(m[0]));
+    }
+    t.equal(bad, 0, `round ${round}: every message has its frames intact`);
+    t.equal(seen.size, 2 * N, `round ${round}: every message once`);
+    t.ok(pushes.every((_, i) => seen.has(`${round}:${i}`) && seen.has(`${round}:${i}:small`)), `round ${round}: from every peer`);
+  };
+  sendAll(1);
+  t.ok(pushes.every((p) => conns(p).every((c) => c.slab.length > 0)), 'each sender got a slab');
+  await receiveAll(1);
+  const accepted = conns(pull);
+  t.equal(accepted.length, N, 'the PULL has a connection per peer');
+  t.ok(accepted.every((c) => c.slab.length === 0), 'no output slab on the receiving side');
+  await until(() => pushes.every((p) => conns(p).every((c) => c.slab.length === 0)), 5000, 'idle slabs dropped');
+  t.pass('idle senders dropped their slabs');
+  sendAll(2);
+  await receiveAll(2);
+  t.ok(accepted.every((c) => c.slab.length === 0), 'still no slab on the receiving side');
+  await Promise.all(pushes.map((p) => p.close()));
+  await pull.close();
+  await until(() => loopTimers() === timers0, 5000, `timers back to ${timers0} (now ${loopTimers()})`);
+  t.equal(loopTimers(), timers0, 'the sweep timer went with the last slab');
+});

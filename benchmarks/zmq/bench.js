@@ -128,6 +128,27 @@ function start(env, cpu, impl, args) {
   return { child, next };
 }
 
+/** Seconds a process has spent runnable but waiting for a CPU (/proc/PID/schedstat), or null. */
+function readRunqWait(pid) {
+  try {
+    return Number(fs.readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+  } catch (_) {
+    return null;
+  }
+}
+
+/**
+ * For the log: how much of the window each end of a throughput run waited
+ * for a CPU (other load on its pinned core), when either waited over 10%;
+ * STARVED over 50%, where the rate says nothing about the peers.
+ */
+function runqNote(recv, send) {
+  const r = recv ?? 0;
+  const s = send ?? 0;
+  if (r <= 0.1 && s <= 0.1) return '';
+  return `; ${r > 0.5 || s > 0.5 ? 'STARVED: ' : ''}waited for a CPU ${Math.round(r * 100)}% (receiver), ${Math.round(s * 100)}% (sender) of the window`;
+}
+
 function parseEndpoint(line) {
   if (line.startsWith('endpoint ')) return line.slice(9);
   return JSON.parse(line).endpoint;
@@ -148,15 +169,20 @@ async function runOne(env, row, [a, b]) {
       const tStart = Date.now();
       await U.sleep(warm + 200);
       const ticks0 = U.readProcCpuTicks(send.child.pid);
+      const q0 = readRunqWait(send.child.pid);
       const w0 = Date.now();
       const r = JSON.parse(await recv.next(warm + win + 15000 - (Date.now() - tStart)));
       const ticks1 = U.readProcCpuTicks(send.child.pid);
+      const q1 = readRunqWait(send.child.pid);
       const sendCpuRate = ticks0 != null && ticks1 != null ? (ticks1 - ticks0) / env.clkTck / ((Date.now() - w0) / 1e3) : null;
       const rate = r.messages / r.wall;
       const recvCpuRate = r.cpu / r.wall;
       return {
         ok: true, rate, recvCpuUs: (recvCpuRate / rate) * 1e6, sendCpuUs: sendCpuRate == null ? null : (sendCpuRate / rate) * 1e6,
         cpuUs: sendCpuRate == null ? null : ((recvCpuRate + sendCpuRate) / rate) * 1e6,
+        // Shares of the window each end spent waiting for a CPU (load from other processes on its core).
+        recvRunq: r.runqWait == null ? null : r.runqWait / r.wall,
+        sendRunq: q0 == null || q1 == null ? null : (q1 - q0) / ((Date.now() - w0) / 1e3),
       };
     }
     const server = start(env, 0, b, ['router', 'tcp://127.0.0.1:*', String(warm), String(win)]);
@@ -246,7 +272,8 @@ async function run(opts) {
         if (!r.ok) failures.push(`zmq/${row.id}/${p.join('>')}: ${r.error}`);
         log(`bench:   zmq ${row.id} round ${round}/${rounds} ${pairLabel(p, row.kind)}: ` + (r.ok
           ? `${U.fmt(r.rate, 0)} msg/s, ${U.fmt(r.cpuUs, 2)} µs CPU/msg (send ${U.fmt(r.sendCpuUs, 2)}, recv ${U.fmt(r.recvCpuUs, 2)})` +
-            (r.p50 != null ? `, p50 ${U.fmt(r.p50, 1)} µs, p99 ${U.fmt(r.p99, 1)} µs` : '')
+            (r.p50 != null ? `, p50 ${U.fmt(r.p50, 1)} µs, p99 ${U.fmt(r.p99, 1)} µs` : '') +
+            runqNote(r.recvRunq, r.sendRunq)
           : `FAILED: ${r.error}`));
       }
     }

@@ -17,6 +17,15 @@ const cpu = () => {
   return (u.user + u.system) / 1e6;
 };
 const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
+// Nanoseconds this process spent runnable but waiting for a CPU
+// (/proc/self/schedstat, field 2); null where there is none.
+const runqWait = () => {
+  try {
+    return Number(require('fs').readFileSync('/proc/self/schedstat', 'utf8').split(' ')[1]);
+  } catch {
+    return null;
+  }
+};
 // ZMQ_BENCH_SNDBUF / ZMQ_BENCH_RCVBUF (bytes): the sockets' sendBufferSize and
 // receiveBufferSize (libzmq's ZMQ_SNDBUF/ZMQ_RCVBUF) on both libraries; unset,
 // the kernel's autotuned defaults. Set for a comparison, give every candidate
@@ -36,6 +45,7 @@ function windowCounter(warmMs, winMs, onDone) {
   let t1 = 0;
   let c0 = 0;
   let w0 = 0;
+  let q0 = null;
   let count = 0;
   return function tick() {
     count++;
@@ -49,10 +59,13 @@ function windowCounter(warmMs, winMs, onDone) {
       state = 2;
       count = 0;
       c0 = cpu();
+      q0 = runqWait();
       w0 = t;
     } else if (state === 2 && t >= t1) {
       state = 3;
-      onDone({ messages: count, wall: t - w0, cpu: cpu() - c0 });
+      const q1 = runqWait();
+      // runqWait: seconds of the window spent waiting for a CPU (a starved run, not a slow one).
+      onDone({ messages: count, wall: t - w0, cpu: cpu() - c0, runqWait: q0 === null || q1 === null ? null : (q1 - q0) / 1e9 });
     }
   };
 }

@@ -12,7 +12,9 @@
 // A slab that fills up within one send burst is followed by a 256 KiB one
 // (BULK_SLAB_SIZE), so a bulk flow hands the kernel about 4x larger writes
 // (about 0.02 instead of 0.065 writes per 4 KiB message, with FLUSH_BYTES at
-// 1 MiB), while an idle or chatty connection keeps a 64 KiB slab.
+// 1 MiB), while an idle or chatty connection keeps a 64 KiB slab. The slab is
+// allocated on the first frame to encode (a PULL or SUB connection never has
+// one) and dropped one to two seconds after its last frame (see slabHolders).
 // The slab's filled part goes to the socket once per microtask (so a burst of
 // send() calls costs one write), or at once when FLUSH_BYTES have gathered.
 // write() returning false marks the connection blocked until 'drain'.
@@ -33,6 +35,8 @@ const BULK_SLAB_SIZE = 256 * 1024;
  */
 const REF_MIN = 4 * 1024;
 const FLUSH_BYTES = 1024 * 1024;
+/** The slab of a connection that has not encoded a frame yet: no room, so the first frame allocates one. */
+const NO_SLAB = Buffer.alloc(0);
 
 export interface ConnectionOptions {
   socketType: SocketTypeName;
@@ -52,6 +56,29 @@ export interface ConnectionOwner {
   _onSubscription(c: Connection, subscribe: boolean, topic: Buffer): void;
   _onWritable(c: Connection): void;
   _onClosed(c: Connection, err: ZmtpError | Error | undefined): void;
+}
+
+/**
+ * Connections holding an output slab. Once a second, a slab that took no
+ * frame since the previous sweep (and has nothing waiting) is dropped, so a
+ * quiet peer costs no 64 KiB; the next frame allocates a new one. One timer
+ * for all connections, armed while any holds a slab: nothing per message but
+ * a flag.
+ */
+const slabHolders = new Set<Connection>();
+let sweepTimer: Timer | null = null;
+const SWEEP_MS = 1000;
+
+function sweepSlabs(): void {
+  for (const c of slabHolders) c._sweep();
+  if (slabHolders.size === 0) stopSweep();
+}
+
+function stopSweep(): void {
+  if (sweepTimer !== null) {
+    loop.clearInterval(sweepTimer);
+    sweepTimer = null;
+  }
 }
 
 let dirty: Connection[] = [];
@@ -87,19 +114,25 @@ export class Connection implements DecoderHandler {
   private readonly owner: ConnectionOwner;
   private readonly opts: ConnectionOptions;
   private readonly decoder: Decoder;
-  private slab: Buffer = Buffer.allocUnsafe(SLAB_SIZE);
+  /**
+   * The output slab, allocated on the first frame to encode (a PULL or SUB
+   * connection never has one: 10,000 of them held 1.26 GB of external memory
+   * when each got its 64 KiB at once). NO_SLAB until then.
+   */
+  private slab: Buffer = NO_SLAB;
   private start = 0;
   private pos = 0;
   /** Encoded output not yet written: pieces before the slab's [start, pos). */
   private chunks: Uint8Array[] | null = null;
   private pending = 0;
   private isDirty = false;
+  /** A frame was encoded since the last slab sweep. */
+  private encoded = false;
   private hbTimer: Timer | null = null;
   private hbRxAtPing = -1;
   private ttlTimer: Timer | null = null;
   private ttlRx = -1;
   private handshakeTimer: Timer | null = null;
-  private onDrainCb: (() => void) | null = null;
 
   constructor(socket: IoSocket, endpoint: string, owner: ConnectionOwner, opts: ConnectionOptions) {
     this.socket = socket;
@@ -214,12 +247,13 @@ export class Connection implements DecoderHandler {
   /** Encodes one message, frames[first..] (in order, never interleaved with another). */
   send(frames: readonly Uint8Array[], first = 0): void {
     const n = frames.length;
+    this.encoded = true;
     for (let i = first; i < n; i++) {
       const f = frames[i]!;
       const size = f.length;
       const hs = frameHeaderSize(size);
       const copy = size < REF_MIN;
-      if (this.slab.length - this.pos < hs + (copy ? size : 0)) this.newSlab(BULK_SLAB_SIZE);
+      if (this.slab.length - this.pos < hs + (copy ? size : 0)) this.newSlab(this.slab === NO_SLAB ? SLAB_SIZE : BULK_SLAB_SIZE);
       this.pos = writeFrameHeader(this.slab, this.pos, size, i < n - 1);
       if (copy) {
         this.slab.set(f, this.pos);
@@ -261,6 +295,29 @@ export class Connection implements DecoderHandler {
     this.cut();
     this.slab = Buffer.allocUnsafe(size);
     this.start = this.pos = 0;
+    if (!slabHolders.has(this) && !this.closed) {
+      slabHolders.add(this);
+      if (sweepTimer === null) {
+        sweepTimer = loop.setInterval(sweepSlabs, SWEEP_MS);
+        sweepTimer.unref();
+      }
+    }
+  }
+
+  private dropSlab(): void {
+    this.slab = NO_SLAB;
+    this.start = this.pos = 0;
+  }
+
+  /** @internal Once a second: drops the slab if no frame was encoded into it since the last call. */
+  _sweep(): void {
+    if (this.encoded) {
+      this.encoded = false;
+      return;
+    }
+    if (this.pending !== 0) return;
+    this.dropSlab();
+    slabHolders.delete(this);
   }
 
   private markDirty(): void {
@@ -293,8 +350,10 @@ export class Connection implements DecoderHandler {
       ok = s.write(this.slab.subarray(this.start, this.pos));
       this.start = this.pos;
     }
-    // A written view may be kept by the socket (before it connects): never write below it again.
-    if (this.slab.length - this.pos < 4096) this.newSlab();
+    // A written view may be kept by the socket (before it connects): never
+    // write below it again. A slab with less than 4 KiB left is dropped; the
+    // next frame allocates a 64 KiB one.
+    if (this.slab.length - this.pos < 4096 && this.slab !== NO_SLAB) this.dropSlab();
     this.pending = 0;
     if (!ok) this.blocked = true;
   }
@@ -303,21 +362,6 @@ export class Connection implements DecoderHandler {
     if (!this.blocked || this.closed) return;
     this.blocked = false;
     this.owner._onWritable(this);
-    const cb = this.onDrainCb;
-    if (cb !== null && !this.blocked && this.pending === 0) {
-      this.onDrainCb = null;
-      cb();
-    }
-  }
-
-  /** Calls cb once everything encoded so far reached the kernel. */
-  whenFlushed(cb: () => void): void {
-    this._flush();
-    if (!this.blocked && this.socket.writableLength === 0) {
-      cb();
-      return;
-    }
-    this.onDrainCb = cb;
   }
 
   // ---- closing -------------------------------------------------------------------------
@@ -349,18 +393,17 @@ export class Connection implements DecoderHandler {
     this.closed = true;
     this.chunks = null;
     this.pending = 0;
+    this.dropSlab();
+    if (slabHolders.delete(this) && slabHolders.size === 0) stopSweep();
     if (this.hbTimer !== null) loop.clearInterval(this.hbTimer);
     if (this.ttlTimer !== null) loop.clearInterval(this.ttlTimer);
     if (this.handshakeTimer !== null) loop.clearTimeout(this.handshakeTimer);
     this.hbTimer = this.ttlTimer = this.handshakeTimer = null;
-    const cb = this.onDrainCb;
-    this.onDrainCb = null;
     if (this.failure === undefined && !this.ready && this.connected && !this.localClose) {
       // libzmq closes without a word when it refuses our mechanism, version or socket type.
       this.failure = new ZmtpError(ERRORS.HANDSHAKE, 'ZMTP handshake: the peer closed the connection before READY (another mechanism or an incompatible socket type?)');
     }
     const err = this.failure ?? this.socket.errored ?? undefined;
     this.owner._onClosed(this, err);
-    if (cb !== null) cb();
   }
 }
