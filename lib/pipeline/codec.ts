@@ -101,6 +101,14 @@ function copyBytes(out: Buffer, at: number, src: Uint8Array, from: number, to: n
   }
 }
 
+/** Writes `v` at `at` as 4 bytes, big-endian (a length in a frame). */
+function putU32(out: Buffer, at: number, v: number): void {
+  out[at] = v >>> 24;
+  out[at + 1] = (v >>> 16) & 0xff;
+  out[at + 2] = (v >>> 8) & 0xff;
+  out[at + 3] = v & 0xff;
+}
+
 /**
  * 'J', the kind, the id's length and the id (a latin1 string, or bytes
  * idFrom to idTo of a Buffer), at the start of `out`; returns where the data goes.
@@ -222,10 +230,7 @@ export function httpJobFrame(id: string, method: string, url: string, rawHeaders
       }
       if (p >= 0) {
         writeJobHead(out, KIND_HTTP, id, 0, id.length);
-        out[at] = len >>> 24;
-        out[at + 1] = (len >>> 16) & 0xff;
-        out[at + 2] = (len >>> 8) & 0xff;
-        out[at + 3] = len & 0xff;
+        putU32(out, at, len);
         if (body.length > 0) body.copy(out, p);
         return out;
       }
@@ -236,10 +241,7 @@ export function httpJobFrame(id: string, method: string, url: string, rawHeaders
   const at = 3 + id.length;
   const out = Buffer.allocUnsafe(at + 4 + n + body.length);
   writeJobHead(out, KIND_HTTP, id, 0, id.length);
-  out[at] = n >>> 24;
-  out[at + 1] = (n >>> 16) & 0xff;
-  out[at + 2] = (n >>> 8) & 0xff;
-  out[at + 3] = n & 0xff;
+  putU32(out, at, n);
   if (n === head.length) writeAscii(out, head, at + 4);
   else out.write(head, at + 4, 'utf8');
   if (body.length > 0) body.copy(out, at + 4 + n);
@@ -384,10 +386,7 @@ export function replyFrames(meta: Buffer, id: Buffer, headers: Buffer, body: unk
   out[m] = idn;
   copyBytes(out, m + 1, id, idFrom, idTo);
   let p = m + 1 + idn;
-  out[p] = hn >>> 24;
-  out[p + 1] = (hn >>> 16) & 0xff;
-  out[p + 2] = (hn >>> 8) & 0xff;
-  out[p + 3] = hn & 0xff;
+  putU32(out, p, hn);
   p += 4;
   copyBytes(out, p, headers, 0, hn);
   if (second) {

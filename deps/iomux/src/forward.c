@@ -306,9 +306,7 @@ static size_t dir_budget(iomux_loop *loop, const iomux_fwd *f, fwd_dir *d) {
     d->iter = loop->stats.iterations;
     d->moved = 0;
   }
-  size_t unit = loop->cfg.read_cap < IOMUX_READ_ROOM ? loop->cfg.read_cap
-                                                     : IOMUX_READ_ROOM;
-  size_t budget = unit * BUDGET_READ_CAPS;
+  size_t budget = iomux__read_room(loop) * BUDGET_READ_CAPS;
   return budget < f->hwm ? f->hwm : budget;
 }
 

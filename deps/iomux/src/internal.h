@@ -201,6 +201,12 @@ void iomux__emit(iomux_loop *loop, int32_t type, int32_t id, int32_t a,
                  int32_t b);
 void iomux__emit_words(iomux_loop *loop, const int32_t *words);
 void iomux__ensure_room(iomux_loop *loop, size_t records, size_t slab_bytes);
+/* The slab room a ready socket's next read needs: IOMUX_READ_ROOM, or the
+ * read cap if it is smaller (a read never takes more than the cap). */
+static inline size_t iomux__read_room(const iomux_loop *loop) {
+  return loop->cfg.read_cap < IOMUX_READ_ROOM ? loop->cfg.read_cap
+                                              : IOMUX_READ_ROOM;
+}
 /* How many sockets one round of reads or of writes may take, at two records
  * each, so that making room for them never needs more than the buffer. */
 uint32_t iomux__sockets_per_round(const iomux_loop *loop, uint32_t max);

@@ -1086,8 +1086,7 @@ void iomux__service_ready(iomux_loop *loop, uint64_t token) {
   sock *s = sock_by_token(loop, token);
   if (!s) return;
   s->flags &= ~SF_READY_LISTED;
-  iomux__ensure_room(loop, 4, loop->cfg.read_cap < IOMUX_READ_ROOM
-                                  ? loop->cfg.read_cap : IOMUX_READ_ROOM);
+  iomux__ensure_room(loop, 4, iomux__read_room(loop));
   if (s->flags & SF_CLOSED) return;
   int32_t slot = (int32_t)TOKEN_SLOT(token);
   if (s->fwd) {
