@@ -7,16 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIST=$(pwd)/${1:-dist}
-OUT=$(mktemp)
-IOMUX_BENCH_DIST=$DIST IOMUX_BENCH_CONCURRENCY=16 taskset -c 0 node benchmarks/pipeline/server.js pipeline 1 > "$OUT" 2>&1 &
-SPID=$!
-trap 'kill $SPID 2>/dev/null; wait $SPID 2>/dev/null; rm -f "$OUT"' EXIT
-for _ in $(seq 300); do grep -q listening "$OUT" && break; sleep 0.1; done
-PORT=$(awk '/listening/{print $2}' "$OUT")
-URL="http://127.0.0.1:$PORT/is_prime?possible_prime=97"
-taskset -c 1 wrk -t1 -c32 -d2s "$URL" > /dev/null
-kids=$(pgrep -P $SPID || true)
-for k in $kids; do kids="$kids $(pgrep -P "$k" || true)"; done
+. benchmarks/pipeline/start.sh
+trap stop_pipeline EXIT
+start_pipeline "$DIST" "" 2
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 sum() { local t=0; for k in $kids; do t=$((t + $(ticks "$k"))); done; echo $t; }
 f0=$(ticks $SPID); w0=$(sum)

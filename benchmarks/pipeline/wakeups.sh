@@ -12,18 +12,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 DIST=$(pwd)/${1:-dist}
 BE=${2:-}
-OUT=$(mktemp)
 TR=$(mktemp -d)
-env ${BE:+IOMUX_BACKEND=$BE} IOMUX_BENCH_DIST="$DIST" IOMUX_BENCH_CONCURRENCY=16 \
-  taskset -c 0 node benchmarks/pipeline/server.js pipeline 1 > "$OUT" 2>&1 &
-SPID=$!
-trap 'kill $SPID 2>/dev/null; wait $SPID 2>/dev/null; rm -rf "$OUT" "$TR"' EXIT
-for _ in $(seq 300); do grep -q listening "$OUT" && break; sleep 0.1; done
-PORT=$(awk '/listening/{print $2}' "$OUT")
-URL="http://127.0.0.1:$PORT/is_prime?possible_prime=97"
-taskset -c 1 wrk -t1 -c32 -d1s "$URL" > /dev/null
-kids=$(pgrep -P $SPID || true)
-for k in $kids; do kids="$kids $(pgrep -P "$k" || true)"; done
+. benchmarks/pipeline/start.sh
+trap 'stop_pipeline; rm -rf "$TR"' EXIT
+start_pipeline "$DIST" "$BE" 1
 procs=$SPID # the front end, then the workers (the leaves)
 for k in $kids; do [ -z "$(pgrep -P "$k")" ] && procs="$procs $k"; done
 tracers=""
