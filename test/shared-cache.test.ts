@@ -48,6 +48,25 @@ t.test('values of each kind come back as they went in, as copies', async (t) => 
   t.equal(c.verify(), true);
 });
 
+t.test('Buffers and typed arrays inside structured values are copies, untouched by later reads', async (t) => {
+  const c = small();
+  t.teardown(() => c.close());
+  c.set('x', { status: 200, body: Buffer.from('body of x'), u16: new Uint16Array([1, 2]) });
+  c.set('y', { status: 201, body: Buffer.from('body of y, longer'), u16: new Uint16Array([3, 4, 5]) });
+  const x = c.get('x') as { body: Buffer; u16: Uint16Array };
+  const y = c.get('y') as { body: Buffer; u16: Uint16Array };
+  t.equal(x.body.toString(), 'body of x', 'the first value after a second read');
+  t.same([...x.u16], [1, 2]);
+  t.equal(y.body.toString(), 'body of y, longer');
+  t.same([...y.u16], [3, 4, 5]);
+  const again = c.getStale('x')!.value as { body: Buffer };
+  c.get('y');
+  t.equal(again.body.toString(), 'body of x', 'getStale() too');
+  const v = c.getWithVersion('x')!.value as { body: Buffer };
+  c.get('y');
+  t.equal(v.body.toString(), 'body of x', 'getWithVersion() too');
+});
+
 t.test('add, replace, delete, has, versions and compareAndSet', async (t) => {
   const c = small();
   t.teardown(() => c.close());

@@ -319,7 +319,10 @@ export class SharedCache {
       case T_INT64:
         return Number(buf.readBigInt64LE(start));
       case T_STRUCTURED:
-        return v8.deserialize(buf.subarray(start, start + len));
+        // v8.deserialize() hands out the Buffers and typed arrays inside a
+        // value as views of the bytes it is given: never of the io buffer,
+        // which the next read overwrites.
+        return v8.deserialize(buf === this.#io ? Buffer.from(buf.subarray(start, start + len)) : buf.subarray(start, start + len));
       default: {
         if (start === 0 && buf !== this.#io) return buf;
         const out = Buffer.allocUnsafe(len);
