@@ -5,7 +5,7 @@ export interface Binding {
   init(records: Int32Array, slab: ArrayBuffer, dispatch: (count: number) => number): void;
   setSlab(slab: ArrayBuffer, pos: number): void;
   write(id: number, data: Uint8Array, notify: boolean): number;
-  writev(id: number, chunks: Uint8Array[], notify: boolean): number;
+  writev(id: number, notify: boolean, ...chunks: Uint8Array[]): number;
   writeString(id: number, text: string, latin1: boolean, notify: boolean): number;
   queued(id: number): number;
   shutdown(id: number): number;

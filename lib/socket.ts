@@ -75,6 +75,8 @@ const DEFAULT_HWM = 16 * 1024;
 // Longest string handed to the core to encode: its scratch buffer is 64 KiB,
 // and UTF-8 takes at most 3 bytes per UTF-16 unit.
 const STRING_WRITE_MAX = 21_000;
+/** The most pieces one native writev call takes as arguments. */
+const WRITEV_ARGS = 1024;
 const FAMILY_NAMES: Record<number, string> = { [AF_INET]: 'IPv4', [AF_INET6]: 'IPv6', [AF_UNIX]: 'unix' };
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -1095,7 +1097,15 @@ class SocketImpl extends LightDuplex implements StreamHandle {
     if (this.writesDirect()) {
       this._bytesDispatched += size;
       const notify = this.queuedEstimate + size >= this.writableHwm;
-      return this.afterNativeWrite(binding.writev(this._id, chunks as Uint8Array[], notify), notify, undefined);
+      let q = 0;
+      // The pieces go as arguments (see the binding), in windows that keep
+      // the call's frame small whatever the array's length.
+      for (let i = 0; i < chunks.length && q >= 0; i += WRITEV_ARGS) {
+        q = i === 0 && chunks.length <= WRITEV_ARGS
+          ? binding.writev(this._id, notify, ...chunks)
+          : binding.writev(this._id, notify, ...chunks.slice(i, i + WRITEV_ARGS));
+      }
+      return this.afterNativeWrite(q, notify, undefined);
     }
     let ok = true;
     for (let i = 0; i < chunks.length; i++) ok = this.write(chunks[i]!) && ok;

@@ -34,6 +34,24 @@ const sha = (bufs: Buffer[]): string => {
   return h.digest('hex');
 };
 
+t.test('5,000 pieces in one writev: more than one native call takes, whole and in order', async (t) => {
+  const { port, done } = await sink(t);
+  const c = new iomux.Socket();
+  c.connect(port, '127.0.0.1');
+  await connected(c);
+  c.on('data', () => {});
+  const bufs = pieces(5000);
+  const total = bufs.reduce((n, b) => n + b.length, 0);
+  const ok = c.writev(bufs);
+  t.equal(ok, c.writableLength < c.writableHighWaterMark, 'false only above the high-water mark');
+  if (!ok) await once(c, 'drain');
+  t.equal(c.bytesWritten, total);
+  c.end();
+  const got = await done;
+  t.equal(got.bytes, total);
+  t.equal(got.sha, sha(bufs), 'the bytes arrived whole and in order');
+});
+
 t.test('1,000 pieces in one writev: in order, in few sendmsg calls', async (t) => {
   const { port, done } = await sink(t);
   const c = new iomux.Socket();

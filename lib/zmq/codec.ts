@@ -186,6 +186,9 @@ export class Decoder {
 
   private run(chunk: Uint8Array): void {
     const len = chunk.length;
+    // Read once per chunk, not per frame: `.buffer` is a call into the runtime.
+    const bytes = chunk.buffer;
+    const base = chunk.byteOffset;
     let pos = 0;
     while (pos < len || this.state === S_BODY && this.bodyLen === this.bodySize) {
       switch (this.state) {
@@ -236,7 +239,7 @@ export class Decoder {
               pos += 8;
               this.bodySize = lo;
               this.checkSize(lo);
-              const body = viewOf(chunk.buffer, chunk.byteOffset + pos, lo);
+              const body = viewOf(bytes, base + pos, lo);
               pos += lo;
               this.state = S_FLAGS;
               if (this.frames.length === 0 && (flags & FLAG_MORE) === 0) this.handler.onMessage([body]);
@@ -256,7 +259,7 @@ export class Decoder {
                 // A short copy in JavaScript costs less than a native call and a view.
                 for (let k = 0; k < size; k++) body[k] = chunk[pos + k]!;
               } else {
-                body.set(size === len ? chunk : new Uint8Array(chunk.buffer, chunk.byteOffset + pos, size));
+                body.set(size === len ? chunk : new Uint8Array(bytes, base + pos, size));
               }
               pos += size;
               this.state = S_FLAGS;

@@ -120,6 +120,9 @@ export class Connection implements DecoderHandler {
    * when each got its 64 KiB at once). NO_SLAB until then.
    */
   private slab: Buffer = NO_SLAB;
+  /** The slab's ArrayBuffer and offset in it: read once, not per header piece (`.buffer` is a call into the runtime). */
+  private slabBuffer: ArrayBufferLike = NO_SLAB.buffer;
+  private slabOffset = 0;
   private start = 0;
   private pos = 0;
   /** Encoded output not yet written: pieces before the slab's [start, pos). */
@@ -285,8 +288,7 @@ export class Connection implements DecoderHandler {
     if (this.pos > this.start) {
       // A plain Uint8Array: cheaper to make than a Buffer view (subarray),
       // and one is made per frame sent by reference.
-      const slab = this.slab;
-      (this.chunks ??= []).push(new Uint8Array(slab.buffer, slab.byteOffset + this.start, this.pos - this.start));
+      (this.chunks ??= []).push(new Uint8Array(this.slabBuffer, this.slabOffset + this.start, this.pos - this.start));
       this.start = this.pos;
     }
   }
@@ -294,6 +296,8 @@ export class Connection implements DecoderHandler {
   private newSlab(size = SLAB_SIZE): void {
     this.cut();
     this.slab = Buffer.allocUnsafe(size);
+    this.slabBuffer = this.slab.buffer;
+    this.slabOffset = this.slab.byteOffset;
     this.start = this.pos = 0;
     if (!slabHolders.has(this) && !this.closed) {
       slabHolders.add(this);
@@ -306,6 +310,8 @@ export class Connection implements DecoderHandler {
 
   private dropSlab(): void {
     this.slab = NO_SLAB;
+    this.slabBuffer = NO_SLAB.buffer;
+    this.slabOffset = 0;
     this.start = this.pos = 0;
   }
 
