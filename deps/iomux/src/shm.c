@@ -488,18 +488,26 @@ static uint32_t next_block(iomux_shm *s, uint32_t off) {
   return n >= s->h->heap_end ? s->h->heap_off : n;
 }
 
-/* Reclaims expired entries, a few blocks per call. The hand's old position
- * is logged once per run of blocks it passes over (a position any rollback
- * can return to: it is a block start until something is freed, and every
- * free is followed by a checkpoint and a new log record). */
+/* Reclaims expired entries, a few blocks per call, and never more than one
+ * turn of the hand over the heap. The turn ends when the hand has wrapped
+ * and reached its starting address again: a count of the bytes passed would
+ * end it early, since a free that merges with a free block already passed
+ * moves the hand back to the merged block's start, and that block is passed
+ * (and counted) again. The hand's old position is logged once per run of
+ * blocks it passes over (a position any rollback can return to: it is a
+ * block start until something is freed, and every free is followed by a
+ * checkpoint and a new log record). */
 static uint32_t sweep(iomux_shm *s, uint64_t now, uint32_t blocks, uint32_t max) {
   hdr *h = s->h;
   uint32_t done = 0;
-  uint64_t walked = 0, heap = h->heap_end - h->heap_off;
+  const uint32_t start = h->sweep_hand;
+  bool wrapped = false;
   log_word(s, &h->sweep_hand, 4);
-  for (uint32_t i = 0; i < blocks && done < max && walked < heap; i++) {
+  for (uint32_t i = 0; i < blocks && done < max; i++) {
     uint32_t off = h->sweep_hand;
+    if (wrapped && off >= start) break;
     uint32_t nx = next_block(s, off);
+    if (nx <= off) wrapped = true;
     entry *e = E(s, off);
     if ((e->szf & B_USED) && expired(e, now)) {
       w32(s, &h->sweep_hand, nx); /* before the free, which may merge nx */
@@ -509,9 +517,6 @@ static uint32_t sweep(iomux_shm *s, uint64_t now, uint32_t blocks, uint32_t max)
       checkpoint(s);
       log_word(s, &h->sweep_hand, 4);
     } else {
-      /* a reclaimed block is walked again as part of the free block it
-       * merged into: only blocks passed over count */
-      walked += B_SIZE(e->szf);
       h->sweep_hand = nx;
       step(s);
     }
@@ -804,8 +809,11 @@ void iomux_shm_clear(iomux_shm *s) {
 uint32_t iomux_shm_flush_expired(iomux_shm *s, uint32_t max) {
   if (lock(s)) return 0;
   hdr *h = s->h;
-  /* a pass over the heap at most: blocks are >= 16 bytes */
-  uint32_t n = sweep(s, iomux_shm_now(), (h->heap_end - h->heap_off) / 16, max ? max : UINT32_MAX);
+  /* one turn of the hand (sweep() ends it); the block bound only guards the
+   * loop: blocks are >= 16 bytes, and each reclaimed one may be passed once
+   * more as part of the free block it merged into */
+  uint64_t bound = 2ull * ((h->heap_end - h->heap_off) / 16) + 2;
+  uint32_t n = sweep(s, iomux_shm_now(), bound > UINT32_MAX ? UINT32_MAX : (uint32_t)bound, max ? max : UINT32_MAX);
   unlock(s);
   return n;
 }

@@ -194,6 +194,37 @@ static void test_ttl(void) {
   iomux_shm_close(s);
 }
 
+/* One flush_expired() call covers the whole heap even when reclaimed entries
+ * merge with free blocks the hand already passed (such a merge moves the
+ * hand back to the merged block's start, and it passes those bytes again):
+ * live entries, expired ones and holes left by deletes interleaved as
+ * live, hole, expired, hole, with the hand wherever the writes left it. */
+static void test_flush_fragmented(void) {
+  iomux_shm *s = make(1 << 20, 8000, 0, 1);
+  char k[16];
+  int live = 0, short_lived = 0;
+  for (int i = 0; i < 4000; i++) {
+    snprintf(k, sizeof k, "f%d", i);
+    put(s, k, "0123456789abcdef0123456789", i % 4 == 2 ? 1 : 0);
+  }
+  for (int i = 0; i < 4000; i++) {
+    snprintf(k, sizeof k, "f%d", i);
+    if (i % 2 == 1)
+      CHECK(iomux_shm_delete(s, k, strlen(k)) == 0, "delete %s", k);
+    else
+      i % 4 == 0 ? live++ : short_lived++;
+  }
+  usleep(5000);
+  uint32_t n = iomux_shm_flush_expired(s, 0);
+  iomux_shm_stats st;
+  iomux_shm_stats_get(s, &st);
+  CHECK(st.entries == (uint64_t)live, "%llu entries left, %d live (flushed %u of %d)",
+        (unsigned long long)st.entries, live, n, short_lived);
+  CHECK(iomux_shm_flush_expired(s, 0) == 0, "nothing left for a second call");
+  CHECK(verify_ok(s), "verify");
+  iomux_shm_close(s);
+}
+
 /* ---- regions ------------------------------------------------------------ */
 
 static void test_region_errors(void) {
@@ -654,6 +685,7 @@ int main(void) {
   alarm(g_valgrind ? 1200 : 300);
   run("basic operations", test_basic);
   run("ttl, stale, expire, sweep", test_ttl);
+  run("flush_expired: one call covers a fragmented heap", test_flush_fragmented);
   run("region errors: magic, layout, size, names", test_region_errors);
   run("random operations against a model", test_model);
   run("out of space: refuse and evict", test_out_of_space);
