@@ -51,8 +51,8 @@ const PROCESS_LEVEL = [
 // sits well above the event backend and whose cost is load or parsing: libzmq
 // interop, node:http on iomux sockets (serveNode), the HTTP parser's fuzzing
 // and memory per idle connection. The socket, HTTP, proxy, zmq and cache API
-// files still run there. Those left out run on epoll and io_uring (and on the
-// real kqueue, on macOS).
+// files still run there. Those left out run on the Linux backends as above
+// (and on the real kqueue, on macOS).
 const ABOVE_THE_BACKEND = [
   ...PROCESS_LEVEL, /^zmq-(interop|fuzz)/, /^http-node/, /^http-fuzz/, /^idle-memory/,
 ];
@@ -68,8 +68,10 @@ function defaultBackend() {
 /** The tap arguments for one backend: when no files were named, the subset that backend runs. */
 function tapArgsFor(backend, byDefault) {
   if (tapArgs.some((a) => !a.startsWith('-'))) return tapArgs;
+  // The process-level files are left out only when this run also covers the
+  // default backend (IOMUX_BACKENDS=epoll alone runs them on epoll).
   const leftOut = backend === 'kqueue-emulated' ? ABOVE_THE_BACKEND
-    : backend && backend !== byDefault ? PROCESS_LEVEL : [];
+    : backend && byDefault && backend !== byDefault && wanted.includes(byDefault) ? PROCESS_LEVEL : [];
   if (!leftOut.length) return tapArgs;
   const files = fs.readdirSync(path.join(root, 'test'))
     .filter((f) => f.endsWith('.test.ts') && !leftOut.some((re) => re.test(f)))
